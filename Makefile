@@ -1,0 +1,34 @@
+# qdq-onnx developer entry points. `make demo` and `make test` create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-fast lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[keras,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+# The test command the README and CI use. pytest exit code 5 (nothing collected) is a failure.
+test: $(STAMP)
+	$(PY) -m ruff check qdq_onnx tests scripts
+	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check qdq_onnx tests scripts
+
+bench: $(STAMP)
+	$(PY) scripts/bench_insert.py
+
+clean:
+	rm -rf out .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""The qdq-onnx command line: one thin module per subcommand."""

@@ -1,0 +1,35 @@
+"""qdq-onnx convert: Keras model (.keras/.h5/SavedModel) -> float ONNX with a layer map."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..layer_map import read_layer_map
+from .options import add_output
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a Keras model to ONNX (needs qdq-onnx[keras])",
+                       description="Convert a .keras/.h5 file or a SavedModel folder to ONNX "
+                                   "with tf2onnx. BatchNorm is folded where exact, shared "
+                                   "weights are un-shared, and the Keras layer map is stored "
+                                   "in the file's metadata for later commands.")
+    p.add_argument("model", help="a .keras or .h5 file, or a SavedModel folder")
+    add_output(p)
+    p.add_argument("--opset", type=int, default=13,
+                   help="ONNX opset to write, 13-18 (default 13; per-channel Q/DQ needs 13+)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..keras_convert import keras_to_onnx, load_keras_model
+    from ..model_io import check_model, save_model_atomic
+
+    onnx_model = keras_to_onnx(load_keras_model(args.model), opset=args.opset)
+    check_model(onnx_model, "the converted model")
+    save_model_atomic(onnx_model, args.output)
+    lm = read_layer_map(onnx_model)
+    layers = f", {len(lm.layers)} Keras layers mapped" if lm else ""
+    print(f"wrote {args.output}: {len(onnx_model.graph.node)} nodes, opset {args.opset}"
+          f"{layers}")
+    return 0

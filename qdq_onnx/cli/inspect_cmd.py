@@ -1,0 +1,38 @@
+"""qdq-onnx inspect: which layers/nodes of a Q/DQ ONNX are quantized, how, and by which rule."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="show the quantized inputs of a Q/DQ ONNX model",
+                       description="List every node input fed by DequantizeLinear: activation "
+                                   "or weight, per-channel axis and scale count, the rule that "
+                                   "placed it and the Keras layer it belongs to.")
+    p.add_argument("model", help="a Q/DQ ONNX file")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inspect import summary
+    from ..model_io import load_model
+
+    info = summary(load_model(args.model))
+    if args.format == "json":
+        print(json.dumps(info, indent=1))
+        return 0
+    rows = info["quantized_inputs"]
+    head = ("node", "op", "in", "kind", "axis", "scales", "rule", "layer")
+    table = [head] + [(r["node"], r["op_type"], str(r["input"]), r["kind"],
+                       "-" if r["axis"] is None else str(r["axis"]), str(r["scales"]),
+                       r["rule"], r["layer"] or "-") for r in rows]
+    widths = [min(max(len(row[i]) for row in table), 60) for i in range(len(head))]
+    for row in table:
+        print("  ".join(c[:60].ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(f"\n{info['quantized_nodes']} quantized nodes, {len(rows)} quantized inputs, "
+          f"{info['quantize_linear']} QuantizeLinear / {info['dequantize_linear']} "
+          "DequantizeLinear")
+    return 0

@@ -1,0 +1,57 @@
+"""Entry point: parse, dispatch to one subcommand, map errors to exit codes.
+
+Exit codes: 0 success, 1 internal error (a bug: traceback shown), 2 bad input or usage
+(one-line message; add --debug for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from .. import __version__
+from ..errors import QdqError
+from . import convert_cmd, insert_cmd, inspect_cmd, rules_cmd
+
+COMMANDS = (convert_cmd, insert_cmd, inspect_cmd, rules_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qdq-onnx",
+        description="Prepare ONNX models for TensorRT INT8: convert Keras models, place "
+                    "Q/DQ pairs by TensorRT's rules, calibrate and fine-tune.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 bad input. Run 'qdq-onnx COMMAND -h' "
+               "for each command's options.")
+    parser.add_argument("--version", action="version", version=f"qdq-onnx {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback for input errors too")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except QdqError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"qdq-onnx {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qdq-onnx {args.command}: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"qdq-onnx {args.command}: internal error (a bug in qdq-onnx; please report it "
+              "with the traceback above)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""qdq-onnx rules: list the rules of a rule file, or explain one rule by id."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from ..errors import QdqError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rules", help="list placement rules or explain one by id",
+                       description="Show the rules of a rule file (default: the bundled "
+                                   "tensorrt rules) with ids and reasons; give an id for the "
+                                   "full rationale.")
+    p.add_argument("rule_id", nargs="?", help="a rule id, e.g. TRT-R001")
+    p.add_argument("--rules", metavar="RULES.yaml", help="rule file or bundled name")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..rules import load_rules
+
+    rules = load_rules(args.rules)
+    if args.rule_id:
+        rule = rules.by_id(args.rule_id)
+        if rule is None:
+            ids = ", ".join(r.id for r in rules.all_rules())
+            raise QdqError(f"no rule {args.rule_id!r} in {rules.name}; ids: {ids}")
+        print(f"{rule.id}  {rule.name}")
+        print(textwrap.fill(rule.reason, 88))
+        if rule.why:
+            print()
+            print(textwrap.fill(rule.why, 88))
+        return 0
+    print(f"{rules.name}: {rules.description}\n")
+    for r in rules.op_rules:
+        axis = ""
+        if r.weight_axis is not None:
+            axis = f" weight axis {r.weight_axis.fixed}" if r.weight_axis.attribute is None \
+                else f" weight axis by {r.weight_axis.attribute}"
+        print(f"{r.id:10} {r.name:32} ops {', '.join(r.ops)}; inputs "
+              f"{', '.join(map(str, r.inputs))}{axis}")
+    for r in rules.never:
+        print(f"{r.id:10} {r.name:32} never: {len(r.ops)} op types")
+    for r in rules.patterns.values():
+        state = "on" if r.enabled else "off"
+        opts = r.options.get("mode")
+        print(f"{r.id:10} {r.name:32} pattern {r.kind} ({state}{', ' + opts if opts else ''})")
+    return 0

@@ -1,0 +1,107 @@
+"""A read-only index over an ONNX graph: producers, consumers and constants in O(1).
+
+Planning walks the graph many times; keeping these maps avoids the quadratic rescans that
+make naive graph tools slow on models with thousands of nodes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+@dataclass(frozen=True)
+class Use:
+    """One input slot of one node: `node.input[index]`."""
+
+    node: onnx.NodeProto
+    index: int
+
+
+class GraphIndex:
+    """Producer/consumer/constant lookups over one onnx.GraphProto (the main graph)."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.nodes: list[onnx.NodeProto] = list(graph.node)
+        self.by_name: dict[str, onnx.NodeProto] = {n.name: n for n in self.nodes}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[Use]] = defaultdict(list)
+        for node in self.nodes:
+            for out in node.output:
+                if out:
+                    self.producer[out] = node
+            for i, name in enumerate(node.input):
+                if name:
+                    self.consumers[name].append(Use(node, i))
+        self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
+        self.constant_nodes: dict[str, onnx.NodeProto] = {
+            n.output[0]: n for n in self.nodes if n.op_type == "Constant" and n.output
+        }
+        self.graph_inputs = [i.name for i in graph.input if i.name not in self.initializers]
+        self.graph_outputs = {o.name for o in graph.output}
+
+    def is_constant(self, tensor: str) -> bool:
+        return tensor in self.initializers or tensor in self.constant_nodes
+
+    def constant_value(self, tensor: str) -> np.ndarray | None:
+        if tensor in self.initializers:
+            return numpy_helper.to_array(self.initializers[tensor])
+        node = self.constant_nodes.get(tensor)
+        if node is None:
+            return None
+        for attr in node.attribute:
+            if attr.name == "value":
+                return numpy_helper.to_array(attr.t)
+        return None
+
+    def constant_shape(self, tensor: str) -> tuple[int, ...] | None:
+        if tensor in self.initializers:
+            return tuple(self.initializers[tensor].dims)
+        value = self.constant_value(tensor)
+        return None if value is None else tuple(value.shape)
+
+    def live_inputs(self, node: onnx.NodeProto) -> list[int]:
+        """Indices of the node's inputs that are computed at run time (not constants)."""
+        return [i for i, t in enumerate(node.input) if t and not self.is_constant(t)]
+
+    def consumer_count(self, tensor: str) -> int:
+        return len(self.consumers.get(tensor, ())) + (1 if tensor in self.graph_outputs else 0)
+
+    def successors(self, node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
+        for out in node.output:
+            for use in self.consumers.get(out, ()):
+                yield use.node
+
+    def fork_distance(self, tensor: str, limit: int = 10_000) -> int:
+        """Nodes walked back from `tensor` (first live input each time) to the nearest tensor
+        that several nodes read (a fork) or to a graph input."""
+        steps = 0
+        t = tensor
+        while steps < limit:
+            node = self.producer.get(t)
+            if node is None:
+                return steps
+            live = self.live_inputs(node)
+            if not live:
+                return steps
+            steps += 1
+            t = node.input[live[0]]
+            if self.consumer_count(t) > 1:
+                return steps
+        return steps
+
+
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default

@@ -1,0 +1,181 @@
+"""Insertion: apply a placement plan to a prepared float model, writing true
+QuantizeLinear -> DequantizeLinear pairs (int8, zero point 0) with onnx-graphsurgeon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from .errors import QdqError
+from .model_io import MAX_IR_VERSION, MIN_OPSET, default_opset
+from .plan import PlacementPlan
+from .scales import PLACEHOLDER_AMAX, amax_to_scale, weight_amax
+
+RULE_KEY = "qdq_onnx.rule"
+PLAN_KEY = "qdq_onnx.plan"
+SCALES_KEY = "qdq_onnx.activation_scales"
+
+
+@dataclass
+class InsertReport:
+    activation_pairs: int = 0
+    weight_pairs: int = 0
+    placeholder_scales: list[str] = field(default_factory=list)
+    zero_weight_channels: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [f"inserted {self.activation_pairs} activation and {self.weight_pairs} weight "
+               "Q/DQ pairs"]
+        if self.placeholder_scales:
+            out.append(f"{len(self.placeholder_scales)} activation scale(s) are placeholders "
+                       f"(amax={PLACEHOLDER_AMAX}): calibrate with --calib DATA for real "
+                       "scales")
+        for name, n in self.zero_weight_channels.items():
+            out.append(f"weight {name}: {n} all-zero channel(s) got the minimum scale")
+        return out
+
+
+class _Names:
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = taken
+
+    def __call__(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+
+def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
+          label: str, rule: str, provenance: dict[str, str]) -> tuple[list[gs.Node],
+                                                                       gs.Variable]:
+    zp = np.zeros(scale.shape, dtype=np.int8)
+    s_const = gs.Constant(names(f"{label}_scale"), scale.astype(np.float32))
+    z_const = gs.Constant(names(f"{label}_zero_point"), zp)
+    attrs = {"axis": int(axis)} if axis is not None else {}
+    q_out = gs.Variable(names(f"{label}_quantized"), dtype=np.int8)
+    dq_out = gs.Variable(names(f"{label}_dequantized"), dtype=np.float32)
+    q = gs.Node("QuantizeLinear", names(f"{label}_QuantizeLinear"), dict(attrs),
+                [src, s_const, z_const], [q_out])
+    dq = gs.Node("DequantizeLinear", names(f"{label}_DequantizeLinear"), dict(attrs),
+                 [q_out, s_const, z_const], [dq_out])
+    provenance[q.name] = rule
+    provenance[dq.name] = rule
+    return [q, dq], dq_out
+
+
+def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
+               activation_amax: dict[str, float] | None = None,
+               scale_source: str = "") -> tuple[onnx.ModelProto, InsertReport]:
+    """Return a new model with the plan's Q/DQ pairs. `activation_amax` maps a scale key
+    (scale group, else tensor name) to its calibrated max |x|; missing keys get the
+    placeholder range and are reported."""
+    if default_opset(model) < MIN_OPSET:
+        raise QdqError(f"insertion needs opset >= {MIN_OPSET}; prepare the model first")
+    report = InsertReport()
+    graph = gs.import_onnx(model)
+    tensors = graph.tensors()
+    nodes = {n.name: n for n in graph.nodes}
+    names = _Names({n.name for n in graph.nodes} | set(tensors))
+    provenance: dict[str, str] = {}
+    amax = activation_amax or {}
+
+    def consumer_slot(consumer: str, slot: int) -> gs.Node:
+        node = nodes.get(consumer)
+        if node is None or slot >= len(node.inputs):
+            raise QdqError(f"the plan names {consumer}[{slot}], which is not in the graph")
+        return node
+
+    # Activations: one Q/DQ pair per tensor, shared by every planned consumer of it.
+    by_tensor: dict[str, list] = {}
+    for p in plan.activations():
+        by_tensor.setdefault(p.tensor, []).append(p)
+    for tensor_name, group in by_tensor.items():
+        src = tensors.get(tensor_name)
+        if src is None:
+            raise QdqError(f"the plan names tensor {tensor_name!r}, which is not in the graph")
+        key = group[0].scale_group or tensor_name
+        if key in amax:
+            value = float(amax[key])
+        else:
+            value = PLACEHOLDER_AMAX
+            report.placeholder_scales.append(key)
+        scale, _ = amax_to_scale(np.float32(value))
+        rule_ids = ",".join(dict.fromkeys(p.rule for p in group))
+        new_nodes, dq_out = _pair(names, src, scale, None, tensor_name, rule_ids, provenance)
+        graph.nodes.extend(new_nodes)
+        for p in group:
+            consumer_slot(p.consumer, p.input).inputs[p.input] = dq_out
+        report.activation_pairs += 1
+    # Weights: per channel, one pair per consumer slot (weights are un-shared by prepare).
+    for p in plan.weights():
+        node = consumer_slot(p.consumer, p.input)
+        src = node.inputs[p.input]
+        if not isinstance(src, gs.Constant):
+            raise QdqError(f"{p.consumer}: weight input {p.input} ({p.tensor}) is not a "
+                           "constant initializer")
+        values = np.asarray(src.values, dtype=np.float32)
+        amax_w = weight_amax(values, p.axis)
+        scale, zeros = amax_to_scale(amax_w)
+        if zeros:
+            report.zero_weight_channels[p.tensor] = zeros
+        new_nodes, dq_out = _pair(names, src, scale, p.axis, p.tensor, p.rule, provenance)
+        graph.nodes.extend(new_nodes)
+        node.inputs[p.input] = dq_out
+        report.weight_pairs += 1
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph)
+    _restore_model_fields(model, out)
+    for node in out.graph.node:
+        rule = provenance.get(node.name)
+        if rule is not None:
+            node.metadata_props.add(key=RULE_KEY, value=rule)
+    set_metadata(out, PLAN_KEY, plan.to_json())
+    set_metadata(out, SCALES_KEY, scale_source or (
+        "placeholder" if report.placeholder_scales else "given"))
+    return out, report
+
+
+def _restore_model_fields(src: onnx.ModelProto, out: onnx.ModelProto) -> None:
+    out.ir_version = min(src.ir_version or MAX_IR_VERSION, MAX_IR_VERSION)
+    out.producer_name = "qdq-onnx"
+    out.producer_version = _version()
+    del out.opset_import[:]
+    out.opset_import.extend(src.opset_import)
+    del out.metadata_props[:]
+    out.metadata_props.extend(src.metadata_props)
+    out.graph.name = src.graph.name
+    out.doc_string = src.doc_string
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
+    for prop in model.metadata_props:
+        if prop.key == key:
+            prop.value = value
+            return
+    model.metadata_props.add(key=key, value=value)
+
+
+def get_metadata(model: onnx.ModelProto, key: str) -> str | None:
+    for prop in model.metadata_props:
+        if prop.key == key:
+            return prop.value
+    return None
+
+
+def scale_of(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    for t in model.graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    return None

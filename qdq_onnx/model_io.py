@@ -1,0 +1,169 @@
+"""Reading, checking and atomically writing ONNX files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import QdqError, UnsupportedModelError
+
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (axis) needs opset 13
+MAX_OPSET = 21  # the newest default-domain opset onnxruntime 1.19 runs
+MAX_IR_VERSION = 10  # onnxruntime 1.19 refuses IR 11+
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load an ONNX file, with external data confined to the model's folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise QdqError(f"{p}: is a folder, expected an .onnx file")
+    if not p.exists():
+        raise QdqError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise QdqError(f"{p}: the file is empty, expected an ONNX model")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise QdqError(f"{p}: not an ONNX model (protobuf parse failed: {exc})") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise QdqError(f"{p}: not an ONNX model (no graph or an empty graph)")
+    _load_external_data(model, p.parent)
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    root = base.resolve()
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (root / location).resolve()
+        if root != target and root not in target.parents:
+            raise QdqError(
+                f"tensor {tensor.name!r}: external data location {location!r} points outside "
+                f"the model's folder {root}; refusing to read it"
+            )
+        if not target.is_file():
+            raise QdqError(
+                f"tensor {tensor.name!r}: external data file {location!r} is missing "
+                f"(looked in {root}); copy it next to the model"
+            )
+    onnx.load_external_data_for_model(model, str(root))
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise UnsupportedModelError("the model imports no default-domain (ai.onnx) opset")
+
+
+def ensure_supported_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """Return the model at an opset qdq-onnx supports, upgrading opset 7-12 to 13.
+
+    Returns the (possibly converted) model and a note describing any conversion.
+    """
+    opset = default_opset(model)
+    if opset > MAX_OPSET:
+        raise UnsupportedModelError(
+            f"the model uses opset {opset}; qdq-onnx supports opsets {MIN_OPSET}-{MAX_OPSET} "
+            f"(onnxruntime 1.19): re-export it at opset {MAX_OPSET} or lower"
+        )
+    if opset >= MIN_OPSET:
+        return model, None
+    if opset < 7:
+        raise UnsupportedModelError(
+            f"the model uses opset {opset}; opsets below 7 cannot be upgraded automatically"
+        )
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors from C++
+        raise UnsupportedModelError(
+            f"the model uses opset {opset} and upgrading it to {MIN_OPSET} failed: {exc}"
+        ) from None
+    return converted, f"upgraded opset {opset} -> {MIN_OPSET} (per-channel Q/DQ needs >= 13)"
+
+
+def check_model(model: onnx.ModelProto, what: str = "the model") -> None:
+    """Full ONNX check (with shape inference); raise QdqError naming the failure."""
+    try:
+        if model.ByteSize() < _PROTOBUF_LIMIT:
+            onnx.checker.check_model(model, full_check=True)
+        else:  # the checker cannot take a >2 GB proto in memory; check the graph structure only
+            onnx.checker.check_model(_without_weights(model), full_check=False)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise QdqError(f"{what} fails the ONNX checker: {first}") from None
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    for t in light.graph.initializer:
+        t.ClearField("raw_data")
+    return light
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Write `model` to `path` via a temporary file and a rename: never a half-written file.
+
+    Models over 2 GB are written with their weights in one external-data file next to `path`.
+    """
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise QdqError(f"{out}: the output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise QdqError(f"{out}: the output folder {parent} is not writable")
+    if model.ir_version > MAX_IR_VERSION:
+        model.ir_version = MAX_IR_VERSION
+    large = model.ByteSize() >= _PROTOBUF_LIMIT
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    data_name = out.name + ".data"
+    tmp_data = parent / f".{data_name}.tmp"
+    try:
+        if large:
+            # Saving with external data rewrites the tensors' locations: work on a copy so the
+            # caller's model is left as it was.
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.save_model(
+                copy, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                location=tmp_data.name, size_threshold=1024,
+            )
+            os.replace(tmp_data, parent / data_name)
+            # Point the tensors at the final data-file name.
+            final = onnx.load(str(tmp), load_external_data=False)
+            for t in onnx.external_data_helper._get_all_tensors(final):
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = data_name
+            onnx.save_model(final, str(tmp))
+        else:
+            onnx.save_model(model, str(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp_data.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    pa, pb = Path(a), Path(b)
+    try:
+        return pa.exists() and pb.exists() and pa.samefile(pb)
+    except OSError:
+        return pa.resolve() == pb.resolve()

@@ -1,0 +1,29 @@
+"""Progress bars (tqdm) that stay quiet when output is not a terminal or when disabled."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class _Null:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+
+@contextmanager
+def progress(total: int | None, desc: str, unit: str = "it", enable: bool = True) -> Iterator:
+    if not enable or not sys.stderr.isatty():
+        yield _Null()
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -1,0 +1,35 @@
+"""Scale arithmetic shared by insertion, calibration and training: TensorRT's symmetric
+INT8 (zero point 0, scale = amax / 127)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+QMAX = 127
+MIN_SCALE = np.float32(1e-8)  # a zero scale is invalid; an all-zero channel quantizes to 0 anyway
+PLACEHOLDER_AMAX = 6.0  # the original toolkit's initial range (+-6) before any data is seen
+
+
+def reduce_axes(ndim: int, axis: int) -> tuple[int, ...]:
+    return tuple(i for i in range(ndim) if i != axis)
+
+
+def weight_amax(weight: np.ndarray, axis: int) -> np.ndarray:
+    """Per-channel max |w| along `axis` (the output channels as the consuming op sees them)."""
+    return np.max(np.abs(weight), axis=reduce_axes(weight.ndim, axis)).astype(np.float32)
+
+
+def amax_to_scale(amax: np.ndarray | float, num_bits: int = 8) -> tuple[np.ndarray, int]:
+    """Scale(s) for `amax`; returns (scale, number of entries clamped to MIN_SCALE)."""
+    qmax = 2 ** (num_bits - 1) - 1
+    a = np.asarray(amax, dtype=np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("amax holds NaN or Inf")
+    scale = (a / np.float32(qmax)).astype(np.float32)
+    tiny = scale < MIN_SCALE
+    return np.where(tiny, MIN_SCALE, scale).astype(np.float32), int(np.count_nonzero(tiny))
+
+
+def fake_quant(x: np.ndarray, scale: np.ndarray, lo: int = -128, hi: int = 127) -> np.ndarray:
+    """Reference Q->DQ in numpy (round half to even, saturate), zero point 0."""
+    return (np.clip(np.rint(x / scale), lo, hi) * scale).astype(np.float32)
