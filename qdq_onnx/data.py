@@ -152,4 +152,7 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
         return gen(), None
     n = next(iter(feeds.values())).shape[0]
     total = n if limit is None else min(n, limit)
+    fixed = {dims[0] for dims, _ in model_inputs(model).values() if dims and dims[0]}
+    if fixed:  # a model exported with a fixed batch size takes exactly that many per run
+        batch_size = min(fixed)
     return batches(feeds, batch_size, limit), total

@@ -1,0 +1,101 @@
+"""Per-channel weight axis per consumer op, on hand-built graphs, checked end to end."""
+
+import numpy as np
+import onnx
+import pytest
+from helpers import RNG, G, dq_fed, run
+from onnx import TensorProto, helper, numpy_helper
+
+from qdq_onnx import quantize_model
+
+
+def _axes(q):
+    out = {}
+    for n in q.onnx.graph.node:
+        if n.op_type == "DequantizeLinear":
+            axis = [a.i for a in n.attribute if a.name == "axis"]
+            scale = next(t for t in q.onnx.graph.initializer if t.name == n.input[1])
+            out[n.name] = (axis[0] if axis else None, int(np.prod(scale.dims)))
+    return out
+
+
+def _weight_pair(q, consumer):
+    p = [p for p in q.plan.weights() if p.consumer == consumer]
+    assert len(p) == 1
+    return p[0]
+
+
+def _check_runs_close(model, q, x, rel=0.1):
+    onnx.checker.check_model(q.onnx, full_check=True)
+    a, b = run(model, x)[0], run(q.onnx, x)[0]
+    assert a.shape == b.shape
+    assert np.abs(a - b).max() <= rel * np.abs(a).max() + 1e-6
+
+
+@pytest.mark.parametrize("group,k", [(1, 6), (2, 6), (4, 4)])
+def test_conv_grouped_and_depthwise_axis0(group, k):
+    g = G()
+    y = g.conv("c", "x", k, group=group)
+    m = g.model([y])
+    q = quantize_model(m)
+    p = _weight_pair(q, "c")
+    assert p.axis == 0
+    axes = _axes(q)
+    assert (0, k) in axes.values()
+    x = RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)
+    _check_runs_close(m, q, x)
+
+
+def test_convtranspose_axis1():
+    g = G()
+    y = g.convt("ct", "x", 6)
+    m = g.model([y])
+    q = quantize_model(m)
+    assert _weight_pair(q, "ct").axis == 1
+    assert (1, 6) in _axes(q).values()
+    _check_runs_close(m, q, RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32))
+
+
+def _dense_model(op: str, trans_b: int | None):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 7])
+    w = RNG.normal(0, 0.5, (7, 5) if trans_b else (5, 7)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")]
+    attrs = {"transB": trans_b} if op == "Gemm" else {}
+    node = helper.make_node(op, ["x", "w"], ["y"], name="d", **attrs)
+    m = helper.make_model(helper.make_graph([node], "d", [x], [y], inits),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("op,trans_b,axis", [("Gemm", 1, 0), ("Gemm", 0, 1),
+                                             ("MatMul", None, 1)])
+def test_gemm_and_matmul_axes(op, trans_b, axis):
+    m = _dense_model(op, trans_b)
+    q = quantize_model(m)
+    assert _weight_pair(q, "d").axis == axis
+    assert (axis, 7) in _axes(q).values()
+    assert dq_fed(q.onnx) == {("d", 0), ("d", 1)}
+    _check_runs_close(m, q, RNG.uniform(-1, 1, (3, 5)).astype(np.float32))
+
+
+def test_matmul_with_live_b_quantizes_both_per_tensor():
+    a = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 4])
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], name="t", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["x", "xt"], ["y"], name="mm")]
+    m = helper.make_model(helper.make_graph(nodes, "att", [a], [y]),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    q = quantize_model(m)
+    assert {(p.consumer, p.input, p.kind) for p in q.plan.placements} == {
+        ("mm", 0, "activation"), ("mm", 1, "activation")}
+    assert all(p.axis is None for p in q.plan.placements)
+
+
+def test_bias_is_never_quantized():
+    g = G()
+    y = g.conv("c", "x", 4, bias=True)
+    q = quantize_model(g.model([y]))
+    assert ("c", 2) not in dq_fed(q.onnx)
+    assert ("c", 0) in dq_fed(q.onnx) and ("c", 1) in dq_fed(q.onnx)
