@@ -20,6 +20,7 @@ from .layer_map import LayerMap, LayerRecord, write_layer_map
 from .prepare import prepare_model
 
 _SUFFIX = re.compile(r"^(.*)_\d+$")
+_GENERATED = re.compile(r"__\d+$")
 
 
 def _import_tf():
@@ -112,6 +113,7 @@ def build_layer_map(onnx_model: onnx.ModelProto, keras_layers: list[Any],
     names = {la.name for la in keras_layers}
     records = {la.name: LayerRecord(la.name, la.__class__.__name__) for la in keras_layers}
     inits = {t.name for t in onnx_model.graph.initializer}
+    generated: dict[str, list[str]] = {}
     for node in onnx_model.graph.node:
         owner = None
         if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in inits:
@@ -120,7 +122,10 @@ def build_layer_map(onnx_model: onnx.ModelProto, keras_layers: list[Any],
             if owner is None:
                 owner = _scope_owner(text, names)
         if owner is not None:
-            records[owner].nodes.append(node.name)
+            if _GENERATED.search(node.name) and node.op_type not in WEIGHTED_OPS:
+                generated.setdefault(owner, []).append(node.name)
+            else:
+                records[owner].nodes.append(node.name)
         if node.op_type in WEIGHTED_OPS:
             # A BatchNorm that tf2onnx folded into this node leaves its name on the node or
             # on the bias.
@@ -129,6 +134,11 @@ def build_layer_map(onnx_model: onnx.ModelProto, keras_layers: list[Any],
             for other in hints:
                 if other and other != owner:
                     records[other].folded_into = node.name
+    # tf2onnx names the nodes it creates (layout Transposes, shape plumbing) after whatever
+    # TF op they replaced, with a `__<n>` suffix: trust them only next to a real node.
+    for owner, nodes in generated.items():
+        if records[owner].nodes:
+            records[owner].nodes.extend(nodes)
     for rec in records.values():
         if rec.nodes:
             rec.folded_into = None
