@@ -1,0 +1,152 @@
+"""keras.applications models (weights=None) converted by qdq-onnx: TensorRT placement checked
+on graph structure, and parity with the original toolkit's golden expectations."""
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from keras_pool import layer_placement  # noqa: E402
+
+from qdq_onnx import quantize_model  # noqa: E402
+from qdq_onnx.graph_index import GraphIndex, attribute  # noqa: E402
+from qdq_onnx.keras_convert import keras_to_onnx  # noqa: E402
+from qdq_onnx.layer_map import LayerGraph  # noqa: E402
+
+pytestmark = pytest.mark.slow
+APPS = ["ResNet50", "ResNet50V2", "MobileNetV2", "EfficientNetB0", "InceptionV3"]
+_cache: dict = {}
+
+
+def converted(name):
+    if name not in _cache:
+        import keras
+
+        _cache[name] = keras_to_onnx(getattr(keras.applications, name)(weights=None))
+    return _cache[name]
+
+
+def _dq_fed(index):
+    out = {}
+    for node in index.nodes:
+        for i, t in enumerate(node.input):
+            p = index.producer.get(t)
+            if p is not None and p.op_type == "DequantizeLinear":
+                out[(node.name, i)] = p
+    return out
+
+
+_FUSIBLE = {"BatchNormalization", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
+            "LeakyRelu", "Identity", "Dropout", "Mul", "Add"}
+
+
+def _fused_branch(findex, tensor):
+    """Independent structural check: the weighted node this Add input fuses with, if any."""
+    t = tensor
+    for _ in range(9):
+        if findex.consumer_count(t) != 1:
+            return None
+        node = findex.producer.get(t)
+        if node is None:
+            return None
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") \
+                and findex.is_constant(node.input[1]):
+            return node
+        live = findex.live_inputs(node)
+        if node.op_type not in _FUSIBLE or len(live) != 1:
+            return None
+        t = node.input[live[0]]
+    return None
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_tensorrt_placement_on_applications(name, record_property):
+    q = quantize_model(converted(name))
+    findex = GraphIndex(q.float_model.graph)
+    qindex = GraphIndex(q.onnx.graph)
+    fed = _dq_fed(qindex)
+    weighted = 0
+    for node in findex.nodes:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or not findex.is_constant(
+                node.input[1]):
+            continue
+        weighted += 1
+        assert (node.name, 0) in fed, f"{node.name}: data input not quantized"
+        dq = fed.get((node.name, 1))
+        assert dq is not None, f"{node.name}: weight not quantized"
+        w_shape = findex.constant_shape(node.input[1])
+        axis = attribute(dq, "axis")
+        expect = 0 if node.op_type == "Conv" else len(w_shape) - 1
+        assert axis == expect
+        assert qindex.constant_shape(dq.input[1]) == (w_shape[expect],)
+    residual = 0
+    for node in findex.nodes:
+        live = findex.live_inputs(node)
+        if node.op_type != "Add" or len(live) != 2 or len(node.input) != 2:
+            continue
+        branches = [_fused_branch(findex, node.input[i]) for i in live]
+        if not any(branches):
+            continue
+        residual += 1
+        quantized = [(node.name, i) in fed for i in live]
+        assert quantized.count(False) == 1, f"{node.name}: exactly one input must stay float"
+        kept = quantized.index(False)
+        assert branches[kept] is not None, f"{node.name}: the float input is not a conv branch"
+        # Nothing quantized between that weighted op and the Add.
+        t = node.input[live[kept]]
+        while findex.producer.get(t) is not branches[kept]:
+            producer = findex.producer[t]
+            assert not any((producer.name, i) in fed for i in range(len(producer.input)))
+            t = producer.input[findex.live_inputs(producer)[0]]
+    counts = q.plan.counts()
+    record_property("counts", {"weighted": weighted, "residual_adds": residual, **counts})
+    print(f"\n{name}: {weighted} weighted ops, {residual} residual adds, {counts}")
+    assert weighted > 0
+    if name in ("ResNet50", "ResNet50V2", "MobileNetV2", "EfficientNetB0"):
+        assert residual > 0
+
+
+RESNET_STAGES = [(2, 3), (3, 4), (4, 6), (5, 3)]
+
+
+def test_resnet50_matches_original_toolkit_golden():
+    q = quantize_model(converted("ResNet50"), rules="nvidia-tf-toolkit",
+                       custom_qdq_cases=["ResNetV1QDQCase"])
+    got = layer_placement(q.float_model, q.onnx)
+    adds = {k: v for k, v in got.items() if k.endswith("_add")}
+    assert len(adds) == 16
+    for name, quant in adds.items():
+        if "_block1_" in name:
+            assert len(quant) == 1, name  # golden says "any": one of the two conv branches
+        else:
+            assert quant == {0}, name
+    others = {k: v for k, v in got.items() if v and not k.endswith("_add")}
+    classes = {la.name: la.class_name for la in LayerGraph(q.float_model).layers}
+    for name, quant in others.items():
+        assert classes[name] in ("Conv2D", "Dense", "GlobalAveragePooling2D"), name
+        assert quant == ({0} if classes[name] == "GlobalAveragePooling2D"
+                         else {"input", "weight"}), name
+
+
+def test_resnet50v2_matches_original_toolkit_golden():
+    q = quantize_model(converted("ResNet50V2"), rules="nvidia-tf-toolkit",
+                       custom_qdq_cases=["ResNetV2QDQCase"])
+    got = layer_placement(q.float_model, q.onnx)
+    classes = {la.name: la.class_name for la in LayerGraph(q.float_model).layers}
+    golden_adds = {f"conv{s}_block{b}_out": {0} for s, n in RESNET_STAGES
+                   for b in range(1, n + 1)}
+    golden_bn = {f"conv{s}_block{b}_preact_bn" for s, n in RESNET_STAGES
+                 for b in range(1, n + 1)} | {"post_bn"}
+    golden_mp = {"pool1_pool", "max_pooling2d", "max_pooling2d_1", "max_pooling2d_2"}
+    for name, quant in got.items():
+        cls = classes[name]
+        if name in golden_adds:
+            assert quant == golden_adds[name], name
+        elif name in golden_bn or name in golden_mp:
+            assert quant == {0}, name
+        elif cls in ("Conv2D", "Dense"):
+            assert quant == {"input", "weight"}, name
+        elif cls == "GlobalAveragePooling2D":
+            assert quant == {0}, name
+        else:
+            assert not quant, f"{name} ({cls}) should not be quantized: {quant}"
+    assert {n for n in golden_bn | golden_mp if not got.get(n)} == set()
