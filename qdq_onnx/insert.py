@@ -84,6 +84,7 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     names = _Names({n.name for n in graph.nodes} | set(tensors))
     provenance: dict[str, str] = {}
     amax = activation_amax or {}
+    initializers = {t.name: t for t in model.graph.initializer}
 
     def consumer_slot(consumer: str, slot: int) -> gs.Node:
         node = nodes.get(consumer)
@@ -119,7 +120,11 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
         if not isinstance(src, gs.Constant):
             raise QdqError(f"{p.consumer}: weight input {p.input} ({p.tensor}) is not a "
                            "constant initializer")
-        values = np.asarray(src.values, dtype=np.float32)
+        # Read the weight from the source proto, not src.values: that would load the gs
+        # Constant and make the exporter build a second copy of every weight.
+        proto = initializers.get(src.name)
+        values = numpy_helper.to_array(proto) if proto is not None else np.asarray(src.values)
+        values = values.astype(np.float32, copy=False)
         amax_w = weight_amax(values, p.axis)
         scale, zeros = amax_to_scale(amax_w)
         if zeros:

@@ -94,10 +94,16 @@ def ensure_supported_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str
     return converted, f"upgraded opset {opset} -> {MIN_OPSET} (per-channel Q/DQ needs >= 13)"
 
 
+def approx_size(model: onnx.ModelProto) -> int:
+    """Bytes of weight data plus a margin: cheap, where ByteSize() serialises the model."""
+    weights = sum(len(t.raw_data) or 4 * len(t.float_data) for t in model.graph.initializer)
+    return weights + 64 * len(model.graph.node) + 4096
+
+
 def check_model(model: onnx.ModelProto, what: str = "the model") -> None:
     """Full ONNX check (with shape inference); raise QdqError naming the failure."""
     try:
-        if model.ByteSize() < _PROTOBUF_LIMIT:
+        if approx_size(model) < _PROTOBUF_LIMIT:
             onnx.checker.check_model(model, full_check=True)
         else:  # the checker cannot take a >2 GB proto in memory; check the graph structure only
             onnx.checker.check_model(_without_weights(model), full_check=False)
@@ -127,7 +133,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
         raise QdqError(f"{out}: the output folder {parent} is not writable")
     if model.ir_version > MAX_IR_VERSION:
         model.ir_version = MAX_IR_VERSION
-    large = model.ByteSize() >= _PROTOBUF_LIMIT
+    large = approx_size(model) >= _PROTOBUF_LIMIT
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -21,10 +21,15 @@ from .model_io import ensure_supported_opset
 _CONTROL_FLOW = {"If", "Loop", "Scan"}
 
 
-def prepare_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Return a normalised copy of `model` and notes on what changed. `model` is untouched."""
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
+def prepare_model(model: onnx.ModelProto, copy: bool = True
+                  ) -> tuple[onnx.ModelProto, list[str]]:
+    """Return a normalised copy of `model` and notes on what changed. `model` is untouched
+    unless `copy=False` (for callers that own the model and want to skip the copy)."""
+    if copy:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+    else:
+        work = model
     work, note = ensure_supported_opset(work)
     notes = [note] if note else []
     graph = work.graph

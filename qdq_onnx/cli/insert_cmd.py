@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         spec, spec_mode, cases = load_spec_file(args.spec)
     mode = args.mode or spec_mode or "full"
     rules = load_rules(args.rules)
-    prepared, notes = prepare_model(source)
+    prepared, notes = prepare_model(source, copy=False)
     if args.use_plan:
         plan = PlacementPlan.load(args.use_plan)
         check_plan_matches(plan, prepared)
