@@ -177,10 +177,3 @@ def get_metadata(model: onnx.ModelProto, key: str) -> str | None:
         if prop.key == key:
             return prop.value
     return None
-
-
-def scale_of(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for t in model.graph.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t)
-    return None
