@@ -12,7 +12,7 @@ import onnx
 from .cases import CustomQDQInsertionCase
 from .errors import QdqError
 from .insert import InsertReport, insert_qdq
-from .model_io import check_model, load_model, save_model_atomic
+from .model_io import load_model, save_model_atomic
 from .plan import PlacementPlan
 from .planner import plan_placement
 from .prepare import prepare_model, require_float_model
@@ -33,8 +33,7 @@ class QuantizedModel:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the Q/DQ ONNX file atomically (checked with the full ONNX checker first)."""
-        check_model(self.onnx, "the quantized model")
-        return save_model_atomic(self.onnx, path)
+        return save_model_atomic(self.onnx, path, check="the quantized model")
 
     def summary(self) -> str:
         c = self.plan.counts()

@@ -69,16 +69,43 @@ def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
     return [q, dq], dq_out
 
 
+def _skeleton(model: onnx.ModelProto, keep_data: int = 1024) -> onnx.ModelProto:
+    """The model with every large initializer reduced to name, type and dims.
+
+    onnx-graphsurgeon edits this skeleton; the weights themselves never pass through it, so
+    they are never copied (on a 100 MB model every copy costs memory and time)."""
+    skel = onnx.ModelProto()
+    skel.ir_version = model.ir_version
+    skel.opset_import.extend(model.opset_import)
+    g = skel.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    g.value_info.extend(model.graph.value_info)
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL and t.ByteSize() <= keep_data:
+            g.initializer.append(t)
+        else:
+            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return skel
+
+
 def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
                activation_amax: dict[str, float] | None = None,
-               scale_source: str = "") -> tuple[onnx.ModelProto, InsertReport]:
-    """Return a new model with the plan's Q/DQ pairs. `activation_amax` maps a scale key
+               scale_source: str = "", in_place: bool = False
+               ) -> tuple[onnx.ModelProto, InsertReport]:
+    """Return the model with the plan's Q/DQ pairs. `activation_amax` maps a scale key
     (scale group, else tensor name) to its calibrated max |x|; missing keys get the
-    placeholder range and are reported."""
+    placeholder range and are reported. `model` is copied first unless `in_place`."""
     if default_opset(model) < MIN_OPSET:
         raise QdqError(f"insertion needs opset >= {MIN_OPSET}; prepare the model first")
+    if not in_place:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        model = work
     report = InsertReport()
-    graph = gs.import_onnx(model)
+    graph = gs.import_onnx(_skeleton(model))
     tensors = graph.tensors()
     nodes = {n.name: n for n in graph.nodes}
     names = _Names({n.name for n in graph.nodes} | set(tensors))
@@ -117,14 +144,11 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     for p in plan.weights():
         node = consumer_slot(p.consumer, p.input)
         src = node.inputs[p.input]
-        if not isinstance(src, gs.Constant):
+        proto = initializers.get(src.name)
+        if not isinstance(src, gs.Constant) or proto is None:
             raise QdqError(f"{p.consumer}: weight input {p.input} ({p.tensor}) is not a "
                            "constant initializer")
-        # Read the weight from the source proto, not src.values: that would load the gs
-        # Constant and make the exporter build a second copy of every weight.
-        proto = initializers.get(src.name)
-        values = numpy_helper.to_array(proto) if proto is not None else np.asarray(src.values)
-        values = values.astype(np.float32, copy=False)
+        values = numpy_helper.to_array(proto).astype(np.float32, copy=False)
         amax_w = weight_amax(values, p.axis)
         scale, zeros = amax_to_scale(amax_w)
         if zeros:
@@ -134,28 +158,32 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
         node.inputs[p.input] = dq_out
         report.weight_pairs += 1
     graph.cleanup().toposort()
-    out = gs.export_onnx(graph)
-    _restore_model_fields(model, out)
-    for node in out.graph.node:
+    edited = gs.export_onnx(graph, do_type_check=False)
+    _merge_into(model, edited)
+    for node in model.graph.node:
         rule = provenance.get(node.name)
         if rule is not None:
             node.metadata_props.add(key=RULE_KEY, value=rule)
-    set_metadata(out, PLAN_KEY, plan.to_json())
-    set_metadata(out, SCALES_KEY, scale_source or (
+    set_metadata(model, PLAN_KEY, plan.to_json())
+    set_metadata(model, SCALES_KEY, scale_source or (
         "placeholder" if report.placeholder_scales else "given"))
-    return out, report
+    return model, report
 
 
-def _restore_model_fields(src: onnx.ModelProto, out: onnx.ModelProto) -> None:
-    out.ir_version = min(src.ir_version or MAX_IR_VERSION, MAX_IR_VERSION)
-    out.producer_name = "qdq-onnx"
-    out.producer_version = _version()
-    del out.opset_import[:]
-    out.opset_import.extend(src.opset_import)
-    del out.metadata_props[:]
-    out.metadata_props.extend(src.metadata_props)
-    out.graph.name = src.graph.name
-    out.doc_string = src.doc_string
+def _merge_into(model: onnx.ModelProto, edited: onnx.ModelProto) -> None:
+    """Put the edited graph structure into `model`, keeping its weight protos in place."""
+    g = model.graph
+    del g.node[:]
+    g.node.extend(edited.graph.node)
+    used = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+    for i in reversed(range(len(g.initializer))):
+        if g.initializer[i].name not in used:
+            del g.initializer[i]
+    have = {t.name for t in g.initializer}
+    g.initializer.extend(t for t in edited.graph.initializer if t.name not in have)
+    model.ir_version = min(model.ir_version or MAX_IR_VERSION, MAX_IR_VERSION)
+    model.producer_name = "qdq-onnx"
+    model.producer_version = _version()
 
 
 def _version() -> str:

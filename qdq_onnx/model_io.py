@@ -15,6 +15,10 @@ MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (axis) needs opset
 MAX_OPSET = 21  # the newest default-domain opset onnxruntime 1.19 runs
 MAX_IR_VERSION = 10  # onnxruntime 1.19 refuses IR 11+
 _PROTOBUF_LIMIT = 2**31 - 1
+_ITEMSIZE = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
+             onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1, onnx.TensorProto.BOOL: 1,
+             onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8,
+             onnx.TensorProto.DOUBLE: 8}
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -96,14 +100,24 @@ def ensure_supported_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str
 
 def approx_size(model: onnx.ModelProto) -> int:
     """Bytes of weight data plus a margin: cheap, where ByteSize() serialises the model."""
-    weights = sum(len(t.raw_data) or 4 * len(t.float_data) for t in model.graph.initializer)
+    weights = 0
+    for t in model.graph.initializer:
+        count = 1
+        for d in t.dims:
+            count *= d
+        # Element size from the type, not len(raw_data): reading raw_data copies the bytes.
+        weights += count * _ITEMSIZE.get(t.data_type, 8)
     return weights + 64 * len(model.graph.node) + 4096
 
 
-def check_model(model: onnx.ModelProto, what: str = "the model") -> None:
-    """Full ONNX check (with shape inference); raise QdqError naming the failure."""
+def check_model(model: onnx.ModelProto | str | os.PathLike, what: str = "the model") -> None:
+    """Full ONNX check (with shape inference); raise QdqError naming the failure.
+
+    Given a path, the checker reads the file itself (no in-memory serialised copy)."""
     try:
-        if approx_size(model) < _PROTOBUF_LIMIT:
+        if isinstance(model, (str, os.PathLike)):
+            onnx.checker.check_model(str(model), full_check=True)
+        elif approx_size(model) < _PROTOBUF_LIMIT:
             onnx.checker.check_model(model, full_check=True)
         else:  # the checker cannot take a >2 GB proto in memory; check the graph structure only
             onnx.checker.check_model(_without_weights(model), full_check=False)
@@ -120,10 +134,13 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
+                      check: str | None = None) -> Path:
     """Write `model` to `path` via a temporary file and a rename: never a half-written file.
 
-    Models over 2 GB are written with their weights in one external-data file next to `path`.
+    With `check` (a description such as "the quantized model"), the temporary file must pass
+    the full ONNX checker before it is renamed into place. Models over 2 GB are written with
+    their weights in one external-data file next to `path`.
     """
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
@@ -158,7 +175,10 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
                         e.value = data_name
             onnx.save_model(final, str(tmp))
         else:
-            onnx.save_model(model, str(tmp))
+            with open(tmp, "wb") as fh:
+                write_streaming(model, fh)
+        if check:
+            check_model(tmp, check)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -173,3 +193,51 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return pa.exists() and pb.exists() and pa.samefile(pb)
     except OSError:
         return pa.resolve() == pb.resolve()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _copy_fields(src, dst, skip: str | None = None) -> None:
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if field.is_repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+_GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+_INIT_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+
+
+def write_streaming(model: onnx.ModelProto, fh) -> None:
+    """Serialise `model` one initializer at a time.
+
+    Protobuf merges repeated occurrences of an embedded message, so the file is the model
+    without weights followed by one `graph { initializer { ... } }` record per weight; a
+    parser reads it as the same ModelProto. Peak memory is the model plus one tensor,
+    instead of the model plus a full serialised copy."""
+    skel = onnx.ModelProto()
+    _copy_fields(model, skel, skip="graph")
+    _copy_fields(model.graph, skel.graph, skip="initializer")
+    fh.write(skel.SerializeToString())
+    graph_tag = _varint((_GRAPH_FIELD << 3) | 2)
+    init_tag = _varint((_INIT_FIELD << 3) | 2)
+    for tensor in model.graph.initializer:
+        payload = tensor.SerializeToString()
+        inner = init_tag + _varint(len(payload))
+        fh.write(graph_tag + _varint(len(inner) + len(payload)) + inner)
+        fh.write(payload)

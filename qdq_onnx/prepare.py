@@ -174,21 +174,22 @@ def _fold_chain(index: GraphIndex, node: onnx.NodeProto,
     op = node.op_type
     if op not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
         return []
-    if not index.initializers.get(node.input[1]) or index.consumer_count(node.input[1]) != 1:
+    w_proto = index.initializers.get(node.input[1])
+    if w_proto is None or index.consumer_count(node.input[1]) != 1:
         return []
-    weight = numpy_helper.to_array(index.initializers[node.input[1]]).astype(np.float32)
+    shape = tuple(w_proto.dims)
     if op == "Conv":
-        channels, w_axis, out_axis, rank = weight.shape[0], 0, 1, weight.ndim
+        channels, w_axis, out_axis, rank = shape[0], 0, 1, len(shape)
     elif op == "Gemm":
         if attribute(node, "alpha", 1.0) != 1.0 or attribute(node, "beta", 1.0) != 1.0 \
                 or attribute(node, "transA", 0):
             return []
         w_axis = 0 if attribute(node, "transB", 0) else 1
-        channels, out_axis, rank = weight.shape[w_axis], 1, 2
+        channels, out_axis, rank = shape[w_axis], 1, 2
     else:
-        if weight.ndim != 2:
+        if len(shape) != 2:
             return []
-        channels, w_axis, out_axis, rank = weight.shape[1], 1, -1, 2
+        channels, w_axis, out_axis, rank = shape[1], 1, -1, 2
     scale = np.ones(channels, np.float32)
     shift = np.zeros(channels, np.float32)
     chain: list[onnx.NodeProto] = []
@@ -204,9 +205,11 @@ def _fold_chain(index: GraphIndex, node: onnx.NodeProto,
         tensor = nxt.output[0]
     if not chain:
         return []
-    shape = [1] * weight.ndim
-    shape[w_axis] = channels
-    new_inits[node.input[1]] = (weight * scale.reshape(shape)).astype(np.float32)
+    # Only now read the weight: most weighted ops have nothing to fold.
+    weight = numpy_helper.to_array(w_proto).astype(np.float32)
+    bshape = [1] * weight.ndim
+    bshape[w_axis] = channels
+    new_inits[node.input[1]] = (weight * scale.reshape(bshape)).astype(np.float32)
     if op in ("Conv", "Gemm"):
         bias = np.zeros(channels, np.float32)
         if len(node.input) > 2 and node.input[2]:

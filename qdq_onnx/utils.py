@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .model_io import check_model, save_model_atomic
+from .model_io import save_model_atomic
 
 
 def convert_keras_model_to_onnx(model: Any, onnx_path: str | os.PathLike,
@@ -15,8 +15,7 @@ def convert_keras_model_to_onnx(model: Any, onnx_path: str | os.PathLike,
     from .keras_convert import keras_to_onnx
 
     onnx_model = keras_to_onnx(model, opset=opset)
-    check_model(onnx_model, "the converted model")
-    return save_model_atomic(onnx_model, onnx_path)
+    return save_model_atomic(onnx_model, onnx_path, check="the converted model")
 
 
 def convert_saved_model_to_onnx(saved_model_dir: str | os.PathLike,
@@ -25,8 +24,7 @@ def convert_saved_model_to_onnx(saved_model_dir: str | os.PathLike,
     from .keras_convert import keras_to_onnx, load_keras_model
 
     onnx_model = keras_to_onnx(load_keras_model(saved_model_dir), opset=opset)
-    check_model(onnx_model, "the converted model")
-    return save_model_atomic(onnx_model, onnx_path)
+    return save_model_atomic(onnx_model, onnx_path, check="the converted model")
 
 
 class _Assets:

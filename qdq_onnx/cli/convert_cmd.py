@@ -23,11 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..keras_convert import keras_to_onnx, load_keras_model
-    from ..model_io import check_model, save_model_atomic
+    from ..model_io import save_model_atomic
 
     onnx_model = keras_to_onnx(load_keras_model(args.model), opset=args.opset)
-    check_model(onnx_model, "the converted model")
-    save_model_atomic(onnx_model, args.output)
+    save_model_atomic(onnx_model, args.output, check="the converted model")
     lm = read_layer_map(onnx_model)
     layers = f", {len(lm.layers)} Keras layers mapped" if lm else ""
     print(f"wrote {args.output}: {len(onnx_model.graph.node)} nodes, opset {args.opset}"

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..calibrate import collect_amax
     from ..insert import insert_qdq
-    from ..model_io import check_model, load_model, save_model_atomic
+    from ..model_io import load_model, save_model_atomic
     from ..plan import PlacementPlan
     from ..planner import check_plan_matches, plan_placement
     from ..prepare import prepare_model, require_float_model
@@ -63,13 +63,12 @@ def run(args: argparse.Namespace) -> int:
             raise QdqError("--calib-batch-size must be a positive integer")
         amax = collect_amax(prepared, plan, args.calib, batch_size=args.calib_batch_size,
                             max_samples=args.calib_max_samples)
-        qdq, report = insert_qdq(prepared, plan, amax, "calibrated:max")
+        qdq, report = insert_qdq(prepared, plan, amax, "calibrated:max", in_place=True)
     else:
-        qdq, report = insert_qdq(prepared, plan)
-    check_model(qdq, "the quantized model")
+        qdq, report = insert_qdq(prepared, plan, in_place=True)
+    save_model_atomic(qdq, args.output, check="the quantized model")
     if args.plan:
         plan.save(args.plan)
-    save_model_atomic(qdq, args.output)
     for line in notes + plan.notes + report.lines():
         print(f"note: {line}", file=sys.stderr)
     if args.explain:
