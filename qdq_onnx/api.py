@@ -66,6 +66,7 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                    quantization_spec: QuantizationSpec | None = None,
                    custom_qdq_cases: Sequence[CustomQDQInsertionCase | str] | None = None,
                    rules: RuleSet | str | None = None, calibration_data: Any = None,
+                   calibration_method: str = "max", calibration_percentile: float = 99.99,
                    calibration_batch_size: int = 32, opset: int = 13,
                    force: bool = False) -> QuantizedModel:
     """Insert Q/DQ following TensorRT's placement policy (or the given rules).
@@ -84,10 +85,66 @@ def quantize_model(model: Any, quantization_mode: str = "full",
     amax = None
     scale_source = ""
     if calibration_data is not None:
-        from .calibrate import collect_amax
+        from .calibration import collect_amax
 
         amax = collect_amax(prepared, plan, calibration_data,
-                            batch_size=calibration_batch_size)
-        scale_source = "calibrated:max"
+                            batch_size=calibration_batch_size, method=calibration_method,
+                            percentile=calibration_percentile)
+        scale_source = f"calibrated:{calibration_method}"
     qdq, report = insert_qdq(prepared, plan, amax, scale_source)
     return QuantizedModel(prepared, plan, qdq, report, notes + plan.notes)
+
+
+def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99.99,
+              batch_size: int = 32, max_samples: int | None = None,
+              show_progress: bool = True) -> onnx.ModelProto:
+    """Set the activation scales of a Q/DQ model from data; returns a new model.
+
+    `model` is a Q/DQ `onnx.ModelProto`, a path to one, or a QuantizedModel. Statistics are
+    collected on the float graph behind it (Q/DQ bypassed). Weight scales are unchanged.
+    """
+    import json
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    from .calibration import check_method, collect_stats, group_amax
+    from .insert import PLAN_KEY, SCALES_KEY, get_metadata, set_metadata
+    from .qdq_graph import qdq_pairs, strip_qdq
+    from .scales import amax_to_scale
+
+    check_method(method, percentile)
+    if isinstance(model, QuantizedModel):
+        model = model.onnx
+    elif isinstance(model, (str, Path)):
+        model = load_model(model)
+    pairs = [p for p in qdq_pairs(model) if not p.is_weight]
+    if not pairs:
+        raise QdqError("the model has no activation Q/DQ pairs to calibrate (run insert "
+                       "first)")
+    groups: dict[str, list[str]] = {p.source: [p.source] for p in pairs}
+    plan_json = get_metadata(model, PLAN_KEY)
+    if plan_json:
+        plan = PlacementPlan.from_dict(json.loads(plan_json))
+        for key, members in plan.activation_groups().items():
+            tensors = sorted({m.tensor for m in members})
+            if key != tensors[0] or len(tensors) > 1:
+                for t in tensors:
+                    groups.pop(t, None)
+                groups[key] = tensors
+    float_model = strip_qdq(model)
+    stats = collect_stats(float_model, {p.source for p in pairs}, data,
+                          batch_size=batch_size, max_samples=max_samples,
+                          with_hist=method != "max", show_progress=show_progress)
+    amax = group_amax(stats, groups, method, percentile)
+    key_of = {t: key for key, members in groups.items() for t in members}
+    scale_of = {p.scale: amax_to_scale(np.float32(amax[key_of[p.source]]))[0]
+                for p in pairs}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.name in scale_of:
+            t.CopyFrom(numpy_helper.from_array(scale_of[t.name].reshape(tuple(t.dims)),
+                                               t.name))
+    set_metadata(out, SCALES_KEY, f"calibrated:{method}")
+    return out

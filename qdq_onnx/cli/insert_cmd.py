@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_output, add_placement, check_in_out
+from .options import add_calibration, add_output, add_placement, check_in_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,10 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="float ONNX model (convert Keras models first)")
     add_output(p, "Q/DQ ONNX file")
     add_placement(p)
-    p.add_argument("--calib", metavar="DATA",
-                   help=".npz (arrays named after model inputs), .npy, or a folder of .npy")
-    p.add_argument("--calib-batch-size", type=int, default=32, metavar="N")
-    p.add_argument("--calib-max-samples", type=int, default=None, metavar="N")
+    add_calibration(p)
     p.add_argument("--plan", metavar="PLAN.json", help="also write the placement plan here")
     p.add_argument("--use-plan", metavar="PLAN.json",
                    help="apply this saved (possibly hand-edited) plan instead of planning")
@@ -33,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibrate import collect_amax
+    from ..calibration import collect_amax
     from ..insert import insert_qdq
     from ..model_io import load_model, save_model_atomic
     from ..plan import PlacementPlan
@@ -56,14 +53,12 @@ def run(args: argparse.Namespace) -> int:
         check_plan_matches(plan, prepared)
     else:
         plan = plan_placement(prepared, rules, mode, spec, [*cases, *args.case])
-    if args.calib:
-        if args.calib_batch_size <= 0:
-            from ..errors import QdqError
-
-            raise QdqError("--calib-batch-size must be a positive integer")
-        amax = collect_amax(prepared, plan, args.calib, batch_size=args.calib_batch_size,
-                            max_samples=args.calib_max_samples)
-        qdq, report = insert_qdq(prepared, plan, amax, "calibrated:max", in_place=True)
+    if args.data:
+        amax = collect_amax(prepared, plan, args.data, batch_size=args.batch_size,
+                            max_samples=args.max_samples, method=args.method,
+                            percentile=args.percentile)
+        qdq, report = insert_qdq(prepared, plan, amax, f"calibrated:{args.method}",
+                                 in_place=True)
     else:
         qdq, report = insert_qdq(prepared, plan, in_place=True)
     save_model_atomic(qdq, args.output, check="the quantized model")

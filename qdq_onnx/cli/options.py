@@ -35,3 +35,27 @@ def check_in_out(inp: str, out: str) -> None:
     if same_file(inp, out) or Path(inp).resolve() == Path(out).resolve():
         raise QdqError(f"the output {out} is the input file; write to another path "
                        "(inputs are never modified)")
+
+
+def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
+                    required: bool = False) -> None:
+    """Calibration data and method options (dest names: data, method, percentile,
+    batch_size, max_samples)."""
+    g = parser.add_argument_group("calibration")
+    g.add_argument(flag, dest="data", metavar="DATA", required=required,
+                   help=".npz with arrays named after the model inputs (one unnamed array for "
+                        "single-input models), a .npy, or a folder of .npy; shaped exactly as "
+                        "the ONNX model expects (NHWC for converted Keras models)")
+    g.add_argument("--method" if flag == "--data" else "--calib-method", dest="method",
+                   choices=("max", "percentile", "entropy", "mse"), default="max",
+                   help="max: largest |x| (default, what TensorRT deployments usually use); "
+                        "percentile, entropy (KL) and mse pick a clipping range from a "
+                        "2048-bin histogram")
+    g.add_argument("--percentile", type=float, default=99.99,
+                   help="percentile of |x| kept unclipped by --method percentile (99.99)")
+    g.add_argument("--batch-size" if flag == "--data" else "--calib-batch-size",
+                   dest="batch_size", type=int, default=32, metavar="N",
+                   help="samples per onnxruntime run (memory does not grow with the count)")
+    g.add_argument("--max-samples" if flag == "--data" else "--calib-max-samples",
+                   dest="max_samples", type=int, default=None, metavar="N",
+                   help="use at most N samples")

@@ -1,0 +1,32 @@
+"""qdq-onnx calibrate: set the activation scales of a Q/DQ ONNX model from data."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import add_calibration, add_output, check_in_out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="calibrate activation scales of a Q/DQ model",
+                       description="Run the float graph behind a Q/DQ model (Q/DQ bypassed) "
+                                   "on data, collect each quantized activation's statistics "
+                                   "in one streamed pass, and write the model with new "
+                                   "activation scales (weights keep per-channel max|w|).")
+    p.add_argument("model", help="a Q/DQ ONNX file (from qdq-onnx insert)")
+    add_output(p, "calibrated Q/DQ ONNX file")
+    add_calibration(p, flag="--data", required=True)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import calibrate
+    from ..model_io import load_model, save_model_atomic
+
+    check_in_out(args.model, args.output)
+    model = load_model(args.model)
+    out = calibrate(model, args.data, method=args.method, percentile=args.percentile,
+                    batch_size=args.batch_size, max_samples=args.max_samples)
+    save_model_atomic(out, args.output, check="the calibrated model")
+    print(f"wrote {args.output}: activation scales calibrated with method {args.method}")
+    return 0
