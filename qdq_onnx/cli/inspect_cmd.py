@@ -13,6 +13,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "placed it and the Keras layer it belongs to.")
     p.add_argument("model", help="a Q/DQ ONNX file")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    g = p.add_argument_group("error report (needs --data)")
+    g.add_argument("--data", metavar="DATA",
+                   help="evaluate quantization error on this data (.npz/.npy/folder): per "
+                        "tensor scale, fraction clipped and SQNR, per layer float-vs-Q/DQ "
+                        "divergence")
+    g.add_argument("--batch-size", type=int, default=32, metavar="N")
+    g.add_argument("--max-samples", type=int, default=None, metavar="N")
+    g.add_argument("--json", dest="json_out", metavar="OUT.json", help="write the report here")
+    g.add_argument("--png", metavar="OUT.png", help="write the report chart here")
     p.set_defaults(run=run)
 
 
@@ -20,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from ..inspect import summary
     from ..model_io import load_model
 
-    info = summary(load_model(args.model))
+    model = load_model(args.model)
+    if args.data:
+        return _error_report(model, args)
+    info = summary(model)
     if args.format == "json":
         print(json.dumps(info, indent=1))
         return 0
@@ -35,4 +47,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{info['quantized_nodes']} quantized nodes, {len(rows)} quantized inputs, "
           f"{info['quantize_linear']} QuantizeLinear / {info['dequantize_linear']} "
           "DequantizeLinear")
+    return 0
+
+
+def _error_report(model, args: argparse.Namespace) -> int:
+    from ..atomic import write_text_atomic
+    from ..quant_report import build_report, render_png, render_text
+
+    report = build_report(model, args.data, batch_size=args.batch_size,
+                          max_samples=args.max_samples)
+    if args.format == "json":
+        print(json.dumps(report, indent=1))
+    else:
+        print(render_text(report))
+    if args.json_out:
+        write_text_atomic(args.json_out, json.dumps(report, indent=1) + "\n")
+    if args.png:
+        render_png(report, args.png)
     return 0

