@@ -39,16 +39,18 @@ class TensorStats:
             self.hist = np.zeros(self.bins, dtype=np.int64)
 
     def update(self, x: np.ndarray, with_hist: bool = True) -> None:
-        a = np.abs(np.asarray(x, dtype=np.float32).ravel())
-        if a.size == 0:
+        x = np.asarray(x)
+        if x.size == 0:
             return
-        m = float(a.max())
+        # max(|x|) without materialising |x|: max calibration needs nothing else.
+        m = float(max(x.max(), -x.min()))
         if not np.isfinite(m):
             raise QdqError("NaN/Inf in an activation")
         self.amax = max(self.amax, m)
-        self.count += a.size
+        self.count += x.size
         if not with_hist:
             return
+        a = np.abs(x.astype(np.float32, copy=False).ravel())
         if m > self.upper:
             self._grow(m)
         if self.upper > 0:
@@ -126,6 +128,11 @@ def amax_entropy(s: TensorStats) -> float:
     if s.upper == 0 or not s.hist.any():
         return s.amax
     hist = s.hist.astype(np.float64)
+    # Exact zeros (ReLU outputs, image background) are represented exactly at any scale; left
+    # in, their spike dominates the divergence and drives the threshold towards zero. Like
+    # NVIDIA's entropy calibrators, give bin 0 the count of its neighbour instead.
+    if hist.size > 1:
+        hist[0] = hist[1]
     width = s.upper / s.bins
     best, best_kl = s.amax, np.inf
     for i in _candidates(s):
@@ -171,16 +178,27 @@ def check_method(method: str, percentile: float) -> None:
         raise QdqError(f"--percentile must be in (0, 100], got {percentile}")
 
 
-def _session(model: onnx.ModelProto, outputs: list[str]):
+def _session(model: onnx.ModelProto, outputs: list[str], reduce_max: bool = False):
+    """A session that also returns `outputs`; with `reduce_max`, it returns max |x| of each
+    (computed inside onnxruntime, so no activation is copied out) under the same names."""
     from .ort import inference_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     existing = {o.name for o in probe.graph.output}
+    if reduce_max:
+        for i, name in enumerate(outputs):
+            absolute, peak = f"qdq_onnx_calib_abs_{i}", f"qdq_onnx_calib_max_{i}"
+            probe.graph.node.extend([
+                onnx.helper.make_node("Abs", [name], [absolute], name=absolute),
+                onnx.helper.make_node("ReduceMax", [absolute], [peak], name=peak, keepdims=0)])
+            probe.graph.output.append(onnx.ValueInfoProto(name=peak))
+        return inference_session(probe.SerializeToString()), [
+            f"qdq_onnx_calib_max_{i}" for i in range(len(outputs))]
     for name in outputs:
         if name not in existing:
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    return inference_session(probe.SerializeToString())
+    return inference_session(probe.SerializeToString()), list(outputs)
 
 
 def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
@@ -197,12 +215,13 @@ def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
     fetch = [t for t in tensors if t not in inputs]
     batch_iter, total = as_batches(data, model, batch_size=batch_size, limit=max_samples,
                                    source="calibration data")
-    session = _session(model, fetch)
+    # Max calibration only needs max |x|: let onnxruntime reduce each tensor to a scalar.
+    session, names = _session(model, fetch, reduce_max=not with_hist)
     stats = {t: TensorStats(bins=bins) for t in tensors}
     seen = 0
     with progress(total=total, desc="calibrate", unit="sample", enable=show_progress) as bar:
         for feed in batch_iter:
-            values = session.run(fetch, feed) if fetch else []
+            values = session.run(names, feed) if fetch else []
             current = dict(zip(fetch, values))
             for t in tensors:
                 try:

@@ -126,3 +126,10 @@ def test_calibrate_cli_and_errors(tmp_path, capsys):
 def test_calibrating_a_float_model_is_refused():
     with pytest.raises(QdqError, match="no activation Q/DQ pairs"):
         calibrate(_model(), _data())
+
+
+def test_entropy_is_not_dragged_to_zero_by_relu_zeros():
+    x = np.maximum(RNG.normal(0, 1, 200_000), 0).astype(np.float32)  # half exact zeros
+    stats = _stats(x)
+    amax = amax_from_stats(stats, "entropy")
+    assert 0.5 * stats.amax < amax <= stats.amax

@@ -1,0 +1,71 @@
+"""PTQ accuracy table: FP32 vs INT8 Q/DQ (each calibration method) on a test set, evaluated
+by running the ONNX files in onnxruntime. Defaults to the MNIST CNN of train_mnist.py.
+
+    .venv/bin/python scripts/eval_ptq.py [--model out/mnist/fp32.onnx]
+        [--calib out/mnist/calib.npz] [--test out/mnist/test.npz]
+
+Writes bench/results/ptq_mnist.json and the Q/DQ models next to the float model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+    from qdq_onnx.ort import inference_session
+
+    sess = inference_session(model.SerializeToString())
+    name = sess.get_inputs()[0].name
+    hits = 0
+    for i in range(0, len(x), batch):
+        logits = sess.run(None, {name: x[i:i + batch]})[0]
+        hits += int(np.sum(np.argmax(logits, axis=1) == y[i:i + batch]))
+    return hits / len(x)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="out/mnist/fp32.onnx")
+    ap.add_argument("--calib", default="out/mnist/calib.npz")
+    ap.add_argument("--test", default="out/mnist/test.npz")
+    args = ap.parse_args()
+    from qdq_onnx import quantize_model
+    from qdq_onnx.calibration import METHODS
+    from qdq_onnx.model_io import load_model
+
+    model = load_model(args.model)
+    with np.load(args.calib) as z:
+        calib = z[z.files[0]]
+    with np.load(args.test) as z:
+        x, y = z["image"], z["labels"]
+    rows = {"fp32": {"accuracy": accuracy(model, x, y)}}
+    for method in METHODS:
+        t = time.perf_counter()
+        q = quantize_model(model, calibration_data=calib, calibration_method=method)
+        elapsed = time.perf_counter() - t
+        q.save(Path(args.model).with_name(f"ptq_{method}.onnx"))
+        rows[method] = {"accuracy": accuracy(q.onnx, x, y), "quantize_s": elapsed}
+    fp32 = rows["fp32"]["accuracy"]
+    print(f"{'model':12} {'accuracy':>9} {'vs FP32':>9}")
+    for name, r in rows.items():
+        print(f"{name:12} {r['accuracy'] * 100:8.2f}% {(r['accuracy'] - fp32) * 100:+8.2f}")
+    out = ROOT / "bench" / "results" / "ptq_mnist.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": args.model,
+                               "test_samples": int(len(x)), "calibration_samples":
+                               int(len(calib)), "results": rows}, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
