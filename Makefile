@@ -31,6 +31,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_insert.py
+	$(PY) scripts/train_mnist.py
+	$(PY) scripts/eval_ptq.py
+	$(PY) scripts/bench_calibrate.py
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info
