@@ -13,11 +13,12 @@ from onnx import numpy_helper
 from .errors import QdqError
 from .model_io import MAX_IR_VERSION, MIN_OPSET, default_opset
 from .plan import PlacementPlan
-from .scales import PLACEHOLDER_AMAX, amax_to_scale, weight_amax
+from .scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
 
 RULE_KEY = "qdq_onnx.rule"
 PLAN_KEY = "qdq_onnx.plan"
 SCALES_KEY = "qdq_onnx.activation_scales"
+WEIGHT_BITS_KEY = "qdq_onnx.weight_bits"
 
 
 @dataclass
@@ -93,11 +94,12 @@ def _skeleton(model: onnx.ModelProto, keep_data: int = 1024) -> onnx.ModelProto:
 
 def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
                activation_amax: dict[str, float] | None = None,
-               scale_source: str = "", in_place: bool = False
+               scale_source: str = "", in_place: bool = False, weight_bits: int = 8
                ) -> tuple[onnx.ModelProto, InsertReport]:
     """Return the model with the plan's Q/DQ pairs. `activation_amax` maps a scale key
     (scale group, else tensor name) to its calibrated max |x|; missing keys get the
-    placeholder range and are reported. `model` is copied first unless `in_place`."""
+    placeholder range and are reported. `model` is copied first unless `in_place`.
+    `weight_bits` < 8 (experiments) scales weights to that range inside the int8 Q/DQ."""
     if default_opset(model) < MIN_OPSET:
         raise QdqError(f"insertion needs opset >= {MIN_OPSET}; prepare the model first")
     if not in_place:
@@ -149,8 +151,8 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
             raise QdqError(f"{p.consumer}: weight input {p.input} ({p.tensor}) is not a "
                            "constant initializer")
         values = numpy_helper.to_array(proto).astype(np.float32, copy=False)
-        amax_w = weight_amax(values, p.axis)
-        scale, zeros = amax_to_scale(amax_w)
+        scale = weight_scale(values, p.axis, 2 ** (weight_bits - 1) - 1).reshape(-1)
+        zeros = int(np.count_nonzero(scale == MIN_SCALE))
         if zeros:
             report.zero_weight_channels[p.tensor] = zeros
         new_nodes, dq_out = _pair(names, src, scale, p.axis, p.tensor, p.rule, provenance)
@@ -167,6 +169,7 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     set_metadata(model, PLAN_KEY, plan.to_json())
     set_metadata(model, SCALES_KEY, scale_source or (
         "placeholder" if report.placeholder_scales else "given"))
+    set_metadata(model, WEIGHT_BITS_KEY, str(weight_bits))
     return model, report
 
 

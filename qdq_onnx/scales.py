@@ -14,18 +14,22 @@ def reduce_axes(ndim: int, axis: int) -> tuple[int, ...]:
     return tuple(i for i in range(ndim) if i != axis)
 
 
-def weight_amax(weight: np.ndarray, axis: int) -> np.ndarray:
-    """Per-channel max |w| along `axis` (the output channels as the consuming op sees them)."""
-    return np.max(np.abs(weight), axis=reduce_axes(weight.ndim, axis)).astype(np.float32)
+def weight_scale(weight: np.ndarray, axis: int, qmax: int) -> np.ndarray:
+    """Per-channel scale as TensorRT computes it: float32 max|w| / qmax along every axis but
+    `axis` (kept with size 1 so it broadcasts), floored at MIN_SCALE. Insertion, the
+    training graph and export all use this one function, so they agree bit for bit."""
+    axes = reduce_axes(weight.ndim, axis)
+    amax = np.max(np.abs(weight), axis=axes, keepdims=True).astype(np.float32)
+    return np.maximum(amax / np.float32(qmax), MIN_SCALE).astype(np.float32)
 
 
 def amax_to_scale(amax: np.ndarray | float, num_bits: int = 8) -> tuple[np.ndarray, int]:
     """Scale(s) for `amax`; returns (scale, number of entries clamped to MIN_SCALE)."""
-    qmax = 2 ** (num_bits - 1) - 1
+    qmax = np.float32(2 ** (num_bits - 1) - 1)
     a = np.asarray(amax, dtype=np.float32)
     if not np.all(np.isfinite(a)):
         raise ValueError("amax holds NaN or Inf")
-    scale = (a / np.float32(qmax)).astype(np.float32)
+    scale = (a / qmax).astype(np.float32)
     tiny = scale < MIN_SCALE
     return np.where(tiny, MIN_SCALE, scale).astype(np.float32), int(np.count_nonzero(tiny))
 
