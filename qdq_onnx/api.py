@@ -21,19 +21,110 @@ from .spec import QuantizationSpec
 
 
 class QuantizedModel:
-    """A float ONNX model with its placement plan and the Q/DQ graph built from it."""
+    """A Q/DQ model with its placement plan that trains like a Keras model.
+
+    `compile()` then `fit()` fine-tune the fake-quant lowering of the Q/DQ graph in
+    onnxruntime-training; `evaluate()`/`predict()` run the training graph's eval mode;
+    `save()` writes the TensorRT Q/DQ ONNX (trained weights and scales once fitted).
+    """
 
     def __init__(self, float_model: onnx.ModelProto, plan: PlacementPlan,
-                 qdq_model: onnx.ModelProto, report: InsertReport, notes: list[str]) -> None:
+                 qdq_model: onnx.ModelProto, report: InsertReport, notes: list[str],
+                 weight_bits: int = 8) -> None:
         self.float_model = float_model
         self.plan = plan
         self.onnx = qdq_model
         self.report = report
         self.notes = notes
+        self.weight_bits = weight_bits
+        self._trainer = None
+        self._config = None
+
+    # -- Keras-like training ---------------------------------------------------------------
+    def compile(self, optimizer: str = "adam", loss: str = "sparse_categorical_crossentropy",
+                metrics: Sequence[str] = ("accuracy",), learning_rate: float = 1e-3,
+                from_logits: bool = True, weight_decay: float = 0.01,
+                schedule: str = "constant", warmup_steps: int = 0, step_size: int = 1,
+                gamma: float = 0.1, learn_scales: bool = False, seed: int = 0,
+                work_dir: str | os.PathLike | None = None) -> QuantizedModel:
+        """Configure fine-tuning. Optimizers: adam, adamw, sgd. Losses:
+        sparse_categorical_crossentropy, categorical_crossentropy, binary_crossentropy, mse
+        (from logits, or from probabilities with from_logits=False). Schedules: constant,
+        cosine, step (x gamma every step_size epochs), each with optional linear warm-up.
+        learn_scales trains activation scales (LSQ gradient); otherwise they stay as
+        calibrated. Weight scales always follow the weights."""
+        from .trainer import TrainConfig, Trainer
+
+        if isinstance(metrics, str):
+            metrics = (metrics,)
+        config = TrainConfig(optimizer=str(optimizer).lower(), learning_rate=learning_rate,
+                             loss=loss, from_logits=from_logits, metrics=tuple(metrics or ()),
+                             weight_decay=weight_decay, schedule=schedule,
+                             warmup_steps=warmup_steps, step_size=step_size, gamma=gamma,
+                             learn_scales=learn_scales, weight_bits=self.weight_bits,
+                             seed=seed)
+        if self._trainer is not None:
+            self._trainer.close()
+        self._trainer = Trainer(self.onnx, config, work_dir)
+        self._config = config
+        return self
+
+    def _need_trainer(self):
+        if self._trainer is None:
+            raise QdqError("call compile() before fit(), evaluate() or predict()")
+        return self._trainer
+
+    def fit(self, x: Any, y: Any, batch_size: int = 32, epochs: int = 1,
+            validation_split: float = 0.0, validation_data: tuple | None = None,
+            shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+            resume: bool = False, early_stopping_patience: int | None = None,
+            verbose: int = 1):
+        """Train for `epochs`; returns a Keras-like History (`history.history["loss"]`).
+
+        With `checkpoint_dir`, a checkpoint (weights, optimizer state, loop position) is
+        written atomically after every epoch and at an interruption; `resume=True`
+        continues from it. Ctrl-C stops at the next step boundary (`history.stopped`)."""
+        trainer = self._need_trainer()
+        history = trainer.fit(x, y, batch_size=batch_size, epochs=epochs,
+                              validation_split=validation_split,
+                              validation_data=validation_data, shuffle=shuffle,
+                              checkpoint_dir=checkpoint_dir, resume=resume,
+                              early_stopping_patience=early_stopping_patience,
+                              verbose=verbose)
+        self._sample = x
+        return history
+
+    def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> list[float]:
+        """[loss, accuracy] (accuracy omitted for MSE), like Keras."""
+        logs = self._need_trainer().evaluate(x, y, batch_size)
+        return [logs[k] for k in ("loss", "accuracy") if k in logs]
+
+    def predict(self, x: Any, batch_size: int = 256):
+        if self._trainer is None:  # not compiled: run the Q/DQ graph itself
+            from .data import match_inputs
+            from .ort import inference_session
+
+            feeds = match_inputs({"": x} if not isinstance(x, dict) else dict(x), self.onnx)
+            return inference_session(self.onnx.SerializeToString()).run(None, feeds)[0]
+        return self._trainer.predict(x, batch_size)
+
+    # -- output ------------------------------------------------------------------------------
+    def export(self) -> onnx.ModelProto:
+        """The TensorRT Q/DQ model: trained weights and scales once fitted, checked against
+        the training graph's eval output on a sample batch."""
+        if self._trainer is None or self._trainer.step == 0:
+            return self.onnx
+        sample = getattr(self, "_sample", None)
+        if sample is not None:
+            sample = {k: v[:64] for k, v in sample.items()} if isinstance(sample, dict) \
+                else sample[:64]
+        return self._trainer.emit(sample, provenance={"rules": self.plan.rules,
+                                                      "spec": self.plan.spec,
+                                                      "cases": self.plan.cases})
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the Q/DQ ONNX file atomically (checked with the full ONNX checker first)."""
-        return save_model_atomic(self.onnx, path, check="the quantized model")
+        """Write the TensorRT Q/DQ ONNX file atomically (full ONNX checker first)."""
+        return save_model_atomic(self.export(), path, check="the quantized model")
 
     def summary(self) -> str:
         c = self.plan.counts()
@@ -42,6 +133,11 @@ class QuantizedModel:
 
     def __repr__(self) -> str:
         return f"QuantizedModel({self.summary()})"
+
+    def __del__(self) -> None:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None:
+            trainer.close()
 
 
 def _as_onnx(model: Any, opset: int) -> onnx.ModelProto:
@@ -68,7 +164,7 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                    rules: RuleSet | str | None = None, calibration_data: Any = None,
                    calibration_method: str = "max", calibration_percentile: float = 99.99,
                    calibration_batch_size: int = 32, opset: int = 13,
-                   force: bool = False) -> QuantizedModel:
+                   force: bool = False, weight_bits: int = 8) -> QuantizedModel:
     """Insert Q/DQ following TensorRT's placement policy (or the given rules).
 
     `model` is a Keras model, an `onnx.ModelProto` or a path (.onnx, .keras, .h5, SavedModel);
@@ -91,8 +187,10 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                             batch_size=calibration_batch_size, method=calibration_method,
                             percentile=calibration_percentile)
         scale_source = f"calibrated:{calibration_method}"
-    qdq, report = insert_qdq(prepared, plan, amax, scale_source)
-    return QuantizedModel(prepared, plan, qdq, report, notes + plan.notes)
+    if not 2 <= weight_bits <= 8:
+        raise QdqError(f"weight_bits must be 2-8, got {weight_bits}")
+    qdq, report = insert_qdq(prepared, plan, amax, scale_source, weight_bits=weight_bits)
+    return QuantizedModel(prepared, plan, qdq, report, notes + plan.notes, weight_bits)
 
 
 def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99.99,

@@ -67,7 +67,10 @@ class LossSpec:
                                  name="ql_logq"),
                 helper.make_node("Sub", ["qdq_onnx_loss_logp", "qdq_onnx_loss_logq"], [logits],
                                  name="ql_logit")])
-        g.output.append(onnx.ValueInfoProto(name=logits))
+        info = onnx.ValueInfoProto()  # same type and shape as the probabilities
+        info.CopyFrom(next(o for o in g.output if o.name == output))
+        info.name = logits
+        g.output.append(info)
         return logits
 
     def labels(self, y: np.ndarray, output_shape: tuple, source: str = "labels"

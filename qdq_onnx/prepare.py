@@ -150,7 +150,7 @@ def _fold_affine_into_weighted(graph: onnx.GraphProto) -> dict[str, str]:
         for victim in folded:
             removed[victim] = node.name
             dead.add(victim)
-    if not dead:
+    if not dead and not new_inits:
         return removed
     kept = [n for n in graph.node if n.name not in dead]
     del graph.node[:]
@@ -205,6 +205,8 @@ def _fold_chain(index: GraphIndex, node: onnx.NodeProto,
         tensor = nxt.output[0]
     if not chain:
         return []
+    if op == "MatMul" and len(chain) == 1 and chain[0].op_type == "Add":
+        return []  # a plain bias Add after MatMul: nothing to fold
     # Only now read the weight: most weighted ops have nothing to fold.
     weight = numpy_helper.to_array(w_proto).astype(np.float32)
     bshape = [1] * weight.ndim

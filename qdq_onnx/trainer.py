@@ -227,7 +227,7 @@ class Trainer:
     def _restore(self, snapshot: np.ndarray) -> None:
         from onnxruntime import OrtValue
 
-        self.module.copy_buffer_to_parameters(OrtValue.ortvalue_from_numpy(snapshot),
+        self.module.copy_buffer_to_parameters(OrtValue.ortvalue_from_numpy(snapshot)._ortvalue,
                                               trainable_only=True)
         self.refresh_weight_scales()
 

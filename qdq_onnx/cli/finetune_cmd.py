@@ -1,0 +1,109 @@
+"""qdq-onnx finetune: quantization-aware fine-tuning of a Q/DQ model in onnxruntime-training."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .options import add_output, check_in_out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune a Q/DQ model with fake quantization (QAT)",
+        description="Lower every Q/DQ pair to a differentiable fake-quant, train in "
+                    "onnxruntime-training (weights and biases; weight scales follow the "
+                    "weights; activation scales fixed unless --learn-scales), and write the "
+                    "trained Q/DQ model after checking it computes what the training graph "
+                    "computes. Data files hold the model inputs under their names and the "
+                    "labels under the key 'labels' (or 'y').")
+    p.add_argument("model", help="a Q/DQ ONNX file (qdq-onnx insert / calibrate)")
+    p.add_argument("--data", required=True, metavar="TRAIN.npz",
+                   help="training inputs (named like the model inputs) and 'labels'")
+    add_output(p, "fine-tuned Q/DQ ONNX file")
+    p.add_argument("--val", metavar="VAL.npz", help="validation data, same layout")
+    p.add_argument("--validation-split", type=float, default=0.0, metavar="F",
+                   help="hold out the last fraction F of the training data for validation")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="learning rate (default 1e-4: QAT wants ~1%% of the original rate)")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW only")
+    p.add_argument("--loss", default="sparse_categorical_crossentropy",
+                   choices=("sparse_categorical_crossentropy", "categorical_crossentropy",
+                            "binary_crossentropy", "mse"))
+    p.add_argument("--from-probabilities", action="store_true",
+                   help="the model outputs probabilities (softmax/sigmoid), not logits")
+    p.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--step-size", type=int, default=1, help="epochs per decay (step)")
+    p.add_argument("--gamma", type=float, default=0.1, help="decay factor (step)")
+    p.add_argument("--learn-scales", action="store_true",
+                   help="also train the activation scales (LSQ-style gradient)")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without improvement of val_loss")
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="write a checkpoint every epoch (and on Ctrl-C) here")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue from the last checkpoint in DIR (and keep writing there)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(run=run)
+
+
+def _load_xy(path: str, model, what: str):
+    from ..data import LABEL_KEYS, load_arrays, match_inputs
+    from ..errors import QdqError
+
+    arrays = load_arrays(path)
+    key = next((k for k in LABEL_KEYS if k in arrays), None)
+    if key is None:
+        raise QdqError(f"{path}: no labels: store them under the key 'labels' (or 'y'); "
+                       f"found {sorted(arrays)}")
+    labels = arrays.pop(key)
+    return match_inputs(arrays, model, source=path), labels
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import QdqError
+    from ..insert import WEIGHT_BITS_KEY, get_metadata
+    from ..model_io import load_model, save_model_atomic
+    from ..trainer import TrainConfig, Trainer
+
+    check_in_out(args.model, args.output)
+    model = load_model(args.model)
+    x, y = _load_xy(args.data, model, "training data")
+    val = _load_xy(args.val, model, "validation data") if args.val else None
+    config = TrainConfig(optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss,
+                         from_logits=not args.from_probabilities,
+                         weight_decay=args.weight_decay, schedule=args.schedule,
+                         warmup_steps=args.warmup_steps, step_size=args.step_size,
+                         gamma=args.gamma, learn_scales=args.learn_scales,
+                         weight_bits=int(get_metadata(model, WEIGHT_BITS_KEY) or 8),
+                         seed=args.seed)
+    ckpt = args.resume or args.checkpoint_dir
+    if args.resume and args.checkpoint_dir and args.resume != args.checkpoint_dir:
+        raise QdqError("--resume DIR already names the checkpoint directory; drop "
+                       "--checkpoint-dir or give the same folder")
+    trainer = Trainer(model, config)
+    try:
+        history = trainer.fit(x, y, batch_size=args.batch_size, epochs=args.epochs,
+                              validation_split=args.validation_split, validation_data=val,
+                              checkpoint_dir=ckpt, resume=bool(args.resume),
+                              early_stopping_patience=args.early_stopping,
+                              verbose=0 if args.quiet else 1)
+        sample = {k: v[:64] for k, v in x.items()}
+        out = trainer.emit(sample, provenance={"source": str(args.model)})
+        save_model_atomic(out, args.output, check="the fine-tuned model")
+    finally:
+        trainer.close()
+    if history.stopped == "interrupted":
+        where = f"; resume with --resume {ckpt}" if ckpt else ""
+        print(f"interrupted at step {history.steps}: wrote {args.output} from the current "
+              f"weights{where}", file=sys.stderr)
+        return 130
+    last = {k: v[-1] for k, v in history.history.items()} if history.history else {}
+    text = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
+    print(f"wrote {args.output}: {history.steps} steps ({history.stopped}); {text}")
+    return 0
