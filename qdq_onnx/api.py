@@ -46,7 +46,8 @@ class QuantizedModel:
                 from_logits: bool = True, weight_decay: float = 0.01,
                 schedule: str = "constant", warmup_steps: int = 0, step_size: int = 1,
                 gamma: float = 0.1, learn_scales: bool = False, seed: int = 0,
-                work_dir: str | os.PathLike | None = None) -> QuantizedModel:
+                device: str = "cpu", work_dir: str | os.PathLike | None = None
+                ) -> QuantizedModel:
         """Configure fine-tuning. Optimizers: adam, adamw, sgd. Losses:
         sparse_categorical_crossentropy, categorical_crossentropy, binary_crossentropy, mse
         (from logits, or from probabilities with from_logits=False). Schedules: constant,
@@ -62,7 +63,7 @@ class QuantizedModel:
                              weight_decay=weight_decay, schedule=schedule,
                              warmup_steps=warmup_steps, step_size=step_size, gamma=gamma,
                              learn_scales=learn_scales, weight_bits=self.weight_bits,
-                             seed=seed)
+                             seed=seed, device=device)
         if self._trainer is not None:
             self._trainer.close()
         self._trainer = Trainer(self.onnx, config, work_dir)

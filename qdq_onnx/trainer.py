@@ -49,6 +49,7 @@ class TrainConfig:
     learn_scales: bool = False
     weight_bits: int = 8
     seed: int = 0
+    device: str = "cpu"  # "cuda" with the onnxruntime-training CUDA build
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -73,6 +74,7 @@ class TrainConfig:
     def fingerprint_fields(self) -> dict[str, Any]:
         d = asdict(self)
         d["metrics"] = list(self.metrics)
+        d.pop("device")
         return d
 
 
@@ -196,8 +198,16 @@ class Trainer:
 
         api = ort_training.api()
         self.state = api.CheckpointState.load_checkpoint(str(checkpoint))
-        self.module = api.Module(str(self._artifacts / "training_model.onnx"), self.state,
-                                 str(self._artifacts / "eval_model.onnx"))
+        try:
+            self.module = api.Module(str(self._artifacts / "training_model.onnx"), self.state,
+                                     str(self._artifacts / "eval_model.onnx"),
+                                     device=self.config.device)
+        except Exception as exc:
+            if self.config.device == "cpu":
+                raise
+            raise QdqError(f"cannot train on device {self.config.device!r}: {exc} (the GPU "
+                           "needs the CUDA build: pip install onnxruntime-training==1.19.2 "
+                           "in place of onnxruntime-training-cpu)") from None
         self.optimizer = api.Optimizer(str(self._artifacts / "optimizer_model.onnx"),
                                        self.module)
         self.input_names = [n for n in self.module.input_names()]

@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="DIR",
                    help="continue from the last checkpoint in DIR (and keep writing there)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda (needs the onnxruntime-training CUDA build)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(run=run)
 
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                          warmup_steps=args.warmup_steps, step_size=args.step_size,
                          gamma=args.gamma, learn_scales=args.learn_scales,
                          weight_bits=int(get_metadata(model, WEIGHT_BITS_KEY) or 8),
-                         seed=args.seed)
+                         seed=args.seed, device=args.device)
     ckpt = args.resume or args.checkpoint_dir
     if args.resume and args.checkpoint_dir and args.resume != args.checkpoint_dir:
         raise QdqError("--resume DIR already names the checkpoint directory; drop "

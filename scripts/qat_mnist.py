@@ -1,0 +1,73 @@
+"""FP32 vs PTQ vs QAT on the MNIST CNN (scripts/train_mnist.py), all measured on the 10k test
+set by running ONNX files in onnxruntime: the float model, the PTQ Q/DQ model (max
+calibration on 512 images) and the Q/DQ model emitted after QAT from the PTQ scales.
+
+    .venv/bin/python scripts/qat_mnist.py [--epochs 1] [--lr 1e-4] [--out out/mnist]
+
+Writes OUT/qat.onnx and bench/results/qat_mnist.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def accuracy(model, x, y, batch: int = 1000) -> float:
+    from qdq_onnx.ort import inference_session
+
+    sess = inference_session(model.SerializeToString())
+    name = sess.get_inputs()[0].name
+    hits = sum(int(np.sum(np.argmax(sess.run(None, {name: x[i:i + batch]})[0], axis=1)
+                          == y[i:i + batch])) for i in range(0, len(x), batch))
+    return hits / len(x)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", default="out/mnist")
+    args = ap.parse_args()
+    from qdq_onnx import quantize_model
+    from qdq_onnx.model_io import load_model
+
+    out = Path(args.out)
+    fp32 = load_model(out / "fp32.onnx")
+    with np.load(out / "calib.npz") as z:
+        calib = z["image"]
+    with np.load(out / "train.npz") as z:
+        x_train, y_train = z["image"], z["labels"]
+    with np.load(out / "test.npz") as z:
+        x_test, y_test = z["image"], z["labels"]
+    q = quantize_model(fp32, calibration_data=calib)
+    acc = {"fp32": accuracy(fp32, x_test, y_test), "ptq": accuracy(q.onnx, x_test, y_test)}
+    q.compile(optimizer="adam", learning_rate=args.lr, schedule="cosine")
+    t = time.perf_counter()
+    history = q.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                    verbose=1)
+    elapsed = time.perf_counter() - t
+    q.save(out / "qat.onnx")
+    acc["qat"] = accuracy(load_model(out / "qat.onnx"), x_test, y_test)
+    for k, v in acc.items():
+        print(f"{k:5} {v * 100:6.2f}%  ({(v - acc['fp32']) * 100:+.2f} vs FP32)")
+    print(f"QAT: {args.epochs} epoch(s), {history.steps} steps, {elapsed:.0f} s")
+    res = ROOT / "bench" / "results" / "qat_mnist.json"
+    res.parent.mkdir(parents=True, exist_ok=True)
+    res.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "accuracy": acc,
+                               "epochs": args.epochs, "lr": args.lr,
+                               "batch_size": args.batch_size, "qat_seconds": elapsed,
+                               "history": history.history}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
