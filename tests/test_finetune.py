@@ -228,3 +228,40 @@ def test_finetune_cli(digits, float_model, tmp_path, capsys):
     assert main(["finetune", str(src), "--data", str(train), "-o", str(tmp_path / "z.onnx"),
                  "--lr", "0"]) == 2
     assert not (tmp_path / "z.onnx").exists()
+
+
+def test_ctrl_c_stops_at_a_step_boundary_and_resume_continues(digits, float_model, tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    xtr, ytr, _, _ = digits
+    src = tmp_path / "q.onnx"
+    onnx.save(quantize_model(float_model, calibration_data=xtr[:256]).onnx, src)
+    np.savez(tmp_path / "train.npz", x=xtr, labels=ytr)
+    out, ck = tmp_path / "ft.onnx", tmp_path / "ck"
+    cmd = [sys.executable, "-m", "qdq_onnx.cli.main", "finetune", str(src), "--data",
+           str(tmp_path / "train.npz"), "-o", str(out), "--epochs", "100000", "--batch-size",
+           "8", "--checkpoint-dir", str(ck), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (ck / "latest.json").exists() and time.time() < deadline:
+        time.sleep(0.2)  # wait until the first epoch's checkpoint exists
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err
+    onnx.checker.check_model(str(out), full_check=True)
+    info = json.loads((ck / "latest.json").read_text())
+    assert info["step"] > 0
+    stopped_at = info["epoch"]
+    resumed = [sys.executable, "-m", "qdq_onnx.cli.main", "finetune", str(src), "--data",
+               str(tmp_path / "train.npz"), "-o", str(out), "--epochs", str(stopped_at + 1),
+               "--batch-size", "8", "--resume", str(ck), "--quiet"]
+    res = subprocess.run(resumed, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    steps_per_epoch = int(np.ceil(1400 / 8))
+    assert json.loads((ck / "latest.json").read_text())["step"] == \
+        (stopped_at + 1) * steps_per_epoch
