@@ -29,11 +29,15 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check qdq_onnx tests scripts
 
+# Every benchmark; results land in bench/results/*.json (summary table in the README).
 bench: $(STAMP)
 	$(PY) scripts/bench_insert.py
 	$(PY) scripts/train_mnist.py
 	$(PY) scripts/eval_ptq.py
 	$(PY) scripts/bench_calibrate.py
+	$(PY) scripts/qat_mnist.py
+	$(PY) scripts/bench_finetune.py
+	$(PY) scripts/bench_inference.py
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

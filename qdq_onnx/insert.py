@@ -33,8 +33,8 @@ class InsertReport:
                "Q/DQ pairs"]
         if self.placeholder_scales:
             out.append(f"{len(self.placeholder_scales)} activation scale(s) are placeholders "
-                       f"(amax={PLACEHOLDER_AMAX}): calibrate with --calib DATA for real "
-                       "scales")
+                       f"(amax={PLACEHOLDER_AMAX}): calibrate (insert --calib DATA, or "
+                       "qdq-onnx calibrate) for real scales")
         for name, n in self.zero_weight_channels.items():
             out.append(f"weight {name}: {n} all-zero channel(s) got the minimum scale")
         return out

