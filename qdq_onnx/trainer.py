@@ -84,6 +84,7 @@ class History:
 
     history: dict[str, list[float]] = field(default_factory=dict)
     epoch: list[int] = field(default_factory=list)
+    batch_loss: list[float] = field(default_factory=list)  # every optimizer step's loss
     steps: int = 0
     stopped: str = "completed"  # completed | early_stopping | interrupted
 
@@ -371,6 +372,7 @@ class Trainer:
                         self.module.lazy_reset_grad()
                         self.refresh_weight_scales()
                         self.step += 1
+                        self.history.batch_loss.append(loss)
                         m = len(idx)
                         run_loss, seen = run_loss + loss * m, seen + m
                         c = self.loss.correct(np.asarray(out), labels[idx])
@@ -425,7 +427,8 @@ class Trainer:
         os.replace(tmp, ckpt / name)
         info = {"checkpoint": name, "fingerprint": self.fingerprint, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "step": self.step,
-                "history": {"history": self.history.history, "epoch": self.history.epoch},
+                "history": {"history": self.history.history, "epoch": self.history.epoch,
+                            "batch_loss": self.history.batch_loss},
                 "config": self.config.fingerprint_fields()}
         write_text_atomic(ckpt / LATEST, json.dumps(info, indent=1) + "\n")
         for old in ckpt.glob("ckpt-step*"):
@@ -454,7 +457,8 @@ class Trainer:
         self.epoch, self.step = int(info["epoch"]), int(info["step"])
         self.batch_in_epoch = int(info["batch_in_epoch"])
         self.history = History(history=info["history"]["history"],
-                               epoch=info["history"]["epoch"])
+                               epoch=info["history"]["epoch"],
+                               batch_loss=info["history"].get("batch_loss", []))
 
     # -- emit --------------------------------------------------------------------------------
     def trained_initializers(self) -> dict[str, np.ndarray]:

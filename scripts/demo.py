@@ -64,10 +64,15 @@ def chart(path: Path, acc: dict[str, float], history: dict) -> None:
     for i, n in enumerate(names):
         a.text(i, acc[n] * 100, f"{acc[n] * 100:.2f}%", ha="center", va="bottom")
     a.set_title("MNIST test accuracy (10k images, onnxruntime)")
-    loss = history.get("loss", [])
-    b.plot(range(1, len(loss) + 1), loss, marker="o")
-    b.set_title("QAT training loss per epoch")
-    b.set_xlabel("epoch")
+    loss = np.asarray(history.get("batch_loss", []), dtype=float)
+    b.plot(np.arange(1, loss.size + 1), loss, color="tab:green", alpha=0.3, label="per step")
+    if loss.size >= 20:
+        k = 20
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        b.plot(np.arange(k, loss.size + 1), smooth, color="tab:green", label="mean of 20")
+    b.set_title("QAT training loss")
+    b.set_xlabel("optimizer step")
+    b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -108,7 +113,7 @@ def main() -> int:
         "--epochs", "1", "--batch-size", "64", "--lr", "1e-4", "--schedule", "cosine",
         "--checkpoint-dir", str(ckpt), "--quiet")
     acc["QAT INT8"] = accuracy(int8, x_test, y_test)
-    history = json.loads((ckpt / "latest.json").read_text())["history"]["history"]
+    history = json.loads((ckpt / "latest.json").read_text())["history"]
     png = out / "demo.png"
     chart(png, acc, history)
     counts = qdq_counts(int8)
