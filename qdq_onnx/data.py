@@ -35,6 +35,15 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, tuple[tuple[int | None, ..
 
 
 def _load_file(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if path.suffix == ".npz" and not zipfile.is_zipfile(path):
+        raise QdqError(f"{path}: not a readable numpy file (an .npz is a zip archive of "
+                       ".npy arrays, as numpy.savez writes it)")
+    if path.suffix == ".npy" and magic != b"\x93NUMPY":
+        raise QdqError(f"{path}: not a readable numpy file (no .npy header)")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:

@@ -137,7 +137,10 @@ def plan_placement(model: onnx.ModelProto, rules: RuleSet, mode: str = "full",
                                 "fingerprint": model_fingerprint(model.graph),
                                 "layer_map": layers.layer_map is not None})
     if not plan.placements:
-        plan.notes.append("nothing to quantize: no op in the model matches a rule or spec entry")
+        ops = sorted({n.op_type for n in index.nodes})
+        raise QdqError(f"nothing to quantize: no op of this model matches a rule of "
+                       f"{rules.name!r} or a spec entry (ops: {', '.join(ops[:12])}); check "
+                       "the rules, the spec and the mode")
     return plan
 
 

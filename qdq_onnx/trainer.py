@@ -155,6 +155,8 @@ class Trainer:
             h.update(f"{node.op_type}|{','.join(node.input)}|{','.join(node.output)}\n".encode())
         for t in g.initializer:
             h.update(f"{t.name}:{list(t.dims)}\n".encode())
+        for t in self.qdq_model.graph.initializer:  # the starting weights, not just shapes
+            h.update(t.SerializeToString())
         h.update(json.dumps({k: v for k, v in self.config.fingerprint_fields().items()
                              if k in ("loss", "from_logits", "optimizer", "weight_decay",
                                       "learn_scales", "weight_bits")},

@@ -5,6 +5,7 @@ import pytest
 from helpers import RNG, G, dq_fed, run
 
 from qdq_onnx import quantize_model
+from qdq_onnx.errors import QdqError
 from qdq_onnx.prepare import prepare_model
 from qdq_onnx.rules import load_rules, parse_rules
 
@@ -150,6 +151,10 @@ def test_concat_modes(mode, expected):
         "concat": {"id": "C", "name": "c", "reason": "r", "mode": mode}}}
     rules = parse_rules(doc)
     assert raw.pattern("concat").options["mode"] == "none"
+    if not expected:  # this rule set has nothing else to quantize
+        with pytest.raises(QdqError, match="nothing to quantize"):
+            quantize_model(_concat_model(), rules=rules)
+        return
     q = quantize_model(_concat_model(), rules=rules)
     fed = {i for n, i in _fed(q) if n == "cat"}
     assert fed == expected
