@@ -106,7 +106,7 @@ class QuantizedModel:
             from .ort import inference_session
 
             feeds = match_inputs({"": x} if not isinstance(x, dict) else dict(x), self.onnx)
-            return inference_session(self.onnx.SerializeToString()).run(None, feeds)[0]
+            return inference_session(self.onnx).run(None, feeds)[0]
         return self._trainer.predict(x, batch_size)
 
     # -- output ------------------------------------------------------------------------------

@@ -193,12 +193,12 @@ def _session(model: onnx.ModelProto, outputs: list[str], reduce_max: bool = Fals
                 onnx.helper.make_node("Abs", [name], [absolute], name=absolute),
                 onnx.helper.make_node("ReduceMax", [absolute], [peak], name=peak, keepdims=0)])
             probe.graph.output.append(onnx.ValueInfoProto(name=peak))
-        return inference_session(probe.SerializeToString()), [
+        return inference_session(probe), [
             f"qdq_onnx_calib_max_{i}" for i in range(len(outputs))]
     for name in outputs:
         if name not in existing:
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    return inference_session(probe.SerializeToString()), list(outputs)
+    return inference_session(probe), list(outputs)
 
 
 def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,

@@ -85,7 +85,11 @@ def _skeleton(model: onnx.ModelProto, keep_data: int = 1024) -> onnx.ModelProto:
     g.output.extend(model.graph.output)
     g.value_info.extend(model.graph.value_info)
     for t in model.graph.initializer:
-        if t.data_location != onnx.TensorProto.EXTERNAL and t.ByteSize() <= keep_data:
+        count = 1
+        for d in t.dims:
+            count *= d
+        # Sizes from dims: ByteSize() would serialise the tensor (and fails beyond 2 GB).
+        if t.data_location != onnx.TensorProto.EXTERNAL and count * 8 <= keep_data:
             g.initializer.append(t)
         else:
             g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
 from .errors import QdqError, UnsupportedModelError
 
@@ -135,12 +137,13 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
-                      check: str | None = None) -> Path:
-    """Write `model` to `path` via a temporary file and a rename: never a half-written file.
+                      check: str | None = None, external: bool | None = None) -> Path:
+    """Write `model` to `path` via temporary files and renames: never a half-written file.
 
-    With `check` (a description such as "the quantized model"), the temporary file must pass
-    the full ONNX checker before it is renamed into place. Models over 2 GB are written with
-    their weights in one external-data file next to `path`.
+    With `check` (a description such as "the quantized model"), the written file must pass
+    the full ONNX checker before it is renamed into place. With `external` (default: when
+    the model is over 2 GB), weights go to one external-data file `<name>.data` next to
+    `path`, streamed tensor by tensor.
     """
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
@@ -150,41 +153,39 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
         raise QdqError(f"{out}: the output folder {parent} is not writable")
     if model.ir_version > MAX_IR_VERSION:
         model.ir_version = MAX_IR_VERSION
-    large = approx_size(model) >= _PROTOBUF_LIMIT
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    if external is None:
+        external = approx_size(model) >= _PROTOBUF_LIMIT
+    # Everything is written into a private folder next to the output first, checked there
+    # (the checker reads external data relative to the model file), then renamed into place.
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     data_name = out.name + ".data"
-    tmp_data = parent / f".{data_name}.tmp"
     try:
-        if large:
-            # Saving with external data rewrites the tensors' locations: work on a copy so the
-            # caller's model is left as it was.
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
-            onnx.save_model(
-                copy, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                location=tmp_data.name, size_threshold=1024,
-            )
-            os.replace(tmp_data, parent / data_name)
-            # Point the tensors at the final data-file name.
-            final = onnx.load(str(tmp), load_external_data=False)
-            for t in onnx.external_data_helper._get_all_tensors(final):
-                for e in t.external_data:
-                    if e.key == "location":
-                        e.value = data_name
-            onnx.save_model(final, str(tmp))
-        else:
-            with open(tmp, "wb") as fh:
+        tmp = work / out.name
+        with open(tmp, "wb") as fh:
+            if external:
+                with open(work / data_name, "wb") as dh:
+                    write_streaming(model, fh, external_data=(dh, data_name))
+            else:
                 write_streaming(model, fh)
         if check:
             check_model(tmp, check)
+        if external:
+            os.replace(work / data_name, parent / data_name)
         os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        tmp_data.unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def had_external_data(path: str | os.PathLike) -> bool:
+    """Whether an ONNX file keeps (some of) its tensors in external data files."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return any(uses_external_data(t) for t in _get_all_tensors(model))
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -223,20 +224,37 @@ _GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
 _INIT_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
 
 
-def write_streaming(model: onnx.ModelProto, fh) -> None:
+def write_streaming(model: onnx.ModelProto, fh, external_data: tuple | None = None,
+                    threshold: int = 1024) -> None:
     """Serialise `model` one initializer at a time.
 
     Protobuf merges repeated occurrences of an embedded message, so the file is the model
     without weights followed by one `graph { initializer { ... } }` record per weight; a
     parser reads it as the same ModelProto. Peak memory is the model plus one tensor,
-    instead of the model plus a full serialised copy."""
+    instead of the model plus a full serialised copy. With `external_data=(file, name)`,
+    tensors over `threshold` bytes are written to that file and referenced by offset."""
     skel = onnx.ModelProto()
     _copy_fields(model, skel, skip="graph")
     _copy_fields(model.graph, skel.graph, skip="initializer")
     fh.write(skel.SerializeToString())
     graph_tag = _varint((_GRAPH_FIELD << 3) | 2)
     init_tag = _varint((_INIT_FIELD << 3) | 2)
+    offset = 0
     for tensor in model.graph.initializer:
+        if external_data is not None and tensor.data_location != onnx.TensorProto.EXTERNAL:
+            data = tensor.raw_data if tensor.HasField("raw_data") else \
+                numpy_helper.to_array(tensor).tobytes()
+            if len(data) > threshold:
+                dh, name = external_data
+                dh.write(data)
+                ref = onnx.TensorProto(name=tensor.name, dims=tensor.dims,
+                                       data_type=tensor.data_type,
+                                       data_location=onnx.TensorProto.EXTERNAL)
+                for key, value in (("location", name), ("offset", str(offset)),
+                                   ("length", str(len(data)))):
+                    ref.external_data.add(key=key, value=value)
+                offset += len(data)
+                tensor = ref
         payload = tensor.SerializeToString()
         inner = init_tag + _varint(len(payload))
         fh.write(graph_tag + _varint(len(inner) + len(payload)) + inner)

@@ -122,7 +122,7 @@ def _session(model: onnx.ModelProto, outputs: list[str], make):
     probe.CopyFrom(model)
     have = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=o) for o in outputs if o not in have)
-    return make(probe.SerializeToString())
+    return make(probe)
 
 
 def render_text(report: dict[str, Any]) -> str:

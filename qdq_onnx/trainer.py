@@ -511,9 +511,9 @@ class Trainer:
 
         feeds = self._inputs(sample)
         output = self.graph.output
-        expected = inference_session(self.fake_quant_model().SerializeToString(),
+        expected = inference_session(self.fake_quant_model(),
                                      optimize=False).run([output], feeds)[0]
-        got = inference_session(emitted.SerializeToString(), optimize=False).run(
+        got = inference_session(emitted, optimize=False).run(
             [output], feeds)[0]
         diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
         tol = 1e-6 * max(1.0, float(np.max(np.abs(expected))))

@@ -268,3 +268,15 @@ def test_ctrl_c_stops_at_a_step_boundary_and_resume_continues(digits, float_mode
     steps_per_epoch = int(np.ceil(1400 / 8))
     assert json.loads((ck / "latest.json").read_text())["step"] == \
         (stopped_at + 1) * steps_per_epoch
+
+
+def test_average_pool_is_refused_for_training():
+    from helpers import G
+
+    g = G(input_shape=(1, 2, 6, 6))
+    y = g.node("AveragePool", "ap", [g.conv("c", "x", 4)], kernel_shape=[3, 3],
+               pads=[1, 1, 1, 1])
+    g.channels[y] = 4
+    q = quantize_model(g.model([y]))
+    with pytest.raises(QdqError, match="AveragePool cannot be fine-tuned"):
+        q.compile(loss="mse")

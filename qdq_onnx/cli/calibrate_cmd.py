@@ -21,12 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import calibrate
-    from ..model_io import load_model, save_model_atomic
+    from ..model_io import had_external_data, load_model, save_model_atomic
 
     check_in_out(args.model, args.output)
     model = load_model(args.model)
     out = calibrate(model, args.data, method=args.method, percentile=args.percentile,
                     batch_size=args.batch_size, max_samples=args.max_samples)
-    save_model_atomic(out, args.output, check="the calibrated model")
+    save_model_atomic(out, args.output, check="the calibrated model",
+                      external=had_external_data(args.model) or None)
     print(f"wrote {args.output}: activation scales calibrated with method {args.method}")
     return 0

@@ -70,7 +70,7 @@ def _load_xy(path: str, model, what: str):
 def run(args: argparse.Namespace) -> int:
     from ..errors import QdqError
     from ..insert import WEIGHT_BITS_KEY, get_metadata
-    from ..model_io import load_model, save_model_atomic
+    from ..model_io import had_external_data, load_model, save_model_atomic
     from ..trainer import TrainConfig, Trainer
 
     check_in_out(args.model, args.output)
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                               verbose=0 if args.quiet else 1)
         sample = {k: v[:64] for k, v in x.items()}
         out = trainer.emit(sample, provenance={"source": str(args.model)})
-        save_model_atomic(out, args.output, check="the fine-tuned model")
+        save_model_atomic(out, args.output, check="the fine-tuned model",
+                      external=had_external_data(args.model) or None)
     finally:
         trainer.close()
     if history.stopped == "interrupted":

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..calibration import collect_amax
     from ..insert import insert_qdq
-    from ..model_io import load_model, save_model_atomic
+    from ..model_io import had_external_data, load_model, save_model_atomic
     from ..plan import PlacementPlan
     from ..planner import check_plan_matches, plan_placement
     from ..prepare import prepare_model, require_float_model
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                                  in_place=True)
     else:
         qdq, report = insert_qdq(prepared, plan, in_place=True)
-    save_model_atomic(qdq, args.output, check="the quantized model")
+    save_model_atomic(qdq, args.output, check="the quantized model",
+                      external=had_external_data(args.model) or None)
     if args.plan:
         plan.save(args.plan)
     for line in notes + plan.notes + report.lines():
