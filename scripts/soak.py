@@ -74,7 +74,7 @@ def main() -> int:
             yield {"x": rng.random((min(1000, total - i), 1, 8, 8), dtype=np.float32)}
 
     cal = {}
-    for total in (10_000, args.samples):
+    for total in (10_000, args.samples, 3 * args.samples):
         before = rss_mib()
         t = time.perf_counter()
         collect_stats(q.float_model, ["x", "r", "f"], batches(total), with_hist=True,
