@@ -4,7 +4,6 @@ import numpy as np
 import onnx
 import pytest
 from helpers import RNG, G, run
-from onnx import TensorProto, helper
 
 from qdq_onnx.cli.main import main
 from qdq_onnx.model_io import load_model, save_model_atomic
@@ -51,28 +50,50 @@ def test_external_input_gives_external_output(tmp_path):
     assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
 
 
+_BUILD_BIG = """
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from qdq_onnx.model_io import save_model_atomic
+
+k = n = 23_200  # one 2.15 GB MatMul weight
+model = onnx.ModelProto(ir_version=8)
+model.opset_import.add(domain="", version=13)
+g = model.graph
+g.name = "big"
+g.node.append(helper.make_node("MatMul", ["x", "w"], ["y"], name="fc"))
+g.input.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k]))
+g.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n]))
+w = np.ones((k, n), np.float32)
+w[:, 0] = 2.0
+t = g.initializer.add()  # set in place: copying a >2 GB tensor proto fails
+t.name, t.data_type = "w", TensorProto.FLOAT
+t.dims.extend([k, n])
+t.raw_data = w.tobytes()
+del w
+save_model_atomic(model, sys.argv[1])  # over 2 GB: external data chosen automatically
+"""
+
+
 @pytest.mark.slow
 def test_model_over_2gb(tmp_path):
-    k = n = 23_200  # one 2.15 GB MatMul weight
-    w = np.ones((k, n), np.float32)
-    w[:, 0] = 2.0
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])
-    init = onnx.numpy_helper.from_array(w, "w")
-    del w
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "big",
-                              [x], [y], [init])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    src = tmp_path / "big.onnx"
-    save_model_atomic(model, src)  # over 2 GB: external data chosen automatically
-    del model, graph, init
+    import subprocess
+    import sys
+
+    # Subprocesses keep the multi-GB objects out of the test process (and its reports).
+    src, out = tmp_path / "big.onnx", tmp_path / "big_q.onnx"
+    subprocess.run([sys.executable, "-c", _BUILD_BIG, str(src)], check=True)
     assert (tmp_path / "big.onnx.data").stat().st_size > 2**31
-    out = tmp_path / "big_q.onnx"
-    assert main(["insert", str(src), "-o", str(out)]) == 0
+    res = subprocess.run([sys.executable, "-m", "qdq_onnx.cli.main", "insert", str(src),
+                          "-o", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
     assert (tmp_path / "big_q.onnx.data").stat().st_size > 2**31
-    assert (tmp_path / "big_q.onnx").stat().st_size < 10 * 2**20
+    assert out.stat().st_size < 10 * 2**20
     onnx.checker.check_model(str(out))
     q = onnx.load(str(out), load_external_data=False)
     ops = [nd.op_type for nd in q.graph.node]
     assert ops.count("QuantizeLinear") == 2 and ops.count("DequantizeLinear") == 2
+    scale = next(t for t in q.graph.initializer if t.name.endswith("w_scale"))
+    values = onnx.numpy_helper.to_array(scale, base_dir=str(tmp_path))
+    assert values.shape == (23_200,) and values[0] == np.float32(2.0) / 127
