@@ -305,3 +305,25 @@ def test_readme_lists_every_case():
     table = text[text.index("## Bad inputs"):]
     listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", table, re.M))
     assert listed == {c[0] for c in CASES}
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_command_leaves_no_output(tmp_path, sig):
+    import signal
+    import time
+
+    model = tmp_path / "q.onnx"
+    onnx.save(quantize_model(_float_model()).onnx, model)
+    data = tmp_path / "big.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(60_000, 3, 8, 8)).astype("f"))
+    out = tmp_path / "out.onnx"
+    proc = subprocess.Popen([sys.executable, "-m", "qdq_onnx.cli.main", "calibrate",
+                             str(model), "--data", str(data), "-o", str(out), "--method",
+                             "entropy", "--batch-size", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # well into the calibration pass
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; no output was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz", "q.onnx"]
