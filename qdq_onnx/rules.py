@@ -19,7 +19,8 @@ from .yaml_lines import load_yaml, where
 
 PATTERN_KINDS = ("residual_add", "batchnorm_input", "maxpool", "se_multiply", "concat")
 
-_TOP_KEYS = {"schema", "name", "description", "op_rules", "never", "patterns"}
+_TOP_KEYS = {"schema", "name", "description", "op_rules", "never", "patterns", "lint"}
+_LINT_KEYS = {"id", "name", "severity", "reason", "why"}
 _OP_KEYS = {"id", "name", "ops", "inputs", "weight_input", "weight_axis", "keras_classes",
             "live_weight", "reason", "why"}
 _NEVER_KEYS = {"id", "name", "ops", "reason", "why"}
@@ -100,6 +101,15 @@ class PatternRule:
     why: str
 
 
+@dataclass(frozen=True)
+class LintRule:
+    id: str
+    name: str
+    severity: str  # error | warning
+    reason: str
+    why: str
+
+
 @dataclass
 class RuleSet:
     name: str
@@ -109,6 +119,7 @@ class RuleSet:
     op_rules: list[OpRule] = field(default_factory=list)
     never: list[NeverRule] = field(default_factory=list)
     patterns: dict[str, PatternRule] = field(default_factory=dict)
+    lint: dict[str, LintRule] = field(default_factory=dict)  # by name
 
     def op_rule_for(self, op_type: str) -> OpRule | None:
         for rule in self.op_rules:
@@ -126,8 +137,8 @@ class RuleSet:
         rule = self.patterns.get(kind)
         return rule if rule is not None and rule.enabled else None
 
-    def all_rules(self) -> list[OpRule | NeverRule | PatternRule]:
-        return [*self.op_rules, *self.never, *self.patterns.values()]
+    def all_rules(self) -> list[OpRule | NeverRule | PatternRule | LintRule]:
+        return [*self.op_rules, *self.never, *self.patterns.values(), *self.lint.values()]
 
     def by_id(self, rule_id: str) -> OpRule | NeverRule | PatternRule | None:
         for rule in self.all_rules():
@@ -323,4 +334,17 @@ def parse_rules(raw: Any, source: str = "<rules>", sha256: str = "") -> RuleSet:
             enabled=enabled, options=options,
             reason=_require_text(source, item, "reason", f"pattern {kind}"),
             why=str(item.get("why", "")).strip())
+    for item in raw.get("lint") or []:
+        _check_keys(source, item, _LINT_KEYS, "a lint check")
+        rule_id = _require_text(source, item, "id", "a lint check")
+        claim(item, rule_id)
+        severity = item.get("severity", "warning")
+        if severity not in ("error", "warning"):
+            raise _fail(source, item, f"lint check {rule_id}: severity must be error or "
+                        "warning")
+        name = _require_text(source, item, "name", f"lint check {rule_id}")
+        rules.lint[name] = LintRule(id=rule_id, name=name, severity=severity,
+                                    reason=_require_text(source, item, "reason",
+                                                         f"lint check {rule_id}"),
+                                    why=str(item.get("why", "")).strip())
     return rules

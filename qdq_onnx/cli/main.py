@@ -12,9 +12,18 @@ import traceback
 
 from .. import __version__
 from ..errors import QdqError
-from . import calibrate_cmd, convert_cmd, finetune_cmd, insert_cmd, inspect_cmd, rules_cmd
+from . import (
+    calibrate_cmd,
+    convert_cmd,
+    finetune_cmd,
+    insert_cmd,
+    inspect_cmd,
+    lint_cmd,
+    rules_cmd,
+)
 
-COMMANDS = (convert_cmd, insert_cmd, calibrate_cmd, finetune_cmd, inspect_cmd, rules_cmd)
+COMMANDS = (convert_cmd, insert_cmd, calibrate_cmd, finetune_cmd, inspect_cmd, lint_cmd,
+            rules_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

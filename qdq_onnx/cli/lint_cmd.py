@@ -1,0 +1,52 @@
+"""qdq-onnx lint: predict TensorRT INT8 coverage and broken fusions of any Q/DQ ONNX."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lint", help="check a Q/DQ model against TensorRT's INT8 and fusion rules",
+        description="Static check of any Q/DQ ONNX (qdq-onnx's, NVIDIA Model Optimizer's, "
+                    "onnxruntime's): for every weighted op, whether TensorRT can run it in "
+                    "INT8, and which fusions the placement breaks (residual Add, Q/DQ on "
+                    "weighted outputs, re-quantization) plus hard errors (zero points, uint8, "
+                    "per-channel activations, quantized bias, QLinear ops, axis/opset). The "
+                    "checks live in the rule file's `lint:` section. Exit 1 when errors are "
+                    "found.")
+    p.add_argument("model", help="a Q/DQ ONNX file")
+    p.add_argument("--rules", metavar="RULES.yaml", help="rule file (default: tensorrt)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..lint import lint_model
+    from ..model_io import load_model
+    from ..rules import load_rules
+
+    report = lint_model(load_model(args.model), load_rules(args.rules))
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(render(report))
+    return 1 if report.errors else 0
+
+
+def render(report) -> str:
+    lines = [f"{'weighted layer':50} {'op':13} {'INT8':5} {'data':5} {'weight':6} axis"]
+    for r in report.layers:
+        axis = "-" if r.axis is None else f"{r.axis}" + (
+            "" if r.expected_axis in (None, r.axis) else f" (want {r.expected_axis})")
+        lines.append(f"{r.node[:50]:50} {r.op_type:13} {'yes' if r.int8 else 'NO':5} "
+                     f"{'q' if r.data_quantized else '-':5} "
+                     f"{'q' if r.weight_quantized else '-':6} {axis}")
+    if report.findings:
+        lines.append("")
+        for f in report.findings:
+            lines.append(f"{f.severity:7} {f.id} {f.name}: {f.node}: {f.message}")
+    lines.append("")
+    lines.append(report.summary())
+    return "\n".join(lines)

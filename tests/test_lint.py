@@ -1,0 +1,197 @@
+"""Lint findings on hand-built Q/DQ graphs: each check has a positive and a negative case
+(the clean qdq-onnx output of the same graph)."""
+
+import numpy as np
+import onnx
+import pytest
+from helpers import G
+from onnx import helper, numpy_helper
+
+from qdq_onnx import quantize_model
+from qdq_onnx.cli.main import main
+from qdq_onnx.lint import lint_model
+from qdq_onnx.qdq_graph import qdq_pairs
+from qdq_onnx.rules import load_rules
+
+RULES = load_rules("tensorrt")
+
+
+def clean():
+    """Conv(c0)->Relu->[Conv(c1)] + skip -> Add -> MaxPool -> Conv(c2): qdq-onnx placement."""
+    g = G(input_shape=(1, 4, 8, 8))
+    a = g.unary("Relu", "r0", g.conv("c0", "x", 4))
+    y = g.binary("Add", "add", a, g.conv("c1", a, 4))
+    p = g.node("MaxPool", "pool", [y], kernel_shape=[2, 2])
+    g.channels[p] = 4
+    return quantize_model(g.model([g.conv("c2", p, 4)])).onnx
+
+
+def names(model):
+    return {f.name for f in lint_model(model, RULES).findings}
+
+
+def node(model, name):
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def init(model, name):
+    return next(t for t in model.graph.initializer if t.name == name)
+
+
+def pair_for(model, consumer, index):
+    tensor = node(model, consumer).input[index]
+    return next(p for p in qdq_pairs(model) if p.output == tensor)
+
+
+def add_qdq(model, tensor, consumer_names, scale=0.05, axis=None, zp=0, zp_dtype=np.int8):
+    """Insert a Q/DQ pair on `tensor` for the given consumers."""
+    k = len(model.graph.node)
+    s_name, z_name = f"lint_s{k}", f"lint_z{k}"
+    s = np.asarray(scale, np.float32)
+    model.graph.initializer.extend([numpy_helper.from_array(s, s_name),
+                                    numpy_helper.from_array(np.full(s.shape, zp, zp_dtype),
+                                                            z_name)])
+    attrs = {"axis": axis} if axis is not None else {}
+    q_out, dq_out = f"lint_q{k}", f"lint_dq{k}"
+    nodes = [helper.make_node("QuantizeLinear", [tensor, s_name, z_name], [q_out],
+                              name=f"lint_Q{k}", **attrs),
+             helper.make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out],
+                              name=f"lint_DQ{k}", **attrs)]
+    for n in model.graph.node:
+        if n.name in consumer_names:
+            for i, t in enumerate(n.input):
+                if t == tensor:
+                    n.input[i] = dq_out
+    producer = [i for i, n in enumerate(model.graph.node) if tensor in n.output]
+    at = producer[0] + 1 if producer else 0
+    for j, n in enumerate(nodes):
+        model.graph.node.insert(at + j, n)
+    return model
+
+
+def test_clean_output_has_no_findings():
+    report = lint_model(clean(), RULES)
+    assert report.findings == []
+    assert report.summary().startswith("3 of 3 weighted layers INT8, 0 fusions broken")
+
+
+def test_data_not_quantized():
+    m = clean()
+    p = pair_for(m, "c2", 0)
+    node(m, "c2").input[0] = p.source
+    assert "weighted-data-not-quantized" in names(m)
+    assert not lint_model(m, RULES).layers[-1].int8
+
+
+def test_weight_not_quantized():
+    m = clean()
+    p = pair_for(m, "c2", 1)
+    node(m, "c2").input[1] = p.source
+    assert "weight-not-quantized" in names(m)
+
+
+def test_wrong_weight_axis():
+    m = clean()
+    p = pair_for(m, "c1", 1)
+    for n in (node(m, p.quantize), node(m, p.dequantize)):
+        for a in n.attribute:
+            if a.name == "axis":
+                a.i = 1  # [K=4, C=4, 3, 3]: still valid ONNX, wrong for TensorRT
+    assert "wrong-weight-axis" in names(m)
+
+
+def test_nonzero_and_uint8_zero_points():
+    m = clean()
+    p = pair_for(m, "c0", 0)
+    zp = node(m, p.quantize).input[2]
+    init(m, zp).CopyFrom(numpy_helper.from_array(np.int8(3), zp))
+    assert "nonzero-zero-point" in names(m)
+    m = clean()
+    init(m, zp).CopyFrom(numpy_helper.from_array(np.uint8(0), zp))
+    assert "uint8-quantization" in names(m)
+
+
+def test_per_channel_activation():
+    m = clean()
+    p = pair_for(m, "c0", 0)
+    s = node(m, p.quantize).input[1]
+    init(m, s).CopyFrom(numpy_helper.from_array(np.full(4, 0.05, np.float32), s))
+    zp = node(m, p.quantize).input[2]
+    init(m, zp).CopyFrom(numpy_helper.from_array(np.zeros(4, np.int8), zp))
+    for n in (node(m, p.quantize), node(m, p.dequantize)):
+        n.attribute.append(helper.make_attribute("axis", 1))
+    assert "per-channel-activation" in names(m)
+
+
+def test_quantized_bias():
+    m = clean()
+    bias = node(m, "c0").input[2]
+    add_qdq(m, bias, {"c0"}, scale=0.01)
+    assert "quantized-bias" in names(m)
+
+
+def test_rejected_ops():
+    m = clean()
+    assert "rejected-quantized-op" not in names(m)
+    m.graph.node.append(helper.make_node("MatMulInteger", ["a", "b"], ["c"], name="mmi"))
+    assert "rejected-quantized-op" in names(m)
+
+
+def test_per_channel_needs_opset_13():
+    m = clean()
+    m.opset_import[0].version = 12
+    assert "per-channel-needs-opset-13" in names(m)
+
+
+def test_residual_weighted_branch_quantized():
+    m = clean()
+    conv_out = node(m, "c1").output[0]
+    add_qdq(m, conv_out, {"add"})
+    assert "residual-weighted-branch-quantized" in names(m)
+
+
+def test_residual_skip_not_quantized():
+    m = clean()
+    p = pair_for(m, "add", 0)
+    node(m, "add").input[0] = p.source
+    assert "residual-skip-not-quantized" in names(m)
+
+
+def test_qdq_on_weighted_output():
+    m = clean()
+    out = node(m, "c0").output[0]
+    add_qdq(m, out, {"r0"})
+    assert "qdq-on-weighted-output" in names(m)
+
+
+def test_requantization():
+    # The clean graph quantizes the MaxPool output (input of c2) with the placeholder scale.
+    same = np.float32(6.0) / np.float32(127)
+    m = clean()
+    add_qdq(m, node(m, "pool").input[0], {"pool"}, scale=same)
+    assert "requantization" not in names(m)  # DQ(s) -> MaxPool -> Q(s): no re-quantization
+    m = clean()
+    add_qdq(m, node(m, "pool").input[0], {"pool"}, scale=0.02)
+    assert "requantization" in names(m)
+
+
+def test_lint_cli_exit_codes(tmp_path, capsys):
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    onnx.save(clean(), good)
+    m = clean()
+    m.opset_import[0].version = 12
+    onnx.save(m, bad)
+    assert main(["lint", str(good)]) == 0
+    assert "3 of 3 weighted layers INT8" in capsys.readouterr().out
+    assert main(["lint", str(bad), "--format", "json"]) == 1
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["errors"] >= 1 and data["int8_layers"] == 3
+
+
+@pytest.mark.parametrize("check", sorted(RULES.lint))
+def test_every_lint_rule_has_a_test(check):
+    with open(__file__) as fh:
+        text = fh.read()
+    assert f'"{check}"' in text
