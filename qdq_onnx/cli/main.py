@@ -20,10 +20,11 @@ from . import (
     inspect_cmd,
     lint_cmd,
     rules_cmd,
+    sensitivity_cmd,
 )
 
 COMMANDS = (convert_cmd, insert_cmd, calibrate_cmd, finetune_cmd, inspect_cmd, lint_cmd,
-            rules_cmd)
+            sensitivity_cmd, rules_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,80 @@
+"""qdq-onnx sensitivity: per-layer sensitivity and a spec that meets an accuracy target."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sensitivity", help="rank layers by quantization sensitivity",
+        description="For every quantized layer, evaluate the model with only that layer "
+                    "quantized and with only that layer left float (accuracy when the data "
+                    "has 'labels', else output SQNR against the float model), rank the "
+                    "layers, and with --target-drop write a spec that leaves the fewest "
+                    "layers float (greedy on the ranking) to keep the accuracy drop under X.")
+    p.add_argument("model", help="float ONNX model")
+    p.add_argument("--data", required=True, metavar="VAL.npz",
+                   help="evaluation inputs (and optional 'labels')")
+    p.add_argument("--calib", metavar="CALIB", help="calibration data (default: --data)")
+    p.add_argument("--max-samples", type=int, default=2000, metavar="N",
+                   help="evaluate on at most N samples (default 2000)")
+    p.add_argument("--rules", metavar="RULES.yaml")
+    p.add_argument("--target-drop", type=float, metavar="X",
+                   help="largest acceptable accuracy drop, in points (e.g. 0.2)")
+    p.add_argument("--spec-out", metavar="SPEC.yaml", help="where --target-drop writes its spec")
+    p.add_argument("--weight-bits", type=int, default=8,
+                   help="weight precision to analyse (8; lower for experiments)")
+    p.add_argument("--png", metavar="OUT.png")
+    p.add_argument("--json", dest="json_out", metavar="OUT.json")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..atomic import write_text_atomic
+    from ..calibration import collect_amax
+    from ..data import LABEL_KEYS, load_arrays, match_inputs
+    from ..errors import QdqError
+    from ..model_io import load_model
+    from ..planner import plan_placement
+    from ..prepare import prepare_model, require_float_model
+    from ..rules import load_rules
+    from ..sensitivity import analyse, render_png, spec_yaml
+
+    if args.target_drop is not None and not args.spec_out:
+        raise QdqError("--target-drop writes a spec: give --spec-out SPEC.yaml")
+    model = load_model(args.model)
+    require_float_model(model)
+    prepared, _ = prepare_model(model, copy=False)
+    plan = plan_placement(prepared, load_rules(args.rules))
+    arrays = load_arrays(args.data)
+    key = next((k for k in LABEL_KEYS if k in arrays), None)
+    labels = arrays.pop(key) if key else None
+    x = match_inputs(arrays, prepared, source=args.data)
+    n = min(args.max_samples, next(iter(x.values())).shape[0])
+    x = {k: v[:n] for k, v in x.items()}
+    labels = None if labels is None else labels[:n]
+    amax = collect_amax(prepared, plan, args.calib or x, max_samples=512)
+    drop = None if args.target_drop is None else args.target_drop / 100.0
+    report = analyse(prepared, plan, amax, x, labels, target_drop=drop,
+                     weight_bits=args.weight_bits)
+    scale = 100 if report.metric == "accuracy" else 1
+    unit = "%" if report.metric == "accuracy" else " dB"
+    print(f"float {report.float_metric * scale:.2f}{unit}, all quantized "
+          f"{report.quantized_metric * scale:.2f}{unit} ({n} samples)")
+    print(f"{'rank':4} {'layer':44} {'only this float':>16} {'only this int8':>15}")
+    for i, r in enumerate(report.layers, 1):
+        print(f"{i:4} {r.layer[:44]:44} {r.only_this_float * scale:15.2f}{unit} "
+              f"{r.only_this_quantized * scale:14.2f}{unit}")
+    if report.chosen_float is not None:
+        note = (f"qdq-onnx sensitivity --target-drop {args.target_drop}: leave "
+                f"{len(report.chosen_float)} layer(s) float; measured accuracy "
+                f"{report.chosen_metric * 100:.2f}% vs float {report.float_metric * 100:.2f}%")
+        write_text_atomic(args.spec_out, spec_yaml(report.chosen_float, note))
+        print(f"wrote {args.spec_out}: {note}")
+    if args.json_out:
+        write_text_atomic(args.json_out, json.dumps(report.to_dict(), indent=1) + "\n")
+    if args.png:
+        render_png(report, args.png)
+    return 0
