@@ -19,12 +19,13 @@ from . import (
     insert_cmd,
     inspect_cmd,
     lint_cmd,
+    report_cmd,
     rules_cmd,
     sensitivity_cmd,
 )
 
 COMMANDS = (convert_cmd, insert_cmd, calibrate_cmd, finetune_cmd, inspect_cmd, lint_cmd,
-            sensitivity_cmd, rules_cmd)
+            sensitivity_cmd, report_cmd, rules_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

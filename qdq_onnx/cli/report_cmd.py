@@ -1,0 +1,51 @@
+"""qdq-onnx report: one self-contained HTML file about a Q/DQ model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="write a self-contained HTML report of a Q/DQ model",
+        description="One HTML file (images embedded, no scripts, no network) with the "
+                    "placement table and the rule behind each decision, TensorRT lint, "
+                    "per-layer SQNR (with --data), layer sensitivity (with --sensitivity, a "
+                    "JSON from `qdq-onnx sensitivity --json`) and the accuracy/latency tables "
+                    "of benchmark results (--bench-dir).")
+    p.add_argument("model", help="a Q/DQ ONNX file")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT.html")
+    p.add_argument("--data", metavar="DATA", help="data for the per-layer SQNR section")
+    p.add_argument("--max-samples", type=int, default=512, metavar="N")
+    p.add_argument("--sensitivity", metavar="S.json", help="output of sensitivity --json")
+    p.add_argument("--bench-dir", metavar="DIR", default=None,
+                   help="folder of benchmark JSON results (e.g. bench/results)")
+    p.add_argument("--rules", metavar="RULES.yaml")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..atomic import write_text_atomic
+    from ..errors import QdqError
+    from ..html_report import build_html, load_bench
+    from ..lint import lint_model
+    from ..model_io import load_model
+    from ..quant_report import build_report
+    from ..rules import load_rules
+
+    model = load_model(args.model)
+    lint = lint_model(model, load_rules(args.rules))
+    quant = build_report(model, args.data, max_samples=args.max_samples) if args.data else None
+    sens = None
+    if args.sensitivity:
+        try:
+            sens = json.loads(Path(args.sensitivity).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise QdqError(f"{args.sensitivity}: not a sensitivity JSON ({exc})") from None
+    bench = load_bench(args.bench_dir) if args.bench_dir else None
+    html_text = build_html(model, Path(args.model).name, lint, quant, sens, bench)
+    write_text_atomic(args.output, html_text)
+    print(f"wrote {args.output} ({len(html_text) // 1024} KiB, self-contained)")
+    return 0
