@@ -164,6 +164,27 @@ def _rename_outputs(model: onnx.ModelProto) -> None:
         o.name = mapping.get(o.name, o.name)
 
 
+def _constants_from_captures(onnx_model: onnx.ModelProto, function: Any, specs: list,
+                             tf: Any) -> None:
+    """Tensors a layer captured by value (Keras 3 Normalization's mean and variance) reach
+    tf2onnx as extra graph inputs; turn them back into initializers with their values."""
+    from onnx import numpy_helper
+
+    captured = {}
+    for external, internal in function.get_concrete_function(*specs).graph.captures:
+        if external.dtype != tf.resource and hasattr(external, "numpy"):
+            captured[internal.name] = external.numpy()
+    keep = []
+    for vi in onnx_model.graph.input:
+        if vi.name in captured:
+            onnx_model.graph.initializer.append(
+                numpy_helper.from_array(captured[vi.name], vi.name))
+        else:
+            keep.append(vi)
+    del onnx_model.graph.input[:]
+    onnx_model.graph.input.extend(keep)
+
+
 def keras_to_onnx(model: Any, opset: int = 13, input_shape: Any = None) -> onnx.ModelProto:
     """Convert an in-memory Keras model (any kind) or a loaded SavedModel to ONNX.
 
@@ -197,6 +218,7 @@ def keras_to_onnx(model: Any, opset: int = 13, input_shape: Any = None) -> onnx.
                                                       opset=opset)
     except Exception as exc:  # tf2onnx raises many types
         raise QdqError(f"tf2onnx could not convert the model: {exc}") from None
+    _constants_from_captures(onnx_model, function, specs, tf)
     _rename_outputs(onnx_model)
     onnx_model.producer_name = "qdq-onnx (tf2onnx)"
     if keras_layers:
