@@ -188,10 +188,24 @@ class _Linter:
                 continue
             for dq_use in self.index.consumers.get(use.node.output[0], ()):
                 for after in self.index.consumers.get(dq_use.node.output[0], ()):
+                    if after.node.op_type in ("Add", "Sum") and self._is_skip_side(after):
+                        continue  # the quantized skip input of a residual Add: intended
                     if after.node.op_type in _FUSES_INTO_WEIGHTED:
                         self.add("qdq-on-weighted-output", node.name,
                                  f"Q/DQ between {node.op_type} and {after.node.op_type} "
                                  f"{after.node.name!r}")
+
+    def _is_skip_side(self, use) -> bool:
+        """True if another input of this Add is an unquantized weighted branch (the one that
+        fuses), so quantizing this input is what the residual rule asks for."""
+        add = use.node
+        for i, t in enumerate(add.input):
+            if i == use.index or not t:
+                continue
+            weighted, quantized = self.weighted_branch(t)
+            if weighted is not None and not quantized:
+                return True
+        return False
 
     def check_requantization(self, q: onnx.NodeProto) -> None:
         scale = self.index.constant_value(q.input[1])

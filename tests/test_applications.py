@@ -100,6 +100,12 @@ def test_tensorrt_placement_on_applications(name, record_property):
             producer = findex.producer[t]
             assert not any((producer.name, i) in fed for i in range(len(producer.input)))
             t = producer.input[findex.live_inputs(producer)[0]]
+    from qdq_onnx.lint import lint_model
+    from qdq_onnx.rules import load_rules
+
+    report = lint_model(q.onnx, load_rules("tensorrt"))
+    assert report.findings == [], [f.message for f in report.findings[:5]]
+    assert all(r.int8 for r in report.layers)
     counts = q.plan.counts()
     record_property("counts", {"weighted": weighted, "residual_adds": residual, **counts})
     print(f"\n{name}: {weighted} weighted ops, {residual} residual adds, {counts}")
