@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) scripts/qat_mnist.py
 	$(PY) scripts/bench_finetune.py
 	$(PY) scripts/bench_inference.py
+	$(PY) scripts/bench_lint.py  # add --modelopt-python PATH for the Model Optimizer column
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info
