@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qdq_onnx.metrics import onnx_accuracy as accuracy
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,16 +29,6 @@ def cli(*args: str) -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "qdq_onnx.cli.main", *args], check=True)
     return time.perf_counter() - t
-
-
-def accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from qdq_onnx.ort import inference_session
-
-    sess = inference_session(str(path))
-    name = sess.get_inputs()[0].name
-    hits = sum(int(np.sum(np.argmax(sess.run(None, {name: x[i:i + 1000]})[0], axis=1)
-                          == y[i:i + 1000])) for i in range(0, len(x), 1000))
-    return hits / len(x)
 
 
 def qdq_counts(path: Path) -> dict[str, int]:
@@ -105,14 +97,15 @@ def main() -> int:
     times["calibrate (max, 512 images)"] = cli("calibrate", str(qdq), "--data",
                                                 str(out / "calib.npz"), "-o", str(cal))
     t = time.perf_counter()
-    acc = {"FP32": accuracy(fp32, x_test, y_test), "PTQ INT8": accuracy(cal, x_test, y_test)}
+    acc = {"FP32": accuracy(str(fp32), x_test, y_test),
+           "PTQ INT8": accuracy(str(cal), x_test, y_test)}
     times["evaluate FP32 + PTQ"] = time.perf_counter() - t
     ckpt = out / "checkpoints"
     times[f"finetune (QAT, 1 epoch, {args.qat_samples} images)"] = cli(
         "finetune", str(cal), "--data", str(out / "qat_train.npz"), "-o", str(int8),
         "--epochs", "1", "--batch-size", "64", "--lr", "1e-4", "--schedule", "cosine",
         "--checkpoint-dir", str(ckpt), "--quiet")
-    acc["QAT INT8"] = accuracy(int8, x_test, y_test)
+    acc["QAT INT8"] = accuracy(str(int8), x_test, y_test)
     history = json.loads((ckpt / "latest.json").read_text())["history"]
     png = out / "demo.png"
     chart(png, acc, history)

@@ -17,17 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qdq_onnx.metrics import onnx_accuracy as accuracy
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def accuracy(model, x, y, batch: int = 1000) -> float:
-    from qdq_onnx.ort import inference_session
-
-    sess = inference_session(model.SerializeToString())
-    name = sess.get_inputs()[0].name
-    hits = sum(int(np.sum(np.argmax(sess.run(None, {name: x[i:i + batch]})[0], axis=1)
-                          == y[i:i + batch])) for i in range(0, len(x), batch))
-    return hits / len(x)
 
 
 def main() -> int:
