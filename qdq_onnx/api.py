@@ -208,7 +208,7 @@ def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99
     from onnx import numpy_helper
 
     from .calibration import check_method, collect_stats, group_amax
-    from .insert import PLAN_KEY, SCALES_KEY, get_metadata, set_metadata
+    from .metadata import PLAN_KEY, SCALES_KEY, get_metadata, set_metadata
     from .qdq_graph import qdq_pairs, strip_qdq
     from .scales import amax_to_scale
 

@@ -180,25 +180,22 @@ def check_method(method: str, percentile: float) -> None:
 
 def _session(model: onnx.ModelProto, outputs: list[str], reduce_max: bool = False):
     """A session that also returns `outputs`; with `reduce_max`, it returns max |x| of each
-    (computed inside onnxruntime, so no activation is copied out) under the same names."""
-    from .ort import inference_session
+    instead (computed inside onnxruntime, so no activation is copied out)."""
+    from .ort import inference_session, with_outputs
 
+    if not reduce_max:
+        return inference_session(with_outputs(model, outputs)), list(outputs)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    if reduce_max:
-        for i, name in enumerate(outputs):
-            absolute, peak = f"qdq_onnx_calib_abs_{i}", f"qdq_onnx_calib_max_{i}"
-            probe.graph.node.extend([
-                onnx.helper.make_node("Abs", [name], [absolute], name=absolute),
-                onnx.helper.make_node("ReduceMax", [absolute], [peak], name=peak, keepdims=0)])
-            probe.graph.output.append(onnx.ValueInfoProto(name=peak))
-        return inference_session(probe), [
-            f"qdq_onnx_calib_max_{i}" for i in range(len(outputs))]
-    for name in outputs:
-        if name not in existing:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    return inference_session(probe), list(outputs)
+    names = []
+    for i, name in enumerate(outputs):
+        absolute, peak = f"qdq_onnx_calib_abs_{i}", f"qdq_onnx_calib_max_{i}"
+        probe.graph.node.extend([
+            onnx.helper.make_node("Abs", [name], [absolute], name=absolute),
+            onnx.helper.make_node("ReduceMax", [absolute], [peak], name=peak, keepdims=0)])
+        probe.graph.output.append(onnx.ValueInfoProto(name=peak))
+        names.append(peak)
+    return inference_session(probe), names
 
 
 def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,

@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 from .errors import QdqError
 from .graph_index import WEIGHTED_OPS, GraphIndex, attribute
 from .qdq_graph import qdq_pairs
-from .scales import MIN_SCALE, weight_scale
+from .scales import weight_scale
 
 ROUNDER = np.float32(1.5 * 2**23)
 PREFIX = "qdq_onnx_fq"
@@ -35,7 +35,7 @@ class WeightQuant:
     weight: str  # trainable weight initializer
     scale: str  # the Q/DQ model's scale initializer ([K]), updated at export
     train_scale: str  # frozen parameter in the training graph (broadcast shape)
-    axis: int
+    axis: int | None  # None: a per-tensor weight scale
     qmax: int
 
 
@@ -88,17 +88,9 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
             seen_weights.add(p.source)
             scale_size = int(np.prod(index.constant_shape(p.scale) or (1,)))
             axis = attribute(dq, "axis", 1) % w.ndim if scale_size > 1 else None
-            if axis is None:  # a per-tensor weight scale: treat as one channel
-                s_value = np.maximum(np.abs(w).max() / np.float32(wq), MIN_SCALE)
-                s_value = np.asarray(s_value, np.float32).reshape((1,) * w.ndim)
-                axis_used = 0
-            else:
-                s_value = weight_scale(w.astype(np.float32), axis, wq)
-                axis_used = axis
-            s = _const(graph, f"{tag}_wscale", s_value)
+            s = _const(graph, f"{tag}_wscale", weight_scale(w.astype(np.float32), axis, wq))
             lo, hi = lo_w, hi_w
-            result.weights.append(WeightQuant(p.source, p.scale, s,
-                                              axis_used if axis is not None else -1, wq))
+            result.weights.append(WeightQuant(p.source, p.scale, s, axis, wq))
         else:
             s, lo, hi = p.scale, lo8, hi8
             if s not in result.activation_scales:

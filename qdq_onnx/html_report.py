@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from .insert import PLAN_KEY, get_metadata
+from .metadata import PLAN_KEY, get_metadata
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}

@@ -11,14 +11,10 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from .errors import QdqError
+from .metadata import PLAN_KEY, RULE_KEY, SCALES_KEY, WEIGHT_BITS_KEY, set_metadata
 from .model_io import MAX_IR_VERSION, MIN_OPSET, default_opset
 from .plan import PlacementPlan
 from .scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
-
-RULE_KEY = "qdq_onnx.rule"
-PLAN_KEY = "qdq_onnx.plan"
-SCALES_KEY = "qdq_onnx.activation_scales"
-WEIGHT_BITS_KEY = "qdq_onnx.weight_bits"
 
 
 @dataclass
@@ -197,18 +193,3 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
-    for prop in model.metadata_props:
-        if prop.key == key:
-            prop.value = value
-            return
-    model.metadata_props.add(key=key, value=value)
-
-
-def get_metadata(model: onnx.ModelProto, key: str) -> str | None:
-    for prop in model.metadata_props:
-        if prop.key == key:
-            return prop.value
-    return None

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 import onnx
 
 from .graph_index import GraphIndex, attribute
-from .insert import RULE_KEY
 from .layer_map import LayerGraph
+from .metadata import LAYER_MAP_KEY, RULE_KEY, get_metadata
 
 
 @dataclass
@@ -33,8 +33,7 @@ def _rule(node: onnx.NodeProto) -> str:
 
 def quantized_inputs(model: onnx.ModelProto) -> list[QuantizedInput]:
     index = GraphIndex(model.graph)
-    layers = LayerGraph(model, index) if any(
-        p.key == "qdq_onnx.layer_map" for p in model.metadata_props) else None
+    layers = LayerGraph(model, index) if get_metadata(model, LAYER_MAP_KEY) else None
     out: list[QuantizedInput] = []
     for node in index.nodes:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):

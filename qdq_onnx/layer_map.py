@@ -15,8 +15,7 @@ from typing import Any
 import onnx
 
 from .graph_index import WEIGHTED_OPS, GraphIndex
-
-LAYER_MAP_KEY = "qdq_onnx.layer_map"
+from .metadata import LAYER_MAP_KEY, get_metadata, set_metadata
 
 # Ops that are the "main" node of a layer, in order of preference, when a layer has several.
 _ANCHOR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sum", "Mul", "Concat",
@@ -75,18 +74,12 @@ class LayerMap:
 
 
 def read_layer_map(model: onnx.ModelProto) -> LayerMap | None:
-    for prop in model.metadata_props:
-        if prop.key == LAYER_MAP_KEY:
-            return LayerMap.from_json(prop.value)
-    return None
+    text = get_metadata(model, LAYER_MAP_KEY)
+    return None if text is None else LayerMap.from_json(text)
 
 
 def write_layer_map(model: onnx.ModelProto, layer_map: LayerMap) -> None:
-    for prop in model.metadata_props:
-        if prop.key == LAYER_MAP_KEY:
-            prop.value = layer_map.to_json()
-            return
-    model.metadata_props.add(key=LAYER_MAP_KEY, value=layer_map.to_json())
+    set_metadata(model, LAYER_MAP_KEY, layer_map.to_json())
 
 
 @dataclass

@@ -12,6 +12,7 @@ import onnx
 
 from .graph_index import WEIGHTED_OPS, GraphIndex, attribute
 from .model_io import default_opset
+from .patterns import weighted_branch
 from .rules import RuleSet
 from .slots import node_attrs
 
@@ -232,35 +233,12 @@ class _Linter:
             t, hops = producer.input[live[0]], hops + 1
 
     def weighted_branch(self, tensor: str) -> tuple[str | None, bool]:
-        """(weighted node reaching `tensor` through fusible ops, whether a Q/DQ sits on the
-        way), following the residual rule's walk."""
+        """The residual rule's branch walk (patterns.weighted_branch), through Q/DQ pairs."""
         pattern = self.rules.patterns.get("residual_add")
-        through = set(pattern.options["through"]) if pattern else _FUSES_INTO_WEIGHTED
-        quantized = False
-        t = tensor
-        for _ in range(12):
-            node = self.index.producer.get(t)
-            if node is None:
-                return None, quantized
-            if node.op_type == "DequantizeLinear":
-                quantized = True
-                q = self.index.producer.get(node.input[0])
-                if q is None or q.op_type != "QuantizeLinear":
-                    return None, quantized
-                t = q.input[0]
-                continue
-            if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and (
-                    self.index.is_constant(node.input[1]) or self.dq_of(node.input[1])):
-                single = self.index.consumer_count(node.output[0]) == 1
-                return (node.name if single else None), quantized
-            live = self.index.live_inputs(node)
-            affine = node.op_type in ("Mul", "Add", "Sub", "Div") and len(live) == 1
-            if (node.op_type not in through and not affine) or not live:
-                return None, quantized
-            if self.index.consumer_count(node.output[0]) != 1:
-                return None, quantized
-            t = node.input[live[0]]
-        return None, quantized
+        options = pattern.options if pattern is not None else {
+            "through": sorted(_FUSES_INTO_WEIGHTED), "through_constant_affine": True,
+            "max_hops": 8}
+        return weighted_branch(self.index, tensor, options, through_qdq=True)
 
     def _constant_behind(self, tensor: str) -> bool:
         dq = self.dq_of(tensor)

@@ -115,25 +115,14 @@ def approx_size(model: onnx.ModelProto) -> int:
 def check_model(model: onnx.ModelProto | str | os.PathLike, what: str = "the model") -> None:
     """Full ONNX check (with shape inference); raise QdqError naming the failure.
 
-    Given a path, the checker reads the file itself (no in-memory serialised copy)."""
+    Given a path, the checker reads the file itself (no in-memory serialised copy; external
+    data and models over 2 GB work)."""
     try:
-        if isinstance(model, (str, os.PathLike)):
-            onnx.checker.check_model(str(model), full_check=True)
-        elif approx_size(model) < _PROTOBUF_LIMIT:
-            onnx.checker.check_model(model, full_check=True)
-        else:  # the checker cannot take a >2 GB proto in memory; check the graph structure only
-            onnx.checker.check_model(_without_weights(model), full_check=False)
+        onnx.checker.check_model(str(model) if isinstance(model, (str, os.PathLike))
+                                 else model, full_check=True)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise QdqError(f"{what} fails the ONNX checker: {first}") from None
-
-
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    light = onnx.ModelProto()
-    light.CopyFrom(model)
-    for t in light.graph.initializer:
-        t.ClearField("raw_data")
-    return light
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,

@@ -5,6 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 
+def with_outputs(model: Any, outputs: list[str]) -> Any:
+    """A copy of `model` that also returns the given intermediate tensors."""
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=t) for t in outputs if t not in have)
+    return probe
+
+
 def inference_session(model: Any, threads: int = 0, optimize: bool = True) -> Any:
     """A CPU session for a path, serialised bytes or an onnx.ModelProto (a proto over 2 GB is
     written with external data to a temporary folder, which the session keeps alive).

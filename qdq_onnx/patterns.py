@@ -21,28 +21,45 @@ def _layer_of(layers: LayerGraph, node: onnx.NodeProto) -> str | None:
     return la.name if la is not None and layers.layer_map is not None else None
 
 
-def weighted_branch(index: GraphIndex, tensor: str, rule: PatternRule) -> str | None:
-    """The weighted node whose output reaches `tensor` through fusible ops only, each
-    intermediate tensor read by nothing else; None if there is none."""
-    through = set(rule.options["through"])
-    affine = rule.options["through_constant_affine"]
-    t = tensor
-    for _ in range(rule.options["max_hops"] + 1):
+def weighted_branch(index: GraphIndex, tensor: str, options: dict,
+                    through_qdq: bool = False) -> tuple[str | None, bool]:
+    """(The weighted node whose output reaches `tensor` through fusible ops only, each tensor
+    on the way read by nothing else, or None; whether a Q->DQ pair sits on the way).
+
+    The residual-Add placement rule walks float graphs; `qdq-onnx lint` walks Q/DQ graphs
+    with `through_qdq=True`, so policy and check share one definition of "the branch that
+    fuses into the Add"."""
+    through = set(options["through"])
+    affine = options.get("through_constant_affine", True)
+    quantized, hops, t = False, 0, tensor
+    while hops <= options["max_hops"]:
         if index.consumer_count(t) != 1:
-            return None
+            return None, quantized
         node = index.producer.get(t)
         if node is None:
-            return None
-        if node.op_type in WEIGHTED_OPS and len(node.input) > 1 \
-                and index.is_constant(node.input[1]):
-            return node.name
+            return None, quantized
+        if through_qdq and node.op_type == "DequantizeLinear":
+            q = index.producer.get(node.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                return None, quantized
+            quantized, t = True, q.input[0]
+            continue
+        if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and (
+                index.is_constant(node.input[1]) or (through_qdq and _dequantized(
+                    index, node.input[1]))):
+            return node.name, quantized
         live = index.live_inputs(node)
         passes = node.op_type in through or (
             affine and node.op_type in ("Mul", "Add", "Sub", "Div") and len(live) == 1)
         if not passes or not live:
-            return None
-        t = node.input[live[0]]
-    return None
+            return None, quantized
+        t, hops = node.input[live[0]], hops + 1
+    return None, quantized
+
+
+def _dequantized(index: GraphIndex, tensor: str) -> bool:
+    node = index.producer.get(tensor)
+    return node is not None and node.op_type == "DequantizeLinear"
 
 
 def residual_add(index: GraphIndex, layers: LayerGraph, rules: RuleSet,
@@ -55,7 +72,7 @@ def residual_add(index: GraphIndex, layers: LayerGraph, rules: RuleSet,
         live = index.live_inputs(node)
         if len(live) < 2 or len(live) != len([t for t in node.input if t]):
             continue  # a bias Add (one constant input) is not a residual junction
-        branches = {i: weighted_branch(index, node.input[i], rule) for i in live}
+        branches = {i: weighted_branch(index, node.input[i], rule.options)[0] for i in live}
         candidates = [i for i in live if branches[i] is not None]
         layer = _layer_of(layers, node)
         if not candidates:

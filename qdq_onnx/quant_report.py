@@ -61,7 +61,7 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
                  max_samples: int | None = None, show_progress: bool = True
                  ) -> dict[str, Any]:
     from .data import as_batches
-    from .ort import inference_session
+    from .ort import inference_session, with_outputs
 
     index = GraphIndex(model.graph)
     pairs = qdq_pairs(model)
@@ -89,8 +89,8 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
     fetch_f = list(dict.fromkeys([t for t in act_scale if t not in f_inputs]
                                  + [o for _, _, o in layer_outputs]))
     fetch_q = [o for _, _, o in layer_outputs]
-    f_sess = _session(float_model, fetch_f, inference_session)
-    q_sess = _session(model, fetch_q, inference_session)
+    f_sess = inference_session(with_outputs(float_model, fetch_f))
+    q_sess = inference_session(with_outputs(model, fetch_q))
     acc = {t: np.zeros(4) for t in act_scale}  # signal, noise, clipped, count
     lacc = {o: np.zeros(2) for _, _, o in layer_outputs}  # signal, noise
     batch_iter, total = as_batches(data, float_model, batch_size=batch_size,
@@ -115,14 +115,6 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
                        float(np.sqrt(lacc[o][1] / lacc[o][0])) if lacc[o][0] > 0 else 0.0)
               for n, op, o in layer_outputs]
     return {"tensors": [asdict(r) for r in rows], "layers": [asdict(r) for r in layers]}
-
-
-def _session(model: onnx.ModelProto, outputs: list[str], make):
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=o) for o in outputs if o not in have)
-    return make(probe)
 
 
 def render_text(report: dict[str, Any]) -> str:

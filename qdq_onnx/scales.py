@@ -14,11 +14,12 @@ def reduce_axes(ndim: int, axis: int) -> tuple[int, ...]:
     return tuple(i for i in range(ndim) if i != axis)
 
 
-def weight_scale(weight: np.ndarray, axis: int, qmax: int) -> np.ndarray:
+def weight_scale(weight: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
     """Per-channel scale as TensorRT computes it: float32 max|w| / qmax along every axis but
-    `axis` (kept with size 1 so it broadcasts), floored at MIN_SCALE. Insertion, the
-    training graph and export all use this one function, so they agree bit for bit."""
-    axes = reduce_axes(weight.ndim, axis)
+    `axis` (kept with size 1 so it broadcasts; `axis=None`: one per-tensor scale), floored at
+    MIN_SCALE. Insertion, the training graph and export all use this one function, so they
+    agree bit for bit."""
+    axes = tuple(range(weight.ndim)) if axis is None else reduce_axes(weight.ndim, axis)
     amax = np.max(np.abs(weight), axis=axes, keepdims=True).astype(np.float32)
     return np.maximum(amax / np.float32(qmax), MIN_SCALE).astype(np.float32)
 

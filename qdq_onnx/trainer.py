@@ -221,13 +221,8 @@ class Trainer:
         """Weight scales follow the weights: per channel max|w| / qmax, after every step."""
         params = self.state.parameters
         for wq in self.graph.weights:
-            w = params[wq.weight].data
-            if wq.axis < 0:
-                s = np.maximum(np.abs(w).max() / np.float32(wq.qmax), MIN_SCALE)
-                s = np.asarray(s, np.float32).reshape((1,) * w.ndim)
-            else:
-                s = weight_scale(w, wq.axis, wq.qmax)
-            params[wq.train_scale].data = s
+            params[wq.train_scale].data = weight_scale(params[wq.weight].data, wq.axis,
+                                                       wq.qmax)
         if self.config.learn_scales:
             for name in self.graph.activation_scales:
                 v = params[name].data
@@ -471,23 +466,18 @@ class Trainer:
              ) -> onnx.ModelProto:
         """The trained Q/DQ model for TensorRT, checked against the training graph's eval
         output on `sample` (bit-exact or within 1e-6, else QdqError)."""
-        from .insert import set_metadata
+        from .metadata import TRAINING_KEY, set_metadata
 
         out = onnx.ModelProto()
         out.CopyFrom(self.qdq_model)
         values = self.trained_initializers()
-        for wq in self.graph.weights:
-            w = values[wq.weight]
-            if wq.axis < 0:
-                s = np.maximum(np.abs(w).max() / np.float32(wq.qmax), MIN_SCALE)
-                values[wq.scale] = np.asarray(s, np.float32)
-            else:
-                values[wq.scale] = weight_scale(w, wq.axis, wq.qmax).reshape(-1)
+        for wq in self.graph.weights:  # reshaped below to the Q/DQ scale's own shape
+            values[wq.scale] = weight_scale(values[wq.weight], wq.axis, wq.qmax)
         for t in out.graph.initializer:
             if t.name in values:
                 v = np.asarray(values[t.name], dtype=np.float32).reshape(tuple(t.dims))
                 t.CopyFrom(numpy_helper.from_array(v, t.name))
-        set_metadata(out, "qdq_onnx.training", json.dumps({
+        set_metadata(out, TRAINING_KEY, json.dumps({
             **self.config.fingerprint_fields(), "steps": self.step, "epochs": self.epoch,
             **(provenance or {})}, sort_keys=True))
         if sample is not None:

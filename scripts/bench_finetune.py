@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -109,15 +107,13 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--out", default="out/mnist")
     args = ap.parse_args()
+    from train_mnist import load_outputs
+
     from qdq_onnx import quantize_model
-    from qdq_onnx.model_io import load_model
 
     out = Path(args.out)
-    fp32 = load_model(out / "fp32.onnx")
-    with np.load(out / "calib.npz") as z:
-        calib = z["image"]
-    with np.load(out / "train.npz") as z:
-        x, y = z["image"][:args.samples], z["labels"][:args.samples]
+    files = load_outputs(out, samples=args.samples)
+    fp32, calib, (x, y) = files["fp32"], files["calib"], files["train"]
     if args.side:  # child process: one side, one batch size, print one epoch's time
         bs = args.batch_size[0]
         if args.side == "tensorflow_qat":

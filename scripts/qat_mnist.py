@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from qdq_onnx.metrics import onnx_accuracy as accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,17 +27,15 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", default="out/mnist")
     args = ap.parse_args()
+    from train_mnist import load_outputs
+
     from qdq_onnx import quantize_model
     from qdq_onnx.model_io import load_model
 
     out = Path(args.out)
-    fp32 = load_model(out / "fp32.onnx")
-    with np.load(out / "calib.npz") as z:
-        calib = z["image"]
-    with np.load(out / "train.npz") as z:
-        x_train, y_train = z["image"], z["labels"]
-    with np.load(out / "test.npz") as z:
-        x_test, y_test = z["image"], z["labels"]
+    files = load_outputs(out)
+    fp32, calib = files["fp32"], files["calib"]
+    (x_train, y_train), (x_test, y_test) = files["train"], files["test"]
     q = quantize_model(fp32, calibration_data=calib)
     acc = {"fp32": accuracy(fp32, x_test, y_test), "ptq": accuracy(q.onnx, x_test, y_test)}
     q.compile(optimizer="adam", learning_rate=args.lr, schedule="cosine")

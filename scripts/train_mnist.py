@@ -48,6 +48,22 @@ def build_model():
     return keras.Model(inp, x, name="mnist_cnn")
 
 
+def load_outputs(out: str | Path, samples: int | None = None) -> dict:
+    """What main() writes, read back: fp32 (onnx.ModelProto), calib, and (x, y) pairs
+    train and test (train cut to `samples`)."""
+    from qdq_onnx.model_io import load_model
+
+    out = Path(out)
+    loaded = {"fp32": load_model(out / "fp32.onnx")}
+    with np.load(out / "calib.npz") as z:
+        loaded["calib"] = z["image"]
+    for split in ("train", "test"):
+        with np.load(out / f"{split}.npz") as z:
+            cut = samples if split == "train" else None
+            loaded[split] = (z["image"][:cut], z["labels"][:cut])
+    return loaded
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=2)

@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
 from qdq_onnx.errors import QdqError
+from qdq_onnx.metrics import onnx_accuracy as accuracy
 from qdq_onnx.ort import inference_session
 from qdq_onnx.schedules import learning_rate
 from qdq_onnx.trainer import TrainConfig, Trainer, TrainingStopped
@@ -49,11 +50,6 @@ def mlp(widths=(16, 16, 16), seed=1, softmax=False):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
-
-
-def accuracy(model, x, y):
-    sess = inference_session(model.SerializeToString())
-    return float(np.mean(np.argmax(sess.run(None, {"x": x})[0], axis=1) == y))
 
 
 @pytest.fixture(scope="module")

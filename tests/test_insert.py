@@ -8,7 +8,7 @@ from onnx import numpy_helper
 
 from qdq_onnx import quantize_model
 from qdq_onnx.errors import QdqError
-from qdq_onnx.insert import PLAN_KEY, RULE_KEY, get_metadata
+from qdq_onnx.metadata import PLAN_KEY, RULE_KEY, get_metadata
 from qdq_onnx.plan import PlacementPlan
 from qdq_onnx.scales import MIN_SCALE, fake_quant
 

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qdq_onnx import quantize_model
 from qdq_onnx.errors import QdqError
-from qdq_onnx.ort import inference_session
+from qdq_onnx.ort import inference_session, with_outputs
 from qdq_onnx.qdq_graph import qdq_pairs
 
 COMMON = dict(deadline=None, derandomize=True, database=None,
@@ -111,13 +111,10 @@ def test_insertion_properties(case):
         assert np.all(np.isfinite(s)) and np.all(s > 0)
     # Every activation quantization point: |DQ(Q(x)) - x| <= s / 2 on the calibration data.
     acts = [p for p in pairs if not p.is_weight]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(q.onnx)
     names = list(dict.fromkeys(n for p in acts for n in (p.source, p.output)))
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names
-                              if n not in {o.name for o in probe.graph.output})
     fetch = [n for n in names if n != "x"]
-    values = dict(zip(fetch, inference_session(probe).run(fetch, {"x": data})))
+    values = dict(zip(fetch, inference_session(with_outputs(q.onnx, fetch)).run(
+        fetch, {"x": data})))
     values["x"] = data
     for p in acts:
         s = float(inits[p.scale])

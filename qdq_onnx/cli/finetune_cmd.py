@@ -69,7 +69,7 @@ def _load_xy(path: str, model, what: str):
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import QdqError
-    from ..insert import WEIGHT_BITS_KEY, get_metadata
+    from ..metadata import WEIGHT_BITS_KEY, get_metadata
     from ..model_io import had_external_data, load_model, save_model_atomic
     from ..trainer import TrainConfig, Trainer
 
