@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_qdq_onnx(model: Path, calib: Path, out: Path) -> None:
-    from qdq_onnx.calibration import collect_amax
-    from qdq_onnx.insert import insert_qdq
-    from qdq_onnx.model_io import load_model, save_model_atomic
-    from qdq_onnx.planner import plan_placement
-    from qdq_onnx.prepare import prepare_model
-    from qdq_onnx.rules import load_rules
+    from qdq_onnx.convert.prepare import prepare_model
+    from qdq_onnx.files.onnx_files import load_model, save_model_atomic
+    from qdq_onnx.placement.planner import plan_placement
+    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.quantize.calibration import collect_amax
+    from qdq_onnx.quantize.insert import insert_qdq
 
     prepared, _ = prepare_model(load_model(model), copy=False)
     plan = plan_placement(prepared, load_rules("tensorrt"))
@@ -73,7 +73,7 @@ def peak_rss_mib(func: str, model: Path, calib: Path, out: Path) -> float:
         "import resource, sys, pathlib",
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
         "import bench_calibrate as b",
-        "import onnx, onnxruntime, onnxruntime.quantization, qdq_onnx.insert",
+        "import onnx, onnxruntime, onnxruntime.quantization, qdq_onnx.quantize.insert",
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
         f"b.{func}(pathlib.Path({str(model)!r}), pathlib.Path({str(calib)!r}), "
         f"pathlib.Path({str(out)!r}))",

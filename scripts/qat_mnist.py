@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from qdq_onnx.metrics import onnx_accuracy as accuracy
+from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def main() -> int:
     from train_mnist import load_outputs
 
     from qdq_onnx import quantize_model
-    from qdq_onnx.model_io import load_model
+    from qdq_onnx.files.onnx_files import load_model
 
     out = Path(args.out)
     files = load_outputs(out)

@@ -51,7 +51,7 @@ def build_model():
 def load_outputs(out: str | Path, samples: int | None = None) -> dict:
     """What main() writes, read back: fp32 (onnx.ModelProto), calib, and (x, y) pairs
     train and test (train cut to `samples`)."""
-    from qdq_onnx.model_io import load_model
+    from qdq_onnx.files.onnx_files import load_model
 
     out = Path(out)
     loaded = {"fp32": load_model(out / "fp32.onnx")}
@@ -71,7 +71,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from qdq_onnx.datasets import load_mnist
+    from qdq_onnx.data.datasets import load_mnist
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def main() -> int:
                   validation_data=data["valid"])
         print(f"trained {args.epochs} epoch(s) in {time.perf_counter() - t:.0f} s")
         model.save(keras_path)
-    from qdq_onnx.utils import convert_saved_model_to_onnx
+    from qdq_onnx.compat.utils import convert_saved_model_to_onnx
 
     convert_saved_model_to_onnx(keras_path, out / "fp32.onnx")
     np.savez(out / "calib.npz", image=x_train[:512])

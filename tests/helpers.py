@@ -85,7 +85,7 @@ class G:
 
 
 def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    from qdq_onnx.ort import inference_session
+    from qdq_onnx.graph.sessions import inference_session
 
     sess = inference_session(model.SerializeToString())
     return sess.run(None, {sess.get_inputs()[0].name: x})

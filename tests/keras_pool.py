@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from qdq_onnx.graph_index import GraphIndex
-from qdq_onnx.layer_map import LayerGraph
+from qdq_onnx.graph.index import GraphIndex
+from qdq_onnx.graph.layers import LayerGraph
 
 
 def _keras():

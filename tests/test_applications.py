@@ -8,9 +8,9 @@ pytest.importorskip("tensorflow")
 from keras_pool import layer_placement  # noqa: E402
 
 from qdq_onnx import quantize_model  # noqa: E402
-from qdq_onnx.graph_index import GraphIndex, attribute  # noqa: E402
-from qdq_onnx.keras_convert import keras_to_onnx  # noqa: E402
-from qdq_onnx.layer_map import LayerGraph  # noqa: E402
+from qdq_onnx.convert.keras_model import keras_to_onnx  # noqa: E402
+from qdq_onnx.graph.index import GraphIndex, attribute  # noqa: E402
+from qdq_onnx.graph.layers import LayerGraph  # noqa: E402
 
 pytestmark = pytest.mark.slow
 APPS = ["ResNet50", "ResNet50V2", "MobileNetV2", "EfficientNetB0", "InceptionV3"]
@@ -100,8 +100,8 @@ def test_tensorrt_placement_on_applications(name, record_property):
             producer = findex.producer[t]
             assert not any((producer.name, i) in fed for i in range(len(producer.input)))
             t = producer.input[findex.live_inputs(producer)[0]]
-    from qdq_onnx.lint import lint_model
-    from qdq_onnx.rules import load_rules
+    from qdq_onnx.diagnostics.lint import lint_model
+    from qdq_onnx.policy.rules import load_rules
 
     report = lint_model(q.onnx, load_rules("tensorrt"))
     assert report.findings == [], [f.message for f in report.findings[:5]]

@@ -276,7 +276,7 @@ def test_debug_flag_shows_the_traceback(env):
 
 
 def test_internal_errors_exit_1(env, monkeypatch, capsys):
-    import qdq_onnx.planner as planner
+    import qdq_onnx.placement.planner as planner
 
     def boom(*a, **k):
         raise RuntimeError("simulated bug")

@@ -7,11 +7,11 @@ from helpers import RNG, G
 from onnx import numpy_helper
 
 from qdq_onnx import calibrate, quantize_model
-from qdq_onnx.calibration import METHODS, TensorStats, amax_from_stats
 from qdq_onnx.cli.main import main
 from qdq_onnx.errors import QdqError
-from qdq_onnx.qdq_graph import qdq_pairs
-from qdq_onnx.scales import fake_quant
+from qdq_onnx.graph.qdq import qdq_pairs
+from qdq_onnx.quantize.calibration import METHODS, TensorStats, amax_from_stats
+from qdq_onnx.quantize.scales import fake_quant
 
 
 def _model():

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from qdq_onnx.datasets import load_numpy_pickle
+from qdq_onnx.data.datasets import load_numpy_pickle
 
 
 def test_numpy_arrays_load(tmp_path):

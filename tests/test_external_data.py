@@ -6,7 +6,7 @@ import pytest
 from helpers import RNG, G, run
 
 from qdq_onnx.cli.main import main
-from qdq_onnx.model_io import load_model, save_model_atomic
+from qdq_onnx.files.onnx_files import load_model, save_model_atomic
 
 
 def _model():
@@ -55,7 +55,7 @@ import sys
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
-from qdq_onnx.model_io import save_model_atomic
+from qdq_onnx.files.onnx_files import save_model_atomic
 
 k = n = 23_200  # one 2.15 GB MatMul weight
 model = onnx.ModelProto(ir_version=8)

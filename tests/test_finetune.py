@@ -8,11 +8,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
+from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
 from qdq_onnx.errors import QdqError
-from qdq_onnx.metrics import onnx_accuracy as accuracy
-from qdq_onnx.ort import inference_session
-from qdq_onnx.schedules import learning_rate
-from qdq_onnx.trainer import TrainConfig, Trainer, TrainingStopped
+from qdq_onnx.finetune.schedules import learning_rate
+from qdq_onnx.finetune.trainer import TrainConfig, Trainer, TrainingStopped
+from qdq_onnx.graph.sessions import inference_session
 
 
 @pytest.fixture(scope="module")

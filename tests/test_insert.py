@@ -8,9 +8,9 @@ from onnx import numpy_helper
 
 from qdq_onnx import quantize_model
 from qdq_onnx.errors import QdqError
-from qdq_onnx.metadata import PLAN_KEY, RULE_KEY, get_metadata
-from qdq_onnx.plan import PlacementPlan
-from qdq_onnx.scales import MIN_SCALE, fake_quant
+from qdq_onnx.files.metadata import PLAN_KEY, RULE_KEY, get_metadata
+from qdq_onnx.placement.plan import PlacementPlan
+from qdq_onnx.quantize.scales import MIN_SCALE, fake_quant
 
 
 def _model():
@@ -114,7 +114,7 @@ def test_already_quantized_is_refused_unless_forced():
 
 
 def test_calibration_shared_concat_scale_is_max_of_inputs():
-    from qdq_onnx.rules import parse_rules
+    from qdq_onnx.policy.rules import parse_rules
 
     g = G(input_shape=(1, 2, 4, 4))
     a = g.conv("c0", "x", 2)

@@ -10,8 +10,8 @@ pytest.importorskip("tensorflow")
 from keras_pool import POOL, layer_placement  # noqa: E402
 
 from qdq_onnx import QuantizationSpec, quantize_model  # noqa: E402
-from qdq_onnx.keras_convert import keras_to_onnx  # noqa: E402
-from qdq_onnx.layer_map import read_layer_map  # noqa: E402
+from qdq_onnx.convert.keras_model import keras_to_onnx  # noqa: E402
+from qdq_onnx.graph.layers import read_layer_map  # noqa: E402
 
 W = {"input", "weight"}
 
@@ -59,7 +59,7 @@ def test_layer_map_records_classes_and_folded_batchnorm(pool):
 
 
 def test_onnx_matches_keras_after_folding(pool):
-    from qdq_onnx.ort import inference_session
+    from qdq_onnx.graph.sessions import inference_session
 
     keras_model, onnx_model = pool["resnet_bn"]
     x = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)

@@ -9,9 +9,9 @@ from onnx import helper, numpy_helper
 
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
-from qdq_onnx.lint import lint_model
-from qdq_onnx.qdq_graph import qdq_pairs
-from qdq_onnx.rules import load_rules
+from qdq_onnx.diagnostics.lint import lint_model
+from qdq_onnx.graph.qdq import qdq_pairs
+from qdq_onnx.policy.rules import load_rules
 
 RULES = load_rules("tensorrt")
 

@@ -7,7 +7,7 @@ import pytest
 from helpers import G
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.model_io import load_model, save_model_atomic, write_streaming
+from qdq_onnx.files.onnx_files import load_model, save_model_atomic, write_streaming
 
 
 def _model():

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qdq_onnx import quantize_model
 from qdq_onnx.errors import QdqError
-from qdq_onnx.ort import inference_session, with_outputs
-from qdq_onnx.qdq_graph import qdq_pairs
+from qdq_onnx.graph.qdq import qdq_pairs
+from qdq_onnx.graph.sessions import inference_session, with_outputs
 
 COMMON = dict(deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow])
@@ -130,7 +130,7 @@ def test_insertion_properties(case):
 @settings(max_examples=40, **COMMON)
 @given(graphs(average_pool=False))  # onnxruntime-training cannot train AveragePool
 def test_emitted_graph_equals_training_graph(case):
-    from qdq_onnx.trainer import TrainConfig, Trainer
+    from qdq_onnx.finetune.trainer import TrainConfig, Trainer
 
     model, data = case
     q = quantize_model(model, calibration_data=data)

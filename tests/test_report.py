@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from qdq_onnx import calibrate, quantize_model
 from qdq_onnx.cli.main import main
-from qdq_onnx.quant_report import build_report
+from qdq_onnx.diagnostics.error_report import build_report
 
 
 def _setup(tmp_path):

@@ -9,7 +9,7 @@ from test_finetune import accuracy, digits, float_model, mlp  # noqa: F401 (fixt
 
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
-from qdq_onnx.spec import load_spec_file
+from qdq_onnx.placement.spec import load_spec_file
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ from helpers import G, dq_fed
 
 from qdq_onnx import QuantizationSpec, quantize_model
 from qdq_onnx.errors import QdqError, SpecError
-from qdq_onnx.spec import load_spec_file
+from qdq_onnx.placement.spec import load_spec_file
 
 
 def _model():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_calibration, add_output, check_in_out
+from qdq_onnx.cli.options import add_calibration, add_output, check_in_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import calibrate
-    from ..model_io import had_external_data, load_model, save_model_atomic
+    from qdq_onnx.compat.api import calibrate
+    from qdq_onnx.files.onnx_files import had_external_data, load_model, save_model_atomic
 
     check_in_out(args.model, args.output)
     model = load_model(args.model)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..layer_map import read_layer_map
-from .options import add_output
+from qdq_onnx.cli.options import add_output
+from qdq_onnx.graph.layers import read_layer_map
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..keras_convert import keras_to_onnx, load_keras_model
-    from ..model_io import save_model_atomic
+    from qdq_onnx.convert.keras_model import keras_to_onnx, load_keras_model
+    from qdq_onnx.files.onnx_files import save_model_atomic
 
     onnx_model = keras_to_onnx(load_keras_model(args.model), opset=args.opset)
     save_model_atomic(onnx_model, args.output, check="the converted model")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_output, check_in_out
+from qdq_onnx.cli.options import add_output, check_in_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_xy(path: str, model, what: str):
-    from ..data import LABEL_KEYS, load_arrays, match_inputs
-    from ..errors import QdqError
+    from qdq_onnx.data.feeds import LABEL_KEYS, load_arrays, match_inputs
+    from qdq_onnx.errors import QdqError
 
     arrays = load_arrays(path)
     key = next((k for k in LABEL_KEYS if k in arrays), None)
@@ -68,10 +68,10 @@ def _load_xy(path: str, model, what: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import QdqError
-    from ..metadata import WEIGHT_BITS_KEY, get_metadata
-    from ..model_io import had_external_data, load_model, save_model_atomic
-    from ..trainer import TrainConfig, Trainer
+    from qdq_onnx.errors import QdqError
+    from qdq_onnx.files.metadata import WEIGHT_BITS_KEY, get_metadata
+    from qdq_onnx.files.onnx_files import had_external_data, load_model, save_model_atomic
+    from qdq_onnx.finetune.trainer import TrainConfig, Trainer
 
     check_in_out(args.model, args.output)
     model = load_model(args.model)

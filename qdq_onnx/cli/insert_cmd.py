@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_calibration, add_output, add_placement, check_in_out
+from qdq_onnx.cli.options import add_calibration, add_output, add_placement, check_in_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,14 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibration import collect_amax
-    from ..insert import insert_qdq
-    from ..model_io import had_external_data, load_model, save_model_atomic
-    from ..plan import PlacementPlan
-    from ..planner import check_plan_matches, plan_placement
-    from ..prepare import prepare_model, require_float_model
-    from ..rules import load_rules
-    from ..spec import load_spec_file
+    from qdq_onnx.convert.prepare import prepare_model, require_float_model
+    from qdq_onnx.files.onnx_files import had_external_data, load_model, save_model_atomic
+    from qdq_onnx.placement.plan import PlacementPlan
+    from qdq_onnx.placement.planner import check_plan_matches, plan_placement
+    from qdq_onnx.placement.spec import load_spec_file
+    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.quantize.calibration import collect_amax
+    from qdq_onnx.quantize.insert import insert_qdq
 
     check_in_out(args.model, args.output)
     source = load_model(args.model)

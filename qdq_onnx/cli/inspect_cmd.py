@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inspect import summary
-    from ..model_io import load_model
+    from qdq_onnx.diagnostics.quantized_inputs import summary
+    from qdq_onnx.files.onnx_files import load_model
 
     model = load_model(args.model)
     if args.data:
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _error_report(model, args: argparse.Namespace) -> int:
-    from ..atomic import write_text_atomic
-    from ..quant_report import build_report, render_png, render_text
+    from qdq_onnx.diagnostics.error_report import build_report, render_png, render_text
+    from qdq_onnx.files.atomic import write_text_atomic
 
     report = build_report(model, args.data, batch_size=args.batch_size,
                           max_samples=args.max_samples)

@@ -10,9 +10,8 @@ import argparse
 import sys
 import traceback
 
-from .. import __version__
-from ..errors import QdqError
-from . import (
+from qdq_onnx import __version__
+from qdq_onnx.cli import (
     calibrate_cmd,
     convert_cmd,
     finetune_cmd,
@@ -23,6 +22,7 @@ from . import (
     rules_cmd,
     sensitivity_cmd,
 )
+from qdq_onnx.errors import QdqError
 
 COMMANDS = (convert_cmd, insert_cmd, calibrate_cmd, finetune_cmd, inspect_cmd, lint_cmd,
             sensitivity_cmd, report_cmd, rules_cmd)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import QdqError
-from ..model_io import same_file
+from qdq_onnx.errors import QdqError
+from qdq_onnx.files.onnx_files import same_file
 
 
 def add_output(parser: argparse.ArgumentParser, what: str = "ONNX file") -> None:

@@ -27,13 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic import write_text_atomic
-    from ..errors import QdqError
-    from ..html_report import build_html, load_bench
-    from ..lint import lint_model
-    from ..model_io import load_model
-    from ..quant_report import build_report
-    from ..rules import load_rules
+    from qdq_onnx.diagnostics.error_report import build_report
+    from qdq_onnx.diagnostics.html_report import build_html, load_bench
+    from qdq_onnx.diagnostics.lint import lint_model
+    from qdq_onnx.errors import QdqError
+    from qdq_onnx.files.atomic import write_text_atomic
+    from qdq_onnx.files.onnx_files import load_model
+    from qdq_onnx.policy.rules import load_rules
 
     model = load_model(args.model)
     lint = lint_model(model, load_rules(args.rules))

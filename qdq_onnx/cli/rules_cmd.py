@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from ..errors import QdqError
+from qdq_onnx.errors import QdqError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..rules import load_rules
+    from qdq_onnx.policy.rules import load_rules
 
     rules = load_rules(args.rules)
     if args.rule_id:

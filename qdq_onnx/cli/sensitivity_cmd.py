@@ -32,15 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic import write_text_atomic
-    from ..calibration import collect_amax
-    from ..data import LABEL_KEYS, load_arrays, match_inputs
-    from ..errors import QdqError
-    from ..model_io import load_model
-    from ..planner import plan_placement
-    from ..prepare import prepare_model, require_float_model
-    from ..rules import load_rules
-    from ..sensitivity import analyse, render_png, spec_yaml
+    from qdq_onnx.convert.prepare import prepare_model, require_float_model
+    from qdq_onnx.data.feeds import LABEL_KEYS, load_arrays, match_inputs
+    from qdq_onnx.diagnostics.sensitivity import analyse, render_png, spec_yaml
+    from qdq_onnx.errors import QdqError
+    from qdq_onnx.files.atomic import write_text_atomic
+    from qdq_onnx.files.onnx_files import load_model
+    from qdq_onnx.placement.planner import plan_placement
+    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.quantize.calibration import collect_amax
 
     if args.target_drop is not None and not args.spec_out:
         raise QdqError("--target-drop writes a spec: give --spec-out SPEC.yaml")

@@ -1,0 +1,227 @@
+"""Keras -> ONNX through tf2onnx, recording the layer map. The only module importing TensorFlow.
+
+Every model kind converts through a traced `tf.function` (functional, Sequential and
+subclassed models alike: tracing does not need `clone_model`, which is why the original
+toolkit could not take subclassed models).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from qdq_onnx.convert.prepare import prepare_model
+from qdq_onnx.errors import QdqError
+from qdq_onnx.graph.index import WEIGHTED_OPS
+from qdq_onnx.graph.layers import LayerMap, LayerRecord, write_layer_map
+
+_SUFFIX = re.compile(r"^(.*)_\d+$")
+_GENERATED = re.compile(r"__\d+$")
+
+
+def _import_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # oneDNN reorders float sums (tiny run-to-run differences) and logs about it at import.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    try:
+        import tensorflow as tf
+        import tf2onnx
+    except ImportError as exc:
+        raise QdqError("Keras conversion needs TensorFlow and tf2onnx: pip install "
+                       "'qdq-onnx[keras]'") from exc
+    return tf, tf2onnx
+
+
+def load_keras_model(path: str | os.PathLike) -> Any:
+    """Load a `.keras`/`.h5` file (Keras 3) or a SavedModel folder."""
+    tf, _ = _import_tf()
+    import keras
+
+    p = Path(path)
+    if not p.exists():
+        raise QdqError(f"{p}: no such file or folder")
+    if p.is_dir():
+        if not (p / "saved_model.pb").is_file():
+            raise QdqError(f"{p}: a folder but not a SavedModel (no saved_model.pb)")
+        return tf.saved_model.load(str(p))
+    if p.suffix not in (".keras", ".h5", ".hdf5"):
+        raise QdqError(f"{p}: expected a .keras or .h5 file, or a SavedModel folder")
+    try:
+        return keras.models.load_model(str(p), compile=False)
+    except Exception as exc:  # Keras raises many unrelated types for unreadable files
+        raise QdqError(f"{p}: cannot load the Keras model: {exc}") from None
+
+
+def _flat_layers(model: Any) -> list[Any]:
+    out: list[Any] = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        if hasattr(layer, "layers") and layer.layers:
+            out.extend(_flat_layers(layer))
+    return out
+
+
+def _input_specs(model: Any, input_shape: Any, tf: Any) -> list[Any]:
+    inputs = getattr(model, "inputs", None)
+    if inputs:
+        specs = []
+        for i, t in enumerate(inputs):
+            name = getattr(t, "name", "") or ""
+            if not name or name.startswith("keras_tensor"):
+                name = "input" if len(inputs) == 1 else f"input_{i}"
+            shape = (None, *tuple(t.shape)[1:])
+            specs.append(tf.TensorSpec(shape, tf.as_dtype(t.dtype), name=name))
+        return specs
+    if input_shape is None:
+        shapes_dict = getattr(model, "_build_shapes_dict", None) or {}
+        if len(shapes_dict) == 1:
+            input_shape = next(iter(shapes_dict.values()))
+    if input_shape is None:
+        raise QdqError("the model has no symbolic inputs (subclassed and never built): pass "
+                       "input_shape=(None, H, W, C) or call the model on a batch first")
+    shapes = input_shape if isinstance(input_shape, list) else [input_shape]
+    return [tf.TensorSpec((None, *tuple(s)[1:]), tf.float32,
+                          name="input" if len(shapes) == 1 else f"input_{i}")
+            for i, s in enumerate(shapes)]
+
+
+def _scope_owner(text: str, names: set[str]) -> str | None:
+    """The layer a TF name scope belongs to.
+
+    Traced Keras 3 scopes are the layer name plus a uniquifying `_<k>` suffix (layer `conv2d`
+    -> `conv2d_1`, layer `conv2d_1` -> `conv2d_1_2`), so stripping exactly one suffix is
+    unambiguous. The deepest matching component wins (nested models)."""
+    parts = text.split(":")[0].split("/")
+    found = None
+    for comp in parts[1:] if len(parts) > 1 else parts:
+        m = _SUFFIX.match(comp)
+        if m and m.group(1) in names:
+            found = m.group(1)
+    if found is None:
+        for comp in parts[1:]:
+            if comp in names:
+                found = comp
+    return found
+
+
+def build_layer_map(onnx_model: onnx.ModelProto, keras_layers: list[Any],
+                    model_name: str) -> LayerMap:
+    names = {la.name for la in keras_layers}
+    records = {la.name: LayerRecord(la.name, la.__class__.__name__) for la in keras_layers}
+    inits = {t.name for t in onnx_model.graph.initializer}
+    generated: dict[str, list[str]] = {}
+    for node in onnx_model.graph.node:
+        owner = None
+        if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in inits:
+            owner = _scope_owner(node.input[1], names)
+        for text in (node.name, *node.output):
+            if owner is None:
+                owner = _scope_owner(text, names)
+        if owner is not None:
+            if _GENERATED.search(node.name) and node.op_type not in WEIGHTED_OPS:
+                generated.setdefault(owner, []).append(node.name)
+            else:
+                records[owner].nodes.append(node.name)
+        if node.op_type in WEIGHTED_OPS:
+            # A BatchNorm that tf2onnx folded into this node leaves its name on the node or
+            # on the bias.
+            hints = [_scope_owner(node.name, names)]
+            hints += [_scope_owner(t, names) for t in node.input[2:] if t in inits]
+            for other in hints:
+                if other and other != owner:
+                    records[other].folded_into = node.name
+    # tf2onnx names the nodes it creates (layout Transposes, shape plumbing) after whatever
+    # TF op they replaced, with a `__<n>` suffix: trust them only next to a real node.
+    for owner, nodes in generated.items():
+        if records[owner].nodes:
+            records[owner].nodes.extend(nodes)
+    for rec in records.values():
+        if rec.nodes:
+            rec.folded_into = None
+    return LayerMap("keras", model_name, [records[la.name] for la in keras_layers])
+
+
+def _rename_outputs(model: onnx.ModelProto) -> None:
+    outs = list(model.graph.output)
+    mapping = {o.name: ("output" if len(outs) == 1 else f"output_{i}")
+               for i, o in enumerate(outs)}
+    taken = {t for n in model.graph.node for t in (*n.input, *n.output)}
+    for old, new in list(mapping.items()):
+        if new in taken and new != old:
+            mapping.pop(old)
+    for node in model.graph.node:
+        for i, t in enumerate(node.output):
+            if t in mapping:
+                node.output[i] = mapping[t]
+        for i, t in enumerate(node.input):
+            if t in mapping:
+                node.input[i] = mapping[t]
+    for o in model.graph.output:
+        o.name = mapping.get(o.name, o.name)
+
+
+def _constants_from_captures(onnx_model: onnx.ModelProto, function: Any, specs: list,
+                             tf: Any) -> None:
+    """Tensors a layer captured by value (Keras 3 Normalization's mean and variance) reach
+    tf2onnx as extra graph inputs; turn them back into initializers with their values."""
+    from onnx import numpy_helper
+
+    captured = {}
+    for external, internal in function.get_concrete_function(*specs).graph.captures:
+        if external.dtype != tf.resource and hasattr(external, "numpy"):
+            captured[internal.name] = external.numpy()
+    keep = []
+    for vi in onnx_model.graph.input:
+        if vi.name in captured:
+            onnx_model.graph.initializer.append(
+                numpy_helper.from_array(captured[vi.name], vi.name))
+        else:
+            keep.append(vi)
+    del onnx_model.graph.input[:]
+    onnx_model.graph.input.extend(keep)
+
+
+def keras_to_onnx(model: Any, opset: int = 13, input_shape: Any = None) -> onnx.ModelProto:
+    """Convert an in-memory Keras model (any kind) or a loaded SavedModel to ONNX.
+
+    The result is prepared (BatchNorm folded where exact, shared weights un-shared) and
+    carries the layer map in its metadata. The Keras model is not modified.
+    """
+    tf, tf2onnx = _import_tf()
+    if not 13 <= opset <= 18:
+        raise QdqError(f"opset {opset} is not supported for Keras conversion "
+                       "(tf2onnx 1.17 writes opsets 13-18; per-channel Q/DQ needs >= 13)")
+    if hasattr(model, "signatures") and not hasattr(model, "layers"):
+        fn = model.signatures.get("serving_default") or model.signatures.get("serve")
+        if fn is None:
+            raise QdqError("the SavedModel has no serving_default/serve signature")
+        specs = [tf.TensorSpec(s.shape, s.dtype, name=name)
+                 for name, s in fn.structured_input_signature[1].items()]
+        function = tf.function(lambda *xs: fn(**{s.name: x for s, x in zip(specs, xs)}))
+        keras_layers: list[Any] = []
+        model_name = "saved_model"
+    else:
+        specs = _input_specs(model, input_shape, tf)
+
+        def call(*xs):
+            return model(list(xs) if len(xs) > 1 else xs[0], training=False)
+
+        function = tf.function(call)
+        keras_layers = _flat_layers(model)
+        model_name = getattr(model, "name", "model")
+    try:
+        onnx_model, _ = tf2onnx.convert.from_function(function, input_signature=specs,
+                                                      opset=opset)
+    except Exception as exc:  # tf2onnx raises many types
+        raise QdqError(f"tf2onnx could not convert the model: {exc}") from None
+    _constants_from_captures(onnx_model, function, specs, tf)
+    _rename_outputs(onnx_model)
+    onnx_model.producer_name = "qdq-onnx (tf2onnx)"
+    if keras_layers:
+        write_layer_map(onnx_model, build_layer_map(onnx_model, keras_layers, model_name))
+    prepared, _ = prepare_model(onnx_model)
+    return prepared

@@ -1,0 +1,167 @@
+"""Loading user data for calibration and training: .npz/.npy files or folders of .npy, and
+in-memory arrays. Never unpickles (allow_pickle=False). Validated against the model's inputs
+before any work starts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from qdq_onnx.errors import QdqError
+
+_ONNX_TO_NP = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+               onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
+               onnx.TensorProto.INT32: np.int32, onnx.TensorProto.UINT8: np.uint8,
+               onnx.TensorProto.INT8: np.int8, onnx.TensorProto.BOOL: np.bool_}
+LABEL_KEYS = ("labels", "y")
+
+
+def model_inputs(model: onnx.ModelProto) -> dict[str, tuple[tuple[int | None, ...], Any]]:
+    """Graph inputs (not initializers): name -> (shape with None for symbolic dims, dtype)."""
+    inits = {t.name for t in model.graph.initializer}
+    out = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None
+                     for d in tt.shape.dim)
+        out[vi.name] = (dims, _ONNX_TO_NP.get(tt.elem_type, np.float32))
+    return out
+
+
+def _load_file(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if path.suffix == ".npz" and not zipfile.is_zipfile(path):
+        raise QdqError(f"{path}: not a readable numpy file (an .npz is a zip archive of "
+                       ".npy arrays, as numpy.savez writes it)")
+    if path.suffix == ".npy" and magic != b"\x93NUMPY":
+        raise QdqError(f"{path}: not a readable numpy file (no .npy header)")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if path.suffix == ".npy":
+            return {"": np.load(path, allow_pickle=False)}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise QdqError(f"{path}: holds pickled Python objects; qdq-onnx reads plain numpy "
+                           "arrays only (save with numpy.savez, not pickle)") from None
+        raise QdqError(f"{path}: not a readable numpy file ({exc})") from None
+    except OSError as exc:
+        raise QdqError(f"{path}: not a readable numpy file ({exc})") from None
+    raise QdqError(f"{path}: expected a .npz or .npy file, or a folder of .npy files")
+
+
+def load_arrays(source: str | Path) -> dict[str, np.ndarray]:
+    p = Path(source)
+    if not p.exists():
+        raise QdqError(f"{p}: no such data file or folder")
+    if p.is_dir():
+        files = sorted(p.glob("*.npy"))
+        if not files:
+            raise QdqError(f"{p}: the folder holds no .npy files")
+        return {f.stem: _load_file(f)[""] for f in files}
+    return _load_file(p)
+
+
+def match_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, source: str = "data",
+                 allow_extra: tuple[str, ...] = LABEL_KEYS) -> dict[str, np.ndarray]:
+    """Map arrays to model inputs by name (one unnamed array for a single-input model) and
+    check shapes, dtypes and values. Raises QdqError naming the mismatch."""
+    inputs = model_inputs(model)
+    names = list(inputs)
+    feeds: dict[str, np.ndarray] = {}
+    data_keys = [k for k in arrays if k not in allow_extra]
+    if len(names) == 1 and len(data_keys) == 1:
+        feeds[names[0]] = arrays[data_keys[0]]
+    else:
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise QdqError(f"{source}: no array for model input(s) {missing}; found "
+                           f"{sorted(arrays)} (name arrays after the model inputs {names})")
+        feeds = {n: arrays[n] for n in names}
+    count = None
+    for name, arr in feeds.items():
+        dims, dtype = inputs[name]
+        if arr.ndim != len(dims):
+            raise QdqError(f"{source}: input {name!r} has shape {list(arr.shape)} but the "
+                           f"model expects rank {len(dims)} {_fmt(dims)}")
+        for i, (got, want) in enumerate(zip(arr.shape, dims)):
+            if i > 0 and want is not None and got != want:
+                raise QdqError(f"{source}: input {name!r} has shape {list(arr.shape)} but the "
+                               f"model expects {_fmt(dims)} (dimension {i}: {got} != {want}; "
+                               "check NHWC vs NCHW)")
+        if arr.dtype != dtype:
+            if np.issubdtype(arr.dtype, np.number) and np.issubdtype(dtype, np.floating):
+                arr = arr.astype(dtype)
+                feeds[name] = arr
+            else:
+                raise QdqError(f"{source}: input {name!r} has dtype {arr.dtype}, the model "
+                               f"expects {np.dtype(dtype)}")
+        if arr.shape[0] == 0:
+            raise QdqError(f"{source}: input {name!r} is empty (0 samples)")
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            raise QdqError(f"{source}: input {name!r} holds {bad} NaN/Inf value(s)")
+        if count is not None and arr.shape[0] != count:
+            raise QdqError(f"{source}: inputs have different sample counts "
+                           f"({count} vs {arr.shape[0]} for {name!r})")
+        count = arr.shape[0]
+    return feeds
+
+
+def _fmt(dims: tuple) -> str:
+    return "[" + ", ".join("N" if d is None else str(d) for d in dims) + "]"
+
+
+def batches(feeds: dict[str, np.ndarray], batch_size: int, limit: int | None = None
+            ) -> Iterator[dict[str, np.ndarray]]:
+    n = next(iter(feeds.values())).shape[0]
+    if limit is not None:
+        n = min(n, limit)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        yield {k: v[start:stop] for k, v in feeds.items()}
+
+
+def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
+               limit: int | None = None, source: str = "data"
+               ) -> tuple[Iterable[dict[str, np.ndarray]], int | None]:
+    """Accept a path, a dict of arrays, one array, or an iterable of batches (dicts or
+    arrays). Returns (batch iterable, sample count if known)."""
+    if isinstance(data, (str, Path)):
+        feeds = match_inputs(load_arrays(data), model, source=str(data))
+    elif isinstance(data, np.ndarray):
+        feeds = match_inputs({"": data}, model, source=source)
+    elif isinstance(data, dict):
+        feeds = match_inputs(dict(data), model, source=source)
+    else:
+        names = list(model_inputs(model))
+
+        def gen() -> Iterator[dict[str, np.ndarray]]:
+            seen = 0
+            for i, item in enumerate(data):
+                arrays = item if isinstance(item, dict) else {"": np.asarray(item)}
+                feed = match_inputs(arrays, model, source=f"{source} batch {i}")
+                if set(feed) != set(names):
+                    raise QdqError(f"{source} batch {i}: inputs {sorted(feed)} != {names}")
+                yield feed
+                seen += next(iter(feed.values())).shape[0]
+                if limit is not None and seen >= limit:
+                    return
+
+        return gen(), None
+    n = next(iter(feeds.values())).shape[0]
+    total = n if limit is None else min(n, limit)
+    fixed = {dims[0] for dims, _ in model_inputs(model).values() if dims and dims[0]}
+    if fixed:  # a model exported with a fixed batch size takes exactly that many per run
+        batch_size = min(fixed)
+    return batches(feeds, batch_size, limit), total

@@ -1,0 +1,168 @@
+"""Quantization error report of a Q/DQ model on data: per quantized tensor the scale, the
+fraction clipped and the signal-to-quantization-noise ratio (SQNR), and per weighted layer
+the divergence of the Q/DQ output from the float output. One streamed pass over the data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from qdq_onnx.graph.index import GraphIndex, attribute
+from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
+from qdq_onnx.progress import progress
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    if noise <= 0:
+        return float("inf")
+    if signal <= 0:
+        return float("-inf")
+    return float(10.0 * np.log10(signal / noise))
+
+
+@dataclass
+class TensorRow:
+    tensor: str
+    kind: str  # weight | activation
+    consumers: list[str]
+    scale: float  # per-tensor scale, or the largest per-channel scale
+    channels: int
+    clipped: float  # fraction of values outside the representable range
+    sqnr_db: float
+
+
+@dataclass
+class LayerRow:
+    node: str
+    op_type: str
+    output: str
+    sqnr_db: float  # float output vs Q/DQ output
+    rel_error: float  # ||q - f|| / ||f||
+
+
+def _fq(x: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, int]:
+    q = np.rint(x / scale)
+    clipped = int(np.count_nonzero((q < -128) | (q > 127)))
+    return (np.clip(q, -128, 127) * scale).astype(np.float32), clipped
+
+
+def _broadcast(scale: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    if scale.size == 1 or axis is None:
+        return scale.reshape(())
+    shape = [1] * ndim
+    shape[axis] = scale.size
+    return scale.reshape(shape)
+
+
+def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
+                 max_samples: int | None = None, show_progress: bool = True
+                 ) -> dict[str, Any]:
+    from qdq_onnx.data.feeds import as_batches
+    from qdq_onnx.graph.sessions import inference_session, with_outputs
+
+    index = GraphIndex(model.graph)
+    pairs = qdq_pairs(model)
+    consumers: dict[str, list[str]] = {}
+    for p in pairs:
+        consumers[p.source] = sorted({u.node.name for u in index.consumers.get(p.output, ())})
+    rows: list[TensorRow] = []
+    for p in (p for p in pairs if p.is_weight):
+        dq = index.by_name[p.dequantize]
+        w = index.constant_value(p.source).astype(np.float32)
+        scale = index.constant_value(p.scale).astype(np.float32)
+        axis = attribute(dq, "axis", 1) if scale.size > 1 else None
+        fq, clipped = _fq(w, _broadcast(scale, w.ndim, axis))
+        rows.append(TensorRow(p.source, "weight", consumers[p.source], float(scale.max()),
+                              int(scale.size), clipped / w.size,
+                              sqnr_db(float(np.sum(w.astype(np.float64) ** 2)),
+                                      float(np.sum((w - fq).astype(np.float64) ** 2)))))
+    acts = [p for p in pairs if not p.is_weight]
+    act_scale = {p.source: index.constant_value(p.scale).astype(np.float32) for p in acts}
+    # Layer outputs: outputs of nodes that read a dequantized weight.
+    weighted = [u.node for p in pairs if p.is_weight for u in index.consumers.get(p.output, ())]
+    layer_outputs = list(dict.fromkeys((n.name, n.op_type, n.output[0]) for n in weighted))
+    float_model = strip_qdq(model)
+    f_inputs = {i.name for i in float_model.graph.input}
+    fetch_f = list(dict.fromkeys([t for t in act_scale if t not in f_inputs]
+                                 + [o for _, _, o in layer_outputs]))
+    fetch_q = [o for _, _, o in layer_outputs]
+    f_sess = inference_session(with_outputs(float_model, fetch_f))
+    q_sess = inference_session(with_outputs(model, fetch_q))
+    acc = {t: np.zeros(4) for t in act_scale}  # signal, noise, clipped, count
+    lacc = {o: np.zeros(2) for _, _, o in layer_outputs}  # signal, noise
+    batch_iter, total = as_batches(data, float_model, batch_size=batch_size,
+                                   limit=max_samples, source="report data")
+    with progress(total=total, desc="report", unit="sample", enable=show_progress) as bar:
+        for feed in batch_iter:
+            f_vals = dict(zip(fetch_f, f_sess.run(fetch_f, feed))) if fetch_f else {}
+            q_vals = dict(zip(fetch_q, q_sess.run(fetch_q, feed))) if fetch_q else {}
+            for t, s in act_scale.items():
+                x = (f_vals[t] if t in f_vals else feed[t]).astype(np.float32)
+                fq, clipped = _fq(x, s.reshape(()))
+                acc[t] += (np.sum(x.astype(np.float64) ** 2),
+                           np.sum((x - fq).astype(np.float64) ** 2), clipped, x.size)
+            for _, _, o in layer_outputs:
+                f, q = f_vals[o].astype(np.float64), q_vals[o].astype(np.float64)
+                lacc[o] += (np.sum(f ** 2), np.sum((q - f) ** 2))
+            bar.update(next(iter(feed.values())).shape[0])
+    for t, (sig, noise, clipped, count) in acc.items():
+        rows.append(TensorRow(t, "activation", consumers[t], float(act_scale[t].max()), 1,
+                              float(clipped / max(count, 1)), sqnr_db(sig, noise)))
+    layers = [LayerRow(n, op, o, sqnr_db(*lacc[o]),
+                       float(np.sqrt(lacc[o][1] / lacc[o][0])) if lacc[o][0] > 0 else 0.0)
+              for n, op, o in layer_outputs]
+    return {"tensors": [asdict(r) for r in rows], "layers": [asdict(r) for r in layers]}
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = [f"{'tensor':48} {'kind':10} {'scale':>10} {'ch':>5} {'clipped':>9} {'SQNR dB':>8}"]
+    for r in report["tensors"]:
+        lines.append(f"{r['tensor'][:48]:48} {r['kind']:10} {r['scale']:10.3g} "
+                     f"{r['channels']:5d} {r['clipped'] * 100:8.4f}% {r['sqnr_db']:8.2f}")
+    lines.append("")
+    lines.append(f"{'layer output (float vs Q/DQ)':48} {'op':10} {'SQNR dB':>8} {'rel err':>9}")
+    for r in report["layers"]:
+        lines.append(f"{r['node'][:48]:48} {r['op_type']:10} {r['sqnr_db']:8.2f} "
+                     f"{r['rel_error']:9.4f}")
+    return "\n".join(lines)
+
+
+def render_png(report: dict[str, Any], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from qdq_onnx.errors import QdqError
+
+        raise QdqError("the PNG chart needs matplotlib: pip install 'qdq-onnx[report]'"
+                       ) from None
+    from qdq_onnx.files.atomic import write_bytes_atomic
+
+    tensors, layers = report["tensors"], report["layers"]
+    height = max(4.0, 0.22 * max(len(tensors), len(layers)) + 1.5)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(14, height))
+    colors = ["tab:blue" if r["kind"] == "weight" else "tab:orange" for r in tensors]
+    a.barh([r["tensor"][-40:] for r in tensors], [min(r["sqnr_db"], 80) for r in tensors],
+           color=colors)
+    a.set_title("SQNR per quantized tensor (blue: weight, orange: activation)")
+    a.set_xlabel("dB")
+    a.invert_yaxis()
+    a.tick_params(axis="y", labelsize=6)
+    b.barh([r["node"][-40:] for r in layers], [min(r["sqnr_db"], 80) for r in layers],
+           color="tab:green")
+    b.set_title("Layer output: float vs Q/DQ SQNR")
+    b.set_xlabel("dB")
+    b.invert_yaxis()
+    b.tick_params(axis="y", labelsize=6)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())

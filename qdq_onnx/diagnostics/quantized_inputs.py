@@ -1,0 +1,68 @@
+"""Reading a Q/DQ graph back: which node inputs are fed by DequantizeLinear, with which
+scale shape, axis and rule. Works on any Q/DQ ONNX (ours or another tool's)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import onnx
+
+from qdq_onnx.files.metadata import LAYER_MAP_KEY, RULE_KEY, get_metadata
+from qdq_onnx.graph.index import GraphIndex, attribute
+from qdq_onnx.graph.layers import LayerGraph
+
+
+@dataclass
+class QuantizedInput:
+    node: str
+    op_type: str
+    input: int
+    kind: str  # activation | weight
+    axis: int | None
+    scales: int
+    rule: str
+    layer: str | None
+
+
+def _rule(node: onnx.NodeProto) -> str:
+    for prop in node.metadata_props:
+        if prop.key == RULE_KEY:
+            return prop.value
+    return "-"
+
+
+def quantized_inputs(model: onnx.ModelProto) -> list[QuantizedInput]:
+    index = GraphIndex(model.graph)
+    layers = LayerGraph(model, index) if get_metadata(model, LAYER_MAP_KEY) else None
+    out: list[QuantizedInput] = []
+    for node in index.nodes:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, t in enumerate(node.input):
+            dq = index.producer.get(t)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = index.producer.get(dq.input[0])
+            source = q.input[0] if q is not None and q.op_type == "QuantizeLinear" \
+                else dq.input[0]
+            kind = "weight" if index.is_constant(source) else "activation"
+            shape = index.constant_shape(dq.input[1]) or ()
+            count = 1
+            for d in shape:
+                count *= d
+            axis = attribute(dq, "axis", None) if count > 1 else None
+            owner = layers.owner.get(node.name) if layers is not None else None
+            out.append(QuantizedInput(node.name, node.op_type, i, kind, axis, count, _rule(dq),
+                                      owner.name if owner is not None else None))
+    return out
+
+
+def summary(model: onnx.ModelProto) -> dict:
+    rows = quantized_inputs(model)
+    index = GraphIndex(model.graph)
+    return {
+        "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in index.nodes),
+        "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in index.nodes),
+        "quantized_inputs": [asdict(r) for r in rows],
+        "quantized_nodes": len({r.node for r in rows}),
+    }

@@ -1,0 +1,250 @@
+"""Reading, checking and atomically writing ONNX files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from qdq_onnx.errors import QdqError, UnsupportedModelError
+
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (axis) needs opset 13
+MAX_OPSET = 21  # the newest default-domain opset onnxruntime 1.19 runs
+MAX_IR_VERSION = 10  # onnxruntime 1.19 refuses IR 11+
+_PROTOBUF_LIMIT = 2**31 - 1
+_ITEMSIZE = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
+             onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1, onnx.TensorProto.BOOL: 1,
+             onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8,
+             onnx.TensorProto.DOUBLE: 8}
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load an ONNX file, with external data confined to the model's folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise QdqError(f"{p}: is a folder, expected an .onnx file")
+    if not p.exists():
+        raise QdqError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise QdqError(f"{p}: the file is empty, expected an ONNX model")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise QdqError(f"{p}: not an ONNX model (protobuf parse failed: {exc})") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise QdqError(f"{p}: not an ONNX model (no graph or an empty graph)")
+    _load_external_data(model, p.parent)
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    root = base.resolve()
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (root / location).resolve()
+        if root != target and root not in target.parents:
+            raise QdqError(
+                f"tensor {tensor.name!r}: external data location {location!r} points outside "
+                f"the model's folder {root}; refusing to read it"
+            )
+        if not target.is_file():
+            raise QdqError(
+                f"tensor {tensor.name!r}: external data file {location!r} is missing "
+                f"(looked in {root}); copy it next to the model"
+            )
+    onnx.load_external_data_for_model(model, str(root))
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise UnsupportedModelError("the model imports no default-domain (ai.onnx) opset")
+
+
+def ensure_supported_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """Return the model at an opset qdq-onnx supports, upgrading opset 7-12 to 13.
+
+    Returns the (possibly converted) model and a note describing any conversion.
+    """
+    opset = default_opset(model)
+    if opset > MAX_OPSET:
+        raise UnsupportedModelError(
+            f"the model uses opset {opset}; qdq-onnx supports opsets {MIN_OPSET}-{MAX_OPSET} "
+            f"(onnxruntime 1.19): re-export it at opset {MAX_OPSET} or lower"
+        )
+    if opset >= MIN_OPSET:
+        return model, None
+    if opset < 7:
+        raise UnsupportedModelError(
+            f"the model uses opset {opset}; opsets below 7 cannot be upgraded automatically"
+        )
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors from C++
+        raise UnsupportedModelError(
+            f"the model uses opset {opset} and upgrading it to {MIN_OPSET} failed: {exc}"
+        ) from None
+    return converted, f"upgraded opset {opset} -> {MIN_OPSET} (per-channel Q/DQ needs >= 13)"
+
+
+def approx_size(model: onnx.ModelProto) -> int:
+    """Bytes of weight data plus a margin: cheap, where ByteSize() serialises the model."""
+    weights = 0
+    for t in model.graph.initializer:
+        count = 1
+        for d in t.dims:
+            count *= d
+        # Element size from the type, not len(raw_data): reading raw_data copies the bytes.
+        weights += count * _ITEMSIZE.get(t.data_type, 8)
+    return weights + 64 * len(model.graph.node) + 4096
+
+
+def check_model(model: onnx.ModelProto | str | os.PathLike, what: str = "the model") -> None:
+    """Full ONNX check (with shape inference); raise QdqError naming the failure.
+
+    Given a path, the checker reads the file itself (no in-memory serialised copy; external
+    data and models over 2 GB work)."""
+    try:
+        onnx.checker.check_model(str(model) if isinstance(model, (str, os.PathLike))
+                                 else model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise QdqError(f"{what} fails the ONNX checker: {first}") from None
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
+                      check: str | None = None, external: bool | None = None) -> Path:
+    """Write `model` to `path` via temporary files and renames: never a half-written file.
+
+    With `check` (a description such as "the quantized model"), the written file must pass
+    the full ONNX checker before it is renamed into place. With `external` (default: when
+    the model is over 2 GB), weights go to one external-data file `<name>.data` next to
+    `path`, streamed tensor by tensor.
+    """
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise QdqError(f"{out}: the output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise QdqError(f"{out}: the output folder {parent} is not writable")
+    if model.ir_version > MAX_IR_VERSION:
+        model.ir_version = MAX_IR_VERSION
+    if external is None:
+        external = approx_size(model) >= _PROTOBUF_LIMIT
+    # Everything is written into a private folder next to the output first, checked there
+    # (the checker reads external data relative to the model file), then renamed into place.
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    data_name = out.name + ".data"
+    try:
+        tmp = work / out.name
+        with open(tmp, "wb") as fh:
+            if external:
+                with open(work / data_name, "wb") as dh:
+                    write_streaming(model, fh, external_data=(dh, data_name))
+            else:
+                write_streaming(model, fh)
+        if check:
+            check_model(tmp, check)
+        if external:
+            os.replace(work / data_name, parent / data_name)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def had_external_data(path: str | os.PathLike) -> bool:
+    """Whether an ONNX file keeps (some of) its tensors in external data files."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return any(uses_external_data(t) for t in _get_all_tensors(model))
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    pa, pb = Path(a), Path(b)
+    try:
+        return pa.exists() and pb.exists() and pa.samefile(pb)
+    except OSError:
+        return pa.resolve() == pb.resolve()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _copy_fields(src, dst, skip: str | None = None) -> None:
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if field.is_repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+_GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+_INIT_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+
+
+def write_streaming(model: onnx.ModelProto, fh, external_data: tuple | None = None,
+                    threshold: int = 1024) -> None:
+    """Serialise `model` one initializer at a time.
+
+    Protobuf merges repeated occurrences of an embedded message, so the file is the model
+    without weights followed by one `graph { initializer { ... } }` record per weight; a
+    parser reads it as the same ModelProto. Peak memory is the model plus one tensor,
+    instead of the model plus a full serialised copy. With `external_data=(file, name)`,
+    tensors over `threshold` bytes are written to that file and referenced by offset."""
+    skel = onnx.ModelProto()
+    _copy_fields(model, skel, skip="graph")
+    _copy_fields(model.graph, skel.graph, skip="initializer")
+    fh.write(skel.SerializeToString())
+    graph_tag = _varint((_GRAPH_FIELD << 3) | 2)
+    init_tag = _varint((_INIT_FIELD << 3) | 2)
+    offset = 0
+    for tensor in model.graph.initializer:
+        if external_data is not None and tensor.data_location != onnx.TensorProto.EXTERNAL:
+            data = tensor.raw_data if tensor.HasField("raw_data") else \
+                numpy_helper.to_array(tensor).tobytes()
+            if len(data) > threshold:
+                dh, name = external_data
+                dh.write(data)
+                ref = onnx.TensorProto(name=tensor.name, dims=tensor.dims,
+                                       data_type=tensor.data_type,
+                                       data_location=onnx.TensorProto.EXTERNAL)
+                for key, value in (("location", name), ("offset", str(offset)),
+                                   ("length", str(len(data)))):
+                    ref.external_data.add(key=key, value=value)
+                offset += len(data)
+                tensor = ref
+        payload = tensor.SerializeToString()
+        inner = init_tag + _varint(len(payload))
+        fh.write(graph_tag + _varint(len(inner) + len(payload)) + inner)
+        fh.write(payload)

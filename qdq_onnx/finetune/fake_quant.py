@@ -1,0 +1,200 @@
+"""Lowering a Q/DQ graph to a trainable fake-quant graph built from standard ONNX ops.
+
+onnxruntime-training cannot differentiate QuantizeLinear/DequantizeLinear (and its FakeQuant
+rewrite is per-tensor only, with fixed scales). Each Q->DQ pair becomes
+
+    y = Clip((x / s) + M - M, lo, hi) * s,    M = 1.5 * 2**23
+
+which in float32 rounds half to even exactly like QuantizeLinear (for |x/s| < 2**22) and
+saturates like it, so the forward pass is bit-identical to the Q/DQ graph. Backward: Add/Sub
+pass the gradient straight through, Clip zeroes it outside the range, and Div/Mul give the
+scale the LSQ gradient when the scale is trained. Weight scales are frozen parameters that
+the trainer recomputes from the weights after every step (per channel, max|w| / qmax, as
+TensorRT will compute them at export).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qdq_onnx.errors import QdqError
+from qdq_onnx.graph.index import WEIGHTED_OPS, GraphIndex, attribute
+from qdq_onnx.graph.qdq import qdq_pairs
+from qdq_onnx.quantize.scales import weight_scale
+
+ROUNDER = np.float32(1.5 * 2**23)
+PREFIX = "qdq_onnx_fq"
+
+
+@dataclass
+class WeightQuant:
+    weight: str  # trainable weight initializer
+    scale: str  # the Q/DQ model's scale initializer ([K]), updated at export
+    train_scale: str  # frozen parameter in the training graph (broadcast shape)
+    axis: int | None  # None: a per-tensor weight scale
+    qmax: int
+
+
+@dataclass
+class TrainGraph:
+    model: onnx.ModelProto
+    trainable: list[str]
+    frozen: list[str]
+    weights: list[WeightQuant] = field(default_factory=list)
+    activation_scales: list[str] = field(default_factory=list)
+    output: str = ""
+
+
+def _const(graph: onnx.GraphProto, name: str, value) -> str:
+    graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+    return name
+
+
+def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
+                        learn_scales: bool = False) -> TrainGraph:
+    """The training graph of a Q/DQ model (which is not modified)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq_model)
+    graph = model.graph
+    index = GraphIndex(graph)
+    pairs = qdq_pairs(model)
+    if len(graph.output) != 1:
+        raise QdqError(f"fine-tuning needs a single-output model; this one has "
+                       f"{len(graph.output)} outputs ({', '.join(o.name for o in graph.output)})")
+    _refuse_untrainable(index)
+    m = _const(graph, f"{PREFIX}_rounder", ROUNDER)
+    lo8 = _const(graph, f"{PREFIX}_lo8", -128.0)
+    hi8 = _const(graph, f"{PREFIX}_hi8", 127.0)
+    wq = 2 ** (weight_bits - 1) - 1
+    lo_w = _const(graph, f"{PREFIX}_lo_w", -(wq + 1))
+    hi_w = _const(graph, f"{PREFIX}_hi_w", wq)
+    drop = {p.quantize for p in pairs} | {p.dequantize for p in pairs}
+    new_nodes: list[onnx.NodeProto] = []
+    result = TrainGraph(model, [], [])
+    seen_weights: set[str] = set()
+    for k, p in enumerate(pairs):
+        tag = f"{PREFIX}_{k}"
+        if p.is_weight:
+            dq = index.by_name[p.dequantize]
+            w = index.constant_value(p.source)
+            if w is None or p.source not in index.initializers:
+                raise QdqError(f"weight {p.source!r} is not an initializer")
+            if p.source in seen_weights:
+                raise QdqError(f"weight {p.source!r} is quantized twice; un-share it first")
+            seen_weights.add(p.source)
+            scale_size = int(np.prod(index.constant_shape(p.scale) or (1,)))
+            axis = attribute(dq, "axis", 1) % w.ndim if scale_size > 1 else None
+            s = _const(graph, f"{tag}_wscale", weight_scale(w.astype(np.float32), axis, wq))
+            lo, hi = lo_w, hi_w
+            result.weights.append(WeightQuant(p.source, p.scale, s, axis, wq))
+        else:
+            s, lo, hi = p.scale, lo8, hi8
+            if s not in result.activation_scales:
+                result.activation_scales.append(s)
+        new_nodes += [
+            helper.make_node("Div", [p.source, s], [f"{tag}_div"], name=f"{tag}_div"),
+            helper.make_node("Add", [f"{tag}_div", m], [f"{tag}_add"], name=f"{tag}_add"),
+            helper.make_node("Sub", [f"{tag}_add", m], [f"{tag}_round"], name=f"{tag}_round"),
+            helper.make_node("Clip", [f"{tag}_round", lo, hi], [f"{tag}_clip"],
+                             name=f"{tag}_clip"),
+            helper.make_node("Mul", [f"{tag}_clip", s], [p.output], name=f"{tag}_scale"),
+        ]
+    kept = [n for n in graph.node if n.name not in drop]
+    kept = [x for n in kept for x in _inference_form(n, index, graph)]
+    del graph.node[:]
+    graph.node.extend(_toposort(kept + new_nodes, graph))
+    used = {t for n in graph.node for t in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    result.output = graph.output[0].name
+    _choose_parameters(result, GraphIndex(graph), learn_scales)
+    return result
+
+
+def _refuse_untrainable(index: GraphIndex) -> None:
+    """Ops whose gradient onnxruntime-training 1.19 gets wrong on the CPU: refuse them with a
+    message instead of letting the process die."""
+    for node in index.nodes:
+        if node.op_type == "AveragePool":
+            raise QdqError(
+                f"{node.name}: a model with AveragePool cannot be fine-tuned: "
+                "onnxruntime-training 1.19's AveragePoolGrad fails on the CPU (wrong gradient "
+                "shape; with padding the process dies of SIGFPE, even for the float graph); "
+                "insert and calibrate work. GlobalAveragePool trains fine.")
+
+
+def _inference_form(node: onnx.NodeProto, index: GraphIndex,
+                    graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Dropout becomes Identity; a BatchNormalization left in the graph becomes a frozen
+    per-channel Mul+Add (inference statistics), so training never updates BN statistics."""
+    if node.op_type == "Dropout":
+        return [helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)]
+    if node.op_type != "BatchNormalization":
+        return [node]
+    vals = [index.constant_value(t) for t in node.input[1:5]]
+    if any(v is None for v in vals):
+        raise QdqError(f"{node.name}: BatchNormalization with non-constant statistics")
+    gamma, beta, mean, var = (v.astype(np.float64) for v in vals)
+    c = gamma / np.sqrt(var + float(attribute(node, "epsilon", 1e-5)))
+    shape = (-1, 1, 1)  # [C, 1, 1] broadcasts over NCHW
+    mul = _const(graph, f"{node.name}__bn_scale", c.reshape(shape))
+    add = _const(graph, f"{node.name}__bn_shift", (beta - mean * c).reshape(shape))
+    mid = f"{node.name}__bn_mid"
+    return [helper.make_node("Mul", [node.input[0], mul], [mid], name=f"{node.name}__mul"),
+            helper.make_node("Add", [mid, add], [node.output[0]], name=f"{node.name}__add")]
+
+
+def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Kahn's algorithm over tensor dependencies (nodes were appended out of order)."""
+    from collections import deque
+
+    producers = {o: i for i, n in enumerate(nodes) for o in n.output}
+    pending = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        deps = {producers[t] for t in n.input if t in producers and producers[t] != i}
+        pending[i] = len(deps)
+        for d in deps:
+            readers.setdefault(d, []).append(i)
+    queue = deque(i for i, count in enumerate(pending) if count == 0)
+    order: list[int] = []
+    while queue:
+        i = queue.popleft()
+        order.append(i)
+        for j in readers.get(i, ()):
+            pending[j] -= 1
+            if pending[j] == 0:
+                queue.append(j)
+    if len(order) != len(nodes):
+        raise QdqError("the training graph has a cycle")
+    return [nodes[i] for i in order]
+
+
+def _choose_parameters(result: TrainGraph, index: GraphIndex, learn_scales: bool) -> None:
+    """Trainable: quantized weights, weights/biases of weighted ops and the bias Add after
+    them, and activation scales when learned. Everything else is a frozen parameter."""
+    trainable: list[str] = [w.weight for w in result.weights]
+    for node in index.nodes:
+        if node.op_type in WEIGHTED_OPS:
+            for t in node.input[1:]:
+                if t in index.initializers:
+                    trainable.append(t)
+        if node.op_type == "Add":
+            live = index.live_inputs(node)
+            const = [t for t in node.input if t in index.initializers]
+            producer = index.producer.get(node.input[live[0]]) if len(live) == 1 else None
+            if const and producer is not None and producer.op_type in WEIGHTED_OPS:
+                trainable.extend(const)
+    if learn_scales:
+        trainable.extend(result.activation_scales)
+    floats = {t.name for t in index.graph.initializer
+              if t.data_type == onnx.TensorProto.FLOAT}
+    trainable = [t for t in dict.fromkeys(trainable) if t in floats]
+    result.trainable = trainable
+    chosen = set(trainable)
+    result.frozen = [t.name for t in index.graph.initializer if t.name not in chosen]

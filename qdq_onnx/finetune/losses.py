@@ -1,0 +1,122 @@
+"""Losses and metrics for fine-tuning: Keras names mapped to onnxruntime-training blocks,
+label preparation, and accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qdq_onnx.errors import QdqError
+
+LOSSES = {
+    "sparse_categorical_crossentropy": "ce",
+    "categorical_crossentropy": "ce",
+    "binary_crossentropy": "bce",
+    "mse": "mse",
+    "mean_squared_error": "mse",
+}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    from_logits: bool = True
+
+    @property
+    def kind(self) -> str:
+        try:
+            return LOSSES[self.name]
+        except KeyError:
+            raise QdqError(f"unknown loss {self.name!r}; use one of "
+                           f"{', '.join(sorted(set(LOSSES)))}") from None
+
+    def block(self, onnxblock):
+        kind = self.kind
+        if kind == "ce":
+            return onnxblock.loss.CrossEntropyLoss()
+        if kind == "bce":
+            return onnxblock.loss.BCEWithLogitsLoss()
+        return onnxblock.loss.MSELoss()
+
+    def add_loss_input(self, model: onnx.ModelProto, output: str) -> str:
+        """Append the ops that turn probabilities into the logits the loss blocks expect;
+        returns the tensor the loss reads."""
+        if self.from_logits or self.kind == "mse":
+            return output
+        g = model.graph
+        eps = "qdq_onnx_loss_eps"
+        one = "qdq_onnx_loss_one"
+        g.initializer.extend([numpy_helper.from_array(np.float32(1e-7), eps),
+                              numpy_helper.from_array(np.float32(1.0 - 1e-7), one)])
+        clipped = "qdq_onnx_loss_clipped"
+        g.node.append(helper.make_node("Clip", [output, eps, one], [clipped],
+                                       name="qdq_onnx_loss_clip"))
+        logits = "qdq_onnx_loss_logits"
+        if self.kind == "ce":  # softmax(log p) = p, so log-probabilities act as logits
+            g.node.append(helper.make_node("Log", [clipped], [logits], name="qdq_onnx_loss_log"))
+        else:  # logit(p) = log p - log(1 - p)
+            unit = "qdq_onnx_loss_unit"
+            g.initializer.append(numpy_helper.from_array(np.float32(1.0), unit))
+            g.node.extend([
+                helper.make_node("Sub", [unit, clipped], ["qdq_onnx_loss_q"], name="ql_sub"),
+                helper.make_node("Log", [clipped], ["qdq_onnx_loss_logp"], name="ql_logp"),
+                helper.make_node("Log", ["qdq_onnx_loss_q"], ["qdq_onnx_loss_logq"],
+                                 name="ql_logq"),
+                helper.make_node("Sub", ["qdq_onnx_loss_logp", "qdq_onnx_loss_logq"], [logits],
+                                 name="ql_logit")])
+        info = onnx.ValueInfoProto()  # same type and shape as the probabilities
+        info.CopyFrom(next(o for o in g.output if o.name == output))
+        info.name = logits
+        g.output.append(info)
+        return logits
+
+    def labels(self, y: np.ndarray, output_shape: tuple, source: str = "labels"
+               ) -> np.ndarray:
+        """Labels in the form the loss block takes, checked against the model output."""
+        y = np.asarray(y)
+        if y.dtype == object or not np.issubdtype(y.dtype, np.number):
+            raise QdqError(f"{source}: labels must be numeric, got dtype {y.dtype}")
+        if not np.all(np.isfinite(y)):
+            raise QdqError(f"{source}: labels hold NaN/Inf")
+        classes = output_shape[-1] if output_shape else None
+        if self.name == "sparse_categorical_crossentropy":
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]
+            if y.ndim != 1:
+                raise QdqError(f"{source}: sparse categorical labels are class indices of "
+                               f"shape [N], got {list(y.shape)}")
+            y = y.astype(np.int64)
+            if classes and (y.min() < 0 or y.max() >= classes):
+                raise QdqError(f"{source}: class indices span {y.min()}..{y.max()} but the "
+                               f"model has {classes} outputs")
+            return y
+        if self.name == "categorical_crossentropy":
+            if y.ndim != 2 or (classes and y.shape[1] != classes):
+                raise QdqError(f"{source}: categorical labels are one-hot [N, {classes}], "
+                               f"got {list(y.shape)}")
+            hard = np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)
+            if not hard:
+                raise QdqError(f"{source}: soft (non one-hot) labels are not supported; "
+                               "give class indices with sparse_categorical_crossentropy")
+            return np.argmax(y, axis=1).astype(np.int64)
+        y = y.astype(np.float32)
+        want = tuple(output_shape[1:])
+        if y.ndim == 1 and want == (1,):
+            y = y[:, None]
+        if tuple(y.shape[1:]) != want:
+            raise QdqError(f"{source}: labels have shape {list(y.shape)} but the model "
+                           f"output is [N, {', '.join(map(str, want))}]")
+        return y
+
+    def correct(self, output: np.ndarray, y: np.ndarray) -> tuple[int, int] | None:
+        """(correct predictions, predictions), or None where accuracy is undefined (MSE)."""
+        kind = self.kind
+        if kind == "ce":
+            return int(np.sum(np.argmax(output, axis=-1) == y)), int(y.shape[0])
+        if kind == "bce":
+            threshold = 0.0 if self.from_logits else 0.5
+            return int(np.sum((output > threshold) == (y > 0.5))), int(y.size)
+        return None

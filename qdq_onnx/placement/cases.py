@@ -1,0 +1,171 @@
+"""CustomQDQInsertionCase and the original toolkit's built-in cases, on the layer view.
+
+A case inspects the model (a LayerGraph: layers by Keras name/class with predecessors and
+successors) and returns a QuantizationSpec of deviations from the default policy. Returned
+entries are merged after the user's spec: a layer the user named is never touched by a case.
+"""
+
+from __future__ import annotations
+
+from qdq_onnx.graph.layers import Layer, LayerGraph
+from qdq_onnx.placement.spec import QuantizationSpec
+
+_ACTIVATIONS = {"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"}
+
+
+class CustomQDQInsertionCase:
+    """Base class: override `info()` and `case(model, quantization_spec)`."""
+
+    def info(self) -> str:
+        return self.__class__.__doc__ or self.__class__.__name__
+
+    def case(self, model: LayerGraph, quantization_spec: QuantizationSpec | None
+             ) -> QuantizationSpec:
+        raise NotImplementedError(f"{self.__class__.__name__}.case() is not implemented")
+
+
+def _user_named(qspec: QuantizationSpec | None, name: str) -> bool:
+    return qspec is not None and name in qspec.named()
+
+
+def _is(layer: Layer, keras_class: str, onnx_ops: tuple[str, ...]) -> bool:
+    return layer.class_name == keras_class or layer.class_name in onnx_ops
+
+
+def _is_conv(layer: Layer) -> bool:
+    return "Conv" in layer.class_name  # Conv2D, DepthwiseConv2D, Conv2DTranspose, ONNX Conv
+
+
+def _is_bn(layer: Layer) -> bool:
+    return "BatchNorm" in layer.class_name
+
+
+def _conv_pattern(parent: Layer) -> tuple[bool, bool]:
+    """(Conv-like parent, EfficientNet-like Act-BN-Conv parent), as the original matches them.
+
+    Folded BatchNorms and removed Dropouts have no node of their own, so a Conv parent
+    covers Conv and Conv-BN, and an activation over a Conv covers Conv-BN-Act(-Dropout)."""
+    if _is_conv(parent):
+        return True, False
+    if _is_bn(parent) and parent.inputs and _is_conv(parent.inputs[0]):
+        return True, False
+    if parent.class_name in _ACTIVATIONS and parent.inputs:
+        grand = parent.inputs[0]
+        if _is_conv(grand) or (_is_bn(grand) and grand.inputs and _is_conv(grand.inputs[0])):
+            return True, True
+    return False, False
+
+
+class ResidualConnectionQDQCase(CustomQDQInsertionCase):
+    """Residual Add: quantize every input except one Conv(-BN)(-Act)(-Dropout) branch."""
+
+    def case(self, model: LayerGraph, quantization_spec: QuantizationSpec | None
+             ) -> QuantizationSpec:
+        out = QuantizationSpec()
+        for layer in model.layers:
+            if not _is(layer, "Add", ("Add", "Sum")) or _user_named(quantization_spec,
+                                                                    layer.name):
+                continue
+            conv_idx: list[int] = []
+            efficient = False
+            for i, parent in enumerate(layer.inputs):
+                is_conv, is_eff = _conv_pattern(parent)
+                if is_conv:
+                    conv_idx.append(i)
+                efficient = efficient or is_eff
+            indices = list(range(len(layer.inputs)))
+            if conv_idx:
+                # The original drops the last Conv-pattern input (the first for EfficientNet).
+                indices.remove(conv_idx[0] if efficient else conv_idx[-1])
+            if indices:
+                out.add(layer.name, quantize_input=True, quantize_weight=False,
+                        quantization_index=indices)
+        return out
+
+
+class BNQDQCase(CustomQDQInsertionCase):
+    """Quantize the input of a BatchNorm that does not follow a Conv (ResNet v2)."""
+
+    def case(self, model: LayerGraph, quantization_spec: QuantizationSpec | None
+             ) -> QuantizationSpec:
+        out = QuantizationSpec()
+        for layer in model.layers:
+            if not _is(layer, "BatchNormalization", ("BatchNormalization",)) or not layer.nodes:
+                continue
+            parent = layer.inputs[0] if layer.inputs else None
+            if parent is not None and _is_conv(parent):
+                continue
+            if not _user_named(quantization_spec, layer.name):
+                out.add(layer.name, quantize_input=True, quantize_weight=False)
+        return out
+
+
+class MaxPoolQDQCase(CustomQDQInsertionCase):
+    """Quantize every MaxPool input (ResNet v2, Inception)."""
+
+    def case(self, model: LayerGraph, quantization_spec: QuantizationSpec | None
+             ) -> QuantizationSpec:
+        out = QuantizationSpec()
+        for layer in model.layers:
+            if _is(layer, "MaxPooling2D", ("MaxPool",)) and not _user_named(
+                    quantization_spec, layer.name):
+                out.add(layer.name, quantize_input=True, quantize_weight=False)
+        return out
+
+
+class _Bundle(CustomQDQInsertionCase):
+    parts: tuple[type[CustomQDQInsertionCase], ...] = ()
+
+    def case(self, model: LayerGraph, quantization_spec: QuantizationSpec | None
+             ) -> QuantizationSpec:
+        out = QuantizationSpec()
+        for part in self.parts:
+            out.layers.extend(part().case(model, quantization_spec).layers)
+        return out
+
+
+class ResNetV1QDQCase(_Bundle):
+    """ResNet v1: residual connections."""
+
+    parts = (ResidualConnectionQDQCase,)
+
+
+class ResNetV2QDQCase(_Bundle):
+    """ResNet v2: residual connections, BatchNorm not after Conv, MaxPool."""
+
+    parts = (ResidualConnectionQDQCase, BNQDQCase, MaxPoolQDQCase)
+
+
+class MobileNetQDQCase(_Bundle):
+    """MobileNet: residual connections."""
+
+    parts = (ResidualConnectionQDQCase,)
+
+
+class InceptionQDQCase(_Bundle):
+    """Inception: MaxPool inputs."""
+
+    parts = (MaxPoolQDQCase,)
+
+
+class EfficientNetQDQCase(_Bundle):
+    """EfficientNet: residual connections and both inputs of every Multiply (SE block)."""
+
+    parts = (ResidualConnectionQDQCase,)
+
+    def case(self, model: LayerGraph, quantization_spec: QuantizationSpec | None
+             ) -> QuantizationSpec:
+        out = super().case(model, quantization_spec)
+        for layer in model.layers:
+            if layer.class_name == "Multiply" and not _user_named(quantization_spec,
+                                                                   layer.name):
+                out.add(layer.name, quantize_input=True, quantize_weight=False,
+                        quantization_index=[0, 1])
+        return out
+
+
+BUILTIN_CASES: dict[str, type[CustomQDQInsertionCase]] = {
+    c.__name__: c for c in (ResidualConnectionQDQCase, BNQDQCase, MaxPoolQDQCase,
+                            ResNetV1QDQCase, ResNetV2QDQCase, MobileNetQDQCase,
+                            EfficientNetQDQCase, InceptionQDQCase)
+}

@@ -1,0 +1,145 @@
+"""The placement plan: the one serialisable record of where Q/DQ goes and why.
+
+Planning produces it, insertion applies it, and inspect/explain/lint read it. Each entry is one
+input slot of one node (consumer, input index): the tensor read there, whether it is an
+activation (per-tensor scale) or a weight (per-channel scale on `axis`), and the rule that
+decided it with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qdq_onnx.errors import QdqError
+
+PLAN_FORMAT = "qdq-onnx-plan"
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Q/DQ on `consumer.input[input]` (reading `tensor`)."""
+
+    tensor: str
+    consumer: str
+    input: int
+    kind: str  # "activation" | "weight"
+    axis: int | None
+    rule: str
+    reason: str
+    layer: str | None = None
+    scale_group: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.consumer, self.input)
+
+
+@dataclass(frozen=True)
+class FloatDecision:
+    """An input slot a rule looked at and deliberately left float."""
+
+    consumer: str
+    input: int
+    tensor: str
+    rule: str
+    reason: str
+    layer: str | None = None
+
+
+@dataclass
+class PlacementPlan:
+    placements: list[Placement] = field(default_factory=list)
+    left_float: list[FloatDecision] = field(default_factory=list)
+    mode: str = "full"
+    rules: dict[str, str] = field(default_factory=dict)
+    spec: list[dict[str, Any]] = field(default_factory=list)
+    cases: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)
+
+    # -- queries ---------------------------------------------------------------------------
+    def activations(self) -> list[Placement]:
+        return [p for p in self.placements if p.kind == "activation"]
+
+    def weights(self) -> list[Placement]:
+        return [p for p in self.placements if p.kind == "weight"]
+
+    def activation_groups(self) -> dict[str, list[Placement]]:
+        """Activation placements grouped by the scale they share (one Q/DQ pair each)."""
+        groups: dict[str, list[Placement]] = {}
+        for p in self.activations():
+            groups.setdefault(p.scale_group or p.tensor, []).append(p)
+        return groups
+
+    def for_consumer(self, consumer: str) -> list[Placement]:
+        return [p for p in self.placements if p.consumer == consumer]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "activation_inputs": len(self.activations()),
+            "activation_qdq_pairs": len(self.activation_groups()),
+            "weights": len(self.weights()),
+            "left_float": len(self.left_float),
+        }
+
+    # -- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "version": PLAN_VERSION,
+            "model": self.model,
+            "mode": self.mode,
+            "rules": self.rules,
+            "spec": self.spec,
+            "cases": self.cases,
+            "counts": self.counts(),
+            "placements": [asdict(p) for p in self.placements],
+            "left_float": [asdict(f) for f in self.left_float],
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<plan>") -> PlacementPlan:
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise QdqError(f"{source}: not a qdq-onnx placement plan (missing format: "
+                           f"{PLAN_FORMAT})")
+        if data.get("version") != PLAN_VERSION:
+            raise QdqError(f"{source}: plan version {data.get('version')!r} is not supported "
+                           f"(expected {PLAN_VERSION})")
+        try:
+            placements = [Placement(**p) for p in data.get("placements", [])]
+            left = [FloatDecision(**f) for f in data.get("left_float", [])]
+        except TypeError as exc:
+            raise QdqError(f"{source}: malformed plan entry: {exc}") from None
+        for p in placements:
+            if p.kind not in ("activation", "weight"):
+                raise QdqError(f"{source}: placement on {p.consumer}[{p.input}] has kind "
+                               f"{p.kind!r}; expected activation or weight")
+        return cls(placements=placements, left_float=left, mode=data.get("mode", "full"),
+                   rules=data.get("rules", {}), spec=data.get("spec", []),
+                   cases=data.get("cases", []), notes=data.get("notes", []),
+                   model=data.get("model", {}))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from qdq_onnx.files.atomic import write_text_atomic
+
+        return write_text_atomic(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PlacementPlan:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise QdqError(f"{p}: no such plan file") from None
+        except json.JSONDecodeError as exc:
+            raise QdqError(f"{p}: not valid JSON ({exc})") from None
+        return cls.from_dict(data, source=str(p))

@@ -1,0 +1,155 @@
+"""Planning: graph + rules + spec + cases -> placement plan. Pure: nothing is written."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Sequence
+
+import onnx
+
+from qdq_onnx.errors import QdqError, SpecError
+from qdq_onnx.graph.index import GraphIndex
+from qdq_onnx.graph.layers import LayerGraph
+from qdq_onnx.placement.cases import BUILTIN_CASES, CustomQDQInsertionCase
+from qdq_onnx.placement.patterns import PATTERNS
+from qdq_onnx.placement.plan import PlacementPlan
+from qdq_onnx.placement.proposals import PRIORITY_CASE, PRIORITY_OP_RULE, Proposal, resolve
+from qdq_onnx.placement.slots import slot_proposal
+from qdq_onnx.placement.spec import QuantizationSpec, spec_proposals
+from qdq_onnx.policy.rules import OpRule, RuleSet
+
+
+def model_fingerprint(graph: onnx.GraphProto) -> str:
+    h = hashlib.sha256()
+    for node in graph.node:
+        h.update(f"{node.name}|{node.op_type}|{','.join(node.input)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _op_rule_proposals(index: GraphIndex, layers: LayerGraph, rules: RuleSet,
+                       rule: OpRule) -> list[Proposal]:
+    out: list[Proposal] = []
+    for node in index.nodes:
+        if node.op_type not in rule.ops:
+            continue
+        owner = layers.owner.get(node.name)
+        if rule.keras_classes is not None and layers.from_keras and (
+                owner is None or owner.class_name not in rule.keras_classes):
+            continue
+        layer = owner.name if owner is not None and layers.layer_map is not None else None
+        live = index.live_inputs(node)
+        slots: list[tuple[int, bool | None]] = []
+        for want in rule.inputs:
+            if want == "data":
+                if live and live[0] == 0:
+                    slots.append((0, False))
+            elif want == "weight":
+                w = rule.weight_input
+                if w < len(node.input) and node.input[w]:
+                    if index.is_constant(node.input[w]):
+                        slots.append((w, True))
+                    elif rule.live_weight == "activation":
+                        slots.append((w, False))
+            elif want == "live":
+                slots.extend((i, False) for i in live)
+            elif isinstance(want, int) and want in live:
+                slots.append((want, False))
+        for slot, as_weight in slots:
+            p = slot_proposal(index, node, slot, True, rules, rule.id, rule.reason,
+                              PRIORITY_OP_RULE, layer, as_weight=as_weight)
+            if p is not None:
+                out.append(p)
+    return out
+
+
+def resolve_cases(cases: Sequence[CustomQDQInsertionCase | str] | None
+                  ) -> list[CustomQDQInsertionCase]:
+    out: list[CustomQDQInsertionCase] = []
+    for case in cases or []:
+        if isinstance(case, str):
+            cls = BUILTIN_CASES.get(case)
+            if cls is None:
+                close = difflib.get_close_matches(case, list(BUILTIN_CASES), n=2)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise SpecError(f"unknown built-in case {case!r}{hint}; known: "
+                                f"{', '.join(BUILTIN_CASES)}")
+            out.append(cls())
+        elif isinstance(case, CustomQDQInsertionCase) or (
+                hasattr(case, "case") and hasattr(case, "info")):
+            out.append(case)
+        else:
+            raise SpecError(f"{case!r} is not a CustomQDQInsertionCase (needs info() and "
+                            "case(model, quantization_spec))")
+    return out
+
+
+def plan_placement(model: onnx.ModelProto, rules: RuleSet, mode: str = "full",
+                   spec: QuantizationSpec | None = None,
+                   cases: Sequence[CustomQDQInsertionCase | str] | None = None) -> PlacementPlan:
+    """Decide every Q/DQ pair for a prepared float model. `model` and `spec` are not
+    modified."""
+    if mode not in ("full", "partial"):
+        raise QdqError(f"quantization mode must be 'full' or 'partial', got {mode!r}")
+    case_objs = resolve_cases(cases)
+    user_spec = spec.copy() if spec is not None else None
+    if mode == "partial" and not (user_spec and len(user_spec)) and not case_objs:
+        raise SpecError("partial mode quantizes only the layers a spec or a custom case names; "
+                        "give a quantization spec (or cases), or use mode 'full'")
+    index = GraphIndex(model.graph)
+    layers = LayerGraph(model, index)
+    proposals: list[Proposal] = []
+    if mode == "full":
+        for rule in rules.op_rules:
+            proposals.extend(_op_rule_proposals(index, layers, rules, rule))
+        for kind, fn in PATTERNS.items():
+            pattern = rules.pattern(kind)
+            if pattern is not None:
+                proposals.extend(fn(index, layers, rules, pattern))
+    case_names: list[str] = []
+    for case in case_objs:
+        name = case.__class__.__name__
+        case_names.append(name)
+        try:
+            returned = case.case(layers, user_spec.copy() if user_spec else None)
+        except QdqError:
+            raise
+        except Exception as exc:
+            raise QdqError(f"custom case {name} failed: {exc}") from exc
+        if returned is None:
+            continue
+        if not isinstance(returned, QuantizationSpec):
+            raise SpecError(f"custom case {name}.case() must return a QuantizationSpec, got "
+                            f"{type(returned).__name__}")
+        named = user_spec.named() if user_spec else set()
+        merged = QuantizationSpec()
+        merged.layers = [e for e in returned.layers if e.name not in named]
+        proposals.extend(spec_proposals(merged, layers, rules, rule_id=f"CASE:{name}",
+                                        case_priority=PRIORITY_CASE))
+    if user_spec:
+        proposals.extend(spec_proposals(user_spec, layers, rules))
+    order = {n.name: i for i, n in enumerate(index.nodes)}
+    placements, left, notes = resolve(proposals, order)
+    plan = PlacementPlan(placements=placements, left_float=left, mode=mode,
+                         rules=rules.summary(), spec=user_spec.to_list() if user_spec else [],
+                         cases=case_names, notes=notes,
+                         model={"graph": model.graph.name, "nodes": len(index.nodes),
+                                "fingerprint": model_fingerprint(model.graph),
+                                "layer_map": layers.layer_map is not None})
+    if not plan.placements:
+        ops = sorted({n.op_type for n in index.nodes})
+        raise QdqError(f"nothing to quantize: no op of this model matches a rule of "
+                       f"{rules.name!r} or a spec entry (ops: {', '.join(ops[:12])}); check "
+                       "the rules, the spec and the mode")
+    return plan
+
+
+def check_plan_matches(plan: PlacementPlan, model: onnx.ModelProto) -> None:
+    """Refuse a saved plan made for another graph."""
+    index = GraphIndex(model.graph)
+    for p in plan.placements:
+        node = index.by_name.get(p.consumer)
+        if node is None or p.input >= len(node.input) or node.input[p.input] != p.tensor:
+            raise QdqError(f"the plan does not match this model: {p.consumer}[{p.input}] "
+                           f"({p.tensor}) is not in the graph (was the plan made for another "
+                           "model?)")

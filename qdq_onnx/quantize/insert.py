@@ -1,0 +1,195 @@
+"""Insertion: apply a placement plan to a prepared float model, writing true
+QuantizeLinear -> DequantizeLinear pairs (int8, zero point 0) with onnx-graphsurgeon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from qdq_onnx.errors import QdqError
+from qdq_onnx.files.metadata import PLAN_KEY, RULE_KEY, SCALES_KEY, WEIGHT_BITS_KEY, set_metadata
+from qdq_onnx.files.onnx_files import MAX_IR_VERSION, MIN_OPSET, default_opset
+from qdq_onnx.placement.plan import PlacementPlan
+from qdq_onnx.quantize.scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
+
+
+@dataclass
+class InsertReport:
+    activation_pairs: int = 0
+    weight_pairs: int = 0
+    placeholder_scales: list[str] = field(default_factory=list)
+    zero_weight_channels: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [f"inserted {self.activation_pairs} activation and {self.weight_pairs} weight "
+               "Q/DQ pairs"]
+        if self.placeholder_scales:
+            out.append(f"{len(self.placeholder_scales)} activation scale(s) are placeholders "
+                       f"(amax={PLACEHOLDER_AMAX}): calibrate (insert --calib DATA, or "
+                       "qdq-onnx calibrate) for real scales")
+        for name, n in self.zero_weight_channels.items():
+            out.append(f"weight {name}: {n} all-zero channel(s) got the minimum scale")
+        return out
+
+
+class _Names:
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = taken
+
+    def __call__(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+
+def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
+          label: str, rule: str, provenance: dict[str, str]) -> tuple[list[gs.Node],
+                                                                       gs.Variable]:
+    zp = np.zeros(scale.shape, dtype=np.int8)
+    s_const = gs.Constant(names(f"{label}_scale"), scale.astype(np.float32))
+    z_const = gs.Constant(names(f"{label}_zero_point"), zp)
+    attrs = {"axis": int(axis)} if axis is not None else {}
+    q_out = gs.Variable(names(f"{label}_quantized"), dtype=np.int8)
+    dq_out = gs.Variable(names(f"{label}_dequantized"), dtype=np.float32)
+    q = gs.Node("QuantizeLinear", names(f"{label}_QuantizeLinear"), dict(attrs),
+                [src, s_const, z_const], [q_out])
+    dq = gs.Node("DequantizeLinear", names(f"{label}_DequantizeLinear"), dict(attrs),
+                 [q_out, s_const, z_const], [dq_out])
+    provenance[q.name] = rule
+    provenance[dq.name] = rule
+    return [q, dq], dq_out
+
+
+def _skeleton(model: onnx.ModelProto, keep_data: int = 1024) -> onnx.ModelProto:
+    """The model with every large initializer reduced to name, type and dims.
+
+    onnx-graphsurgeon edits this skeleton; the weights themselves never pass through it, so
+    they are never copied (on a 100 MB model every copy costs memory and time)."""
+    skel = onnx.ModelProto()
+    skel.ir_version = model.ir_version
+    skel.opset_import.extend(model.opset_import)
+    g = skel.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    g.value_info.extend(model.graph.value_info)
+    for t in model.graph.initializer:
+        count = 1
+        for d in t.dims:
+            count *= d
+        # Sizes from dims: ByteSize() would serialise the tensor (and fails beyond 2 GB).
+        if t.data_location != onnx.TensorProto.EXTERNAL and count * 8 <= keep_data:
+            g.initializer.append(t)
+        else:
+            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return skel
+
+
+def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
+               activation_amax: dict[str, float] | None = None,
+               scale_source: str = "", in_place: bool = False, weight_bits: int = 8
+               ) -> tuple[onnx.ModelProto, InsertReport]:
+    """Return the model with the plan's Q/DQ pairs. `activation_amax` maps a scale key
+    (scale group, else tensor name) to its calibrated max |x|; missing keys get the
+    placeholder range and are reported. `model` is copied first unless `in_place`.
+    `weight_bits` < 8 (experiments) scales weights to that range inside the int8 Q/DQ."""
+    if default_opset(model) < MIN_OPSET:
+        raise QdqError(f"insertion needs opset >= {MIN_OPSET}; prepare the model first")
+    if not in_place:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        model = work
+    report = InsertReport()
+    graph = gs.import_onnx(_skeleton(model))
+    tensors = graph.tensors()
+    nodes = {n.name: n for n in graph.nodes}
+    names = _Names({n.name for n in graph.nodes} | set(tensors))
+    provenance: dict[str, str] = {}
+    amax = activation_amax or {}
+    initializers = {t.name: t for t in model.graph.initializer}
+
+    def consumer_slot(consumer: str, slot: int) -> gs.Node:
+        node = nodes.get(consumer)
+        if node is None or slot >= len(node.inputs):
+            raise QdqError(f"the plan names {consumer}[{slot}], which is not in the graph")
+        return node
+
+    # Activations: one Q/DQ pair per tensor, shared by every planned consumer of it.
+    by_tensor: dict[str, list] = {}
+    for p in plan.activations():
+        by_tensor.setdefault(p.tensor, []).append(p)
+    for tensor_name, group in by_tensor.items():
+        src = tensors.get(tensor_name)
+        if src is None:
+            raise QdqError(f"the plan names tensor {tensor_name!r}, which is not in the graph")
+        key = group[0].scale_group or tensor_name
+        if key in amax:
+            value = float(amax[key])
+        else:
+            value = PLACEHOLDER_AMAX
+            report.placeholder_scales.append(key)
+        scale, _ = amax_to_scale(np.float32(value))
+        rule_ids = ",".join(dict.fromkeys(p.rule for p in group))
+        new_nodes, dq_out = _pair(names, src, scale, None, tensor_name, rule_ids, provenance)
+        graph.nodes.extend(new_nodes)
+        for p in group:
+            consumer_slot(p.consumer, p.input).inputs[p.input] = dq_out
+        report.activation_pairs += 1
+    # Weights: per channel, one pair per consumer slot (weights are un-shared by prepare).
+    for p in plan.weights():
+        node = consumer_slot(p.consumer, p.input)
+        src = node.inputs[p.input]
+        proto = initializers.get(src.name)
+        if not isinstance(src, gs.Constant) or proto is None:
+            raise QdqError(f"{p.consumer}: weight input {p.input} ({p.tensor}) is not a "
+                           "constant initializer")
+        values = numpy_helper.to_array(proto).astype(np.float32, copy=False)
+        scale = weight_scale(values, p.axis, 2 ** (weight_bits - 1) - 1).reshape(-1)
+        zeros = int(np.count_nonzero(scale == MIN_SCALE))
+        if zeros:
+            report.zero_weight_channels[p.tensor] = zeros
+        new_nodes, dq_out = _pair(names, src, scale, p.axis, p.tensor, p.rule, provenance)
+        graph.nodes.extend(new_nodes)
+        node.inputs[p.input] = dq_out
+        report.weight_pairs += 1
+    graph.cleanup().toposort()
+    edited = gs.export_onnx(graph, do_type_check=False)
+    _merge_into(model, edited)
+    for node in model.graph.node:
+        rule = provenance.get(node.name)
+        if rule is not None:
+            node.metadata_props.add(key=RULE_KEY, value=rule)
+    set_metadata(model, PLAN_KEY, plan.to_json())
+    set_metadata(model, SCALES_KEY, scale_source or (
+        "placeholder" if report.placeholder_scales else "given"))
+    set_metadata(model, WEIGHT_BITS_KEY, str(weight_bits))
+    return model, report
+
+
+def _merge_into(model: onnx.ModelProto, edited: onnx.ModelProto) -> None:
+    """Put the edited graph structure into `model`, keeping its weight protos in place."""
+    g = model.graph
+    del g.node[:]
+    g.node.extend(edited.graph.node)
+    used = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+    for i in reversed(range(len(g.initializer))):
+        if g.initializer[i].name not in used:
+            del g.initializer[i]
+    have = {t.name for t in g.initializer}
+    g.initializer.extend(t for t in edited.graph.initializer if t.name not in have)
+    model.ir_version = min(model.ir_version or MAX_IR_VERSION, MAX_IR_VERSION)
+    model.producer_name = "qdq-onnx"
+    model.producer_version = _version()
+
+
+def _version() -> str:
+    from qdq_onnx import __version__
+
+    return __version__
