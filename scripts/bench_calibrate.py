@@ -30,7 +30,7 @@ def run_qdq_onnx(model: Path, calib: Path, out: Path) -> None:
     from qdq_onnx.convert.prepare import prepare_model
     from qdq_onnx.files.onnx_files import load_model, save_model_atomic
     from qdq_onnx.placement.planner import plan_placement
-    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.placement.rules import load_rules
     from qdq_onnx.quantize.calibration import collect_amax
     from qdq_onnx.quantize.insert import insert_qdq
 

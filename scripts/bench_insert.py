@@ -53,7 +53,7 @@ def qdq(src: Path, dst: Path) -> None:
     from qdq_onnx.convert.prepare import prepare_model
     from qdq_onnx.files.onnx_files import load_model, save_model_atomic
     from qdq_onnx.placement.planner import plan_placement
-    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.placement.rules import load_rules
     from qdq_onnx.quantize.insert import insert_qdq
 
     prepared, _ = prepare_model(load_model(src), copy=False)
@@ -127,7 +127,7 @@ def main() -> int:
     growth = {}
     from qdq_onnx.convert.prepare import prepare_model
     from qdq_onnx.placement.planner import plan_placement
-    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.placement.rules import load_rules
     from qdq_onnx.quantize.insert import insert_qdq
 
     rules = load_rules("tensorrt")

@@ -90,7 +90,7 @@ def main() -> int:
     from qdq_onnx import quantize_model
     from qdq_onnx.diagnostics.lint import lint_model
     from qdq_onnx.files.onnx_files import load_model
-    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.placement.rules import load_rules
 
     rules = load_rules("tensorrt")
     results: dict[str, dict] = {}

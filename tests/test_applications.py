@@ -101,7 +101,7 @@ def test_tensorrt_placement_on_applications(name, record_property):
             assert not any((producer.name, i) in fed for i in range(len(producer.input)))
             t = producer.input[findex.live_inputs(producer)[0]]
     from qdq_onnx.diagnostics.lint import lint_model
-    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.placement.rules import load_rules
 
     report = lint_model(q.onnx, load_rules("tensorrt"))
     assert report.findings == [], [f.message for f in report.findings[:5]]

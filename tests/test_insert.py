@@ -114,7 +114,7 @@ def test_already_quantized_is_refused_unless_forced():
 
 
 def test_calibration_shared_concat_scale_is_max_of_inputs():
-    from qdq_onnx.policy.rules import parse_rules
+    from qdq_onnx.placement.rules import parse_rules
 
     g = G(input_shape=(1, 2, 4, 4))
     a = g.conv("c0", "x", 2)

@@ -11,7 +11,7 @@ from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
 from qdq_onnx.diagnostics.lint import lint_model
 from qdq_onnx.graph.qdq import qdq_pairs
-from qdq_onnx.policy.rules import load_rules
+from qdq_onnx.placement.rules import load_rules
 
 RULES = load_rules("tensorrt")
 

@@ -7,7 +7,7 @@ from helpers import RNG, G, dq_fed, run
 from qdq_onnx import quantize_model
 from qdq_onnx.convert.prepare import prepare_model
 from qdq_onnx.errors import QdqError
-from qdq_onnx.policy.rules import load_rules, parse_rules
+from qdq_onnx.placement.rules import load_rules, parse_rules
 
 
 def _fed(q):

@@ -1,7 +1,7 @@
 import pytest
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.policy.rules import bundled_rule_files, load_rules
+from qdq_onnx.placement.rules import bundled_rule_files, load_rules
 
 
 def test_bundled_rule_files_load_with_ids_and_reasons():

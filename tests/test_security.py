@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.placement.rules import load_rules
 from qdq_onnx.placement.spec import load_spec_file
-from qdq_onnx.policy.rules import load_rules
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qdq_onnx"
 

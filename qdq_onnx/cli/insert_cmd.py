@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from qdq_onnx.files.onnx_files import had_external_data, load_model, save_model_atomic
     from qdq_onnx.placement.plan import PlacementPlan
     from qdq_onnx.placement.planner import check_plan_matches, plan_placement
+    from qdq_onnx.placement.rules import load_rules
     from qdq_onnx.placement.spec import load_spec_file
-    from qdq_onnx.policy.rules import load_rules
     from qdq_onnx.quantize.calibration import collect_amax
     from qdq_onnx.quantize.insert import insert_qdq
 

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx.diagnostics.lint import lint_model
     from qdq_onnx.files.onnx_files import load_model
-    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.placement.rules import load_rules
 
     report = lint_model(load_model(args.model), load_rules(args.rules))
     if args.format == "json":

@@ -10,7 +10,6 @@ import argparse
 import sys
 import traceback
 
-from qdq_onnx import __version__
 from qdq_onnx.cli import (
     calibrate_cmd,
     convert_cmd,
@@ -23,6 +22,7 @@ from qdq_onnx.cli import (
     sensitivity_cmd,
 )
 from qdq_onnx.errors import QdqError
+from qdq_onnx.version import __version__
 
 COMMANDS = (convert_cmd, insert_cmd, calibrate_cmd, finetune_cmd, inspect_cmd, lint_cmd,
             sensitivity_cmd, report_cmd, rules_cmd)

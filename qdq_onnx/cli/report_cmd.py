@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from qdq_onnx.errors import QdqError
     from qdq_onnx.files.atomic import write_text_atomic
     from qdq_onnx.files.onnx_files import load_model
-    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.placement.rules import load_rules
 
     model = load_model(args.model)
     lint = lint_model(model, load_rules(args.rules))

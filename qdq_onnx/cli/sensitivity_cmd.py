@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from qdq_onnx.files.atomic import write_text_atomic
     from qdq_onnx.files.onnx_files import load_model
     from qdq_onnx.placement.planner import plan_placement
-    from qdq_onnx.policy.rules import load_rules
+    from qdq_onnx.placement.rules import load_rules
     from qdq_onnx.quantize.calibration import collect_amax
 
     if args.target_drop is not None and not args.spec_out:

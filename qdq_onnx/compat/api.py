@@ -15,8 +15,8 @@ from qdq_onnx.files.onnx_files import load_model, save_model_atomic
 from qdq_onnx.placement.cases import CustomQDQInsertionCase
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.placement.planner import plan_placement
+from qdq_onnx.placement.rules import RuleSet, load_rules
 from qdq_onnx.placement.spec import QuantizationSpec
-from qdq_onnx.policy.rules import RuleSet, load_rules
 from qdq_onnx.quantize.insert import InsertReport, insert_qdq
 
 

@@ -16,8 +16,8 @@ import onnx
 
 from qdq_onnx.convert.prepare import prepare_model
 from qdq_onnx.errors import QdqError
-from qdq_onnx.graph.index import WEIGHTED_OPS
 from qdq_onnx.graph.layers import LayerMap, LayerRecord, write_layer_map
+from qdq_onnx.graph.ops import WEIGHTED_OPS
 
 _SUFFIX = re.compile(r"^(.*)_\d+$")
 _GENERATED = re.compile(r"__\d+$")

@@ -15,10 +15,10 @@ from onnx import numpy_helper
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.onnx_files import ensure_supported_opset
-from qdq_onnx.graph.index import QDQ_OPS, WEIGHTED_OPS, GraphIndex, attribute
+from qdq_onnx.graph import ops
+from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.layers import read_layer_map, write_layer_map
-
-_CONTROL_FLOW = {"If", "Loop", "Scan"}
+from qdq_onnx.graph.ops import QDQ_OPS, WEIGHTED_OPS
 
 
 def prepare_model(model: onnx.ModelProto, copy: bool = True
@@ -33,9 +33,9 @@ def prepare_model(model: onnx.ModelProto, copy: bool = True
     work, note = ensure_supported_opset(work)
     notes = [note] if note else []
     graph = work.graph
-    if any(n.op_type in _CONTROL_FLOW for n in graph.node):
-        ops = sorted({n.op_type for n in graph.node if n.op_type in _CONTROL_FLOW})
-        notes.append(f"control-flow ops ({', '.join(ops)}) are kept float; their subgraphs "
+    if any(n.op_type in ops.CONTROL_FLOW_OPS for n in graph.node):
+        found = sorted({n.op_type for n in graph.node if n.op_type in ops.CONTROL_FLOW_OPS})
+        notes.append(f"control-flow ops ({', '.join(found)}) are kept float; their subgraphs "
                      "are not quantized")
     layer_map = read_layer_map(work)
     renamed = _unique_names(graph)
@@ -172,24 +172,22 @@ def _fold_affine_into_weighted(graph: onnx.GraphProto) -> dict[str, str]:
 def _fold_chain(index: GraphIndex, node: onnx.NodeProto,
                 new_inits: dict[str, np.ndarray]) -> list[str]:
     op = node.op_type
-    if op not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+    axes = ops.output_channel_axis(op, attribute(node, "transB", 0))
+    if axes is None or len(node.input) < 2:
         return []
     w_proto = index.initializers.get(node.input[1])
     if w_proto is None or index.consumer_count(node.input[1]) != 1:
         return []
     shape = tuple(w_proto.dims)
-    if op == "Conv":
-        channels, w_axis, out_axis, rank = shape[0], 0, 1, len(shape)
-    elif op == "Gemm":
-        if attribute(node, "alpha", 1.0) != 1.0 or attribute(node, "beta", 1.0) != 1.0 \
-                or attribute(node, "transA", 0):
-            return []
-        w_axis = 0 if attribute(node, "transB", 0) else 1
-        channels, out_axis, rank = shape[w_axis], 1, 2
-    else:
-        if len(shape) != 2:
-            return []
-        channels, w_axis, out_axis, rank = shape[1], 1, -1, 2
+    w_axis, out_axis = axes
+    if op == ops.GEMM and (attribute(node, "alpha", 1.0) != 1.0
+                           or attribute(node, "beta", 1.0) != 1.0 or attribute(node, "transA", 0)):
+        return []
+    if op == ops.MATMUL and len(shape) != 2:
+        return []
+    # The output tensor's rank: a Conv output has the weight's rank, Gemm/MatMul outputs are 2-D.
+    rank = len(shape) if op == ops.CONV else 2
+    channels = shape[w_axis]
     scale = np.ones(channels, np.float32)
     shift = np.zeros(channels, np.float32)
     chain: list[onnx.NodeProto] = []
@@ -205,14 +203,14 @@ def _fold_chain(index: GraphIndex, node: onnx.NodeProto,
         tensor = nxt.output[0]
     if not chain:
         return []
-    if op == "MatMul" and len(chain) == 1 and chain[0].op_type == "Add":
+    if op == ops.MATMUL and len(chain) == 1 and chain[0].op_type == "Add":
         return []  # a plain bias Add after MatMul: nothing to fold
     # Only now read the weight: most weighted ops have nothing to fold.
     weight = numpy_helper.to_array(w_proto).astype(np.float32)
     bshape = [1] * weight.ndim
     bshape[w_axis] = channels
     new_inits[node.input[1]] = (weight * scale.reshape(bshape)).astype(np.float32)
-    if op in ("Conv", "Gemm"):
+    if op in ops.BIAS_INPUT:
         bias = np.zeros(channels, np.float32)
         if len(node.input) > 2 and node.input[2]:
             old = index.constant_value(node.input[2])

@@ -35,7 +35,7 @@ class TensorRow:
 
 
 @dataclass
-class LayerRow:
+class LayerError:
     node: str
     op_type: str
     output: str
@@ -111,7 +111,7 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
     for t, (sig, noise, clipped, count) in acc.items():
         rows.append(TensorRow(t, "activation", consumers[t], float(act_scale[t].max()), 1,
                               float(clipped / max(count, 1)), sqnr_db(sig, noise)))
-    layers = [LayerRow(n, op, o, sqnr_db(*lacc[o]),
+    layers = [LayerError(n, op, o, sqnr_db(*lacc[o]),
                        float(np.sqrt(lacc[o][1] / lacc[o][0])) if lacc[o][0] > 0 else 0.0)
               for n, op, o in layer_outputs]
     return {"tensors": [asdict(r) for r in rows], "layers": [asdict(r) for r in layers]}

@@ -8,8 +8,10 @@ from dataclasses import asdict, dataclass
 import onnx
 
 from qdq_onnx.files.metadata import LAYER_MAP_KEY, RULE_KEY, get_metadata
+from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.layers import LayerGraph
+from qdq_onnx.graph.qdq import dequantized
 
 
 @dataclass
@@ -36,15 +38,13 @@ def quantized_inputs(model: onnx.ModelProto) -> list[QuantizedInput]:
     layers = LayerGraph(model, index) if get_metadata(model, LAYER_MAP_KEY) else None
     out: list[QuantizedInput] = []
     for node in index.nodes:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        if node.op_type in ops.QDQ_OPS:
             continue
         for i, t in enumerate(node.input):
-            dq = index.producer.get(t)
-            if dq is None or dq.op_type != "DequantizeLinear":
+            found = dequantized(index, t)
+            if found is None:
                 continue
-            q = index.producer.get(dq.input[0])
-            source = q.input[0] if q is not None and q.op_type == "QuantizeLinear" \
-                else dq.input[0]
+            dq, source = found.dq, found.source
             kind = "weight" if index.is_constant(source) else "activation"
             shape = index.constant_shape(dq.input[1]) or ()
             count = 1

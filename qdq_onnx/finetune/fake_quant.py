@@ -22,7 +22,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.graph.index import WEIGHTED_OPS, GraphIndex, attribute
+from qdq_onnx.graph.index import GraphIndex, attribute
+from qdq_onnx.graph.ops import WEIGHTED_OPS
 from qdq_onnx.graph.qdq import qdq_pairs
 from qdq_onnx.quantize.scales import weight_scale
 

@@ -14,9 +14,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-
 
 @dataclass(frozen=True)
 class Use:

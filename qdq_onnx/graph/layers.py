@@ -15,11 +15,12 @@ from typing import Any
 import onnx
 
 from qdq_onnx.files.metadata import LAYER_MAP_KEY, get_metadata, set_metadata
-from qdq_onnx.graph.index import WEIGHTED_OPS, GraphIndex
+from qdq_onnx.graph import ops
+from qdq_onnx.graph.index import GraphIndex
 
 # Ops that are the "main" node of a layer, in order of preference, when a layer has several.
-_ANCHOR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sum", "Mul", "Concat",
-               "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization",
+_ANCHOR_OPS = (*sorted(ops.WEIGHTED_OPS), "Add", "Sum", "Mul", "Concat", "MaxPool",
+               "AveragePool", "GlobalAveragePool", "BatchNormalization",
                "ReduceMean")
 
 
@@ -131,13 +132,13 @@ class LayerGraph:
         self._link()
 
     def _anchors(self, nodes: list[str]) -> list[str]:
-        ops = {n: self.index.by_name[n].op_type for n in nodes}
-        weighted = [n for n in nodes if ops[n] in WEIGHTED_OPS
+        op_of = {n: self.index.by_name[n].op_type for n in nodes}
+        weighted = [n for n in nodes if op_of[n] in ops.WEIGHTED_OPS
                     and self._has_constant_weight(n)]
         if weighted:
             return weighted
         for op in _ANCHOR_OPS:
-            hits = [n for n in nodes if ops[n] == op]
+            hits = [n for n in nodes if op_of[n] == op]
             if hits:
                 return hits[:1]
         inside = set()

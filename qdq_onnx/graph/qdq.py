@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex
 
 
@@ -19,15 +20,38 @@ class QdqPair:
     is_weight: bool
 
 
-def qdq_pairs(model: onnx.ModelProto) -> list[QdqPair]:
-    index = GraphIndex(model.graph)
+@dataclass(frozen=True)
+class Dequantized:
+    """What feeds a tensor produced by DequantizeLinear: the DQ node, the QuantizeLinear
+    before it (None for a DQ of a stored int8 tensor) and the float (or int8) source."""
+
+    dq: onnx.NodeProto
+    q: onnx.NodeProto | None
+    source: str
+
+
+def dequantized(index: GraphIndex, tensor: str) -> Dequantized | None:
+    """The DQ (and Q) behind `tensor`, or None when no DequantizeLinear produces it."""
+    dq = index.producer.get(tensor)
+    if dq is None or dq.op_type != ops.DEQUANTIZE:
+        return None
+    q = index.producer.get(dq.input[0])
+    if q is None or q.op_type != ops.QUANTIZE:
+        return Dequantized(dq, None, dq.input[0])
+    return Dequantized(dq, q, q.input[0])
+
+
+def qdq_pairs(model: onnx.ModelProto, index: GraphIndex | None = None) -> list[QdqPair]:
+    """Every QuantizeLinear -> DequantizeLinear pair of the main graph, in graph order."""
+    index = index or GraphIndex(model.graph)
     pairs = []
     for dq in index.nodes:
-        if dq.op_type != "DequantizeLinear":
+        if dq.op_type != ops.DEQUANTIZE:
             continue
-        q = index.producer.get(dq.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
+        found = dequantized(index, dq.output[0])
+        if found is None or found.q is None:
             continue
+        q = found.q
         pairs.append(QdqPair(q.input[0], q.name, dq.name, dq.output[0], q.input[1],
                              index.is_constant(q.input[0])))
     return pairs

@@ -7,6 +7,7 @@ entries are merged after the user's spec: a layer the user named is never touche
 
 from __future__ import annotations
 
+from qdq_onnx.graph import ops
 from qdq_onnx.graph.layers import Layer, LayerGraph
 from qdq_onnx.placement.spec import QuantizationSpec
 
@@ -33,7 +34,7 @@ def _is(layer: Layer, keras_class: str, onnx_ops: tuple[str, ...]) -> bool:
 
 
 def _is_conv(layer: Layer) -> bool:
-    return "Conv" in layer.class_name  # Conv2D, DepthwiseConv2D, Conv2DTranspose, ONNX Conv
+    return ops.is_convolution_class(layer.class_name)
 
 
 def _is_bn(layer: Layer) -> bool:

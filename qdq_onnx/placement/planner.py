@@ -12,12 +12,12 @@ from qdq_onnx.errors import QdqError, SpecError
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.layers import LayerGraph
 from qdq_onnx.placement.cases import BUILTIN_CASES, CustomQDQInsertionCase
-from qdq_onnx.placement.patterns import PATTERNS
+from qdq_onnx.placement.patterns import PATTERN_KINDS
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.placement.proposals import PRIORITY_CASE, PRIORITY_OP_RULE, Proposal, resolve
+from qdq_onnx.placement.rules import OpRule, RuleSet
 from qdq_onnx.placement.slots import slot_proposal
 from qdq_onnx.placement.spec import QuantizationSpec, spec_proposals
-from qdq_onnx.policy.rules import OpRule, RuleSet
 
 
 def model_fingerprint(graph: onnx.GraphProto) -> str:
@@ -102,10 +102,10 @@ def plan_placement(model: onnx.ModelProto, rules: RuleSet, mode: str = "full",
     if mode == "full":
         for rule in rules.op_rules:
             proposals.extend(_op_rule_proposals(index, layers, rules, rule))
-        for kind, fn in PATTERNS.items():
+        for kind, decl in PATTERN_KINDS.items():
             pattern = rules.pattern(kind)
             if pattern is not None:
-                proposals.extend(fn(index, layers, rules, pattern))
+                proposals.extend(decl.function(index, layers, rules, pattern))
     case_names: list[str] = []
     for case in case_objs:
         name = case.__class__.__name__

@@ -6,17 +6,10 @@ from __future__ import annotations
 import onnx
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.graph.index import WEIGHTED_OPS, GraphIndex
+from qdq_onnx.graph import ops
+from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.placement.proposals import Proposal
-from qdq_onnx.policy.rules import OpRule, RuleSet, WeightAxis
-
-# Used only when the rule file in force has no op rule for a weighted op that a spec names.
-_FALLBACK_AXIS = {
-    "Conv": WeightAxis(fixed=0),
-    "ConvTranspose": WeightAxis(fixed=1),
-    "Gemm": WeightAxis(attribute="transB", by_value=((0, 1), (1, 0)), default=0),
-    "MatMul": WeightAxis(fixed=-1),
-}
+from qdq_onnx.placement.rules import OpRule, RuleSet, default_rules
 
 
 def node_attrs(node: onnx.NodeProto) -> dict:
@@ -24,7 +17,7 @@ def node_attrs(node: onnx.NodeProto) -> dict:
 
 
 def weight_input(node: onnx.NodeProto, rule: OpRule | None) -> int | None:
-    if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+    if not ops.has_weight_slot(node.op_type) or len(node.input) < 2:
         return None
     return rule.weight_input if rule is not None else 1
 
@@ -32,11 +25,14 @@ def weight_input(node: onnx.NodeProto, rule: OpRule | None) -> int | None:
 def weight_axis(index: GraphIndex, node: onnx.NodeProto, slot: int, rules: RuleSet) -> int:
     """The per-channel axis of `node.input[slot]`, normalised to a non-negative value."""
     rule = rules.op_rule_for(node.op_type)
-    axis_rule = rule.weight_axis if rule is not None and rule.weight_axis else None
-    if axis_rule is None:
-        axis_rule = _FALLBACK_AXIS.get(node.op_type)
-    if axis_rule is None:
+    if rule is None or rule.weight_axis is None:
+        # A spec can quantize a weighted op the rule file in force leaves alone (e.g. a
+        # ConvTranspose under nvidia-tf-toolkit): its axis is TensorRT's, from the bundled
+        # TensorRT rules, so the axes are written down once.
+        rule = default_rules().op_rule_for(node.op_type)
+    if rule is None or rule.weight_axis is None:
         raise QdqError(f"{node.name}: no weight axis known for op {node.op_type}")
+    axis_rule = rule.weight_axis
     axis = axis_rule.resolve(node_attrs(node))
     shape = index.constant_shape(node.input[slot]) or ()
     rank = len(shape)
@@ -78,6 +74,6 @@ def data_and_weight_slots(index: GraphIndex, node: onnx.NodeProto, rules: RuleSe
     weights = [w_slot] if w_slot is not None and w_slot < len(node.input) \
         and index.is_constant(node.input[w_slot]) else []
     data = [i for i in index.live_inputs(node)]
-    if node.op_type in WEIGHTED_OPS:
+    if ops.has_weight_slot(node.op_type):
         data = [i for i in data if i in (0, 1)]  # never the bias
     return data, weights

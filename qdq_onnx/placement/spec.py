@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from qdq_onnx.errors import SpecError
+from qdq_onnx.files.yaml_lines import load_yaml, where
+from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.layers import Layer, LayerGraph
 from qdq_onnx.placement.proposals import PRIORITY_SPEC_CLASS, PRIORITY_SPEC_NAME, Proposal
+from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.slots import data_and_weight_slots, slot_proposal
-from qdq_onnx.policy.rules import RuleSet
-from qdq_onnx.policy.yaml_lines import load_yaml, where
 
 SELECTORS = ("name", "class", "op_type", "node", "node_regex")
 _ENTRY_KEYS = set(SELECTORS) | {"quantize_input", "quantize_weight", "quantization_index"}
@@ -309,7 +310,7 @@ def entry_proposals(entry: LayerConfig, layers: LayerGraph, rules: RuleSet, prio
                                          f"spec: {layer.name} input index "
                                          f"{live.index(i)}", priority, tag))
         else:
-            slots = live if node.op_type in ("Add", "Sum", "Mul", "Concat", "MatMul") \
+            slots = live if node.op_type in ("Add", "Sum", "Mul", "Concat", ops.MATMUL) \
                 else live[:1]
             for i in slots:
                 out.append(slot_proposal(index, node, i, entry.quantize_input, rules, rule_id,

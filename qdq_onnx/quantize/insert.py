@@ -190,6 +190,6 @@ def _merge_into(model: onnx.ModelProto, edited: onnx.ModelProto) -> None:
 
 
 def _version() -> str:
-    from qdq_onnx import __version__
+    from qdq_onnx.version import __version__
 
     return __version__

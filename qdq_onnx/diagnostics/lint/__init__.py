@@ -1,0 +1,44 @@
+"""Static TensorRT-fusion check of any Q/DQ ONNX graph (ours, Model Optimizer's,
+onnxruntime's): which weighted layers TensorRT can run in INT8 and which fusions the
+placement breaks. The checks, their ids and severities come from the rule file's `lint:`
+section; the expected weight axes, the weighted ops, the fused followers and the residual
+branch walk come from the same file's placement rules, so policy and check cannot drift.
+
+Adding a check: an entry under `lint:` in the rule file (id, name, severity, reason) and a
+function registered with `@check(name)` in `checks.py`, with a positive and a negative test.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from qdq_onnx.diagnostics.lint.checks import CHECKS, check
+from qdq_onnx.diagnostics.lint.context import LintContext
+from qdq_onnx.diagnostics.lint.report import Finding, LintReport, WeightedLayer
+from qdq_onnx.errors import QdqError
+from qdq_onnx.placement.rules import RuleSet
+
+__all__ = ["CHECKS", "Finding", "LintReport", "WeightedLayer", "check", "lint_model"]
+
+
+def lint_model(model: onnx.ModelProto, rules: RuleSet) -> LintReport:
+    """Lint `model` against `rules`: the weighted layers with their INT8 prediction, and one
+    finding per hit of every check the rule file lists."""
+    ctx = LintContext(model, rules)
+    report = LintReport()
+    for row in ctx.weighted:
+        node, data, weight = row["node"], row["data"], row["weight"]
+        axis_ok = row["axis"] is None or row["expected"] is None \
+            or row["axis"] == row["expected"]
+        zp_ok = all(ctx.zp_ok(d.dq) for d in (data, weight) if d is not None)
+        report.layers.append(WeightedLayer(
+            node.name, node.op_type, data is not None and weight is not None and axis_ok
+            and zp_ok, data is not None, weight is not None, row["axis"], row["expected"]))
+    for name, rule in rules.lint.items():
+        fn = CHECKS.get(name)
+        if fn is None:
+            raise QdqError(f"{rules.path}: lint check {rule.id} ({name}) has no "
+                           f"implementation; known checks: {', '.join(sorted(CHECKS))}")
+        report.findings.extend(Finding(rule.id, name, rule.severity, node, message)
+                               for node, message in fn(ctx))
+    return report

@@ -1,0 +1,199 @@
+"""The lint checks, one function per entry of the rule file's `lint:` section, registered
+under that entry's name. A check yields (node, message) pairs; the rule file gives each its
+id and severity, and leaving an entry out of the rule file switches its check off."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from qdq_onnx.diagnostics.lint.context import LintContext
+from qdq_onnx.files.onnx_files import MIN_OPSET, default_opset
+from qdq_onnx.graph import ops
+from qdq_onnx.graph.index import Use
+
+Hit = tuple[str, str]
+Check = Callable[[LintContext], Iterator[Hit]]
+CHECKS: dict[str, Check] = {}
+
+
+def check(name: str) -> Callable[[Check], Check]:
+    """Register a check under the name of its `lint:` entry in the rule file."""
+    def register(fn: Check) -> Check:
+        CHECKS[name] = fn
+        return fn
+    return register
+
+
+@check("weighted-data-not-quantized")
+def data_not_quantized(ctx: LintContext) -> Iterator[Hit]:
+    for row in ctx.weighted:
+        if row["data"] is None:
+            node = row["node"]
+            yield node.name, f"{node.op_type} data input {node.input[0]!r} is float"
+
+
+@check("weight-not-quantized")
+def weight_not_quantized(ctx: LintContext) -> Iterator[Hit]:
+    for row in ctx.weighted:
+        if row["weight"] is None:
+            yield row["node"].name, f"{row['node'].op_type} weight is float"
+
+
+@check("wrong-weight-axis")
+def wrong_weight_axis(ctx: LintContext) -> Iterator[Hit]:
+    for row in ctx.weighted:
+        if row["axis"] is not None and row["expected"] is not None \
+                and row["axis"] != row["expected"]:
+            node = row["node"]
+            yield node.name, (f"weight axis {row['axis']}, expected {row['expected']} for "
+                              f"{node.op_type}")
+
+
+@check("nonzero-zero-point")
+def nonzero_zero_point(ctx: LintContext) -> Iterator[Hit]:
+    for node in ctx.qdq_nodes():
+        zp = ctx.zero_point(node)
+        if zp is not None and np.any(zp != 0):
+            yield node.name, f"zero point {zp.reshape(-1)[:4].tolist()}"
+
+
+@check("uint8-quantization")
+def uint8_quantization(ctx: LintContext) -> Iterator[Hit]:
+    for node in ctx.qdq_nodes():
+        zp = ctx.zero_point(node)
+        if zp is not None and zp.dtype == np.uint8:
+            yield node.name, "uint8 zero point"
+
+
+@check("per-channel-needs-opset-13")
+def per_channel_opset(ctx: LintContext) -> Iterator[Hit]:
+    opset = default_opset(ctx.model)
+    if opset >= MIN_OPSET:
+        return
+    for node in ctx.qdq_nodes():
+        if ctx.scale_count(node) > 1:
+            yield node.name, f"opset {opset}"
+
+
+@check("per-channel-activation")
+def per_channel_activation(ctx: LintContext) -> Iterator[Hit]:
+    for node in ctx.qdq_nodes():
+        count = ctx.scale_count(node)
+        if node.op_type == ops.QUANTIZE and count > 1 \
+                and not ctx.index.is_constant(node.input[0]):
+            yield node.name, f"activation {node.input[0]!r} has {count} scales"
+
+
+@check("quantized-bias")
+def quantized_bias(ctx: LintContext) -> Iterator[Hit]:
+    for node in ctx.qdq_nodes():
+        if node.op_type != ops.DEQUANTIZE:
+            continue
+        for use in ctx.index.consumers.get(node.output[0], ()):
+            if ops.BIAS_INPUT.get(use.node.op_type) == use.index:
+                yield use.node.name, "bias fed by DequantizeLinear"
+    for node in ctx.index.nodes:  # a bias Add after a MatMul: a dequantized constant input
+        if node.op_type not in ops.ADD_OPS:
+            continue
+        for t in node.input:
+            found = ctx.dq(t) if t else None
+            if found is not None and ctx.index.is_constant(found.source):
+                yield node.name, f"bias {found.source!r} is quantized"
+
+
+@check("rejected-quantized-op")
+def rejected_quantized_op(ctx: LintContext) -> Iterator[Hit]:
+    for node in ctx.index.nodes:
+        if node.op_type in ops.INTEGER_OPS:
+            yield node.name, f"{node.op_type} is not accepted by TensorRT"
+
+
+def _is_skip_side(ctx: LintContext, use: Use) -> bool:
+    """True if another input of this Add is an unquantized weighted branch (the one that
+    fuses), so quantizing this input is what the residual rule asks for."""
+    for i, t in enumerate(use.node.input):
+        if i != use.index and t:
+            weighted, quantized = ctx.branch(t)
+            if weighted is not None and not quantized:
+                return True
+    return False
+
+
+@check("qdq-on-weighted-output")
+def qdq_on_weighted_output(ctx: LintContext) -> Iterator[Hit]:
+    fused = ctx.fused_followers
+    for row in ctx.weighted:
+        node = row["node"]
+        for use in ctx.index.consumers.get(node.output[0], ()):
+            if use.node.op_type != ops.QUANTIZE:
+                continue
+            for dq_use in ctx.index.consumers.get(use.node.output[0], ()):
+                for after in ctx.index.consumers.get(dq_use.node.output[0], ()):
+                    if after.node.op_type in ops.ADD_OPS and _is_skip_side(ctx, after):
+                        continue  # the quantized skip input of a residual Add: intended
+                    if after.node.op_type in fused:
+                        yield node.name, (f"Q/DQ between {node.op_type} and "
+                                          f"{after.node.op_type} {after.node.name!r}")
+
+
+def _residual_branches(ctx: LintContext) -> Iterator[tuple]:
+    """(Add node, live inputs, {input: (weighted node, quantized on the way)}) for every
+    residual Add with at least one weighted branch."""
+    for node in ctx.index.nodes:
+        if node.op_type not in ops.ADD_OPS:
+            continue
+        if any(t and ctx.constant_behind(t) for t in node.input):
+            continue  # a bias Add
+        live = ctx.index.live_inputs(node)
+        if len(live) < 2:
+            continue
+        branches = {i: ctx.branch(node.input[i]) for i in live}
+        if any(b[0] is not None for b in branches.values()):
+            yield node, live, branches
+
+
+@check("residual-weighted-branch-quantized")
+def residual_branch_quantized(ctx: LintContext) -> Iterator[Hit]:
+    for node, live, branches in _residual_branches(ctx):
+        weighted = [i for i in live if branches[i][0] is not None]
+        if all(branches[i][1] for i in weighted):
+            names = ", ".join(branches[i][0] for i in weighted)
+            yield node.name, f"every weighted branch ({names}) is quantized before the Add"
+
+
+@check("residual-skip-not-quantized")
+def residual_skip_float(ctx: LintContext) -> Iterator[Hit]:
+    for node, live, branches in _residual_branches(ctx):
+        fused = [i for i in live if branches[i][0] is not None and not branches[i][1]]
+        if not fused:
+            continue
+        for i in live:
+            if i != fused[0] and ctx.dq(node.input[i]) is None:
+                yield node.name, f"input {i} ({node.input[i]!r}) is float"
+
+
+@check("requantization")
+def requantization(ctx: LintContext) -> Iterator[Hit]:
+    neutral = ctx.rules.precision_neutral
+    for q in ctx.qdq_nodes():
+        if q.op_type != ops.QUANTIZE:
+            continue
+        scale = ctx.index.constant_value(q.input[1])
+        t, hops = q.input[0], 0
+        while hops < 8:
+            producer = ctx.index.producer.get(t)
+            if producer is None:
+                break
+            if producer.op_type == ops.DEQUANTIZE:
+                other = ctx.index.constant_value(producer.input[1])
+                if hops and scale is not None and other is not None and (
+                        scale.shape != other.shape or not np.array_equal(scale, other)):
+                    yield q.name, (f"re-quantized after {hops} precision-neutral op(s) with "
+                                   "a different scale")
+                break
+            live = ctx.index.live_inputs(producer)
+            if producer.op_type not in neutral or not live:
+                break
+            t, hops = producer.input[live[0]], hops + 1

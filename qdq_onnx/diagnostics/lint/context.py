@@ -1,0 +1,86 @@
+"""The graph facts lint checks share: dequantized inputs, the weighted layers, the residual
+branch walk of the placement rule (so policy and check agree), all computed once."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import onnx
+
+from qdq_onnx.graph import ops
+from qdq_onnx.graph.index import GraphIndex, attribute
+from qdq_onnx.graph.qdq import Dequantized, dequantized
+from qdq_onnx.placement.patterns import weighted_branch
+from qdq_onnx.placement.rules import RuleSet
+from qdq_onnx.placement.slots import node_attrs
+
+
+class LintContext:
+    def __init__(self, model: onnx.ModelProto, rules: RuleSet) -> None:
+        self.model, self.rules = model, rules
+        self.index = GraphIndex(model.graph)
+        self.weighted_ops = rules.weighted_ops()
+
+    def dq(self, tensor: str) -> Dequantized | None:
+        return dequantized(self.index, tensor)
+
+    def zero_point(self, node: onnx.NodeProto) -> np.ndarray | None:
+        if len(node.input) > 2 and node.input[2]:
+            return self.index.constant_value(node.input[2])
+        return None
+
+    def zp_ok(self, node: onnx.NodeProto) -> bool:
+        zp = self.zero_point(node)
+        return zp is None or (zp.dtype == np.int8 and not np.any(zp))
+
+    def scale_count(self, node: onnx.NodeProto) -> int:
+        return int(np.prod(self.index.constant_shape(node.input[1]) or (1,)))
+
+    def qdq_nodes(self) -> list[onnx.NodeProto]:
+        return [n for n in self.index.nodes if n.op_type in ops.QDQ_OPS]
+
+    def expected_axis(self, node: onnx.NodeProto, weight_rank: int) -> int | None:
+        rule = self.rules.op_rule_for(node.op_type)
+        if rule is None or rule.weight_axis is None or not weight_rank:
+            return None
+        return rule.weight_axis.resolve(node_attrs(node)) % weight_rank
+
+    @functools.cached_property
+    def weighted(self) -> list[dict]:
+        """Every weighted op with a constant (possibly dequantized) weight, with its data DQ,
+        weight DQ, weight axis and the axis the op rule expects."""
+        rows = []
+        for node in self.index.nodes:
+            if node.op_type not in self.weighted_ops or len(node.input) < 2:
+                continue
+            data, weight = self.dq(node.input[0]), self.dq(node.input[1])
+            if weight is None and not self.index.is_constant(node.input[1]):
+                continue  # a float MatMul of two activations: not a weighted layer
+            source = weight.source if weight is not None else node.input[1]
+            shape = self.index.constant_shape(source) or ()
+            axis = None
+            if weight is not None and self.scale_count(weight.dq) > 1:
+                axis = attribute(weight.dq, "axis", 1) % max(len(shape), 1)
+            rows.append({"node": node, "data": data, "weight": weight, "axis": axis,
+                         "expected": self.expected_axis(node, len(shape))})
+        return rows
+
+    def branch(self, tensor: str) -> tuple[str | None, bool]:
+        """The residual placement rule's branch walk, through Q/DQ pairs."""
+        return weighted_branch(self.index, self.rules, tensor, through_qdq=True)
+
+    @functools.cached_property
+    def fused_followers(self) -> frozenset[str]:
+        """Ops that fuse into the weighted op before them: the taxonomy's followers, the
+        residual Add ops, and constant affine ops when the residual rule walks through them."""
+        from qdq_onnx.placement.patterns.residual import branch_options
+
+        options = branch_options(self.rules)
+        extra = {"Mul", "Add", "Sub", "Div"} if options["through_constant_affine"] else set()
+        return self.rules.fusible_followers | set(options["ops"]) | extra
+
+    def constant_behind(self, tensor: str) -> bool:
+        found = self.dq(tensor)
+        return self.index.is_constant(tensor) or (
+            found is not None and self.index.is_constant(found.source))

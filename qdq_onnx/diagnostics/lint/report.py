@@ -1,0 +1,59 @@
+"""What `qdq-onnx lint` reports: weighted layers with their INT8 prediction, and findings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# Findings that mean a TensorRT fusion is lost (the rest are INT8 coverage or hard errors).
+FUSION_CHECKS = frozenset({"residual-weighted-branch-quantized", "residual-skip-not-quantized",
+                           "qdq-on-weighted-output", "requantization"})
+
+
+@dataclass
+class Finding:
+    id: str
+    name: str
+    severity: str
+    node: str
+    message: str
+
+
+@dataclass
+class WeightedLayer:
+    """One weighted op as TensorRT will see it: INT8 when data and weight are dequantized,
+    the weight axis is the one the op rule gives, and the zero points are int8 zeros."""
+
+    node: str
+    op_type: str
+    int8: bool
+    data_quantized: bool
+    weight_quantized: bool
+    axis: int | None
+    expected_axis: int | None
+
+
+@dataclass
+class LintReport:
+    layers: list[WeightedLayer] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def broken_fusions(self) -> list[Finding]:
+        return [f for f in self.findings if f.name in FUSION_CHECKS]
+
+    def summary(self) -> str:
+        int8 = sum(r.int8 for r in self.layers)
+        return (f"{int8} of {len(self.layers)} weighted layers INT8, "
+                f"{len(self.broken_fusions)} fusions broken, {len(self.errors)} errors, "
+                f"{len(self.findings) - len(self.errors)} warnings")
+
+    def to_dict(self) -> dict:
+        return {"summary": self.summary(), "weighted_layers": len(self.layers),
+                "int8_layers": sum(r.int8 for r in self.layers),
+                "broken_fusions": len(self.broken_fusions), "errors": len(self.errors),
+                "layers": [asdict(r) for r in self.layers],
+                "findings": [asdict(f) for f in self.findings]}

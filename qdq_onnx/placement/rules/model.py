@@ -1,0 +1,155 @@
+"""The rule set as data: op rules, never rules, the op taxonomy, pattern rules, lint checks.
+
+Everything TensorRT-specific that placement and lint need (which ops are weighted and on
+which axis their weights are per-channel, what TensorRT fuses after a weighted op, what it
+propagates Q/DQ through) is read from here, so policy and check cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qdq_onnx.errors import QdqError
+
+
+@dataclass(frozen=True)
+class WeightAxis:
+    """Per-channel axis of a weight: fixed, or chosen by a node attribute (Gemm transB)."""
+
+    fixed: int | None = None
+    attribute: str | None = None
+    by_value: tuple[tuple[int, int], ...] = ()
+    default: int | None = None
+
+    def resolve(self, node_attrs: dict[str, Any]) -> int:
+        """The axis for a node with these attributes (a raw, possibly negative, axis)."""
+        if self.attribute is None:
+            if self.fixed is None:
+                raise QdqError("weight axis rule has neither a fixed axis nor an attribute")
+            return self.fixed
+        value = node_attrs.get(self.attribute, 0 if self.default is None else self.default)
+        for v, axis in self.by_value:
+            if v == value:
+                return axis
+        raise QdqError(f"no weight axis for {self.attribute}={value!r}")
+
+    def describe(self) -> str:
+        if self.attribute is None:
+            return f"weight axis {self.fixed}"
+        return f"weight axis by {self.attribute}"
+
+
+@dataclass(frozen=True)
+class OpRule:
+    id: str
+    name: str
+    ops: tuple[str, ...]
+    inputs: tuple[str | int, ...]
+    weight_input: int
+    weight_axis: WeightAxis | None
+    keras_classes: tuple[str, ...] | None
+    live_weight: str  # what to do when the weight input is computed at run time
+    reason: str
+    why: str
+
+    @property
+    def quantizes_weight(self) -> bool:
+        return "weight" in self.inputs
+
+
+@dataclass(frozen=True)
+class NeverRule:
+    id: str
+    name: str
+    ops: tuple[str, ...]
+    reason: str
+    why: str
+
+
+@dataclass(frozen=True)
+class PatternRule:
+    kind: str
+    id: str
+    name: str
+    enabled: bool
+    options: dict[str, Any]
+    reason: str
+    why: str
+
+
+@dataclass(frozen=True)
+class LintRule:
+    id: str
+    name: str
+    severity: str  # error | warning
+    reason: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """TensorRT's view of op types beyond the op rules.
+
+    `fusible_followers`: ops TensorRT fuses into the weighted op they follow (BN,
+    activations), so no Q/DQ may sit between. `precision_neutral`: ops TensorRT moves Q
+    backwards and DQ forwards through, so re-quantizing after them is a loss."""
+
+    fusible_followers: frozenset[str] = frozenset()
+    precision_neutral: frozenset[str] = frozenset()
+    source: str = ""
+
+
+@dataclass
+class RuleSet:
+    name: str
+    description: str
+    path: str
+    sha256: str
+    op_rules: list[OpRule] = field(default_factory=list)
+    never: list[NeverRule] = field(default_factory=list)
+    patterns: dict[str, PatternRule] = field(default_factory=dict)
+    lint: dict[str, LintRule] = field(default_factory=dict)  # by name
+    taxonomy: Taxonomy = field(default_factory=Taxonomy)
+
+    def op_rule_for(self, op_type: str) -> OpRule | None:
+        """The op rule covering `op_type`, or None."""
+        for rule in self.op_rules:
+            if op_type in rule.ops:
+                return rule
+        return None
+
+    def never_rule_for(self, op_type: str) -> NeverRule | None:
+        for rule in self.never:
+            if op_type in rule.ops:
+                return rule
+        return None
+
+    def weighted_ops(self) -> frozenset[str]:
+        """Op types whose weight input this rule set quantizes (TensorRT's weighted layers)."""
+        return frozenset(op for r in self.op_rules if r.quantizes_weight for op in r.ops)
+
+    @property
+    def fusible_followers(self) -> frozenset[str]:
+        return self.taxonomy.fusible_followers
+
+    @property
+    def precision_neutral(self) -> frozenset[str]:
+        return self.taxonomy.precision_neutral
+
+    def pattern(self, kind: str) -> PatternRule | None:
+        """The enabled pattern rule of this kind, or None."""
+        rule = self.patterns.get(kind)
+        return rule if rule is not None and rule.enabled else None
+
+    def all_rules(self) -> list[OpRule | NeverRule | PatternRule | LintRule]:
+        return [*self.op_rules, *self.never, *self.patterns.values(), *self.lint.values()]
+
+    def by_id(self, rule_id: str) -> OpRule | NeverRule | PatternRule | LintRule | None:
+        for rule in self.all_rules():
+            if rule.id == rule_id:
+                return rule
+        return None
+
+    def summary(self) -> dict[str, str]:
+        return {"name": self.name, "path": self.path, "sha256": self.sha256}

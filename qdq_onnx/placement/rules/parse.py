@@ -1,0 +1,245 @@
+"""Validating a parsed rule document into a RuleSet: one function per section, errors with
+file:line. Pattern options are validated against the declaration each pattern kind makes
+next to its function (`qdq_onnx.placement.patterns`)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from qdq_onnx.errors import QdqError
+from qdq_onnx.files.yaml_lines import where
+from qdq_onnx.placement.rules.model import (
+    LintRule,
+    NeverRule,
+    OpRule,
+    PatternRule,
+    RuleSet,
+    Taxonomy,
+    WeightAxis,
+)
+
+_TOP_KEYS = {"schema", "name", "description", "op_rules", "never", "taxonomy", "patterns",
+             "lint"}
+_OP_KEYS = {"id", "name", "ops", "inputs", "weight_input", "weight_axis", "keras_classes",
+            "live_weight", "reason", "why"}
+_NEVER_KEYS = {"id", "name", "ops", "reason", "why"}
+_TAXONOMY_KEYS = {"fusible_followers", "precision_neutral"}
+_PATTERN_KEYS = {"id", "name", "enabled", "reason", "why"}
+_LINT_KEYS = {"id", "name", "severity", "reason", "why"}
+_INPUT_WORDS = {"data", "weight", "live"}
+
+
+class _Ctx:
+    """The file being parsed and the rule ids seen so far (ids are unique per file)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.ids: dict[str, str] = {}
+
+    def fail(self, obj: Any, message: str) -> QdqError:
+        return QdqError(f"{where(self.source, obj)}: {message}")
+
+    def claim(self, obj: dict, rule_id: str) -> None:
+        if rule_id in self.ids:
+            raise self.fail(obj, f"rule id {rule_id!r} is used twice (first at "
+                                 f"{self.ids[rule_id]})")
+        self.ids[rule_id] = where(self.source, obj)
+
+    def keys(self, obj: Any, allowed: set[str], what: str) -> None:
+        if not isinstance(obj, dict):
+            raise self.fail(obj, f"{what} must be a mapping, got {type(obj).__name__}")
+        for key in obj:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.fail(obj, f"unknown key {key!r} in {what}{hint}")
+
+    def text(self, obj: dict, key: str, what: str) -> str:
+        value = obj.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(obj, f"{what} needs a non-empty {key!r}")
+        return value.strip()
+
+    def str_list(self, obj: dict, key: str, what: str, required: bool = True) -> tuple:
+        value = obj.get(key)
+        if value is None and not required:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(obj, f"{what}: {key!r} must be a list of strings")
+        return tuple(value)
+
+
+def parse_rules(raw: Any, source: str = "<rules>", sha256: str = "",
+                default_taxonomy: Taxonomy | None = None) -> RuleSet:
+    """Validate a parsed rule document and build a RuleSet (errors carry file:line).
+
+    A file without a `taxonomy` section takes `default_taxonomy` (the bundled TensorRT
+    rules' taxonomy when loaded through `load_rules`)."""
+    ctx = _Ctx(source)
+    ctx.keys(raw, _TOP_KEYS, "the rule file")
+    if raw.get("schema") != 1:
+        raise ctx.fail(raw, f"unsupported rule-file schema {raw.get('schema')!r} (this "
+                            "version reads schema: 1)")
+    rules = RuleSet(name=ctx.text(raw, "name", "the rule file"),
+                    description=str(raw.get("description", "")).strip(), path=source,
+                    sha256=sha256)
+    rules.op_rules = _op_rules(ctx, raw.get("op_rules") or [])
+    rules.never = _never_rules(ctx, raw.get("never") or [], rules.op_rules)
+    if "taxonomy" in raw:
+        rules.taxonomy = _taxonomy(ctx, raw["taxonomy"])
+    elif default_taxonomy is not None:
+        rules.taxonomy = default_taxonomy
+    rules.patterns = _patterns(ctx, raw, raw.get("patterns") or {})
+    rules.lint = _lint(ctx, raw.get("lint") or [])
+    return rules
+
+
+def _axis(ctx: _Ctx, obj: dict, value: Any) -> WeightAxis:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return WeightAxis(fixed=value)
+    if isinstance(value, dict) and "attribute" in value and "values" in value:
+        values = value["values"]
+        if not isinstance(values, dict) or not values:
+            raise ctx.fail(obj, "weight_axis.values must map attribute values to axes")
+        pairs = tuple((int(k), int(v)) for k, v in values.items())
+        default = value.get("default")
+        return WeightAxis(attribute=str(value["attribute"]), by_value=pairs,
+                          default=None if default is None else int(default))
+    raise ctx.fail(obj, "weight_axis must be an integer or "
+                        "{attribute: NAME, values: {VALUE: AXIS}, default: VALUE}")
+
+
+def _op_rule(ctx: _Ctx, item: Any) -> OpRule:
+    ctx.keys(item, _OP_KEYS, "an op rule")
+    rule_id = ctx.text(item, "id", "an op rule")
+    ctx.claim(item, rule_id)
+    inputs = item.get("inputs", ["data"])
+    if not isinstance(inputs, list) or not inputs:
+        raise ctx.fail(item, f"op rule {rule_id}: 'inputs' must be a non-empty list")
+    for value in inputs:
+        if not (value in _INPUT_WORDS or (isinstance(value, int) and value >= 0)):
+            raise ctx.fail(item, f"op rule {rule_id}: input {value!r} is not one of data, "
+                                 "weight, live or a non-negative index")
+    axis = item.get("weight_axis")
+    weight_axis = _axis(ctx, item, axis) if axis is not None else None
+    if "weight" in inputs and weight_axis is None:
+        raise ctx.fail(item, f"op rule {rule_id}: quantizes 'weight' but gives no "
+                             "weight_axis")
+    live_weight = item.get("live_weight", "activation")
+    if live_weight not in ("activation", "skip"):
+        raise ctx.fail(item, f"op rule {rule_id}: live_weight must be activation or skip")
+    keras = item.get("keras_classes")
+    return OpRule(
+        id=rule_id, name=ctx.text(item, "name", f"op rule {rule_id}"),
+        ops=ctx.str_list(item, "ops", f"op rule {rule_id}"), inputs=tuple(inputs),
+        weight_input=int(item.get("weight_input", 1)), weight_axis=weight_axis,
+        keras_classes=None if keras is None else ctx.str_list(item, "keras_classes",
+                                                              rule_id),
+        live_weight=live_weight, reason=ctx.text(item, "reason", f"op rule {rule_id}"),
+        why=str(item.get("why", "")).strip())
+
+
+def _op_rules(ctx: _Ctx, items: list) -> list[OpRule]:
+    out: list[OpRule] = []
+    owner: dict[str, str] = {}
+    for item in items:
+        rule = _op_rule(ctx, item)
+        for op in rule.ops:
+            if op in owner:
+                raise ctx.fail(item, f"op {op!r} already has a rule ({owner[op]})")
+            owner[op] = rule.id
+        out.append(rule)
+    return out
+
+
+def _never_rules(ctx: _Ctx, items: list, op_rules: list[OpRule]) -> list[NeverRule]:
+    quantized = {op: r.id for r in op_rules for op in r.ops}
+    out = []
+    for item in items:
+        ctx.keys(item, _NEVER_KEYS, "a never rule")
+        rule_id = ctx.text(item, "id", "a never rule")
+        ctx.claim(item, rule_id)
+        ops = ctx.str_list(item, "ops", f"never rule {rule_id}")
+        for op in ops:
+            if op in quantized:
+                raise ctx.fail(item, f"op {op!r} is both quantized ({quantized[op]}) and "
+                                     f"never quantized ({rule_id})")
+        out.append(NeverRule(id=rule_id, name=ctx.text(item, "name", f"never rule {rule_id}"),
+                             ops=ops, reason=ctx.text(item, "reason", f"never rule {rule_id}"),
+                             why=str(item.get("why", "")).strip()))
+    return out
+
+
+def _taxonomy(ctx: _Ctx, item: Any) -> Taxonomy:
+    ctx.keys(item, _TAXONOMY_KEYS, "the taxonomy")
+    return Taxonomy(
+        fusible_followers=frozenset(ctx.str_list(item, "fusible_followers", "taxonomy")),
+        precision_neutral=frozenset(ctx.str_list(item, "precision_neutral", "taxonomy")),
+        source=where(ctx.source, item))
+
+
+def _pattern_option(ctx: _Ctx, item: dict, kind: str, key: str, default: Any,
+                    choices: set | None) -> Any:
+    value = item[key]
+    if isinstance(default, list):
+        value = list(ctx.str_list(item, key, f"pattern {kind}"))
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ctx.fail(item, f"pattern {kind}: {key} must be true or false")
+    elif isinstance(default, int) and not isinstance(value, int):
+        raise ctx.fail(item, f"pattern {kind}: {key} must be an integer")
+    if choices and value not in choices:
+        raise ctx.fail(item, f"pattern {kind}: {key} must be one of "
+                             f"{', '.join(sorted(choices))}, got {value!r}")
+    return value
+
+
+def _patterns(ctx: _Ctx, raw: dict, patterns: Any) -> dict[str, PatternRule]:
+    from qdq_onnx.placement.patterns import PATTERN_KINDS
+
+    if not isinstance(patterns, dict):
+        raise ctx.fail(raw, "'patterns' must be a mapping of pattern kind to settings")
+    out: dict[str, PatternRule] = {}
+    for kind, item in patterns.items():
+        decl = PATTERN_KINDS.get(kind)
+        if decl is None:
+            close = difflib.get_close_matches(str(kind), list(PATTERN_KINDS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ctx.fail(patterns, f"unknown pattern {kind!r}{hint}; known: "
+                                     f"{', '.join(PATTERN_KINDS)}")
+        ctx.keys(item, _PATTERN_KEYS | set(decl.options), f"pattern {kind}")
+        rule_id = ctx.text(item, "id", f"pattern {kind}")
+        ctx.claim(item, rule_id)
+        options = dict(decl.options)
+        for key, default in decl.options.items():
+            if key in item:
+                options[key] = _pattern_option(ctx, item, kind, key, default,
+                                               decl.choices.get(key))
+        enabled = item.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ctx.fail(item, f"pattern {kind}: enabled must be true or false")
+        out[kind] = PatternRule(kind=kind, id=rule_id,
+                                name=ctx.text(item, "name", f"pattern {kind}"),
+                                enabled=enabled, options=options,
+                                reason=ctx.text(item, "reason", f"pattern {kind}"),
+                                why=str(item.get("why", "")).strip())
+    return out
+
+
+def _lint(ctx: _Ctx, items: list) -> dict[str, LintRule]:
+    out: dict[str, LintRule] = {}
+    for item in items:
+        ctx.keys(item, _LINT_KEYS, "a lint check")
+        rule_id = ctx.text(item, "id", "a lint check")
+        ctx.claim(item, rule_id)
+        severity = item.get("severity", "warning")
+        if severity not in ("error", "warning"):
+            raise ctx.fail(item, f"lint check {rule_id}: severity must be error or warning")
+        name = ctx.text(item, "name", f"lint check {rule_id}")
+        out[name] = LintRule(id=rule_id, name=name, severity=severity,
+                             reason=ctx.text(item, "reason", f"lint check {rule_id}"),
+                             why=str(item.get("why", "")).strip())
+    return out

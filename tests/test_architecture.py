@@ -1,0 +1,119 @@
+"""The structure the README's Architecture section promises, checked: imports only go down
+the stage order, the op taxonomy lives in one place, every lint check has its rule-file
+entry, and modules and functions stay small enough to read in one sitting."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "qdq_onnx"
+
+# Lowest first. A module may import its own layer and the layers before it, never later
+# ones: e.g. placement never imports finetune or diagnostics.
+LAYERS = ["version", "errors", "progress", "files", "data", "graph", "convert", "placement", "quantize",
+          "finetune", "diagnostics", "pipeline", "compat", "cli", "__init__"]
+WEIGHTED_OP_NAMES = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+TAXONOMY_MODULE = PACKAGE / "graph" / "ops.py"
+
+
+def modules():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def layer_of(dotted: str) -> str:
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        return "__init__"
+    return parts[1]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(tree: ast.AST) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(tree):  # function-level (lazy) imports count too
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.startswith("qdq_onnx"):
+            out.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            out.extend((node.lineno, a.name) for a in node.names
+                       if a.name.startswith("qdq_onnx"))
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            out.append((node.lineno, "<relative>"))
+    return out
+
+
+def test_every_module_belongs_to_a_layer():
+    unknown = {layer_of(module_name(p)) for p in modules()} - set(LAYERS)
+    assert unknown == set()
+
+
+def test_imports_only_go_down_the_stage_order():
+    violations = []
+    for path in modules():
+        me = module_name(path)
+        mine = LAYERS.index(layer_of(me))
+        for line, target in imported(ast.parse(path.read_text())):
+            assert target != "<relative>", f"{path}:{line}: use absolute qdq_onnx imports"
+            if LAYERS.index(layer_of(target)) > mine:
+                violations.append(f"{me}:{line} imports {target}")
+    assert violations == []
+
+
+def test_weighted_op_names_are_spelled_out_only_in_the_taxonomy():
+    offenders = []
+    for path in modules():
+        if path == TAXONOMY_MODULE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in WEIGHTED_OP_NAMES:
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value!r}")
+    assert offenders == []
+
+
+def test_every_lint_check_has_its_rule_file_entry_and_back():
+    from qdq_onnx.diagnostics.lint import CHECKS
+    from qdq_onnx.placement.rules import load_rules
+
+    rules = load_rules("tensorrt")
+    assert set(rules.lint) == set(CHECKS)
+
+
+def test_every_pattern_kind_is_declared_and_used_by_the_tensorrt_rules():
+    from qdq_onnx.placement.patterns import PATTERN_KINDS
+    from qdq_onnx.placement.rules import load_rules
+
+    rules = load_rules("tensorrt")
+    assert set(rules.patterns) == set(PATTERN_KINDS)
+    for kind in PATTERN_KINDS.values():
+        assert set(rules.patterns[kind.name].options) == set(kind.options)
+
+
+def test_placement_and_lint_read_one_taxonomy():
+    from qdq_onnx.placement.rules import load_rules
+
+    trt, ntt = load_rules("tensorrt"), load_rules("nvidia-tf-toolkit")
+    assert trt.fusible_followers and trt.precision_neutral
+    assert ntt.taxonomy == trt.taxonomy  # inherited, not written twice
+    assert trt.weighted_ops() == WEIGHTED_OP_NAMES
+
+
+@pytest.mark.parametrize("limit_lines,limit_function", [(400, 60)])
+def test_modules_and_functions_stay_small(limit_lines, limit_function):
+    big_modules, big_functions = [], []
+    for path in modules():
+        text = path.read_text()
+        if len(text.splitlines()) > limit_lines:
+            big_modules.append(f"{path.relative_to(PACKAGE)} ({len(text.splitlines())})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit_function:
+                    big_functions.append(f"{path.relative_to(PACKAGE)}:{node.name} ({length})")
+    assert big_modules == []
+    assert big_functions == []
