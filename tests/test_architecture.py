@@ -11,8 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "qdq_onnx"
 
 # Lowest first. A module may import its own layer and the layers before it, never later
 # ones: e.g. placement never imports finetune or diagnostics.
-LAYERS = ["version", "errors", "progress", "files", "data", "graph", "convert", "placement", "quantize",
-          "finetune", "diagnostics", "pipeline", "compat", "cli", "__init__"]
+LAYERS = ["version", "errors", "progress", "files", "data", "graph", "convert", "placement",
+          "quantize", "finetune", "diagnostics", "pipeline", "compat", "cli", "__init__"]
 WEIGHTED_OP_NAMES = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 TAXONOMY_MODULE = PACKAGE / "graph" / "ops.py"
 
