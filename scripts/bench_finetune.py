@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def ort_runner(model, x, y, batch_size: int, lr: float):
     """A callable that trains one more epoch and returns its wall time."""
-    from qdq_onnx.finetune.trainer import TrainConfig, Trainer
+    from qdq_onnx.finetune import TrainConfig, Trainer
 
     trainer = Trainer(model, TrainConfig(learning_rate=lr))
     trainer.fit(x[:batch_size * 4], y[:batch_size * 4], batch_size=batch_size, verbose=0)

@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=100_000)
     args = ap.parse_args()
     from qdq_onnx import quantize_model
-    from qdq_onnx.finetune.trainer import TrainConfig, Trainer
+    from qdq_onnx.finetune import TrainConfig, Trainer
     from qdq_onnx.quantize.calibration import collect_stats
 
     rng = np.random.default_rng(1)

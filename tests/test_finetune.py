@@ -10,8 +10,8 @@ from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
 from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
 from qdq_onnx.errors import QdqError
+from qdq_onnx.finetune import TrainConfig, Trainer, TrainingStopped
 from qdq_onnx.finetune.schedules import learning_rate
-from qdq_onnx.finetune.trainer import TrainConfig, Trainer, TrainingStopped
 from qdq_onnx.graph.sessions import inference_session
 
 

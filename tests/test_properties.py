@@ -130,7 +130,7 @@ def test_insertion_properties(case):
 @settings(max_examples=40, **COMMON)
 @given(graphs(average_pool=False))  # onnxruntime-training cannot train AveragePool
 def test_emitted_graph_equals_training_graph(case):
-    from qdq_onnx.finetune.trainer import TrainConfig, Trainer
+    from qdq_onnx.finetune import TrainConfig, Trainer
 
     model, data = case
     q = quantize_model(model, calibration_data=data)

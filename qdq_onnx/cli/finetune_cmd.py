@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from qdq_onnx.errors import QdqError
     from qdq_onnx.files.metadata import WEIGHT_BITS_KEY, get_metadata
     from qdq_onnx.files.onnx_files import had_external_data, load_model, save_model_atomic
-    from qdq_onnx.finetune.trainer import TrainConfig, Trainer
+    from qdq_onnx.finetune import TrainConfig, Trainer
+    from qdq_onnx.progress import epoch_printer
 
     check_in_out(args.model, args.output)
     model = load_model(args.model)
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                               validation_split=args.validation_split, validation_data=val,
                               checkpoint_dir=ckpt, resume=bool(args.resume),
                               early_stopping_patience=args.early_stopping,
-                              verbose=0 if args.quiet else 1)
+                              verbose=0 if args.quiet else 1,
+                              on_epoch_end=None if args.quiet else epoch_printer())
         sample = {k: v[:64] for k, v in x.items()}
         out = trainer.emit(sample, provenance={"source": str(args.model)})
         save_model_atomic(out, args.output, check="the fine-tuned model",

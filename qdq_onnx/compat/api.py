@@ -54,7 +54,7 @@ class QuantizedModel:
         cosine, step (x gamma every step_size epochs), each with optional linear warm-up.
         learn_scales trains activation scales (LSQ gradient); otherwise they stay as
         calibrated. Weight scales always follow the weights."""
-        from qdq_onnx.finetune.trainer import TrainConfig, Trainer
+        from qdq_onnx.finetune import TrainConfig, Trainer
 
         if isinstance(metrics, str):
             metrics = (metrics,)
@@ -85,13 +85,16 @@ class QuantizedModel:
         With `checkpoint_dir`, a checkpoint (weights, optimizer state, loop position) is
         written atomically after every epoch and at an interruption; `resume=True`
         continues from it. Ctrl-C stops at the next step boundary (`history.stopped`)."""
+        from qdq_onnx.progress import epoch_printer
+
         trainer = self._need_trainer()
         history = trainer.fit(x, y, batch_size=batch_size, epochs=epochs,
                               validation_split=validation_split,
                               validation_data=validation_data, shuffle=shuffle,
                               checkpoint_dir=checkpoint_dir, resume=resume,
                               early_stopping_patience=early_stopping_patience,
-                              verbose=verbose)
+                              verbose=verbose,
+                              on_epoch_end=epoch_printer() if verbose else None)
         self._sample = x
         return history
 

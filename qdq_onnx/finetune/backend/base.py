@@ -1,0 +1,41 @@
+"""The interface the training loop uses: one training backend behind it (onnxruntime-training
+today), so another could be added without touching the loop, checkpoints or emit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class TrainingBackend(Protocol):
+    """Trains the parameters of one fake-quant training graph."""
+
+    input_names: list[str]  # the order `forward_backward`/`evaluate` take arrays in
+
+    def forward_backward(self, args: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        """Loss and model output of one batch in training mode; gradients are kept for
+        `step`."""
+
+    def step(self, learning_rate: float) -> None:
+        """Apply the optimizer to the kept gradients, then clear them."""
+
+    def evaluate(self, args: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        """Loss and model output of one batch in evaluation mode (no gradients)."""
+
+    def get_parameter(self, name: str) -> np.ndarray: ...
+
+    def set_parameter(self, name: str, value: np.ndarray) -> None: ...
+
+    def snapshot(self) -> np.ndarray:
+        """All trainable parameters as one flat copy."""
+
+    def restore(self, snapshot: np.ndarray) -> None: ...
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Parameters and optimizer state, to a new file or folder at `path`."""
+
+    def load_checkpoint(self, path: Path) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,115 @@
+"""onnxruntime-training as the training backend: offline artifacts (training, eval and
+optimizer graphs plus a checkpoint), then Module/Optimizer/CheckpointState steps."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from qdq_onnx.errors import QdqError
+from qdq_onnx.finetune.backend import ort_imports
+from qdq_onnx.finetune.fake_quant import TrainGraph
+from qdq_onnx.finetune.losses import LossSpec
+
+
+def _quiet_ort() -> None:
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
+
+
+class OrtTrainingBackend:
+    """Builds the artifacts of `graph` in a work folder (removed by `close` when it made
+    one) and trains its trainable parameters."""
+
+    def __init__(self, graph: TrainGraph, loss: LossSpec, optimizer: str, weight_decay: float,
+                 device: str = "cpu", work_dir: str | Path | None = None) -> None:
+        self.device = device
+        self._own_dir = work_dir is None
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="qdq-onnx-train-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._artifacts = self.work_dir / "artifacts"
+        self._artifacts.mkdir(exist_ok=True)
+        _quiet_ort()
+        self._generate(graph, loss, optimizer, weight_decay)
+        self.load_checkpoint(self._artifacts / "checkpoint")
+
+    def _generate(self, graph: TrainGraph, loss: LossSpec, optimizer: str,
+                  weight_decay: float) -> None:
+        art, block = ort_imports.artifacts(), ort_imports.onnxblock()
+        loss_input = loss.add_loss_input(graph.model, graph.output)
+        if optimizer == "sgd":
+            optim = block.optim.SGD()
+        else:
+            optim = block.optim.AdamW(weight_decay=0.0 if optimizer == "adam" else weight_decay)
+        try:
+            with ort_imports.captured_stderr():
+                art.generate_artifacts(
+                    graph.model, requires_grad=graph.trainable, frozen_params=graph.frozen,
+                    loss=loss.block(block), optimizer=optim,
+                    artifact_directory=str(self._artifacts),
+                    additional_output_names=[graph.output], loss_input_names=[loss_input])
+        except Exception as exc:  # gradient building errors come as bare RuntimeErrors
+            first = str(exc).strip().splitlines()[-1][:300]
+            raise QdqError(f"onnxruntime-training cannot build the training graph: {first}"
+                           ) from exc
+
+    # -- state ---------------------------------------------------------------------------
+    def load_checkpoint(self, path: Path) -> None:
+        api = ort_imports.api()
+        self.state = api.CheckpointState.load_checkpoint(str(path))
+        try:
+            self.module = api.Module(str(self._artifacts / "training_model.onnx"), self.state,
+                                     str(self._artifacts / "eval_model.onnx"),
+                                     device=self.device)
+        except Exception as exc:
+            if self.device == "cpu":
+                raise
+            raise QdqError(f"cannot train on device {self.device!r}: {exc} (the GPU needs the "
+                           "CUDA build: pip install onnxruntime-training==1.19.2 in place of "
+                           "onnxruntime-training-cpu)") from None
+        self.optimizer = api.Optimizer(str(self._artifacts / "optimizer_model.onnx"),
+                                       self.module)
+        self.input_names = list(self.module.input_names())
+
+    def save_checkpoint(self, path: Path) -> None:
+        ort_imports.api().CheckpointState.save_checkpoint(self.state, str(path),
+                                                          include_optimizer_state=True)
+
+    def get_parameter(self, name: str) -> np.ndarray:
+        return self.state.parameters[name].data
+
+    def set_parameter(self, name: str, value: np.ndarray) -> None:
+        self.state.parameters[name].data = value
+
+    def snapshot(self) -> np.ndarray:
+        return self.module.get_contiguous_parameters(trainable_only=True).numpy().copy()
+
+    def restore(self, snapshot: np.ndarray) -> None:
+        from onnxruntime import OrtValue
+
+        self.module.copy_buffer_to_parameters(OrtValue.ortvalue_from_numpy(snapshot)._ortvalue,
+                                              trainable_only=True)
+
+    # -- steps ---------------------------------------------------------------------------
+    def forward_backward(self, args: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        self.module.train()
+        loss, out = self.module(*args)
+        return float(loss), np.asarray(out)
+
+    def step(self, learning_rate: float) -> None:
+        self.optimizer.set_learning_rate(learning_rate)
+        self.optimizer.step()
+        self.module.lazy_reset_grad()
+
+    def evaluate(self, args: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        self.module.eval()
+        loss, out = self.module(*args)
+        return float(loss), np.asarray(out)
+
+    def close(self) -> None:
+        if self._own_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""Emit: the trained weights and scales written back into the true Q/DQ model, refused
+unless it computes what the training graph computes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qdq_onnx.errors import QdqError
+from qdq_onnx.files.metadata import TRAINING_KEY, set_metadata
+from qdq_onnx.finetune.fake_quant import TrainGraph
+from qdq_onnx.graph.sessions import inference_session
+from qdq_onnx.quantize.scales import weight_scale
+
+
+def emitted_model(qdq_model: onnx.ModelProto, graph: TrainGraph, params: dict[str, np.ndarray],
+                  metadata: dict[str, Any]) -> onnx.ModelProto:
+    """A copy of `qdq_model` with `params` (trained initializers) and the weight scales
+    recomputed from them (per channel max|w| / qmax, as in training), plus `metadata`."""
+    out = onnx.ModelProto()
+    out.CopyFrom(qdq_model)
+    values = dict(params)
+    for wq in graph.weights:  # reshaped below to the Q/DQ scale's own shape
+        values[wq.scale] = weight_scale(values[wq.weight], wq.axis, wq.qmax)
+    for t in out.graph.initializer:
+        if t.name in values:
+            v = np.asarray(values[t.name], dtype=np.float32).reshape(tuple(t.dims))
+            t.CopyFrom(numpy_helper.from_array(v, t.name))
+    set_metadata(out, TRAINING_KEY, json.dumps(metadata, sort_keys=True))
+    return out
+
+
+def fake_quant_model(graph: TrainGraph, params: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The training graph's forward pass with `params`, as a plain inference model."""
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    for t in model.graph.initializer:
+        if t.name in params:
+            t.CopyFrom(numpy_helper.from_array(params[t.name], t.name))
+    return model
+
+
+def emitted_difference(emitted: onnx.ModelProto, reference: onnx.ModelProto, output: str,
+                       feeds: dict[str, np.ndarray]) -> float:
+    """Max |emitted - reference| on `feeds`, both run op for op (no fusions, which can
+    change the last bit); raises QdqError above 1e-6 relative to the output's magnitude."""
+    expected = inference_session(reference, optimize=False).run([output], feeds)[0]
+    got = inference_session(emitted, optimize=False).run([output], feeds)[0]
+    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+    tol = 1e-6 * max(1.0, float(np.max(np.abs(expected))))
+    if diff > tol:
+        raise QdqError(f"the emitted Q/DQ model differs from the training graph by "
+                       f"{diff:.3g} (> {tol:.3g}) on the check batch; not writing it")
+    return diff

@@ -1,0 +1,53 @@
+"""Training history (Keras-like) and early stopping on the monitored loss."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class History:
+    """Keras-like: `history.history["loss"]` per epoch, plus why training stopped."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch: list[int] = field(default_factory=list)
+    batch_loss: list[float] = field(default_factory=list)  # every optimizer step's loss
+    steps: int = 0
+    stopped: str = "completed"  # completed | early_stopping | interrupted
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def to_dict(self) -> dict:
+        return {"history": self.history, "epoch": self.epoch, "batch_loss": self.batch_loss}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        return cls(history=data["history"], epoch=data["epoch"],
+                   batch_loss=data.get("batch_loss", []))
+
+
+class EarlyStopping:
+    """Stop after `patience` epochs without a lower monitored value (val_loss, else loss);
+    `best` keeps a snapshot of the parameters at the best epoch to restore."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_value = math.inf
+        self.best: np.ndarray | None = None
+        self.waited = 0
+
+    def update(self, logs: dict[str, float], snapshot) -> bool:
+        """Record an epoch's logs; `snapshot()` is called only on improvement. True when
+        training should stop."""
+        value = logs.get("val_loss", logs["loss"])
+        if value < self.best_value:
+            self.best_value, self.best, self.waited = value, snapshot(), 0
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
