@@ -1,13 +1,36 @@
-"""Error types: user errors (bad input, exit 2) versus everything else (bugs, exit 1)."""
+"""Error types and the exit codes the CLI maps them to (one table for the CLI, the README
+and the tests)."""
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FINDINGS = 1  # the command ran and found problems (lint errors)
+    BAD_INPUT = 2  # the input or the request is wrong: a one-line message says what
+    INTERNAL = 3  # a bug in qdq-onnx: the traceback is shown
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM
+
+
+EXIT_CODE_MEANINGS = {
+    ExitCode.OK: "success",
+    ExitCode.FINDINGS: "the command ran and found problems (`lint`: errors in the model)",
+    ExitCode.BAD_INPUT: "bad input or usage: a one-line message naming the problem, no "
+                        "traceback unless --debug, no output written",
+    ExitCode.INTERNAL: "internal error, a bug in qdq-onnx: the traceback is printed",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C or SIGTERM): no output written, except "
+                          "`finetune`, which writes the weights reached and keeps the "
+                          "checkpoint",
+}
 
 
 class QdqError(Exception):
     """A problem with the user's input or request.
 
-    The CLI prints the message on one line and exits with status 2; the message must name the
-    problem and, where possible, what to do about it.
+    The CLI prints the message on one line and exits with ExitCode.BAD_INPUT; the message
+    must name the problem and, where possible, what to do about it.
     """
 
 

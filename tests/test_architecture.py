@@ -37,7 +37,10 @@ def module_name(path: Path) -> str:
 def imported(tree: ast.AST) -> list[tuple[int, str]]:
     out = []
     for node in ast.walk(tree):  # function-level (lazy) imports count too
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+        if isinstance(node, ast.ImportFrom) and node.module == "qdq_onnx":
+            # `from qdq_onnx import pipeline` imports the submodule qdq_onnx.pipeline
+            out.extend((node.lineno, f"qdq_onnx.{a.name}") for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
                 and node.module.startswith("qdq_onnx"):
             out.append((node.lineno, node.module))
         elif isinstance(node, ast.Import):

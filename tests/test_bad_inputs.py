@@ -275,15 +275,17 @@ def test_debug_flag_shows_the_traceback(env):
     assert res.returncode == 2 and "Traceback" in res.stderr
 
 
-def test_internal_errors_exit_1(env, monkeypatch, capsys):
-    import qdq_onnx.placement.planner as planner
+def test_internal_errors_exit_3(env, monkeypatch, capsys):
+    import qdq_onnx.pipeline.stages as stages
 
     def boom(*a, **k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(planner, "plan_placement", boom)
-    assert main(["insert", str(env.model), "-o", str(env.out)]) == 1
-    assert "internal error" in capsys.readouterr().err
+    monkeypatch.setattr(stages, "plan_placement", boom)
+    assert main(["insert", str(env.model), "-o", str(env.out)]) == 3
+    err = capsys.readouterr().err
+    assert "internal error" in err and "Traceback" in err
+    assert not env.out.exists()
 
 
 @pytest.mark.parametrize("name,build", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qdq_onnx.cli.options import add_calibration, add_output, check_in_out
+from qdq_onnx.cli.options import add_calibration, add_output, calibration_config, check_in_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,14 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qdq_onnx.compat.api import calibrate
-    from qdq_onnx.files.onnx_files import had_external_data, load_model, save_model_atomic
+    from qdq_onnx import pipeline
 
     check_in_out(args.model, args.output)
-    model = load_model(args.model)
-    out = calibrate(model, args.data, method=args.method, percentile=args.percentile,
-                    batch_size=args.batch_size, max_samples=args.max_samples)
-    save_model_atomic(out, args.output, check="the calibrated model",
-                      external=had_external_data(args.model) or None)
+    calibration = calibration_config(args)
+    source = pipeline.load(args.model)
+    out = pipeline.recalibrate(source.model, args.data, calibration)
+    pipeline.save(out, args.output, check="the calibrated model", like=source)
     print(f"wrote {args.output}: activation scales calibrated with method {args.method}")
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from qdq_onnx.cli.options import add_output
-from qdq_onnx.graph.layers import read_layer_map
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qdq_onnx.convert.keras_model import keras_to_onnx, load_keras_model
-    from qdq_onnx.files.onnx_files import save_model_atomic
+    from qdq_onnx import pipeline
+    from qdq_onnx.graph.layers import read_layer_map
 
-    onnx_model = keras_to_onnx(load_keras_model(args.model), opset=args.opset)
-    save_model_atomic(onnx_model, args.output, check="the converted model")
+    onnx_model = pipeline.convert(args.model, opset=args.opset)
+    pipeline.save(onnx_model, args.output, check="the converted model")
     lm = read_layer_map(onnx_model)
     layers = f", {len(lm.layers)} Keras layers mapped" if lm else ""
     print(f"wrote {args.output}: {len(onnx_model.graph.node)} nodes, opset {args.opset}"

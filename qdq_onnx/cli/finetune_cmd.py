@@ -54,30 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _load_xy(path: str, model, what: str):
-    from qdq_onnx.data.feeds import LABEL_KEYS, load_arrays, match_inputs
-    from qdq_onnx.errors import QdqError
-
-    arrays = load_arrays(path)
-    key = next((k for k in LABEL_KEYS if k in arrays), None)
-    if key is None:
-        raise QdqError(f"{path}: no labels: store them under the key 'labels' (or 'y'); "
-                       f"found {sorted(arrays)}")
-    labels = arrays.pop(key)
-    return match_inputs(arrays, model, source=path), labels
-
-
-def run(args: argparse.Namespace) -> int:
-    from qdq_onnx.errors import QdqError
+def train_config(args: argparse.Namespace, model) -> object:
+    """The TrainConfig of the command's options (weight bits from the model's metadata)."""
     from qdq_onnx.files.metadata import WEIGHT_BITS_KEY, get_metadata
-    from qdq_onnx.files.onnx_files import had_external_data, load_model, save_model_atomic
-    from qdq_onnx.finetune import TrainConfig, Trainer
-    from qdq_onnx.progress import epoch_printer
+    from qdq_onnx.finetune import TrainConfig
 
-    check_in_out(args.model, args.output)
-    model = load_model(args.model)
-    x, y = _load_xy(args.data, model, "training data")
-    val = _load_xy(args.val, model, "validation data") if args.val else None
     config = TrainConfig(optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss,
                          from_logits=not args.from_probabilities,
                          weight_decay=args.weight_decay, schedule=args.schedule,
@@ -85,29 +66,39 @@ def run(args: argparse.Namespace) -> int:
                          gamma=args.gamma, learn_scales=args.learn_scales,
                          weight_bits=int(get_metadata(model, WEIGHT_BITS_KEY) or 8),
                          seed=args.seed, device=args.device)
-    ckpt = args.resume or args.checkpoint_dir
+    config.validate()
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from qdq_onnx import pipeline
+    from qdq_onnx.data.feeds import load_labelled
+    from qdq_onnx.errors import ExitCode, QdqError
+    from qdq_onnx.progress import epoch_printer
+
+    check_in_out(args.model, args.output)
     if args.resume and args.checkpoint_dir and args.resume != args.checkpoint_dir:
         raise QdqError("--resume DIR already names the checkpoint directory; drop "
                        "--checkpoint-dir or give the same folder")
-    trainer = Trainer(model, config)
-    try:
-        history = trainer.fit(x, y, batch_size=args.batch_size, epochs=args.epochs,
-                              validation_split=args.validation_split, validation_data=val,
-                              checkpoint_dir=ckpt, resume=bool(args.resume),
-                              early_stopping_patience=args.early_stopping,
-                              verbose=0 if args.quiet else 1,
-                              on_epoch_end=None if args.quiet else epoch_printer())
-        sample = {k: v[:64] for k, v in x.items()}
-        out = trainer.emit(sample, provenance={"source": str(args.model)})
-        save_model_atomic(out, args.output, check="the fine-tuned model",
-                      external=had_external_data(args.model) or None)
-    finally:
-        trainer.close()
+    ckpt = args.resume or args.checkpoint_dir
+    fit = pipeline.FitConfig(batch_size=args.batch_size, epochs=args.epochs,
+                             validation_split=args.validation_split, checkpoint_dir=ckpt,
+                             resume=bool(args.resume), early_stopping_patience=args.early_stopping,
+                             verbose=0 if args.quiet else 1)
+    source = pipeline.load(args.model)
+    config = train_config(args, source.model)
+    x, y = load_labelled(args.data, source.model)
+    val = load_labelled(args.val, source.model) if args.val else None
+    tuned = pipeline.finetune(source.model, x, y, config, fit, validation_data=val,
+                              on_epoch_end=None if args.quiet else epoch_printer(),
+                              provenance={"source": str(args.model)})
+    pipeline.save(tuned.model, args.output, check="the fine-tuned model", like=source)
+    history = tuned.history
     if history.stopped == "interrupted":
         where = f"; resume with --resume {ckpt}" if ckpt else ""
         print(f"interrupted at step {history.steps}: wrote {args.output} from the current "
               f"weights{where}", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     last = {k: v[-1] for k, v in history.history.items()} if history.history else {}
     text = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
     print(f"wrote {args.output}: {history.steps} steps ({history.stopped}); {text}")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qdq_onnx.cli.options import add_calibration, add_output, add_placement, check_in_out
+from qdq_onnx.cli.options import (
+    add_calibration,
+    add_output,
+    add_placement,
+    calibration_config,
+    check_in_out,
+    placement_config,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,49 +37,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qdq_onnx.convert.prepare import prepare_model, require_float_model
-    from qdq_onnx.files.onnx_files import had_external_data, load_model, save_model_atomic
-    from qdq_onnx.placement.plan import PlacementPlan
-    from qdq_onnx.placement.planner import check_plan_matches, plan_placement
-    from qdq_onnx.placement.rules import load_rules
-    from qdq_onnx.placement.spec import load_spec_file
-    from qdq_onnx.quantize.calibration import collect_amax
-    from qdq_onnx.quantize.insert import insert_qdq
+    from qdq_onnx import pipeline
 
     check_in_out(args.model, args.output)
-    source = load_model(args.model)
-    require_float_model(source, force=args.force)
-    spec, spec_mode, cases = (None, None, [])
-    if args.spec:
-        spec, spec_mode, cases = load_spec_file(args.spec)
-    mode = args.mode or spec_mode or "full"
-    rules = load_rules(args.rules)
-    prepared, notes = prepare_model(source, copy=False)
-    if args.use_plan:
-        plan = PlacementPlan.load(args.use_plan)
-        check_plan_matches(plan, prepared)
-    else:
-        plan = plan_placement(prepared, rules, mode, spec, [*cases, *args.case])
-    if args.data:
-        amax = collect_amax(prepared, plan, args.data, batch_size=args.batch_size,
-                            max_samples=args.max_samples, method=args.method,
-                            percentile=args.percentile)
-        qdq, report = insert_qdq(prepared, plan, amax, f"calibrated:{args.method}",
-                                 in_place=True)
-    else:
-        qdq, report = insert_qdq(prepared, plan, in_place=True)
-    save_model_atomic(qdq, args.output, check="the quantized model",
-                      external=had_external_data(args.model) or None)
+    placement, calibration = placement_config(args), calibration_config(args)
+    source = pipeline.load(args.model)
+    q = pipeline.quantize(source.model, placement, calibration, data=args.data,
+                          use_plan=args.use_plan, copy=False)
+    pipeline.save(q.qdq, args.output, check="the quantized model", like=source)
     if args.plan:
-        plan.save(args.plan)
-    for line in notes + plan.notes + report.lines():
+        q.plan.save(args.plan)
+    for line in q.notes + q.report.lines():
         print(f"note: {line}", file=sys.stderr)
     if args.explain:
-        print(render_explain(plan))
-    c = plan.counts()
+        print(render_explain(q.plan))
+    c = q.plan.counts()
     print(f"wrote {args.output}: {c['activation_qdq_pairs']} activation Q/DQ pairs "
           f"({c['activation_inputs']} inputs), {c['weights']} per-channel weights "
-          f"[rules: {plan.rules.get('name')}, mode: {plan.mode}]")
+          f"[rules: {q.plan.rules.get('name')}, mode: {q.plan.mode}]")
     return 0
 
 

@@ -26,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qdq_onnx import pipeline
     from qdq_onnx.diagnostics.quantized_inputs import summary
-    from qdq_onnx.files.onnx_files import load_model
 
-    model = load_model(args.model)
+    model = pipeline.load(args.model).model
     if args.data:
         return _error_report(model, args)
     info = summary(model)
@@ -51,11 +51,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _error_report(model, args: argparse.Namespace) -> int:
-    from qdq_onnx.diagnostics.error_report import build_report, render_png, render_text
+    from qdq_onnx import pipeline
+    from qdq_onnx.diagnostics.charts import write_png
+    from qdq_onnx.diagnostics.error_report import render_text, sqnr_chart
     from qdq_onnx.files.atomic import write_text_atomic
 
-    report = build_report(model, args.data, batch_size=args.batch_size,
-                          max_samples=args.max_samples)
+    report = pipeline.error_report(model, args.data, batch_size=args.batch_size,
+                                   max_samples=args.max_samples)
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:
@@ -63,5 +65,5 @@ def _error_report(model, args: argparse.Namespace) -> int:
     if args.json_out:
         write_text_atomic(args.json_out, json.dumps(report, indent=1) + "\n")
     if args.png:
-        render_png(report, args.png)
+        write_png(sqnr_chart(report), args.png)
     return 0

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "weighted outputs, re-quantization) plus hard errors (zero points, uint8, "
                     "per-channel activations, quantized bias, QLinear ops, axis/opset). The "
                     "checks live in the rule file's `lint:` section. Exit 1 when errors are "
-                    "found.")
+                    "found (2: the file cannot be read, 3: a bug).")
     p.add_argument("model", help="a Q/DQ ONNX file")
     p.add_argument("--rules", metavar="RULES.yaml", help="rule file (default: tensorrt)")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -23,16 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qdq_onnx.diagnostics.lint import lint_model
-    from qdq_onnx.files.onnx_files import load_model
-    from qdq_onnx.placement.rules import load_rules
+    from qdq_onnx import pipeline
+    from qdq_onnx.errors import ExitCode
 
-    report = lint_model(load_model(args.model), load_rules(args.rules))
+    report = pipeline.lint(pipeline.load(args.model).model, args.rules)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=1))
     else:
         print(render(report))
-    return 1 if report.errors else 0
+    return ExitCode.FINDINGS if report.errors else ExitCode.OK
 
 
 def render(report) -> str:

@@ -1,7 +1,5 @@
-"""Entry point: parse, dispatch to one subcommand, map errors to exit codes.
-
-Exit codes: 0 success, 1 internal error (a bug: traceback shown), 2 bad input or usage
-(one-line message; add --debug for the traceback).
+"""Entry point: parse, dispatch to one subcommand, map errors to the exit codes of
+`qdq_onnx.errors.ExitCode` (0 ok, 1 findings, 2 bad input, 3 internal error, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from qdq_onnx.cli import (
     rules_cmd,
     sensitivity_cmd,
 )
-from qdq_onnx.errors import QdqError
+from qdq_onnx.errors import EXIT_CODE_MEANINGS, ExitCode, QdqError
 from qdq_onnx.version import __version__
 
 COMMANDS = (convert_cmd, insert_cmd, calibrate_cmd, finetune_cmd, inspect_cmd, lint_cmd,
@@ -33,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qdq-onnx",
         description="Prepare ONNX models for TensorRT INT8: convert Keras models, place "
                     "Q/DQ pairs by TensorRT's rules, calibrate and fine-tune.",
-        epilog="Exit codes: 0 ok, 1 internal error, 2 bad input. Run 'qdq-onnx COMMAND -h' "
-               "for each command's options.")
+        epilog="Exit codes: " + "; ".join(f"{int(c)} {m.split(':')[0]}"
+                                           for c, m in EXIT_CODE_MEANINGS.items())
+               + ". Run 'qdq-onnx COMMAND -h' for each command's options.")
     parser.add_argument("--version", action="version", version=f"qdq-onnx {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback for input errors too")
@@ -63,15 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"qdq-onnx {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print(f"qdq-onnx {args.command}: interrupted; no output was written", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception:
         traceback.print_exc()
         print(f"qdq-onnx {args.command}: internal error (a bug in qdq-onnx; please report it "
               "with the traceback above)", file=sys.stderr)
-        return 1
+        return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":

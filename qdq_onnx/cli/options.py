@@ -59,3 +59,21 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
     g.add_argument("--max-samples" if flag == "--data" else "--calib-max-samples",
                    dest="max_samples", type=int, default=None, metavar="N",
                    help="use at most N samples")
+
+
+def placement_config(args: argparse.Namespace):
+    """The PlacementConfig of the placement options (files are read when it is resolved)."""
+    from qdq_onnx.pipeline import PlacementConfig
+
+    return PlacementConfig(rules=args.rules, mode=args.mode, spec=args.spec,
+                           cases=tuple(args.case), force=getattr(args, "force", False))
+
+
+def calibration_config(args: argparse.Namespace):
+    """The CalibrationConfig of the calibration options, or None without data."""
+    from qdq_onnx.pipeline import CalibrationConfig
+
+    if not args.data:
+        return None
+    return CalibrationConfig(method=args.method, percentile=args.percentile,
+                             batch_size=args.batch_size, max_samples=args.max_samples)

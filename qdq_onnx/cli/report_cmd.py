@@ -27,25 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qdq_onnx.diagnostics.error_report import build_report
-    from qdq_onnx.diagnostics.html_report import build_html, load_bench
-    from qdq_onnx.diagnostics.lint import lint_model
+    from qdq_onnx import pipeline
     from qdq_onnx.errors import QdqError
     from qdq_onnx.files.atomic import write_text_atomic
-    from qdq_onnx.files.onnx_files import load_model
-    from qdq_onnx.placement.rules import load_rules
 
-    model = load_model(args.model)
-    lint = lint_model(model, load_rules(args.rules))
-    quant = build_report(model, args.data, max_samples=args.max_samples) if args.data else None
+    model = pipeline.load(args.model).model
     sens = None
     if args.sensitivity:
         try:
             sens = json.loads(Path(args.sensitivity).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise QdqError(f"{args.sensitivity}: not a sensitivity JSON ({exc})") from None
-    bench = load_bench(args.bench_dir) if args.bench_dir else None
-    html_text = build_html(model, Path(args.model).name, lint, quant, sens, bench)
+    html_text = pipeline.report(model, Path(args.model).name, args.rules, args.data,
+                                args.max_samples, sens, args.bench_dir)
     write_text_atomic(args.output, html_text)
     print(f"wrote {args.output} ({len(html_text) // 1024} KiB, self-contained)")
     return 0

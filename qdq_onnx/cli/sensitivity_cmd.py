@@ -32,41 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qdq_onnx.convert.prepare import prepare_model, require_float_model
-    from qdq_onnx.data.feeds import LABEL_KEYS, load_arrays, match_inputs
-    from qdq_onnx.diagnostics.sensitivity import analyse, render_png, spec_yaml
+    from qdq_onnx import pipeline
+    from qdq_onnx.data.feeds import load_labelled
+    from qdq_onnx.diagnostics.charts import write_png
+    from qdq_onnx.diagnostics.sensitivity import sensitivity_chart, spec_yaml
     from qdq_onnx.errors import QdqError
     from qdq_onnx.files.atomic import write_text_atomic
-    from qdq_onnx.files.onnx_files import load_model
-    from qdq_onnx.placement.planner import plan_placement
-    from qdq_onnx.placement.rules import load_rules
-    from qdq_onnx.quantize.calibration import collect_amax
 
     if args.target_drop is not None and not args.spec_out:
         raise QdqError("--target-drop writes a spec: give --spec-out SPEC.yaml")
-    model = load_model(args.model)
-    require_float_model(model)
-    prepared, _ = prepare_model(model, copy=False)
-    plan = plan_placement(prepared, load_rules(args.rules))
-    arrays = load_arrays(args.data)
-    key = next((k for k in LABEL_KEYS if k in arrays), None)
-    labels = arrays.pop(key) if key else None
-    x = match_inputs(arrays, prepared, source=args.data)
+    model = pipeline.load(args.model).model
+    x, labels = load_labelled(args.data, model, need_labels=False)
     n = min(args.max_samples, next(iter(x.values())).shape[0])
     x = {k: v[:n] for k, v in x.items()}
     labels = None if labels is None else labels[:n]
-    amax = collect_amax(prepared, plan, args.calib or x, max_samples=512)
     drop = None if args.target_drop is None else args.target_drop / 100.0
-    report = analyse(prepared, plan, amax, x, labels, target_drop=drop,
-                     weight_bits=args.weight_bits)
-    scale = 100 if report.metric == "accuracy" else 1
-    unit = "%" if report.metric == "accuracy" else " dB"
-    print(f"float {report.float_metric * scale:.2f}{unit}, all quantized "
-          f"{report.quantized_metric * scale:.2f}{unit} ({n} samples)")
-    print(f"{'rank':4} {'layer':44} {'only this float':>16} {'only this int8':>15}")
-    for i, r in enumerate(report.layers, 1):
-        print(f"{i:4} {r.layer[:44]:44} {r.only_this_float * scale:15.2f}{unit} "
-              f"{r.only_this_quantized * scale:14.2f}{unit}")
+    report = pipeline.sensitivity(model, x, labels, pipeline.PlacementConfig(rules=args.rules),
+                                  calibration_data=args.calib, target_drop=drop,
+                                  weight_bits=args.weight_bits)
+    print(render(report, n))
     if report.chosen_float is not None:
         note = (f"qdq-onnx sensitivity --target-drop {args.target_drop}: leave "
                 f"{len(report.chosen_float)} layer(s) float; measured accuracy "
@@ -76,5 +60,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         write_text_atomic(args.json_out, json.dumps(report.to_dict(), indent=1) + "\n")
     if args.png:
-        render_png(report, args.png)
+        write_png(sensitivity_chart(report), args.png)
     return 0
+
+
+def render(report, n: int) -> str:
+    scale = 100 if report.metric == "accuracy" else 1
+    unit = "%" if report.metric == "accuracy" else " dB"
+    lines = [f"float {report.float_metric * scale:.2f}{unit}, all quantized "
+             f"{report.quantized_metric * scale:.2f}{unit} ({n} samples)",
+             f"{'rank':4} {'layer':44} {'only this float':>16} {'only this int8':>15}"]
+    for i, r in enumerate(report.layers, 1):
+        lines.append(f"{i:4} {r.layer[:44]:44} {r.only_this_float * scale:15.2f}{unit} "
+                     f"{r.only_this_quantized * scale:14.2f}{unit}")
+    return "\n".join(lines)

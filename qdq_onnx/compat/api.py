@@ -1,4 +1,5 @@
-"""The Python API of the original toolkit, on ONNX: quantize_model() -> QuantizedModel."""
+"""The Python API of the original toolkit, on ONNX: quantize_model() -> QuantizedModel,
+built on the pipeline's stage functions."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ from typing import Any
 
 import onnx
 
-from qdq_onnx.convert.prepare import prepare_model, require_float_model
+from qdq_onnx import pipeline
 from qdq_onnx.errors import QdqError
-from qdq_onnx.files.onnx_files import load_model, save_model_atomic
 from qdq_onnx.placement.cases import CustomQDQInsertionCase
 from qdq_onnx.placement.plan import PlacementPlan
-from qdq_onnx.placement.planner import plan_placement
-from qdq_onnx.placement.rules import RuleSet, load_rules
+from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.spec import QuantizationSpec
-from qdq_onnx.quantize.insert import InsertReport, insert_qdq
+from qdq_onnx.quantize.insert import InsertReport
 
 
 class QuantizedModel:
@@ -104,7 +103,8 @@ class QuantizedModel:
         return [logs[k] for k in ("loss", "accuracy") if k in logs]
 
     def predict(self, x: Any, batch_size: int = 256):
-        if self._trainer is None:  # not compiled: run the Q/DQ graph itself
+        """Model outputs: the training graph's eval mode once compiled, else the Q/DQ graph."""
+        if self._trainer is None:
             from qdq_onnx.data.feeds import match_inputs
             from qdq_onnx.graph.sessions import inference_session
 
@@ -128,7 +128,7 @@ class QuantizedModel:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the TensorRT Q/DQ ONNX file atomically (full ONNX checker first)."""
-        return save_model_atomic(self.export(), path, check="the quantized model")
+        return pipeline.save(self.export(), path, check="the quantized model")
 
     def summary(self) -> str:
         c = self.plan.counts()
@@ -147,17 +147,11 @@ class QuantizedModel:
 def _as_onnx(model: Any, opset: int) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
-    if isinstance(model, (str, Path)):
-        p = Path(model)
-        if p.suffix == ".onnx":
-            return load_model(p)
-        from qdq_onnx.convert.keras_model import keras_to_onnx, load_keras_model
-
-        return keras_to_onnx(load_keras_model(p), opset=opset)
-    if hasattr(model, "layers") or hasattr(model, "signatures"):
-        from qdq_onnx.convert.keras_model import keras_to_onnx
-
-        return keras_to_onnx(model, opset=opset)
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+        return pipeline.load(model).model
+    if isinstance(model, (str, Path)) or hasattr(model, "layers") \
+            or hasattr(model, "signatures"):
+        return pipeline.convert(model, opset=opset)
     raise QdqError(f"quantize_model takes a Keras model, an onnx.ModelProto or a path, not "
                    f"{type(model).__name__}")
 
@@ -174,27 +168,17 @@ def quantize_model(model: Any, quantization_mode: str = "full",
     `model` is a Keras model, an `onnx.ModelProto` or a path (.onnx, .keras, .h5, SavedModel);
     it is never modified, nor is `quantization_spec`. Modes: "full" (every supported layer,
     spec/cases adjust) and "partial" (only what the spec/cases name). With
-    `calibration_data` the activation scales are calibrated (max), otherwise placeholders.
-    """
-    source = _as_onnx(model, opset)
-    require_float_model(source, force=force)
-    rule_set = rules if isinstance(rules, RuleSet) else load_rules(rules)
-    prepared, notes = prepare_model(source)
-    plan = plan_placement(prepared, rule_set, quantization_mode, quantization_spec,
-                          custom_qdq_cases)
-    amax = None
-    scale_source = ""
-    if calibration_data is not None:
-        from qdq_onnx.quantize.calibration import collect_amax
-
-        amax = collect_amax(prepared, plan, calibration_data,
-                            batch_size=calibration_batch_size, method=calibration_method,
-                            percentile=calibration_percentile)
-        scale_source = f"calibrated:{calibration_method}"
-    if not 2 <= weight_bits <= 8:
-        raise QdqError(f"weight_bits must be 2-8, got {weight_bits}")
-    qdq, report = insert_qdq(prepared, plan, amax, scale_source, weight_bits=weight_bits)
-    return QuantizedModel(prepared, plan, qdq, report, notes + plan.notes, weight_bits)
+    `calibration_data` the activation scales are calibrated (`calibration_method`),
+    otherwise they are placeholders. Returns a QuantizedModel."""
+    placement = pipeline.PlacementConfig(rules=rules, mode=quantization_mode,
+                                         spec=quantization_spec,
+                                         cases=tuple(custom_qdq_cases or ()), force=force)
+    calibration = pipeline.CalibrationConfig(method=calibration_method,
+                                             percentile=calibration_percentile,
+                                             batch_size=calibration_batch_size)
+    q = pipeline.quantize(_as_onnx(model, opset), placement, calibration,
+                          data=calibration_data, weight_bits=weight_bits)
+    return QuantizedModel(q.float_model, q.plan, q.qdq, q.report, q.notes, weight_bits)
 
 
 def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99.99,
@@ -205,48 +189,10 @@ def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99
     `model` is a Q/DQ `onnx.ModelProto`, a path to one, or a QuantizedModel. Statistics are
     collected on the float graph behind it (Q/DQ bypassed). Weight scales are unchanged.
     """
-    import json
-
-    import numpy as np
-    from onnx import numpy_helper
-
-    from qdq_onnx.files.metadata import PLAN_KEY, SCALES_KEY, get_metadata, set_metadata
-    from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
-    from qdq_onnx.quantize.calibration import check_method, collect_stats, group_amax
-    from qdq_onnx.quantize.scales import amax_to_scale
-
-    check_method(method, percentile)
     if isinstance(model, QuantizedModel):
         model = model.onnx
     elif isinstance(model, (str, Path)):
-        model = load_model(model)
-    pairs = [p for p in qdq_pairs(model) if not p.is_weight]
-    if not pairs:
-        raise QdqError("the model has no activation Q/DQ pairs to calibrate (run insert "
-                       "first)")
-    groups: dict[str, list[str]] = {p.source: [p.source] for p in pairs}
-    plan_json = get_metadata(model, PLAN_KEY)
-    if plan_json:
-        plan = PlacementPlan.from_dict(json.loads(plan_json))
-        for key, members in plan.activation_groups().items():
-            tensors = sorted({m.tensor for m in members})
-            if key != tensors[0] or len(tensors) > 1:
-                for t in tensors:
-                    groups.pop(t, None)
-                groups[key] = tensors
-    float_model = strip_qdq(model)
-    stats = collect_stats(float_model, {p.source for p in pairs}, data,
-                          batch_size=batch_size, max_samples=max_samples,
-                          with_hist=method != "max", show_progress=show_progress)
-    amax = group_amax(stats, groups, method, percentile)
-    key_of = {t: key for key, members in groups.items() for t in members}
-    scale_of = {p.scale: amax_to_scale(np.float32(amax[key_of[p.source]]))[0]
-                for p in pairs}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for t in out.graph.initializer:
-        if t.name in scale_of:
-            t.CopyFrom(numpy_helper.from_array(scale_of[t.name].reshape(tuple(t.dims)),
-                                               t.name))
-    set_metadata(out, SCALES_KEY, f"calibrated:{method}")
-    return out
+        model = pipeline.load(model).model
+    return pipeline.recalibrate(model, data, pipeline.CalibrationConfig(
+        method=method, percentile=percentile, batch_size=batch_size, max_samples=max_samples,
+        show_progress=show_progress))

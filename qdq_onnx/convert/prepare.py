@@ -169,25 +169,35 @@ def _fold_affine_into_weighted(graph: onnx.GraphProto) -> dict[str, str]:
     return removed
 
 
-def _fold_chain(index: GraphIndex, node: onnx.NodeProto,
-                new_inits: dict[str, np.ndarray]) -> list[str]:
+def _fold_target(index: GraphIndex, node: onnx.NodeProto) -> tuple | None:
+    """(weight proto, weight channel axis, output channel axis, output rank, channels) of
+    a weighted op whose output channels a per-channel affine op can be folded into."""
     op = node.op_type
     axes = ops.output_channel_axis(op, attribute(node, "transB", 0))
     if axes is None or len(node.input) < 2:
-        return []
+        return None
     w_proto = index.initializers.get(node.input[1])
     if w_proto is None or index.consumer_count(node.input[1]) != 1:
-        return []
+        return None
     shape = tuple(w_proto.dims)
-    w_axis, out_axis = axes
     if op == ops.GEMM and (attribute(node, "alpha", 1.0) != 1.0
                            or attribute(node, "beta", 1.0) != 1.0 or attribute(node, "transA", 0)):
-        return []
+        return None
     if op == ops.MATMUL and len(shape) != 2:
-        return []
+        return None
+    w_axis, out_axis = axes
     # The output tensor's rank: a Conv output has the weight's rank, Gemm/MatMul outputs are 2-D.
     rank = len(shape) if op == ops.CONV else 2
-    channels = shape[w_axis]
+    return w_proto, w_axis, out_axis, rank, shape[w_axis]
+
+
+def _fold_chain(index: GraphIndex, node: onnx.NodeProto,
+                new_inits: dict[str, np.ndarray]) -> list[str]:
+    target = _fold_target(index, node)
+    if target is None:
+        return []
+    op = node.op_type
+    w_proto, w_axis, out_axis, rank, channels = target
     scale = np.ones(channels, np.float32)
     shift = np.zeros(channels, np.float32)
     chain: list[onnx.NodeProto] = []

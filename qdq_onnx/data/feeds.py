@@ -165,3 +165,23 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
     if fixed:  # a model exported with a fixed batch size takes exactly that many per run
         batch_size = min(fixed)
     return batches(feeds, batch_size, limit), total
+
+
+def split_labels(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
+                                                       np.ndarray | None]:
+    """(the arrays without the labels, the labels stored under 'labels' or 'y', or None)."""
+    key = next((k for k in LABEL_KEYS if k in arrays), None)
+    if key is None:
+        return arrays, None
+    rest = dict(arrays)
+    return rest, rest.pop(key)
+
+
+def load_labelled(path: str | Path, model: onnx.ModelProto, need_labels: bool = True
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Model inputs (matched and checked) and labels from a data file or folder."""
+    arrays, labels = split_labels(load_arrays(path))
+    if labels is None and need_labels:
+        raise QdqError(f"{path}: no labels: store them under the key 'labels' (or 'y'); "
+                       f"found {sorted(arrays)}")
+    return match_inputs(arrays, model, source=str(path)), labels

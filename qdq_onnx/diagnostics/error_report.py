@@ -10,17 +10,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from qdq_onnx.diagnostics.charts import png_bytes, pyplot
+from qdq_onnx.diagnostics.metrics import sqnr_db
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
 from qdq_onnx.progress import progress
-
-
-def sqnr_db(signal: float, noise: float) -> float:
-    if noise <= 0:
-        return float("inf")
-    if signal <= 0:
-        return float("-inf")
-    return float(10.0 * np.log10(signal / noise))
 
 
 @dataclass
@@ -130,19 +124,9 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_png(report: dict[str, Any], path: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from qdq_onnx.errors import QdqError
-
-        raise QdqError("the PNG chart needs matplotlib: pip install 'qdq-onnx[report]'"
-                       ) from None
-    from qdq_onnx.files.atomic import write_bytes_atomic
-
+def sqnr_chart(report: dict[str, Any]) -> bytes:
+    """Bar charts of SQNR per quantized tensor and per layer output, as PNG bytes."""
+    plt = pyplot()
     tensors, layers = report["tensors"], report["layers"]
     height = max(4.0, 0.22 * max(len(tensors), len(layers)) + 1.5)
     fig, (a, b) = plt.subplots(1, 2, figsize=(14, height))
@@ -150,19 +134,12 @@ def render_png(report: dict[str, Any], path: str) -> None:
     a.barh([r["tensor"][-40:] for r in tensors], [min(r["sqnr_db"], 80) for r in tensors],
            color=colors)
     a.set_title("SQNR per quantized tensor (blue: weight, orange: activation)")
-    a.set_xlabel("dB")
-    a.invert_yaxis()
-    a.tick_params(axis="y", labelsize=6)
     b.barh([r["node"][-40:] for r in layers], [min(r["sqnr_db"], 80) for r in layers],
            color="tab:green")
     b.set_title("Layer output: float vs Q/DQ SQNR")
-    b.set_xlabel("dB")
-    b.invert_yaxis()
-    b.tick_params(axis="y", labelsize=6)
+    for ax in (a, b):
+        ax.set_xlabel("dB")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=6)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    return png_bytes(fig, dpi=110)

@@ -36,85 +36,102 @@ def _table(headers: list[str], rows: list[list[Any]], raw: bool = False) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _png(render) -> str:
-    """Run a `render(path)` function into memory and return an <img> with a data URI."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "chart.png"
-        render(str(path))
-        data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="chart" src="data:image/png;base64,{data}">'
+def _img(png: bytes) -> str:
+    return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def build_html(model: onnx.ModelProto, name: str, lint: Any, quant: dict | None = None,
                sensitivity: dict | None = None, bench: dict[str, Any] | None = None) -> str:
+    """The report as one HTML document: summary, placement, lint, and the optional SQNR,
+    sensitivity and benchmark sections."""
     from qdq_onnx.diagnostics.quantized_inputs import quantized_inputs
     from qdq_onnx.placement.plan import PlacementPlan
 
+    rows = quantized_inputs(model)
+    plan_json = get_metadata(model, PLAN_KEY)
+    plan = PlacementPlan.from_dict(json.loads(plan_json)) if plan_json else None
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>qdq-onnx report: "
              f"{_esc(name)}</title><style>{_CSS}</style></head><body>",
              f"<h1>qdq-onnx report: {_esc(name)}</h1>",
              f"<p class='muted'>generated {time.strftime('%Y-%m-%d %H:%M')} by qdq-onnx; "
              "self-contained: no scripts, no network.</p>"]
-    rows = quantized_inputs(model)
-    plan_json = get_metadata(model, PLAN_KEY)
-    plan = PlacementPlan.from_dict(json.loads(plan_json)) if plan_json else None
-    parts.append("<h2 id='summary'>Summary</h2>")
-    summary = [["quantized inputs", len(rows)],
-               ["Q/DQ pairs", sum(n.op_type == "QuantizeLinear" for n in model.graph.node)],
-               ["lint", lint.summary()]]
-    if plan is not None:
-        summary += [["rules", plan.rules.get("name", "?")], ["mode", plan.mode]]
-    parts.append(_table(["", ""], summary))
-    parts.append("<h2 id='placement'>Placement</h2>")
-    if plan is not None:
-        prow = [[p.consumer, p.input, p.kind, "-" if p.axis is None else p.axis,
-                 p.layer or "-", p.rule, p.reason] for p in plan.placements]
-        prow += [[f.consumer, f.input, "float", "-", f.layer or "-", f.rule, f.reason]
-                 for f in plan.left_float]
-        parts.append(_table(["node", "input", "kind", "axis", "layer", "rule", "why"], prow))
-    else:
-        parts.append("<p class='muted'>No placement plan in this file (not made by "
-                     "qdq-onnx); quantized inputs found in the graph:</p>")
-        parts.append(_table(["node", "op", "input", "kind", "axis", "rule"],
-                            [[r.node, r.op_type, r.input, r.kind, r.axis, r.rule]
-                             for r in rows]))
-    parts.append("<h2 id='lint'>TensorRT lint</h2>")
-    parts.append(f"<p><b>{_esc(lint.summary())}</b></p>")
-    parts.append(_table(["weighted layer", "op", "INT8", "axis"],
-                        [[r.node, r.op_type,
-                          "<span class='ok'>yes</span>" if r.int8 else
-                          "<span class='bad'>no</span>", "-" if r.axis is None else r.axis]
-                         for r in lint.layers], raw=True))
-    if lint.findings:
-        parts.append(_table(["severity", "id", "check", "node", "detail"],
-                            [[f.severity, f.id, f.name, f.node, f.message]
-                             for f in lint.findings]))
+    parts += _summary(model, rows, plan, lint)
+    parts += _placement(rows, plan)
+    parts += _lint(lint)
     if quant is not None:
-        from qdq_onnx.diagnostics.error_report import render_png
-
-        parts.append("<h2 id='sqnr'>Per-layer SQNR</h2>")
-        parts.append(_png(lambda p: render_png(quant, p)))
-        parts.append(_table(["tensor", "kind", "scale", "clipped", "SQNR dB"],
-                            [[t["tensor"], t["kind"], f"{t['scale']:.4g}",
-                              f"{t['clipped'] * 100:.3f}%", f"{t['sqnr_db']:.2f}"]
-                             for t in quant["tensors"]]))
+        parts += _sqnr(quant)
     if sensitivity is not None:
-        from qdq_onnx.diagnostics.sensitivity import LayerSensitivity, SensitivityReport, render_png
-
-        rep = SensitivityReport(**{**sensitivity, "layers": [
-            LayerSensitivity(**x) for x in sensitivity["layers"]]})
-        parts.append("<h2 id='sensitivity'>Layer sensitivity</h2>")
-        parts.append(_png(lambda p: render_png(rep, p)))
-        if rep.chosen_float is not None:
-            kept = ", ".join(rep.chosen_float) or "no layer (the target is met fully quantized)"
-            parts.append(f"<p>--target-drop keeps float: {_esc(kept)}</p>")
+        parts += _sensitivity(sensitivity)
     if bench:
         parts.append("<h2 id='results'>Accuracy and latency</h2>")
         parts.extend(_bench_tables(bench))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _summary(model, rows, plan, lint) -> list[str]:
+    summary = [["quantized inputs", len(rows)],
+               ["Q/DQ pairs", sum(n.op_type == "QuantizeLinear" for n in model.graph.node)],
+               ["lint", lint.summary()]]
+    if plan is not None:
+        summary += [["rules", plan.rules.get("name", "?")], ["mode", plan.mode]]
+    return ["<h2 id='summary'>Summary</h2>", _table(["", ""], summary)]
+
+
+def _placement(rows, plan) -> list[str]:
+    out = ["<h2 id='placement'>Placement</h2>"]
+    if plan is None:
+        out.append("<p class='muted'>No placement plan in this file (not made by qdq-onnx); "
+                   "quantized inputs found in the graph:</p>")
+        out.append(_table(["node", "op", "input", "kind", "axis", "rule"],
+                          [[r.node, r.op_type, r.input, r.kind, r.axis, r.rule]
+                           for r in rows]))
+        return out
+    prow = [[p.consumer, p.input, p.kind, "-" if p.axis is None else p.axis, p.layer or "-",
+             p.rule, p.reason] for p in plan.placements]
+    prow += [[f.consumer, f.input, "float", "-", f.layer or "-", f.rule, f.reason]
+             for f in plan.left_float]
+    out.append(_table(["node", "input", "kind", "axis", "layer", "rule", "why"], prow))
+    return out
+
+
+def _lint(lint) -> list[str]:
+    out = ["<h2 id='lint'>TensorRT lint</h2>", f"<p><b>{_esc(lint.summary())}</b></p>",
+           _table(["weighted layer", "op", "INT8", "axis"],
+                  [[r.node, r.op_type, "<span class='ok'>yes</span>" if r.int8 else
+                    "<span class='bad'>no</span>", "-" if r.axis is None else r.axis]
+                   for r in lint.layers], raw=True)]
+    if lint.findings:
+        out.append(_table(["severity", "id", "check", "node", "detail"],
+                          [[f.severity, f.id, f.name, f.node, f.message]
+                           for f in lint.findings]))
+    return out
+
+
+def _sqnr(quant: dict) -> list[str]:
+    from qdq_onnx.diagnostics.error_report import sqnr_chart
+
+    return ["<h2 id='sqnr'>Per-layer SQNR</h2>", _img(sqnr_chart(quant)),
+            _table(["tensor", "kind", "scale", "clipped", "SQNR dB"],
+                   [[t["tensor"], t["kind"], f"{t['scale']:.4g}",
+                     f"{t['clipped'] * 100:.3f}%", f"{t['sqnr_db']:.2f}"]
+                    for t in quant["tensors"]])]
+
+
+def _sensitivity(sensitivity: dict) -> list[str]:
+    from qdq_onnx.diagnostics.sensitivity import (
+        LayerSensitivity,
+        SensitivityReport,
+        sensitivity_chart,
+    )
+
+    rep = SensitivityReport(**{**sensitivity, "layers": [
+        LayerSensitivity(**x) for x in sensitivity["layers"]]})
+    out = ["<h2 id='sensitivity'>Layer sensitivity</h2>", _img(sensitivity_chart(rep))]
+    if rep.chosen_float is not None:
+        kept = ", ".join(rep.chosen_float) or "no layer (the target is met fully quantized)"
+        out.append(f"<p>--target-drop keeps float: {_esc(kept)}</p>")
+    return out
 
 
 def _bench_tables(bench: dict[str, Any]) -> list[str]:

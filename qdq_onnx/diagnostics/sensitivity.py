@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from qdq_onnx.diagnostics.charts import png_bytes, pyplot
+from qdq_onnx.diagnostics.metrics import output_sqnr_db
 from qdq_onnx.errors import QdqError
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.insert import insert_qdq
@@ -68,9 +70,7 @@ class _Evaluator:
         out = self.outputs(model)
         if self.labels is not None:
             return float(np.mean(np.argmax(out, axis=-1) == self.labels))
-        noise = float(np.sum((out - self.reference).astype(np.float64) ** 2))
-        signal = float(np.sum(self.reference.astype(np.float64) ** 2))
-        return float("inf") if noise == 0 else 10 * np.log10(signal / noise)
+        return output_sqnr_db(self.reference, out)
 
 
 def analyse(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, float],
@@ -130,16 +130,9 @@ def json_quote(text: str) -> str:
     return json.dumps(text)
 
 
-def render_png(report: SensitivityReport, path: str) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from qdq_onnx.files.atomic import write_bytes_atomic
-
+def sensitivity_chart(report: SensitivityReport) -> bytes:
+    """Per-layer sensitivity bars (most sensitive first), as PNG bytes."""
+    plt = pyplot()
     rows = report.layers
     fig, ax = plt.subplots(figsize=(10, max(3.0, 0.35 * len(rows) + 1.5)))
     y = np.arange(len(rows))
@@ -162,7 +155,4 @@ def render_png(report: SensitivityReport, path: str) -> None:
         ax.set_xlim(lo - 0.1 * (hi - lo) - 0.05, hi + 0.1 * (hi - lo) + 0.05)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    return png_bytes(fig)

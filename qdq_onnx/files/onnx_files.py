@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -23,7 +24,17 @@ _ITEMSIZE = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.Tensor
              onnx.TensorProto.DOUBLE: 8}
 
 
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+@dataclass(frozen=True)
+class ModelFile:
+    """A loaded ONNX file: the model, where it came from, and whether its weights were kept
+    in external data files (outputs made from it keep them external)."""
+
+    model: onnx.ModelProto
+    path: Path
+    external: bool
+
+
+def load_model_file(path: str | os.PathLike) -> ModelFile:
     """Load an ONNX file, with external data confined to the model's folder."""
     p = Path(path)
     if p.is_dir():
@@ -38,17 +49,25 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise QdqError(f"{p}: not an ONNX model (protobuf parse failed: {exc})") from None
     if not model.HasField("graph") or not model.graph.node:
         raise QdqError(f"{p}: not an ONNX model (no graph or an empty graph)")
-    _load_external_data(model, p.parent)
-    return model
+    external = _load_external_data(model, p.parent)
+    return ModelFile(model, p, external)
 
 
-def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load an ONNX file (see `load_model_file`)."""
+    return load_model_file(path).model
+
+
+def _load_external_data(model: onnx.ModelProto, base: Path) -> bool:
+    """Read the tensors kept in external files; returns whether there were any."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     root = base.resolve()
+    found = False
     for tensor in _get_all_tensors(model):
         if not uses_external_data(tensor):
             continue
+        found = True
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
         target = (root / location).resolve()
@@ -62,7 +81,9 @@ def _load_external_data(model: onnx.ModelProto, base: Path) -> None:
                 f"tensor {tensor.name!r}: external data file {location!r} is missing "
                 f"(looked in {root}); copy it next to the model"
             )
-    onnx.load_external_data_for_model(model, str(root))
+    if found:
+        onnx.load_external_data_for_model(model, str(root))
+    return found
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -129,10 +150,14 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
                       check: str | None = None, external: bool | None = None) -> Path:
     """Write `model` to `path` via temporary files and renames: never a half-written file.
 
-    With `check` (a description such as "the quantized model"), the written file must pass
-    the full ONNX checker before it is renamed into place. With `external` (default: when
-    the model is over 2 GB), weights go to one external-data file `<name>.data` next to
-    `path`, streamed tensor by tensor.
+    With `check` (a description such as "the quantized model"), nothing is renamed into
+    place unless it passed the full ONNX checker: for an embedded-weight file the checker
+    runs on the exact graph protos written (weights reduced to their dims, which is all the
+    checker reads of them) before writing, every weight's payload is checked against its
+    dims and type (which the ONNX checker does not do), and the written byte count is
+    verified; a file with external data is checked by path after writing. With `external`
+    (default: when the model is over 2 GB), weights go to one external-data file
+    `<name>.data` next to `path`, streamed tensor by tensor.
     """
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
@@ -144,8 +169,11 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
         model.ir_version = MAX_IR_VERSION
     if external is None:
         external = approx_size(model) >= _PROTOBUF_LIMIT
-    # Everything is written into a private folder next to the output first, checked there
-    # (the checker reads external data relative to the model file), then renamed into place.
+    if check and not external:
+        check_payloads(model, check)
+        check_model(skeleton(model), check)
+    # Everything is written into a private folder next to the output first (the checker
+    # reads external data relative to the model file), then renamed into place.
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     data_name = out.name + ".data"
     try:
@@ -153,10 +181,12 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
         with open(tmp, "wb") as fh:
             if external:
                 with open(work / data_name, "wb") as dh:
-                    write_streaming(model, fh, external_data=(dh, data_name))
+                    written = write_streaming(model, fh, external_data=(dh, data_name))
             else:
-                write_streaming(model, fh)
-        if check:
+                written = write_streaming(model, fh)
+        if tmp.stat().st_size != written:
+            raise QdqError(f"{out}: wrote {tmp.stat().st_size} bytes, expected {written}")
+        if check and external:
             check_model(tmp, check)
         if external:
             os.replace(work / data_name, parent / data_name)
@@ -166,15 +196,51 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
     return out
 
 
-def had_external_data(path: str | os.PathLike) -> bool:
-    """Whether an ONNX file keeps (some of) its tensors in external data files."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+def skeleton(model: onnx.ModelProto, keep_bytes: int = 1024) -> onnx.ModelProto:
+    """The model with every initializer over `keep_bytes` reduced to name, type, dims and a
+    one-element payload: what the checker and shape inference read of weights, without
+    copying them. Small initializers (shapes, axes) are kept whole."""
+    skel = onnx.ModelProto()
+    _copy_fields(model, skel, skip="graph")
+    _copy_fields(model.graph, skel.graph, skip="initializer")
+    for t in model.graph.initializer:
+        count = 1
+        for d in t.dims:
+            count *= d
+        size = _ITEMSIZE.get(t.data_type)
+        if size is None or t.data_location == onnx.TensorProto.EXTERNAL \
+                or count * size <= keep_bytes:
+            skel.graph.initializer.append(t)
+        else:
+            skel.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
+                                       raw_data=bytes(size))
+    return skel
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return False
-    return any(uses_external_data(t) for t in _get_all_tensors(model))
+
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                 "uint64_data")
+
+
+def check_payloads(model: onnx.ModelProto, what: str = "the model") -> None:
+    """Every embedded initializer holds exactly one payload of the size its dims and type
+    say (the ONNX checker reads neither)."""
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        count = 1
+        for d in t.dims:
+            count *= d
+        fields = [f for f in _TYPED_FIELDS if len(getattr(t, f))]
+        if t.HasField("raw_data"):
+            fields.append("raw_data")
+        if len(fields) > 1 or (not fields and count):
+            raise QdqError(f"{what} fails the ONNX checker: tensor {t.name!r} holds "
+                           f"{len(fields)} payload fields ({', '.join(fields) or 'none'})")
+        size = _ITEMSIZE.get(t.data_type)
+        if fields == ["raw_data"] and size is not None and len(t.raw_data) != count * size:
+            raise QdqError(f"{what} fails the ONNX checker: tensor {t.name!r} has "
+                           f"{len(t.raw_data)} bytes of data, its dims {list(t.dims)} need "
+                           f"{count * size}")
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -214,18 +280,21 @@ _INIT_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
 
 
 def write_streaming(model: onnx.ModelProto, fh, external_data: tuple | None = None,
-                    threshold: int = 1024) -> None:
+                    threshold: int = 1024) -> int:
     """Serialise `model` one initializer at a time.
 
     Protobuf merges repeated occurrences of an embedded message, so the file is the model
     without weights followed by one `graph { initializer { ... } }` record per weight; a
     parser reads it as the same ModelProto. Peak memory is the model plus one tensor,
     instead of the model plus a full serialised copy. With `external_data=(file, name)`,
-    tensors over `threshold` bytes are written to that file and referenced by offset."""
+    tensors over `threshold` bytes are written to that file and referenced by offset.
+    Returns the number of bytes written to `fh`."""
     skel = onnx.ModelProto()
     _copy_fields(model, skel, skip="graph")
     _copy_fields(model.graph, skel.graph, skip="initializer")
-    fh.write(skel.SerializeToString())
+    head = skel.SerializeToString()
+    fh.write(head)
+    written = len(head)
     graph_tag = _varint((_GRAPH_FIELD << 3) | 2)
     init_tag = _varint((_INIT_FIELD << 3) | 2)
     offset = 0
@@ -246,5 +315,8 @@ def write_streaming(model: onnx.ModelProto, fh, external_data: tuple | None = No
                 tensor = ref
         payload = tensor.SerializeToString()
         inner = init_tag + _varint(len(payload))
-        fh.write(graph_tag + _varint(len(inner) + len(payload)) + inner)
+        record = graph_tag + _varint(len(inner) + len(payload)) + inner
+        fh.write(record)
         fh.write(payload)
+        written += len(record) + len(payload)
+    return written

@@ -163,41 +163,45 @@ def load_spec_file(path: str | Path) -> tuple[QuantizationSpec, str | None, list
     if not isinstance(layers, list):
         raise SpecError(f"{where(src, raw)}: layers must be a list of entries")
     for item in layers:
-        loc = where(src, item)
-        if not isinstance(item, dict):
-            raise SpecError(f"{loc}: each layers entry is a mapping like {{name: conv1}}")
-        for key in item:
-            if key not in _ENTRY_KEYS:
-                close = difflib.get_close_matches(str(key), sorted(_ENTRY_KEYS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise SpecError(f"{loc}: unknown key {key!r}{hint}")
-        chosen = [s for s in SELECTORS if s in item]
-        if len(chosen) != 1:
-            raise SpecError(f"{loc}: each entry needs exactly one of {', '.join(SELECTORS)}"
-                            f" (found {', '.join(chosen) or 'none'})")
-        selector = chosen[0]
-        value = item[selector]
-        if not isinstance(value, str) or not value:
-            raise SpecError(f"{loc}: {selector} must be a non-empty string")
-        if selector == "node_regex":
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise SpecError(f"{loc}: node_regex {value!r} is not a valid regex: {exc}"
-                                ) from None
-        flags = {}
-        for key in ("quantize_input", "quantize_weight"):
-            v = item.get(key, True)
-            if not isinstance(v, bool):
-                raise SpecError(f"{loc}: {key} must be true or false")
-            flags[key] = v
-        try:
-            index = _index_tuple(item.get("quantization_index"), value)
-        except SpecError as exc:
-            raise SpecError(f"{loc}: {exc}") from None
-        spec.add_entry(LayerConfig(name=value, selector=selector, quantization_index=index,
-                                   source=loc, **flags))
+        spec.add_entry(_file_entry(item, where(src, item)))
     return spec, mode, cases
+
+
+def _file_entry(item: Any, loc: str) -> LayerConfig:
+    """One `layers:` entry of a spec file, validated (errors carry file:line)."""
+    if not isinstance(item, dict):
+        raise SpecError(f"{loc}: each layers entry is a mapping like {{name: conv1}}")
+    for key in item:
+        if key not in _ENTRY_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(_ENTRY_KEYS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(f"{loc}: unknown key {key!r}{hint}")
+    chosen = [s for s in SELECTORS if s in item]
+    if len(chosen) != 1:
+        raise SpecError(f"{loc}: each entry needs exactly one of {', '.join(SELECTORS)}"
+                        f" (found {', '.join(chosen) or 'none'})")
+    selector = chosen[0]
+    value = item[selector]
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{loc}: {selector} must be a non-empty string")
+    if selector == "node_regex":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise SpecError(f"{loc}: node_regex {value!r} is not a valid regex: {exc}"
+                            ) from None
+    flags = {}
+    for key in ("quantize_input", "quantize_weight"):
+        v = item.get(key, True)
+        if not isinstance(v, bool):
+            raise SpecError(f"{loc}: {key} must be true or false")
+        flags[key] = v
+    try:
+        index = _index_tuple(item.get("quantization_index"), value)
+    except SpecError as exc:
+        raise SpecError(f"{loc}: {exc}") from None
+    return LayerConfig(name=value, selector=selector, quantization_index=index,
+                       source=loc, **flags)
 
 
 # -- resolution --------------------------------------------------------------------------

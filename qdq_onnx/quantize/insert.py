@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, RULE_KEY, SCALES_KEY, WEIGHT_BITS_KEY, set_metadata
-from qdq_onnx.files.onnx_files import MAX_IR_VERSION, MIN_OPSET, default_opset
+from qdq_onnx.files.onnx_files import MAX_IR_VERSION, MIN_OPSET, default_opset, skeleton
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
 
@@ -66,32 +66,6 @@ def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
     return [q, dq], dq_out
 
 
-def _skeleton(model: onnx.ModelProto, keep_data: int = 1024) -> onnx.ModelProto:
-    """The model with every large initializer reduced to name, type and dims.
-
-    onnx-graphsurgeon edits this skeleton; the weights themselves never pass through it, so
-    they are never copied (on a 100 MB model every copy costs memory and time)."""
-    skel = onnx.ModelProto()
-    skel.ir_version = model.ir_version
-    skel.opset_import.extend(model.opset_import)
-    g = skel.graph
-    g.name = model.graph.name
-    g.node.extend(model.graph.node)
-    g.input.extend(model.graph.input)
-    g.output.extend(model.graph.output)
-    g.value_info.extend(model.graph.value_info)
-    for t in model.graph.initializer:
-        count = 1
-        for d in t.dims:
-            count *= d
-        # Sizes from dims: ByteSize() would serialise the tensor (and fails beyond 2 GB).
-        if t.data_location != onnx.TensorProto.EXTERNAL and count * 8 <= keep_data:
-            g.initializer.append(t)
-        else:
-            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
-    return skel
-
-
 def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
                activation_amax: dict[str, float] | None = None,
                scale_source: str = "", in_place: bool = False, weight_bits: int = 8
@@ -107,26 +81,55 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
         work.CopyFrom(model)
         model = work
     report = InsertReport()
-    graph = gs.import_onnx(_skeleton(model))
-    tensors = graph.tensors()
-    nodes = {n.name: n for n in graph.nodes}
-    names = _Names({n.name for n in graph.nodes} | set(tensors))
-    provenance: dict[str, str] = {}
-    amax = activation_amax or {}
+    # onnx-graphsurgeon edits a weightless skeleton: the weights never pass through it.
+    edit = _Edit(gs.import_onnx(skeleton(model)))
+    _insert_activations(edit, plan, activation_amax or {}, report)
     initializers = {t.name: t for t in model.graph.initializer}
+    _insert_weights(edit, plan, initializers, weight_bits, report)
+    edit.graph.cleanup().toposort()
+    _merge_into(model, gs.export_onnx(edit.graph, do_type_check=False))
+    for node in model.graph.node:
+        rule = edit.provenance.get(node.name)
+        if rule is not None:
+            node.metadata_props.add(key=RULE_KEY, value=rule)
+    set_metadata(model, PLAN_KEY, plan.to_json())
+    set_metadata(model, SCALES_KEY, scale_source or (
+        "placeholder" if report.placeholder_scales else "given"))
+    set_metadata(model, WEIGHT_BITS_KEY, str(weight_bits))
+    return model, report
 
-    def consumer_slot(consumer: str, slot: int) -> gs.Node:
-        node = nodes.get(consumer)
-        if node is None or slot >= len(node.inputs):
-            raise QdqError(f"the plan names {consumer}[{slot}], which is not in the graph")
+
+class _Edit:
+    """The graph being edited, its tensors and nodes by name, fresh names, provenance."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.graph = graph
+        self.tensors = graph.tensors()
+        self.nodes = {n.name: n for n in graph.nodes}
+        self.names = _Names({n.name for n in graph.nodes} | set(self.tensors))
+        self.provenance: dict[str, str] = {}
+
+    def slot(self, consumer: str, index: int) -> gs.Node:
+        node = self.nodes.get(consumer)
+        if node is None or index >= len(node.inputs):
+            raise QdqError(f"the plan names {consumer}[{index}], which is not in the graph")
         return node
 
-    # Activations: one Q/DQ pair per tensor, shared by every planned consumer of it.
+    def pair(self, src: gs.Tensor, scale: np.ndarray, axis: int | None, label: str,
+             rule: str) -> gs.Variable:
+        new_nodes, dq_out = _pair(self.names, src, scale, axis, label, rule, self.provenance)
+        self.graph.nodes.extend(new_nodes)
+        return dq_out
+
+
+def _insert_activations(edit: _Edit, plan: PlacementPlan, amax: dict[str, float],
+                        report: InsertReport) -> None:
+    """One per-tensor Q/DQ pair per activation tensor, shared by its planned consumers."""
     by_tensor: dict[str, list] = {}
     for p in plan.activations():
         by_tensor.setdefault(p.tensor, []).append(p)
     for tensor_name, group in by_tensor.items():
-        src = tensors.get(tensor_name)
+        src = edit.tensors.get(tensor_name)
         if src is None:
             raise QdqError(f"the plan names tensor {tensor_name!r}, which is not in the graph")
         key = group[0].scale_group or tensor_name
@@ -137,14 +140,18 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
             report.placeholder_scales.append(key)
         scale, _ = amax_to_scale(np.float32(value))
         rule_ids = ",".join(dict.fromkeys(p.rule for p in group))
-        new_nodes, dq_out = _pair(names, src, scale, None, tensor_name, rule_ids, provenance)
-        graph.nodes.extend(new_nodes)
+        dq_out = edit.pair(src, scale, None, tensor_name, rule_ids)
         for p in group:
-            consumer_slot(p.consumer, p.input).inputs[p.input] = dq_out
+            edit.slot(p.consumer, p.input).inputs[p.input] = dq_out
         report.activation_pairs += 1
-    # Weights: per channel, one pair per consumer slot (weights are un-shared by prepare).
+
+
+def _insert_weights(edit: _Edit, plan: PlacementPlan,
+                    initializers: dict[str, onnx.TensorProto], weight_bits: int,
+                    report: InsertReport) -> None:
+    """A per-channel Q/DQ pair per weight slot (weights are un-shared by prepare)."""
     for p in plan.weights():
-        node = consumer_slot(p.consumer, p.input)
+        node = edit.slot(p.consumer, p.input)
         src = node.inputs[p.input]
         proto = initializers.get(src.name)
         if not isinstance(src, gs.Constant) or proto is None:
@@ -155,22 +162,8 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
         zeros = int(np.count_nonzero(scale == MIN_SCALE))
         if zeros:
             report.zero_weight_channels[p.tensor] = zeros
-        new_nodes, dq_out = _pair(names, src, scale, p.axis, p.tensor, p.rule, provenance)
-        graph.nodes.extend(new_nodes)
-        node.inputs[p.input] = dq_out
+        node.inputs[p.input] = edit.pair(src, scale, p.axis, p.tensor, p.rule)
         report.weight_pairs += 1
-    graph.cleanup().toposort()
-    edited = gs.export_onnx(graph, do_type_check=False)
-    _merge_into(model, edited)
-    for node in model.graph.node:
-        rule = provenance.get(node.name)
-        if rule is not None:
-            node.metadata_props.add(key=RULE_KEY, value=rule)
-    set_metadata(model, PLAN_KEY, plan.to_json())
-    set_metadata(model, SCALES_KEY, scale_source or (
-        "placeholder" if report.placeholder_scales else "given"))
-    set_metadata(model, WEIGHT_BITS_KEY, str(weight_bits))
-    return model, report
 
 
 def _merge_into(model: onnx.ModelProto, edited: onnx.ModelProto) -> None:
