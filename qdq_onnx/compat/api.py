@@ -131,6 +131,7 @@ class QuantizedModel:
         return pipeline.save(self.export(), path, check="the quantized model")
 
     def summary(self) -> str:
+        """One line: activation Q/DQ pairs, quantized inputs, weights, inputs left float."""
         c = self.plan.counts()
         return (f"{c['activation_qdq_pairs']} activation Q/DQ pairs on {c['activation_inputs']} "
                 f"inputs, {c['weights']} weights, {c['left_float']} inputs left float by rule")

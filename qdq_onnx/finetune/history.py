@@ -19,15 +19,18 @@ class History:
     stopped: str = "completed"  # completed | early_stopping | interrupted
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
+        """Record the logs (loss, accuracy, val_*, lr) of epoch `epoch`."""
         self.epoch.append(epoch)
         for k, v in logs.items():
             self.history.setdefault(k, []).append(v)
 
     def to_dict(self) -> dict:
+        """The history as plain data (stored in checkpoints)."""
         return {"history": self.history, "epoch": self.epoch, "batch_loss": self.batch_loss}
 
     @classmethod
     def from_dict(cls, data: dict) -> History:
+        """A History from `to_dict()` data (when resuming)."""
         return cls(history=data["history"], epoch=data["epoch"],
                    batch_loss=data.get("batch_loss", []))
 

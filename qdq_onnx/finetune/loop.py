@@ -97,6 +97,7 @@ class Trainer:
         self.refresh_weight_scales()
 
     def trained_initializers(self) -> dict[str, np.ndarray]:
+        """The trainable parameters' current values by initializer name."""
         return {name: self.backend.get_parameter(name) for name in self.graph.trainable}
 
     # -- data ----------------------------------------------------------------------------
@@ -124,6 +125,8 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Model outputs for `x` from the training graph's eval mode (batches of
+        `batch_size`)."""
         feeds = self._inputs(x)
         n = next(iter(feeds.values())).shape[0]
         labels = self._dummy_labels(n)
@@ -133,6 +136,8 @@ class Trainer:
             for s in range(0, n, batch_size)])
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
+        """{'loss': ..., 'accuracy': ...} of the eval mode on (x, y); accuracy is
+        omitted where undefined (MSE)."""
         feeds, labels = self._labelled(x, y, "evaluation")
         n = labels.shape[0]
         total_loss, hits, count = 0.0, 0, 0
@@ -207,6 +212,7 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, store: CheckpointStore | None) -> None:
+        """Write a checkpoint (backend state and loop position) to `store`, if any."""
         if store is not None:
             store.save(self.backend, {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                                       "step": self.step, "history": self.history.to_dict(),
@@ -244,6 +250,7 @@ class Trainer:
                                   self._inputs(sample))
 
     def close(self) -> None:
+        """Release the backend and remove its work folder when the trainer made it."""
         self.backend.close()
 
 

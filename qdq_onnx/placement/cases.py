@@ -18,10 +18,15 @@ class CustomQDQInsertionCase:
     """Base class: override `info()` and `case(model, quantization_spec)`."""
 
     def info(self) -> str:
+        """A one-line description of what the case changes (shown in plans and logs)."""
         return self.__class__.__doc__ or self.__class__.__name__
 
     def case(self, model: LayerGraph, quantization_spec: QuantizationSpec | None
              ) -> QuantizationSpec:
+        """Inspect `model` (a LayerGraph: `model.layers`, each with name, class_name,
+        inputs, outputs) and return a QuantizationSpec of deviations from the default policy.
+        `quantization_spec` is a copy of the user's spec (or None): layers it names are the
+        user's and must not be touched."""
         raise NotImplementedError(f"{self.__class__.__name__}.case() is not implemented")
 
 

@@ -53,6 +53,11 @@ class FloatDecision:
 
 @dataclass
 class PlacementPlan:
+    """The whole placement decision for one model: `placements` (Q/DQ on which consumer
+    input, activation or weight, axis, rule, reason), `left_float` (slots a rule kept
+    float on purpose), the mode, the rule file, spec and cases used, notes on conflicts,
+    and a fingerprint of the model it was made for. JSON-serialisable (`save`/`load`)."""
+
     placements: list[Placement] = field(default_factory=list)
     left_float: list[FloatDecision] = field(default_factory=list)
     mode: str = "full"
@@ -64,9 +69,11 @@ class PlacementPlan:
 
     # -- queries ---------------------------------------------------------------------------
     def activations(self) -> list[Placement]:
+        """The activation placements (per-tensor scales), in graph order."""
         return [p for p in self.placements if p.kind == "activation"]
 
     def weights(self) -> list[Placement]:
+        """The weight placements (per-channel scales on `axis`), in graph order."""
         return [p for p in self.placements if p.kind == "weight"]
 
     def activation_groups(self) -> dict[str, list[Placement]]:
@@ -77,9 +84,11 @@ class PlacementPlan:
         return groups
 
     def for_consumer(self, consumer: str) -> list[Placement]:
+        """The placements on inputs of the node named `consumer`."""
         return [p for p in self.placements if p.consumer == consumer]
 
     def counts(self) -> dict[str, int]:
+        """Numbers of activation inputs, activation Q/DQ pairs, weights, float decisions."""
         return {
             "activation_inputs": len(self.activations()),
             "activation_qdq_pairs": len(self.activation_groups()),
@@ -89,6 +98,7 @@ class PlacementPlan:
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The plan as plain data (format, version, model, decisions, notes)."""
         return {
             "format": PLAN_FORMAT,
             "version": PLAN_VERSION,
@@ -105,6 +115,7 @@ class PlacementPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<plan>") -> PlacementPlan:
+        """A plan from `to_dict()` data; QdqError naming `source` if malformed."""
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise QdqError(f"{source}: not a qdq-onnx placement plan (missing format: "
                            f"{PLAN_FORMAT})")
@@ -126,15 +137,18 @@ class PlacementPlan:
                    model=data.get("model", {}))
 
     def to_json(self) -> str:
+        """The plan as indented JSON text."""
         return json.dumps(self.to_dict(), indent=1)
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan as JSON to `path` atomically; returns the path."""
         from qdq_onnx.files.atomic import write_text_atomic
 
         return write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PlacementPlan:
+        """Read a plan saved by `save`; QdqError for a missing or malformed file."""
         p = Path(path)
         try:
             data = json.loads(p.read_text(encoding="utf-8"))

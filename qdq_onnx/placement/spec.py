@@ -82,6 +82,11 @@ class QuantizationSpec:
             quantize_input: bool | Sequence[bool] = True,
             quantize_weight: bool | Sequence[bool] = True,
             quantization_index: Any = None) -> QuantizationSpec:
+        """Add entries with the original toolkit's semantics. `name`: a layer name, or a
+        Keras class with `is_keras_class=True`; `quantize_input`/`quantize_weight`: what to
+        quantize (both False and no index: leave the layer float); `quantization_index`: which
+        inputs of a multi-input layer get Q/DQ. Each argument is a scalar or a list as long as
+        `name`. Returns the spec (for chaining)."""
         names = [name] if isinstance(name, str) else list(name)
         if not names or not all(isinstance(n, str) and n for n in names):
             raise SpecError("QuantizationSpec.add: name must be a non-empty string or a list "
@@ -106,15 +111,19 @@ class QuantizationSpec:
         return self
 
     def add_entry(self, entry: LayerConfig) -> None:
+        """Append one validated LayerConfig (the YAML loader's way in)."""
         self.layers.append(entry)
 
     def copy(self) -> QuantizationSpec:
+        """A deep copy (specs passed to quantize_model are never mutated)."""
         return copy.deepcopy(self)
 
     def named(self) -> set[str]:
+        """Layer and node names the spec names explicitly (cases never override them)."""
         return {e.name for e in self.layers if e.selector in ("name", "node")}
 
     def to_list(self) -> list[dict[str, Any]]:
+        """The entries as plain dicts (stored in the plan)."""
         return [e.to_dict() for e in self.layers]
 
     def __len__(self) -> int:

@@ -11,6 +11,8 @@ FUSION_CHECKS = frozenset({"residual-weighted-branch-quantized", "residual-skip-
 
 @dataclass
 class Finding:
+    """One lint hit: the check's id, name and severity, the node, and what was found."""
+
     id: str
     name: str
     severity: str
@@ -34,24 +36,30 @@ class WeightedLayer:
 
 @dataclass
 class LintReport:
+    """Lint result: every weighted layer with its INT8 prediction, and the findings."""
+
     layers: list[WeightedLayer] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
+        """Findings of severity error (the command exits 1 when there are any)."""
         return [f for f in self.findings if f.severity == "error"]
 
     @property
     def broken_fusions(self) -> list[Finding]:
+        """Findings that mean a TensorRT fusion is lost."""
         return [f for f in self.findings if f.name in FUSION_CHECKS]
 
     def summary(self) -> str:
+        """One line: INT8 weighted layers, broken fusions, errors and warnings."""
         int8 = sum(r.int8 for r in self.layers)
         return (f"{int8} of {len(self.layers)} weighted layers INT8, "
                 f"{len(self.broken_fusions)} fusions broken, {len(self.errors)} errors, "
                 f"{len(self.findings) - len(self.errors)} warnings")
 
     def to_dict(self) -> dict:
+        """The report as plain data (for --format json)."""
         return {"summary": self.summary(), "weighted_layers": len(self.layers),
                 "int8_layers": sum(r.int8 for r in self.layers),
                 "broken_fusions": len(self.broken_fusions), "errors": len(self.errors),

@@ -35,6 +35,7 @@ class WeightAxis:
         raise QdqError(f"no weight axis for {self.attribute}={value!r}")
 
     def describe(self) -> str:
+        """A short text for listings: the fixed axis, or the attribute it depends on."""
         if self.attribute is None:
             return f"weight axis {self.fixed}"
         return f"weight axis by {self.attribute}"
@@ -42,6 +43,10 @@ class WeightAxis:
 
 @dataclass(frozen=True)
 class OpRule:
+    """Which inputs (`data`, `weight`, `live`, indices) of the ops in `ops` get Q/DQ, the
+    weight input's index and per-channel axis, optional Keras classes it is limited to,
+    and what to do when the weight is computed at run time."""
+
     id: str
     name: str
     ops: tuple[str, ...]
@@ -55,11 +60,14 @@ class OpRule:
 
     @property
     def quantizes_weight(self) -> bool:
+        """Whether this rule quantizes the weight input (the op is a weighted layer)."""
         return "weight" in self.inputs
 
 
 @dataclass(frozen=True)
 class NeverRule:
+    """Ops that never get Q/DQ of their own."""
+
     id: str
     name: str
     ops: tuple[str, ...]
@@ -69,6 +77,8 @@ class NeverRule:
 
 @dataclass(frozen=True)
 class PatternRule:
+    """A graph-pattern rule of one kind, switched on or off, with its options."""
+
     kind: str
     id: str
     name: str
@@ -80,6 +90,8 @@ class PatternRule:
 
 @dataclass(frozen=True)
 class LintRule:
+    """A lint check of the rule file: id, name (the check's registry key), severity."""
+
     id: str
     name: str
     severity: str  # error | warning
@@ -102,6 +114,9 @@ class Taxonomy:
 
 @dataclass
 class RuleSet:
+    """A loaded rule file: op rules, never rules, taxonomy, pattern rules and lint
+    checks, with the file's path and sha256 (recorded in every plan)."""
+
     name: str
     description: str
     path: str
@@ -120,6 +135,7 @@ class RuleSet:
         return None
 
     def never_rule_for(self, op_type: str) -> NeverRule | None:
+        """The never rule listing `op_type`, or None."""
         for rule in self.never:
             if op_type in rule.ops:
                 return rule
@@ -131,10 +147,12 @@ class RuleSet:
 
     @property
     def fusible_followers(self) -> frozenset[str]:
+        """Ops TensorRT fuses into the weighted op before them (taxonomy)."""
         return self.taxonomy.fusible_followers
 
     @property
     def precision_neutral(self) -> frozenset[str]:
+        """Ops TensorRT moves Q/DQ through (taxonomy)."""
         return self.taxonomy.precision_neutral
 
     def pattern(self, kind: str) -> PatternRule | None:
@@ -143,13 +161,16 @@ class RuleSet:
         return rule if rule is not None and rule.enabled else None
 
     def all_rules(self) -> list[OpRule | NeverRule | PatternRule | LintRule]:
+        """Every rule with an id, in file order by section."""
         return [*self.op_rules, *self.never, *self.patterns.values(), *self.lint.values()]
 
     def by_id(self, rule_id: str) -> OpRule | NeverRule | PatternRule | LintRule | None:
+        """The rule with this id, or None."""
         for rule in self.all_rules():
             if rule.id == rule_id:
                 return rule
         return None
 
     def summary(self) -> dict[str, str]:
+        """{'name', 'path', 'sha256'} of the rule file (recorded in plans)."""
         return {"name": self.name, "path": self.path, "sha256": self.sha256}
