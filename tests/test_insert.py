@@ -143,3 +143,19 @@ def test_bad_calibration_data_is_reported_before_work():
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(QdqError, match="NaN"):
         quantize_model(m, calibration_data=bad)
+
+
+def test_file_format_metadata_keys_are_stable():
+    """Files written by earlier versions must stay readable: the metadata keys are part of
+    the file format, spelled out here rather than through the constants."""
+    import json
+
+    g = G(input_shape=(1, 4, 8, 8))
+    model = g.model([g.conv("c2", g.unary("Relu", "r", g.conv("c1", "x", 4)), 4)])
+    out = quantize_model(model, calibration_data=np.ones((2, 4, 8, 8), np.float32)).onnx
+    meta = {p.key: p.value for p in out.metadata_props}
+    assert set(meta) == {"qdq_onnx.plan", "qdq_onnx.activation_scales", "qdq_onnx.weight_bits"}
+    assert json.loads(meta["qdq_onnx.plan"])["format"] == "qdq-onnx-plan"
+    rules = {p.key: p.value for n in out.graph.node if n.op_type == "QuantizeLinear"
+             for p in n.metadata_props}
+    assert set(rules) == {"qdq_onnx.rule"}

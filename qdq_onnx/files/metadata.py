@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnx
 
-LAYER_MAP_KEY = "qdq_onnx.graph.layers"
-PLAN_KEY = "qdq_onnx.placement.plan"
+LAYER_MAP_KEY = "qdq_onnx.layer_map"
+PLAN_KEY = "qdq_onnx.plan"
 SCALES_KEY = "qdq_onnx.activation_scales"
 WEIGHT_BITS_KEY = "qdq_onnx.weight_bits"
 TRAINING_KEY = "qdq_onnx.training"
