@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.onnx_files import ensure_supported_opset
 from qdq_onnx.graph import ops
+from qdq_onnx.graph.batchnorm import batchnorm_affine
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.layers import read_layer_map, write_layer_map
 from qdq_onnx.graph.ops import QDQ_OPS, WEIGHTED_OPS
@@ -268,13 +269,7 @@ def _affine_step(index: GraphIndex, nxt: onnx.NodeProto, tensor: str, rank: int,
     if nxt.op_type == "BatchNormalization" and nxt.input[0] == tensor and out_axis == 1:
         if len(nxt.output) > 1 and any(nxt.output[1:]):
             return None  # training-mode BN
-        vals = [index.constant_value(t) for t in nxt.input[1:5]]
-        if any(v is None for v in vals):
-            return None
-        gamma, beta, mean, var = (v.astype(np.float64).reshape(-1) for v in vals)
-        eps = float(attribute(nxt, "epsilon", 1e-5))
-        c = gamma / np.sqrt(var + eps)
-        return c.astype(np.float32), (beta - mean * c).astype(np.float32)
+        return batchnorm_affine(index, nxt)
     return None
 
 

@@ -15,6 +15,7 @@ from qdq_onnx.diagnostics.metrics import sqnr_db
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
 from qdq_onnx.progress import progress
+from qdq_onnx.quantize.scales import broadcast_scale, quantize_dequantize
 
 
 @dataclass
@@ -37,20 +38,6 @@ class LayerError:
     rel_error: float  # ||q - f|| / ||f||
 
 
-def _fq(x: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, int]:
-    q = np.rint(x / scale)
-    clipped = int(np.count_nonzero((q < -128) | (q > 127)))
-    return (np.clip(q, -128, 127) * scale).astype(np.float32), clipped
-
-
-def _broadcast(scale: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
-    if scale.size == 1 or axis is None:
-        return scale.reshape(())
-    shape = [1] * ndim
-    shape[axis] = scale.size
-    return scale.reshape(shape)
-
-
 def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
                  max_samples: int | None = None, show_progress: bool = True
                  ) -> dict[str, Any]:
@@ -68,7 +55,7 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
         w = index.constant_value(p.source).astype(np.float32)
         scale = index.constant_value(p.scale).astype(np.float32)
         axis = attribute(dq, "axis", 1) if scale.size > 1 else None
-        fq, clipped = _fq(w, _broadcast(scale, w.ndim, axis))
+        fq, clipped = quantize_dequantize(w, broadcast_scale(scale, w.ndim, axis))
         rows.append(TensorRow(p.source, "weight", consumers[p.source], float(scale.max()),
                               int(scale.size), clipped / w.size,
                               sqnr_db(float(np.sum(w.astype(np.float64) ** 2)),
@@ -95,7 +82,7 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
             q_vals = dict(zip(fetch_q, q_sess.run(fetch_q, feed))) if fetch_q else {}
             for t, s in act_scale.items():
                 x = (f_vals[t] if t in f_vals else feed[t]).astype(np.float32)
-                fq, clipped = _fq(x, s.reshape(()))
+                fq, clipped = quantize_dequantize(x, s.reshape(()))
                 acc[t] += (np.sum(x.astype(np.float64) ** 2),
                            np.sum((x - fq).astype(np.float64) ** 2), clipped, x.size)
             for _, _, o in layer_outputs:

@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.graph.batchnorm import batchnorm_affine
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.ops import WEIGHTED_OPS
 from qdq_onnx.graph.qdq import qdq_pairs
@@ -137,14 +138,12 @@ def _inference_form(node: onnx.NodeProto, index: GraphIndex,
         return [helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)]
     if node.op_type != "BatchNormalization":
         return [node]
-    vals = [index.constant_value(t) for t in node.input[1:5]]
-    if any(v is None for v in vals):
+    affine = batchnorm_affine(index, node)
+    if affine is None:
         raise QdqError(f"{node.name}: BatchNormalization with non-constant statistics")
-    gamma, beta, mean, var = (v.astype(np.float64) for v in vals)
-    c = gamma / np.sqrt(var + float(attribute(node, "epsilon", 1e-5)))
     shape = (-1, 1, 1)  # [C, 1, 1] broadcasts over NCHW
-    mul = _const(graph, f"{node.name}__bn_scale", c.reshape(shape))
-    add = _const(graph, f"{node.name}__bn_shift", (beta - mean * c).reshape(shape))
+    mul = _const(graph, f"{node.name}__bn_scale", affine[0].reshape(shape))
+    add = _const(graph, f"{node.name}__bn_shift", affine[1].reshape(shape))
     mid = f"{node.name}__bn_mid"
     return [helper.make_node("Mul", [node.input[0], mul], [mid], name=f"{node.name}__mul"),
             helper.make_node("Add", [mid, add], [node.output[0]], name=f"{node.name}__add")]

@@ -35,6 +35,25 @@ def amax_to_scale(amax: np.ndarray | float, num_bits: int = 8) -> tuple[np.ndarr
     return np.where(tiny, MIN_SCALE, scale).astype(np.float32), int(np.count_nonzero(tiny))
 
 
+def quantize_dequantize(x: np.ndarray, scale: np.ndarray, lo: int = -128, hi: int = 127
+                        ) -> tuple[np.ndarray, int]:
+    """Reference Q->DQ in numpy (round half to even, saturate), zero point 0, and the number
+    of values that saturated."""
+    q = np.rint(x / scale)
+    clipped = int(np.count_nonzero((q < lo) | (q > hi)))
+    return (np.clip(q, lo, hi) * scale).astype(np.float32), clipped
+
+
 def fake_quant(x: np.ndarray, scale: np.ndarray, lo: int = -128, hi: int = 127) -> np.ndarray:
     """Reference Q->DQ in numpy (round half to even, saturate), zero point 0."""
-    return (np.clip(np.rint(x / scale), lo, hi) * scale).astype(np.float32)
+    return quantize_dequantize(x, scale, lo, hi)[0]
+
+
+def broadcast_scale(scale: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    """A Q/DQ scale shaped to broadcast against a tensor of rank `ndim` (per-channel on
+    `axis`, or a scalar)."""
+    if scale.size == 1 or axis is None:
+        return scale.reshape(())
+    shape = [1] * ndim
+    shape[axis] = scale.size
+    return scale.reshape(shape)
