@@ -120,3 +120,16 @@ def test_modules_and_functions_stay_small(limit_lines, limit_function):
                     big_functions.append(f"{path.relative_to(PACKAGE)}:{node.name} ({length})")
     assert big_modules == []
     assert big_functions == []
+
+
+def test_library_code_does_not_print():
+    """Output is the CLI's business: library code logs or takes a callback."""
+    offenders = []
+    for path in modules():
+        if path.parent.name == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id == "print":
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert offenders == []

@@ -117,3 +117,26 @@ def test_onnx_path_does_not_import_tensorflow(model_path, tmp_path):
             "assert 'tensorflow' not in sys.modules and 'tf2onnx' not in sys.modules\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_readme_exit_code_table_is_the_cli_table():
+    import re
+    from pathlib import Path
+
+    from qdq_onnx.errors import EXIT_CODE_MEANINGS
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("Exit codes (one table"):]
+    section = section[:section.index("\n\n", section.index("| code |"))]
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.M))
+    assert {int(k): v for k, v in rows.items()} == {
+        int(code): meaning for code, meaning in EXIT_CODE_MEANINGS.items()}
+
+
+def test_help_lists_the_exit_codes(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "3 internal error" in out and "1 the command ran and found problems" in out
