@@ -14,12 +14,12 @@ Needs out/mnist from scripts/train_mnist.py. Writes bench/results/finetune.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from bench_common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,16 +149,8 @@ def main() -> int:
         print(f"batch {bs:4d} QAT / float onnxruntime-training: "
               f"{ratios['qat_overhead_vs_ort_float']:.2f}x (target <= 1.5x); TensorFlow QAT /"
               f" qdq-onnx QAT: {ratios['tensorflow_over_qdq_onnx']:.2f}x (target >= 1x)")
-    import onnxruntime
-
-    result = {"date": time.strftime("%Y-%m-%d"),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
-              "versions": {"onnxruntime_training": onnxruntime.__version__},
-              "samples": args.samples, "repeats": args.repeats,
-              "isolation": "one process per measurement", "results": results}
-    path = ROOT / "bench" / "results" / "finetune.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    write_result("finetune", {"samples": args.samples, "repeats": args.repeats,
+                              "isolation": "one process per measurement", "results": results})
     return 0
 
 

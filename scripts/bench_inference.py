@@ -13,15 +13,13 @@ Writes bench/results/inference.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +30,6 @@ def main() -> int:
     ap.add_argument("--int8", default="out/mnist/qat.onnx")
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
-    import onnxruntime
 
     from qdq_onnx.graph.sessions import inference_session
 
@@ -62,14 +59,10 @@ def main() -> int:
         results[str(batch)] = {"median_ms": med, "int8_over_fp32": med["int8"] / med["fp32"]}
         print(f"batch {batch:3d}: FP32 {med['fp32']:.3f} ms, INT8 Q/DQ {med['int8']:.3f} ms, "
               f"INT8/FP32 latency ratio {med['int8'] / med['fp32']:.2f} (CPU proxy)")
-    out = ROOT / "bench" / "results" / "inference.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
-        f"{os.cpu_count()} cores, CPU", "onnxruntime": onnxruntime.__version__,
+    write_result("inference", {
         "models": {k: str(v) for k, v in paths.items()}, "runs": args.runs,
         "note": "CPU proxy: onnxruntime int8 kernels; TensorRT INT8 on GPU is the target",
-        "results": results}, indent=1) + "\n")
+        "results": results})
     return 0
 
 

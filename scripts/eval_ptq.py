@@ -10,12 +10,12 @@ Writes bench/results/ptq_mnist.json and the Q/DQ models next to the float model.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import write_result
 
 from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
 
@@ -48,11 +48,9 @@ def main() -> int:
     print(f"{'model':12} {'accuracy':>9} {'vs FP32':>9}")
     for name, r in rows.items():
         print(f"{name:12} {r['accuracy'] * 100:8.2f}% {(r['accuracy'] - fp32) * 100:+8.2f}")
-    out = ROOT / "bench" / "results" / "ptq_mnist.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": args.model,
-                               "test_samples": int(len(x)), "calibration_samples":
-                               int(len(calib)), "results": rows}, indent=1) + "\n")
+    out = write_result("ptq_mnist", {"model": args.model, "test_samples": int(len(x)),
+                                     "calibration_samples": int(len(calib)),
+                                     "results": rows})
     print(f"wrote {out}")
     return 0
 

@@ -10,10 +10,11 @@ Writes OUT/qat.onnx and bench/results/qat_mnist.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from bench_common import write_result
 
 from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
 
@@ -48,12 +49,9 @@ def main() -> int:
     for k, v in acc.items():
         print(f"{k:5} {v * 100:6.2f}%  ({(v - acc['fp32']) * 100:+.2f} vs FP32)")
     print(f"QAT: {args.epochs} epoch(s), {history.steps} steps, {elapsed:.0f} s")
-    res = ROOT / "bench" / "results" / "qat_mnist.json"
-    res.parent.mkdir(parents=True, exist_ok=True)
-    res.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "accuracy": acc,
-                               "epochs": args.epochs, "lr": args.lr,
+    write_result("qat_mnist", {"accuracy": acc, "epochs": args.epochs, "lr": args.lr,
                                "batch_size": args.batch_size, "qat_seconds": elapsed,
-                               "history": history.history}, indent=1) + "\n")
+                               "history": history.history})
     return 0
 
 

@@ -7,14 +7,13 @@ calibration. Writes bench/results/soak.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import write_result
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,15 +80,10 @@ def main() -> int:
                       show_progress=False)
         cal[total] = {"rss_before_mib": before, "rss_after_mib": rss_mib(),
                       "seconds": time.perf_counter() - t}
-    result = {"date": time.strftime("%Y-%m-%d"),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
-              "python": platform.python_version(),
-              "training": {"steps": trainer.step, "seconds": train_s,
-                           "rss_mib_by_step": samples, "growth_after_warmup": growth},
-              "calibration": cal}
-    out = ROOT / "bench" / "results" / "soak.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result("soak", {"training": {"steps": trainer.step, "seconds": train_s,
+                                       "rss_mib_by_step": samples,
+                                       "growth_after_warmup": growth},
+                          "calibration": cal})
     print(f"training: {trainer.step} steps in {train_s:.0f} s; RSS {samples[0][1]:.0f} -> "
           f"{samples[-1][1]:.0f} MiB, growth after warm-up {growth * 100:+.2f}% (target < 5%)")
     for total, c in cal.items():
