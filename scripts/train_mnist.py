@@ -9,6 +9,7 @@ Writes, under --out (default out/mnist):
   test.npz         the 10k test images and labels (keys: image, labels)
 
     .venv/bin/python scripts/train_mnist.py [--epochs 2] [--out out/mnist]
+        [--seed 0] [--variant default|gap|bn-after-relu]
 """
 
 from __future__ import annotations
@@ -22,30 +23,54 @@ from pathlib import Path
 import numpy as np
 
 
-def build_model():
+def build_model(seed: int = 0, variant: str = "default"):
+    """The bundled CNN (`default`), or a variant for calibration checks: `gap` (Conv-BN-ReLU
+    blocks, max pooling, a residual Add, global average pooling, Dense: the shape of the
+    model entropy calibration once failed on) and `bn-after-relu` (the same with BatchNorm
+    after each activation, so it cannot be folded into the Conv)."""
     import keras
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+
+    def block(x, filters, name, act=True):
+        x = L.Conv2D(filters, 3, padding="same", name=f"{name}conv")(x)
+        if variant == "bn-after-relu":
+            x = L.ReLU(name=f"{name}relu")(x) if act else x
+            return L.BatchNormalization(name=f"{name}bn")(x)
+        x = L.BatchNormalization(name=f"{name}bn")(x)
+        return L.ReLU(name=f"{name}relu")(x) if act else x
+
     inp = keras.Input((28, 28, 1), name="image")
-    x = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inp)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
-    x = keras.layers.ReLU(name="relu1")(x)
-    y = keras.layers.Conv2D(16, 3, padding="same", name="res_conv1")(x)
-    y = keras.layers.BatchNormalization(name="res_bn1")(y)
-    y = keras.layers.ReLU(name="res_relu1")(y)
-    y = keras.layers.Conv2D(16, 3, padding="same", name="res_conv2")(y)
-    y = keras.layers.BatchNormalization(name="res_bn2")(y)
-    x = keras.layers.Add(name="residual")([x, y])
-    x = keras.layers.ReLU(name="relu2")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", name="conv2")(x)
-    x = keras.layers.BatchNormalization(name="bn2")(x)
-    x = keras.layers.ReLU(name="relu3")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(64, activation="relu", name="fc1")(x)
-    x = keras.layers.Dense(10, name="logits")(x)
-    return keras.Model(inp, x, name="mnist_cnn")
+    if variant == "default":
+        x = L.Conv2D(16, 3, padding="same", name="conv1")(inp)
+        x = L.BatchNormalization(name="bn1")(x)
+        x = L.ReLU(name="relu1")(x)
+        y = L.Conv2D(16, 3, padding="same", name="res_conv1")(x)
+        y = L.BatchNormalization(name="res_bn1")(y)
+        y = L.ReLU(name="res_relu1")(y)
+        y = L.Conv2D(16, 3, padding="same", name="res_conv2")(y)
+        y = L.BatchNormalization(name="res_bn2")(y)
+        x = L.Add(name="residual")([x, y])
+        x = L.ReLU(name="relu2")(x)
+        x = L.MaxPooling2D(2, name="pool1")(x)
+        x = L.Conv2D(32, 3, padding="same", name="conv2")(x)
+        x = L.BatchNormalization(name="bn2")(x)
+        x = L.ReLU(name="relu3")(x)
+        x = L.MaxPooling2D(2, name="pool2")(x)
+        x = L.Flatten(name="flatten")(x)
+        x = L.Dense(64, activation="relu", name="fc1")(x)
+    else:
+        x = block(inp, 32, "b1_")
+        x = L.MaxPooling2D(2, name="pool1")(x)
+        y = block(x, 32, "b2_")
+        y = block(y, 32, "b3_", act=False)
+        x = L.ReLU(name="relu_res")(L.Add(name="residual")([x, y]))
+        x = L.MaxPooling2D(2, name="pool2")(x)
+        x = block(x, 64, "b4_")
+        x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(10, name="logits")(x)
+    return keras.Model(inp, x, name=f"mnist_cnn_{variant}")
 
 
 def load_outputs(out: str | Path, samples: int | None = None) -> dict:
@@ -68,6 +93,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--out", default="out/mnist")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", choices=("default", "gap", "bn-after-relu"), default="default",
+                    help="the model (see build_model); default: the bundled CNN")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -83,7 +111,7 @@ def main() -> int:
     else:
         import keras
 
-        model = build_model()
+        model = build_model(args.seed, args.variant)
         model.compile(keras.optimizers.Adam(1e-3),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from qdq_onnx.cli.options import add_calibration, add_output, calibration_config, check_in_out
 
@@ -25,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
     check_in_out(args.model, args.output)
     calibration = calibration_config(args)
     source = pipeline.load(args.model)
-    out = pipeline.recalibrate(source.model, args.data, calibration)
+    out, result = pipeline.recalibrate(source.model, args.data, calibration)
     pipeline.save(out, args.output, check="the calibrated model", like=source)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     print(f"wrote {args.output}: activation scales calibrated with method {args.method}")
     return 0

@@ -59,6 +59,10 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
     g.add_argument("--max-samples" if flag == "--data" else "--calib-max-samples",
                    dest="max_samples", type=int, default=None, metavar="N",
                    help="use at most N samples")
+    g.add_argument("--clip-warning", type=float, default=0.01, metavar="F",
+                   help="warn about tensors whose calibrated range clips more than this "
+                        "fraction of their calibration values (default 0.01 = 1%%); the "
+                        "warning names the tensor, the estimated SQNR and a better method")
 
 
 def placement_config(args: argparse.Namespace):
@@ -76,4 +80,5 @@ def calibration_config(args: argparse.Namespace):
     if not args.data:
         return None
     return CalibrationConfig(method=args.method, percentile=args.percentile,
-                             batch_size=args.batch_size, max_samples=args.max_samples)
+                             batch_size=args.batch_size, max_samples=args.max_samples,
+                             clip_warning=args.clip_warning)

@@ -194,6 +194,7 @@ def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99
         model = model.onnx
     elif isinstance(model, (str, Path)):
         model = pipeline.load(model).model
-    return pipeline.recalibrate(model, data, pipeline.CalibrationConfig(
+    out, _ = pipeline.recalibrate(model, data, pipeline.CalibrationConfig(
         method=method, percentile=percentile, batch_size=batch_size, max_samples=max_samples,
         show_progress=show_progress))
+    return out

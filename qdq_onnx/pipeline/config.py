@@ -12,7 +12,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.placement.cases import CustomQDQInsertionCase
 from qdq_onnx.placement.rules import RuleSet, load_rules
 from qdq_onnx.placement.spec import QuantizationSpec, load_spec_file
-from qdq_onnx.quantize.calibration import METHODS
+from qdq_onnx.quantize.calibration import DEFAULT_CLIP_WARNING, METHODS
 
 MODES = ("full", "partial")
 
@@ -56,15 +56,21 @@ class PlacementConfig:
 @dataclass(frozen=True)
 class CalibrationConfig:
     """How activation ranges are found: `method` (max, percentile, entropy, mse),
-    `percentile` (for percentile), `batch_size` per onnxruntime run, `max_samples`."""
+    `percentile` (for percentile), `batch_size` per onnxruntime run, `max_samples`, and
+    `clip_warning`: the clipping guard warns about tensors whose range clips more than this
+    fraction of their calibration values (it never changes a scale)."""
 
     method: str = "max"
     percentile: float = 99.99
     batch_size: int = 32
     max_samples: int | None = None
     show_progress: bool = True
+    clip_warning: float = DEFAULT_CLIP_WARNING  # warn above this clipped fraction
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.clip_warning <= 1.0:
+            raise QdqError(f"the clipping warning threshold is a fraction in [0, 1], got "
+                           f"{self.clip_warning}")
         if self.method not in METHODS:
             raise QdqError(f"unknown calibration method {self.method!r}; use one of "
                            f"{', '.join(METHODS)}")

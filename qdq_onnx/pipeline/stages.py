@@ -21,7 +21,7 @@ from qdq_onnx.pipeline.config import CalibrationConfig, FitConfig, PlacementConf
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.placement.planner import check_plan_matches, plan_placement
 from qdq_onnx.placement.rules import RuleSet, load_rules
-from qdq_onnx.quantize.calibration import collect_amax
+from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_plan
 from qdq_onnx.quantize.insert import InsertReport, insert_qdq
 from qdq_onnx.quantize.recalibrate import recalibrate as _recalibrate
 
@@ -64,11 +64,13 @@ def plan(model: onnx.ModelProto, placement: PlacementConfig | None = None) -> Pl
 
 
 def calibrate(model: onnx.ModelProto, plan: PlacementPlan, data: Any,
-              calibration: CalibrationConfig | None = None) -> dict[str, float]:
-    """Calibrated max |x| per scale key of `plan` on a prepared float model."""
+              calibration: CalibrationConfig | None = None) -> CalibrationResult:
+    """Calibrated max |x| per scale key of `plan` on a prepared float model (`.amax`), with
+    the clipping guard's measurements and warnings."""
     c = calibration or CalibrationConfig()
-    return collect_amax(model, plan, data, batch_size=c.batch_size, max_samples=c.max_samples,
-                        method=c.method, percentile=c.percentile, show_progress=c.show_progress)
+    return calibrate_plan(model, plan, data, batch_size=c.batch_size,
+                          max_samples=c.max_samples, method=c.method, percentile=c.percentile,
+                          show_progress=c.show_progress, clip_warning=c.clip_warning)
 
 
 def insert(model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, float] | None = None,
@@ -82,14 +84,15 @@ def insert(model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, float] |
 @dataclass
 class Quantized:
     """What `quantize` made: the prepared float model, the plan, the Q/DQ model, the
-    insertion report, notes on what was changed, and the calibrated ranges (or None)."""
+    insertion report, notes on what was changed, and the calibration result (ranges and
+    clipping guard; None without data)."""
 
     float_model: onnx.ModelProto
     plan: PlacementPlan
     qdq: onnx.ModelProto
     report: InsertReport
     notes: list[str]
-    amax: dict[str, float] | None
+    calibration: CalibrationResult | None
 
 
 def quantize(model: onnx.ModelProto, placement: PlacementConfig | None = None,
@@ -102,14 +105,14 @@ def quantize(model: onnx.ModelProto, placement: PlacementConfig | None = None,
     if not 2 <= weight_bits <= 8:
         raise QdqError(f"weight_bits must be 2-8, got {weight_bits}")
     prepared, made, notes = _prepare_and_plan(model, placement, copy, use_plan)
-    amax, source = None, ""
+    result, source = None, ""
     if data is not None:
         c = calibration or CalibrationConfig()
-        amax, source = calibrate(prepared, made, data, c), f"calibrated:{c.method}"
+        result, source = calibrate(prepared, made, data, c), f"calibrated:{c.method}"
     # Insertion copies the prepared model only when the caller still needs it unchanged.
-    qdq, report = insert_qdq(prepared, made, amax, source, in_place=not copy,
-                             weight_bits=weight_bits)
-    return Quantized(prepared, made, qdq, report, notes + made.notes, amax)
+    qdq, report = insert_qdq(prepared, made, result.amax if result else None, source,
+                             in_place=not copy, weight_bits=weight_bits)
+    return Quantized(prepared, made, qdq, report, notes + made.notes, result)
 
 
 def _prepare_and_plan(model: onnx.ModelProto, placement: PlacementConfig | None, copy: bool,
@@ -127,11 +130,13 @@ def _prepare_and_plan(model: onnx.ModelProto, placement: PlacementConfig | None,
 
 
 def recalibrate(qdq_model: onnx.ModelProto, data: Any,
-                calibration: CalibrationConfig | None = None) -> onnx.ModelProto:
-    """New activation scales for a Q/DQ model, from the float graph behind it."""
+                calibration: CalibrationConfig | None = None
+                ) -> tuple[onnx.ModelProto, CalibrationResult]:
+    """New activation scales for a Q/DQ model, from the float graph behind it; returns the
+    model and the calibration result (ranges, clipping guard)."""
     c = calibration or CalibrationConfig()
     return _recalibrate(qdq_model, data, c.method, c.percentile, c.batch_size, c.max_samples,
-                        c.show_progress)
+                        c.show_progress, c.clip_warning)
 
 
 # -- fine-tuning and emit ------------------------------------------------------------------
@@ -191,7 +196,8 @@ def sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], labels: np.nda
 
     prepared, made, _ = _prepare_and_plan(model, placement, copy=True)
     c = CalibrationConfig(max_samples=calibration_samples, show_progress=False)
-    amax = calibrate(prepared, made, calibration_data if calibration_data is not None else x, c)
+    amax = calibrate(prepared, made, calibration_data if calibration_data is not None else x,
+                     c).amax
     return analyse(prepared, made, amax, x, labels, target_drop=target_drop,
                    weight_bits=weight_bits)
 

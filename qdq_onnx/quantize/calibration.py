@@ -1,15 +1,23 @@
 """Calibration: run the float model on data and derive each quantized activation's range.
 
-One onnxruntime session exposes every tensor the plan quantizes; batches stream through it
-and each tensor keeps a running max |x| and a fixed-size histogram of |x| (2048 bins that
-merge pairwise when the range grows), so memory does not grow with the number of samples.
-Methods: max (TensorRT deployments' usual choice), percentile, entropy (KL divergence, as in
-TensorRT's entropy calibrator) and MSE, the last three from the histogram.
+One onnxruntime session exposes every tensor the plan quantizes. Max calibration is one
+pass in which onnxruntime reduces each tensor to its max |x|. The histogram methods
+(percentile, entropy, mse) take two passes when the data can be read twice: the first finds
+each tensor's exact max, the second fills a 2048-bin histogram over exactly that range, so
+the result does not depend on the batch size or the order of the samples; a one-shot
+iterator gets one pass with a range that grows (and a note saying so). Memory does not grow
+with the number of samples.
+
+After calibration, the clipping guard measures per tensor the fraction of calibration
+values above the chosen range and the SQNR it implies; above a threshold it warns, naming
+the tensor and suggesting the method with the best SQNR for it. It never changes a scale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,164 +26,18 @@ import onnx
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.progress import progress
+from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
+from qdq_onnx.quantize.methods import METHODS, amax_from_stats, check_method
 
-METHODS = ("max", "percentile", "entropy", "mse")
-DEFAULT_BINS = 2048
-QLEVELS = 128  # |x| maps to 0..127 in symmetric int8
+__all__ = ["METHODS", "CalibrationResult", "ClippingWarning", "TensorStats", "amax_from_stats",
+           "calibrate_plan", "check_method", "collect_amax", "collect_stats", "group_amax"]
 
-
-@dataclass
-class TensorStats:
-    """Running max |x| and histogram of |x| over [0, upper) in `bins` equal bins."""
-
-    bins: int = DEFAULT_BINS
-    amax: float = 0.0
-    upper: float = 0.0
-    count: int = 0
-    hist: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.hist is None:
-            self.hist = np.zeros(self.bins, dtype=np.int64)
-
-    def update(self, x: np.ndarray, with_hist: bool = True) -> None:
-        x = np.asarray(x)
-        if x.size == 0:
-            return
-        # max(|x|) without materialising |x|: max calibration needs nothing else.
-        m = float(max(x.max(), -x.min()))
-        if not np.isfinite(m):
-            raise QdqError("NaN/Inf in an activation")
-        self.amax = max(self.amax, m)
-        self.count += x.size
-        if not with_hist:
-            return
-        a = np.abs(x.astype(np.float32, copy=False).ravel())
-        if m > self.upper:
-            self._grow(m)
-        if self.upper > 0:
-            h, _ = np.histogram(a, bins=self.bins, range=(0.0, self.upper))
-            self.hist += h
-        else:
-            self.hist[0] += a.size
-
-    def _grow(self, m: float) -> None:
-        if self.upper == 0.0:
-            zeros = int(self.hist.sum())
-            self.upper = m
-            self.hist[:] = 0
-            self.hist[0] = zeros
-            return
-        factor = 1
-        while self.upper * factor < m:
-            factor *= 2
-        self.upper *= factor
-        if factor >= self.bins:
-            total = int(self.hist.sum())
-            self.hist[:] = 0
-            self.hist[0] = total
-            return
-        merged = self.hist.reshape(self.bins // factor, factor).sum(axis=1)
-        self.hist[:] = 0
-        self.hist[: merged.size] = merged
-
-    @property
-    def edges(self) -> np.ndarray:
-        return np.linspace(0.0, self.upper, self.bins + 1)
-
-    def nbytes(self) -> int:
-        return int(self.hist.nbytes)
+log = logging.getLogger("qdq_onnx.calibration")
+DEFAULT_CLIP_WARNING = 0.01
 
 
-def amax_percentile(s: TensorStats, percentile: float) -> float:
-    total = s.hist.sum()
-    if total == 0 or s.upper == 0:
-        return s.amax
-    cdf = np.cumsum(s.hist) / total
-    idx = int(np.searchsorted(cdf, percentile / 100.0))
-    return float(min(s.edges[min(idx + 1, s.bins)], s.amax))
-
-
-def _candidates(s: TensorStats, n: int = 256) -> np.ndarray:
-    """Bin indices (exclusive upper ends) to try as clipping thresholds."""
-    last = int(np.nonzero(s.hist)[0][-1]) + 1 if s.hist.any() else s.bins
-    first = min(QLEVELS, last)
-    return np.unique(np.linspace(first, last, num=min(n, last - first + 1)).astype(int))
-
-
-def amax_mse(s: TensorStats) -> float:
-    """Threshold minimising the expected squared quantization error over the histogram."""
-    if s.upper == 0 or not s.hist.any():
-        return s.amax
-    width = s.upper / s.bins
-    centers = (np.arange(s.bins) + 0.5) * width
-    counts = s.hist.astype(np.float64)
-    best, best_err = s.amax, np.inf
-    for i in _candidates(s):
-        c = i * width
-        step = c / (QLEVELS - 1)
-        inside = centers <= c
-        err = (counts[inside].sum() * step * step / 12.0
-               + np.sum(counts[~inside] * (centers[~inside] - c) ** 2))
-        if err < best_err:
-            best, best_err = c, err
-    return float(min(best, s.amax))
-
-
-def amax_entropy(s: TensorStats) -> float:
-    """TensorRT-style KL calibration: the threshold whose 128-level quantized distribution
-    diverges least from the clipped reference distribution."""
-    if s.upper == 0 or not s.hist.any():
-        return s.amax
-    hist = s.hist.astype(np.float64)
-    # Exact zeros (ReLU outputs, image background) are represented exactly at any scale; left
-    # in, their spike dominates the divergence and drives the threshold towards zero. Like
-    # NVIDIA's entropy calibrators, give bin 0 the count of its neighbour instead.
-    if hist.size > 1:
-        hist[0] = hist[1]
-    width = s.upper / s.bins
-    best, best_kl = s.amax, np.inf
-    for i in _candidates(s):
-        ref = hist[:i].copy()
-        ref[i - 1] += hist[i:].sum()
-        nonzero = hist[:i] > 0
-        chunks = np.array_split(np.arange(i), QLEVELS)
-        q = np.zeros(i)
-        for chunk in chunks:
-            nz = nonzero[chunk]
-            if nz.any():
-                q[chunk[nz]] = hist[:i][chunk].sum() / nz.sum()
-        p_sum, q_sum = ref.sum(), q.sum()
-        if q_sum == 0:
-            continue
-        p, qn = ref / p_sum, q / q_sum
-        mask = p > 0
-        if np.any(qn[mask] == 0):
-            kl = np.inf
-        else:
-            kl = float(np.sum(p[mask] * np.log(p[mask] / qn[mask])))
-        if kl < best_kl:
-            best, best_kl = (i + 0.5) * width, kl
-    return float(min(best, s.amax))
-
-
-def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.99) -> float:
-    if method == "max":
-        return s.amax
-    if method == "percentile":
-        return amax_percentile(s, percentile)
-    if method == "entropy":
-        return amax_entropy(s)
-    if method == "mse":
-        return amax_mse(s)
-    raise QdqError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
-
-
-def check_method(method: str, percentile: float) -> None:
-    if method not in METHODS:
-        raise QdqError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
-    if not 0.0 < percentile <= 100.0:
-        raise QdqError(f"--percentile must be in (0, 100], got {percentile}")
+class ClippingWarning(UserWarning):
+    """Calibration chose a range that clips many calibration values of a tensor."""
 
 
 def _session(model: onnx.ModelProto, outputs: list[str], reduce_max: bool = False):
@@ -198,32 +60,35 @@ def _session(model: onnx.ModelProto, outputs: list[str], reduce_max: bool = Fals
     return inference_session(probe), names
 
 
-def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
-                  batch_size: int = 32, max_samples: int | None = None,
-                  with_hist: bool = True, bins: int = DEFAULT_BINS,
-                  show_progress: bool = True) -> dict[str, TensorStats]:
-    """Stream `data` through the float model once, keeping TensorStats per tensor."""
+def _rereadable(data: Any) -> bool:
+    """Whether `data` can be iterated twice (paths, arrays, dicts, lists; not generators)."""
+    if isinstance(data, (str, np.ndarray, dict, list, tuple)) or hasattr(data, "__fspath__"):
+        return True
+    return isinstance(data, Iterable) and not isinstance(data, Iterator) and \
+        iter(data) is not data
+
+
+def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, batch_size: int,
+          max_samples: int | None, stats: dict[str, TensorStats], with_hist: bool,
+          desc: str, show_progress: bool) -> None:
     from qdq_onnx.data.feeds import as_batches
 
-    if batch_size <= 0:
-        raise QdqError(f"batch size must be a positive integer, got {batch_size}")
-    tensors = sorted(set(tensors))
     inputs = {i.name for i in model.graph.input}
     fetch = [t for t in tensors if t not in inputs]
     batch_iter, total = as_batches(data, model, batch_size=batch_size, limit=max_samples,
                                    source="calibration data")
-    # Max calibration only needs max |x|: let onnxruntime reduce each tensor to a scalar.
+    # Without histograms only max |x| is needed: onnxruntime reduces each tensor itself.
     session, names = _session(model, fetch, reduce_max=not with_hist)
-    stats = {t: TensorStats(bins=bins) for t in tensors}
     seen = 0
-    with progress(total=total, desc="calibrate", unit="sample", enable=show_progress) as bar:
+    with progress(total=total, desc=desc, unit="sample", enable=show_progress) as bar:
         for feed in batch_iter:
-            values = session.run(names, feed) if fetch else []
-            current = dict(zip(fetch, values))
+            current = dict(zip(fetch, session.run(names, feed) if fetch else []))
             for t in tensors:
                 try:
                     stats[t].update(current[t] if t in current else feed[t], with_hist)
-                except QdqError:
+                except QdqError as exc:
+                    if "NaN/Inf" not in str(exc):
+                        raise
                     raise QdqError(f"calibration: tensor {t!r} produced NaN/Inf on the data "
                                    f"(batch starting at sample {seen})") from None
             n = next(iter(feed.values())).shape[0]
@@ -231,6 +96,29 @@ def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
             bar.update(n)
     if seen == 0:
         raise QdqError("calibration data is empty")
+
+
+def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
+                  batch_size: int = 32, max_samples: int | None = None,
+                  with_hist: bool = True, bins: int = DEFAULT_BINS,
+                  show_progress: bool = True) -> dict[str, TensorStats]:
+    """Stream `data` through the float model, keeping TensorStats per tensor (see the module
+    docstring for the one- and two-pass cases)."""
+    if batch_size <= 0:
+        raise QdqError(f"batch size must be a positive integer, got {batch_size}")
+    tensors = sorted(set(tensors))
+    two_pass = with_hist and _rereadable(data)
+    stats = {t: TensorStats(bins=bins) for t in tensors}
+    _pass(model, tensors, data, batch_size, max_samples, stats, with_hist and not two_pass,
+          "calibrate" if not two_pass else "calibrate (1/2: ranges)", show_progress)
+    if two_pass:
+        ranged = {t: TensorStats.with_range(s.amax, bins) for t, s in stats.items()}
+        _pass(model, tensors, data, batch_size, max_samples, ranged, True,
+              "calibrate (2/2: histograms)", show_progress)
+        stats = ranged
+    elif with_hist:
+        log.info("calibration data is a one-shot iterator: histograms were filled in one "
+                 "pass with a growing range, so scales may depend on the sample order")
     return stats
 
 
@@ -241,17 +129,89 @@ def group_amax(stats: dict[str, TensorStats], groups: dict[str, list[str]], meth
     return {key: max(per_tensor[t] for t in members) for key, members in groups.items()}
 
 
-def collect_amax(model: onnx.ModelProto, plan, data: Any, batch_size: int = 32,
-                 max_samples: int | None = None, method: str = "max",
-                 percentile: float = 99.99, show_progress: bool = True) -> dict[str, float]:
-    """Calibrated amax per scale key (scale group, else tensor) of a placement plan."""
+@dataclass
+class TensorClipping:
+    """The clipping guard's measurement of one tensor."""
+
+    tensor: str
+    amax: float
+    clipped: float  # fraction of calibration values above amax
+    sqnr_db: float  # estimated from the histogram
+    suggestion: str | None = None  # the method with the best estimated SQNR, if another
+
+
+@dataclass
+class CalibrationResult:
+    """Calibrated amax per scale key, the clipping guard's per-tensor measurements (for
+    histogram methods), and the warnings it raised."""
+
+    amax: dict[str, float]
+    method: str
+    clipping: list[TensorClipping] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
+           amax: dict[str, float], method: str, percentile: float,
+           threshold: float) -> tuple[list[TensorClipping], list[str]]:
+    rows, messages = [], []
+    for key, members in groups.items():
+        for t in members:
+            s = stats[t]
+            row = TensorClipping(t, amax[key], s.clipped_fraction(amax[key]),
+                                 s.estimated_sqnr_db(amax[key]))
+            if row.clipped > threshold:
+                sqnr = {m: s.estimated_sqnr_db(amax_from_stats(s, m, percentile))
+                        for m in METHODS}
+                best = max(sqnr, key=sqnr.__getitem__)
+                row.suggestion = best if best != method else None
+                hint = (f"; method {best} estimates {sqnr[best]:.1f} dB" if row.suggestion
+                        else "")
+                messages.append(f"calibration ({method}) clips {row.clipped * 100:.2f}% of "
+                                f"the values of {t!r} (estimated SQNR {row.sqnr_db:.1f} dB)"
+                                f"{hint}")
+            rows.append(row)
+    return rows, messages
+
+
+def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any, batch_size: int = 32,
+                   max_samples: int | None = None, method: str = "max",
+                   percentile: float = 99.99, show_progress: bool = True,
+                   clip_warning: float = DEFAULT_CLIP_WARNING) -> CalibrationResult:
+    """Calibrated amax per scale key (scale group, else tensor) of a placement plan, with
+    the clipping guard: tensors clipping more than `clip_warning` of their calibration
+    values are reported through `warnings` (ClippingWarning) and in the result."""
     check_method(method, percentile)
     groups = {key: [p.tensor for p in members]
               for key, members in plan.activation_groups().items()}
     if not groups:
-        return {}
+        return CalibrationResult({}, method)
+    return calibrate_groups(model, groups, data, batch_size, max_samples, method, percentile,
+                            show_progress, clip_warning)
+
+
+def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data: Any,
+                     batch_size: int, max_samples: int | None, method: str,
+                     percentile: float, show_progress: bool,
+                     clip_warning: float) -> CalibrationResult:
+    """Calibrate the tensors of `groups` (scale key -> member tensors) on the float model."""
     tensors = {t for members in groups.values() for t in members}
     stats = collect_stats(model, tensors, data, batch_size=batch_size,
                           max_samples=max_samples, with_hist=method != "max",
                           show_progress=show_progress)
-    return group_amax(stats, groups, method, percentile)
+    amax = group_amax(stats, groups, method, percentile)
+    result = CalibrationResult(amax, method)
+    if method != "max":  # max clips nothing on its own calibration data
+        result.clipping, result.warnings = _guard(stats, groups, amax, method, percentile,
+                                                  clip_warning)
+    for message in result.warnings:
+        warnings.warn(message, ClippingWarning, stacklevel=3)
+    return result
+
+
+def collect_amax(model: onnx.ModelProto, plan: Any, data: Any, batch_size: int = 32,
+                 max_samples: int | None = None, method: str = "max",
+                 percentile: float = 99.99, show_progress: bool = True) -> dict[str, float]:
+    """Calibrated amax per scale key of a placement plan (see `calibrate_plan`)."""
+    return calibrate_plan(model, plan, data, batch_size, max_samples, method, percentile,
+                          show_progress).amax

@@ -14,7 +14,11 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, SCALES_KEY, get_metadata, set_metadata
 from qdq_onnx.graph.qdq import QdqPair, qdq_pairs, strip_qdq
 from qdq_onnx.placement.plan import PlacementPlan
-from qdq_onnx.quantize.calibration import collect_stats, group_amax
+from qdq_onnx.quantize.calibration import (
+    DEFAULT_CLIP_WARNING,
+    CalibrationResult,
+    calibrate_groups,
+)
 from qdq_onnx.quantize.scales import amax_to_scale
 
 
@@ -36,20 +40,21 @@ def scale_groups(model: onnx.ModelProto, pairs: list[QdqPair]) -> dict[str, list
 
 def recalibrate(model: onnx.ModelProto, data: Any, method: str = "max",
                 percentile: float = 99.99, batch_size: int = 32,
-                max_samples: int | None = None, show_progress: bool = True
-                ) -> onnx.ModelProto:
-    """A copy of the Q/DQ `model` with activation scales from `data` (weights unchanged)."""
+                max_samples: int | None = None, show_progress: bool = True,
+                clip_warning: float = DEFAULT_CLIP_WARNING
+                ) -> tuple[onnx.ModelProto, CalibrationResult]:
+    """A copy of the Q/DQ `model` with activation scales from `data` (weights unchanged),
+    and the calibration result (ranges, clipping guard)."""
     pairs = [p for p in qdq_pairs(model) if not p.is_weight]
     if not pairs:
         raise QdqError("the model has no activation Q/DQ pairs to calibrate (run insert "
                        "first)")
     groups = scale_groups(model, pairs)
-    stats = collect_stats(strip_qdq(model), {p.source for p in pairs}, data,
-                          batch_size=batch_size, max_samples=max_samples,
-                          with_hist=method != "max", show_progress=show_progress)
-    amax = group_amax(stats, groups, method, percentile)
+    result = calibrate_groups(strip_qdq(model), groups, data, batch_size, max_samples, method,
+                              percentile, show_progress, clip_warning)
     key_of = {t: key for key, members in groups.items() for t in members}
-    scale_of = {p.scale: amax_to_scale(np.float32(amax[key_of[p.source]]))[0] for p in pairs}
+    scale_of = {p.scale: amax_to_scale(np.float32(result.amax[key_of[p.source]]))[0]
+                for p in pairs}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for t in out.graph.initializer:
@@ -57,4 +62,4 @@ def recalibrate(model: onnx.ModelProto, data: Any, method: str = "max",
             t.CopyFrom(numpy_helper.from_array(scale_of[t.name].reshape(tuple(t.dims)),
                                                t.name))
     set_metadata(out, SCALES_KEY, f"calibrated:{method}")
-    return out
+    return out, result

@@ -1,0 +1,133 @@
+"""Calibration methods: the clipping threshold (amax) of one tensor from its statistics.
+
+- max: the largest |x| seen (TensorRT deployments' usual choice).
+- percentile: the given percentile of |x| (a bin edge of the histogram).
+- entropy: TensorRT's KL-divergence calibration as NVIDIA's histogram calibrators implement
+  it (pytorch-quantization `calib/histogram.py` `_compute_amax_entropy`, and Model
+  Optimizer's copy; the method of Migacz, "8-bit Inference with TensorRT", GTC 2017):
+  candidates are the bin edges i = 128 .. bins; the reference distribution is bins [0, i)
+  with everything above folded into bin i-1; the quantized one spreads each of 128 chunks
+  of [0, i) (chunk of bin j: `digitize(j, linspace(0, i, 129)) - 1`) evenly over its
+  non-empty bins; bin 0 takes bin 1's count (so exact zeros do not dominate); the threshold
+  is the upper edge of bin i-1 with the smallest KL(P || Q), the largest such on ties.
+  Computed in closed form from prefix sums for all candidates at once (no Python loop).
+- mse: the threshold minimising the expected squared error over the histogram: rounding
+  noise step^2/12 for values inside the range plus the squared clipping distance outside.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qdq_onnx.errors import QdqError
+from qdq_onnx.quantize.histogram import TensorStats
+
+METHODS = ("max", "percentile", "entropy", "mse")
+QLEVELS = 128  # |x| maps to 0..127 in symmetric int8
+
+
+def amax_percentile(s: TensorStats, percentile: float) -> float:
+    """The upper edge of the bin holding the `percentile`-th percentile of |x|."""
+    total = s.hist.sum()
+    if total == 0 or s.upper == 0:
+        return s.amax
+    cdf = np.cumsum(s.hist) / total
+    idx = int(np.searchsorted(cdf, percentile / 100.0))
+    return float(min(s.edges[min(idx + 1, s.bins)], s.amax))
+
+
+def amax_mse(s: TensorStats) -> float:
+    """Threshold (a bin edge) minimising the expected squared quantization error."""
+    if s.upper == 0 or not s.hist.any():
+        return s.amax
+    width = s.width
+    counts = s.hist.astype(np.float64)
+    centers = (np.arange(s.bins) + 0.5) * width
+    last = int(np.nonzero(counts)[0][-1]) + 1
+    i = np.arange(1, last + 1)  # threshold at the upper edge of bin i-1
+    c = i * width
+    inside = np.cumsum(counts)[i - 1]
+    # Suffix sums over bins >= i of count, count*x, count*x^2 (clipped values).
+    s0 = np.concatenate([np.cumsum(counts[::-1])[::-1], [0.0]])
+    s1 = np.concatenate([np.cumsum((counts * centers)[::-1])[::-1], [0.0]])
+    s2 = np.concatenate([np.cumsum((counts * centers ** 2)[::-1])[::-1], [0.0]])
+    step = c / (QLEVELS - 1)
+    err = inside * step * step / 12.0 + s2[i] - 2 * c * s1[i] + c * c * s0[i]
+    best = float(c[int(np.argmin(err))])
+    return float(min(best, s.amax))
+
+
+def entropy_divergences(hist: np.ndarray, start: int = QLEVELS,
+                        levels: int = QLEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate i, KL(P_i || Q_i)) for i = start .. len(hist), vectorised; see the module
+    docstring for P and Q. `hist` is used as given (apply the bin-0 rule before)."""
+    h = np.asarray(hist, dtype=np.float64)
+    n = h.size
+    total = h.sum()
+    cand = np.arange(start, n + 1)
+    cnt = np.concatenate([[0.0], np.cumsum(h)])
+    nz = np.concatenate([[0], np.cumsum(h > 0)])
+    safe = np.where(h > 0, h, 1.0)
+    hlogh = np.concatenate([[0.0], np.cumsum(np.where(h > 0, h * np.log(safe), 0.0))])
+    # Chunk c of candidate i holds bins [ceil(space_c), ceil(space_c+1)), exactly the
+    # integers np.digitize puts there with the same linspace values.
+    space = np.linspace(0.0, cand.astype(np.float64), levels + 1, axis=-1)
+    bounds = np.ceil(space).astype(np.int64)
+    chunk_count = cnt[bounds[:, 1:]] - cnt[bounds[:, :-1]]
+    chunk_nz = nz[bounds[:, 1:]] - nz[bounds[:, :-1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        avg = np.where(chunk_nz > 0, chunk_count / np.maximum(chunk_nz, 1), 0.0)
+        chunk_term = np.where(chunk_count > 0, chunk_count * np.log(np.where(avg > 0, avg, 1)),
+                              0.0).sum(axis=1)
+    last = h[cand - 1]  # bin i-1 (always in the last chunk since i >= levels)
+    tail = total - cnt[cand]
+    p_last = last + tail
+    q_total = cnt[cand]
+    log_t = np.log(total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_q_last = np.where(last > 0, np.log(np.where(avg[:, -1] > 0, avg[:, -1], 1.0)),
+                              -np.inf)
+        # sum over bins j < i-1 with h_j > 0 of P_j log P_j, and of P_j log Q_j
+        p_log_p = (hlogh[cand - 1] - cnt[cand - 1] * log_t) / total
+        cross = (chunk_term - np.where(last > 0, last * log_q_last, 0.0)
+                 - cnt[cand - 1] * np.log(q_total)) / total
+        lastp = p_last / total
+        last_term = np.where(p_last > 0, lastp * (np.log(np.where(lastp > 0, lastp, 1.0))
+                                                  - (log_q_last - np.log(q_total))), 0.0)
+    kl = p_log_p - cross + last_term
+    kl = np.where(np.isnan(kl), np.inf, kl)
+    return cand, kl
+
+
+def amax_entropy(s: TensorStats) -> float:
+    """TensorRT-style KL calibration (the reference algorithm; see the module docstring)."""
+    if s.upper == 0 or not s.hist.any() or s.bins < QLEVELS:
+        return s.amax
+    hist = s.hist.astype(np.float64)
+    hist[0] = hist[1]
+    cand, kl = entropy_divergences(hist)
+    if not np.isfinite(kl).any():
+        return s.amax
+    best = int(cand[len(kl) - 1 - int(np.argmin(kl[::-1]))])  # the largest on ties
+    return float(min(s.edges[best], s.amax))
+
+
+def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.99) -> float:
+    """The threshold of `method` for one tensor's statistics."""
+    if method == "max":
+        return s.amax
+    if method == "percentile":
+        return amax_percentile(s, percentile)
+    if method == "entropy":
+        return amax_entropy(s)
+    if method == "mse":
+        return amax_mse(s)
+    raise QdqError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+
+
+def check_method(method: str, percentile: float) -> None:
+    """QdqError for an unknown method or a percentile outside (0, 100]."""
+    if method not in METHODS:
+        raise QdqError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    if not 0.0 < percentile <= 100.0:
+        raise QdqError(f"--percentile must be in (0, 100], got {percentile}")
