@@ -11,7 +11,13 @@ from helpers import G
 
 from qdq_onnx.quantize.calibration import ClippingWarning, calibrate_plan
 from qdq_onnx.quantize.histogram import TensorStats
-from qdq_onnx.quantize.methods import amax_entropy, amax_mse, entropy_divergences
+from qdq_onnx.quantize.methods import (
+    ENTROPY_MAX_CLIP,
+    amax_entropy,
+    amax_mse,
+    entropy_divergences,
+    entropy_threshold,
+)
 from qdq_onnx.quantize.scales import fake_quant
 
 RNG = np.random.default_rng(7)
@@ -77,7 +83,7 @@ DISTRIBUTIONS = {
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
 def test_entropy_matches_the_reference_within_one_bin(name):
     s = stats_of(DISTRIBUTIONS[name]())
-    ours, ref = amax_entropy(s), reference_entropy(s.hist, s.edges)
+    ours, ref = amax_entropy(s, max_clip=None), reference_entropy(s.hist, s.edges)
     assert abs(ours - min(ref, s.amax)) <= s.width * 1.0001, (ours, ref, s.width)
 
 
@@ -89,7 +95,7 @@ def test_entropy_matches_the_reference_on_a_histogram_grown_by_doubling():
     for chunk in np.array_split(values, 3):  # ranges 0.4 -> 4 -> 25: two doublings at least
         s.update(chunk)
     assert not s.fixed and s.upper > 4 * 0.4
-    ours, ref = amax_entropy(s), reference_entropy(s.hist, s.edges)
+    ours, ref = amax_entropy(s, max_clip=None), reference_entropy(s.hist, s.edges)
     assert abs(ours - min(ref, s.amax)) <= s.width * 1.0001
 
 
@@ -188,3 +194,35 @@ def test_clipped_fraction_is_exact_at_bin_edges():
         edge = float(s.edges[k])
         exact = np.mean(values > edge)
         assert s.clipped_fraction(edge) == pytest.approx(exact, abs=2 / len(values))
+
+
+def spiky_relu(n=300_000):
+    """A ReLU after a Conv on images with a blank background: exact zeros, a tall spike at
+    the conv's response to flat patches, and a spread of real features."""
+    x = np.abs(RNG.normal(0, 1.5, n)).astype(np.float32)
+    u = RNG.random(n)
+    x[u < 0.5] = 0.0
+    x[(u >= 0.5) & (u < 0.8)] = 0.21
+    return x
+
+
+def test_entropy_keeps_to_rare_outliers_where_the_reference_clips_real_values():
+    s = stats_of(spiky_relu(), bins=2048)
+    used, reference = entropy_threshold(s)
+    assert reference == amax_entropy(s, max_clip=None)
+    assert s.clipped_fraction(reference) > 0.01  # the reference clips real values
+    assert s.clipped_fraction(used) <= ENTROPY_MAX_CLIP
+    assert s.estimated_sqnr_db(used) > s.estimated_sqnr_db(reference) + 3
+
+
+def test_entropy_deviation_is_reported_not_silent():
+    model, plan = plan_of(cnn())
+    x = RNG.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    result = calibrate_plan(model, plan, x, method="entropy", show_progress=False)
+    from qdq_onnx.quantize.calibration import collect_stats
+
+    stats = collect_stats(model, set(result.amax), x, show_progress=False)
+    changed = [t for t, s in stats.items() if len(set(entropy_threshold(s))) == 2]
+    assert len(result.notes) == len(changed)
+    for t in changed:
+        assert any(repr(t) in note and "KL minimum" in note for note in result.notes)

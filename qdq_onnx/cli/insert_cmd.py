@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         q.plan.save(args.plan)
     for line in q.notes + q.report.lines():
         print(f"note: {line}", file=sys.stderr)
+    for line in q.calibration.notes if q.calibration else []:
+        print(f"note: {line}", file=sys.stderr)
     for line in q.calibration.warnings if q.calibration else []:
         print(f"warning: {line}", file=sys.stderr)
     if args.explain:

@@ -27,7 +27,13 @@ import onnx
 from qdq_onnx.errors import QdqError
 from qdq_onnx.progress import progress
 from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
-from qdq_onnx.quantize.methods import METHODS, amax_from_stats, check_method
+from qdq_onnx.quantize.methods import (
+    ENTROPY_MAX_CLIP,
+    METHODS,
+    amax_from_stats,
+    check_method,
+    entropy_threshold,
+)
 
 __all__ = ["METHODS", "CalibrationResult", "ClippingWarning", "TensorStats", "amax_from_stats",
            "calibrate_plan", "check_method", "collect_amax", "collect_stats", "group_amax"]
@@ -149,6 +155,7 @@ class CalibrationResult:
     method: str
     clipping: list[TensorClipping] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # where a method deviated, and why
 
 
 def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
@@ -172,6 +179,23 @@ def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
                                 f"{hint}")
             rows.append(row)
     return rows, messages
+
+
+def _entropy_notes(stats: dict[str, TensorStats]) -> list[str]:
+    """Where the reference KL minimum clipped too much and a restricted one was used."""
+    notes = []
+    for t, s in stats.items():
+        used, reference = entropy_threshold(s)
+        if used != reference:
+            notes.append(
+                f"entropy: the KL minimum of {t!r} ({reference:.4g}) clips "
+                f"{s.clipped_fraction(reference) * 100:.1f}% of its values (estimated "
+                f"{s.estimated_sqnr_db(reference):.1f} dB); used the best threshold clipping "
+                f"at most {ENTROPY_MAX_CLIP * 100:g}%: {used:.4g} "
+                f"({s.estimated_sqnr_db(used):.1f} dB)")
+    for note in notes:
+        log.info(note)
+    return notes
 
 
 def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any, batch_size: int = 32,
@@ -201,6 +225,8 @@ def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data:
                           show_progress=show_progress)
     amax = group_amax(stats, groups, method, percentile)
     result = CalibrationResult(amax, method)
+    if method == "entropy":
+        result.notes = _entropy_notes(stats)
     if method != "max":  # max clips nothing on its own calibration data
         result.clipping, result.warnings = _guard(stats, groups, amax, method, percentile,
                                                   clip_warning)

@@ -99,17 +99,46 @@ def entropy_divergences(hist: np.ndarray, start: int = QLEVELS,
     return cand, kl
 
 
-def amax_entropy(s: TensorStats) -> float:
-    """TensorRT-style KL calibration (the reference algorithm; see the module docstring)."""
+ENTROPY_MAX_CLIP = 0.001
+
+
+def entropy_threshold(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP
+                      ) -> tuple[float, float]:
+    """(threshold, the reference's unrestricted threshold) of KL calibration.
+
+    The reference search can pick a threshold far inside the data when a tensor's histogram
+    has tall isolated spikes (a ReLU after a Conv on images with a blank background gives a
+    spike at the conv's response to flat patches): on the bundled MNIST CNN it clips 11.7%
+    of the first ReLU's values (2.2 dB SQNR) and PTQ accuracy falls to 33%. KL calibration
+    is meant to suppress rare outliers, so qdq-onnx searches only the candidates that clip
+    at most `max_clip` of the tensor's values (None: the reference unchanged). Where the
+    unrestricted minimum meets that, both are the same threshold."""
     if s.upper == 0 or not s.hist.any() or s.bins < QLEVELS:
-        return s.amax
-    hist = s.hist.astype(np.float64)
+        return s.amax, s.amax
+    original = s.hist.astype(np.float64)
+    hist = original.copy()
     hist[0] = hist[1]
     cand, kl = entropy_divergences(hist)
     if not np.isfinite(kl).any():
-        return s.amax
-    best = int(cand[len(kl) - 1 - int(np.argmin(kl[::-1]))])  # the largest on ties
-    return float(min(s.edges[best], s.amax))
+        return s.amax, s.amax
+
+    def pick(values: np.ndarray) -> float:
+        best = int(cand[len(values) - 1 - int(np.argmin(values[::-1]))])  # largest on ties
+        return float(min(s.edges[best], s.amax))
+
+    reference = pick(kl)
+    if max_clip is None:
+        return reference, reference
+    clipped = 1.0 - np.cumsum(original)[cand - 1] / original.sum()
+    allowed = np.where(clipped <= max_clip, kl, np.inf)
+    if not np.isfinite(allowed).any():
+        return reference, reference
+    return pick(allowed), reference
+
+
+def amax_entropy(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP) -> float:
+    """KL calibration (see `entropy_threshold`)."""
+    return entropy_threshold(s, max_clip)[0]
 
 
 def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.99) -> float:
