@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import child_peak_rss_mib, count_qdq, ort_quantize_static, write_result
+from bench_common import (
+    child_peak_rss_mib,
+    count_qdq,
+    keras_application_onnx,
+    ort_quantize_static,
+    write_result,
+)
 
 
 def run_qdq_onnx(model: str, calib: str, out: str) -> None:
@@ -45,11 +51,40 @@ def peak_rss_mib(func: str, model: Path, calib: Path, out: Path) -> float:
                                       "qdq_onnx.pipeline")
 
 
+def resnet50_methods(images: int = 16) -> dict:
+    """Calibration of every ResNet50 activation tensor with each method: the data passes
+    (one for max, two for the histogram methods) and the threshold search per tensor."""
+    from qdq_onnx import pipeline
+    from qdq_onnx.quantize.calibration import collect_stats
+    from qdq_onnx.quantize.methods import METHODS, amax_from_stats
+
+    model = pipeline.load(keras_application_onnx("ResNet50")).model
+    prepared, _ = pipeline.prepare(model)
+    tensors = sorted({p.tensor for p in pipeline.plan(prepared).activations()})
+    x = np.random.default_rng(0).random((images, 224, 224, 3), dtype=np.float32)
+    t0 = time.perf_counter()
+    collect_stats(prepared, tensors, x, batch_size=8, with_hist=False, show_progress=False)
+    t_max = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stats = collect_stats(prepared, tensors, x, batch_size=8, show_progress=False)
+    t_hist = time.perf_counter() - t0
+    search = {}
+    for method in METHODS:
+        t0 = time.perf_counter()
+        for s in stats.values():
+            amax_from_stats(s, method)
+        search[method] = (time.perf_counter() - t0) / len(stats) * 1000
+    return {"tensors": len(tensors), "images": images, "collect_max_s": t_max,
+            "collect_histograms_two_passes_s": t_hist, "search_ms_per_tensor": search}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="out/mnist/fp32.onnx")
     ap.add_argument("--calib", default="out/mnist/calib.npz")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--resnet50-images", type=int, default=16,
+                    help="images for the per-method ResNet50 timing (0: skip it)")
     args = ap.parse_args()
     model, calib = Path(args.model), Path(args.calib)
     if not model.exists() or not calib.exists():
@@ -69,10 +104,17 @@ def main() -> int:
         counts = {k: count_qdq(v) for k, v in outs.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     speedup = med["ort"] / med["qdq_onnx"]
+    r50 = resnet50_methods(args.resnet50_images) if args.resnet50_images else None
     out = write_result("calibrate", {
         "model": str(model), "calibration_images": 512, "repeats": args.repeats,
         "median_s": med, "speedup_qdq_onnx_vs_ort": speedup, "peak_rss_mib": mem,
-        "qdq_nodes": counts})
+        "qdq_nodes": counts, "resnet50_methods": r50})
+    if r50:
+        per = ", ".join(f"{k} {v:.2f} ms" for k, v in r50["search_ms_per_tensor"].items())
+        print(f"ResNet50, {r50['tensors']} activation tensors, {r50['images']} images: max "
+              f"calibration {r50['collect_max_s']:.1f} s (one pass); histograms "
+              f"{r50['collect_histograms_two_passes_s']:.1f} s (two passes); threshold search "
+              f"per tensor: {per}")
     print(f"qdq-onnx insert+max calibration: {med['qdq_onnx']:.3f} s (peak +{mem['qdq_onnx']:.0f}"
           f" MiB); onnxruntime quantize_static: {med['ort']:.3f} s (peak +{mem['ort']:.0f} MiB)"
           f"; qdq-onnx is {speedup:.1f}x faster (target >= 2x)")

@@ -140,3 +140,23 @@ def test_help_lists_the_exit_codes(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "3 internal error" in out and "1 the command ran and found problems" in out
+
+
+def test_clipping_guard_warns_once_per_tensor_on_stderr(model_path, tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, x=RNG.normal(0, 1, (64, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    res = subprocess.run([sys.executable, "-m", "qdq_onnx.cli.main", "insert", str(model_path),
+                          "-o", str(out), "--calib", str(data), "--calib-method", "percentile",
+                          "--percentile", "90"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: ")]
+    assert lines and "ClippingWarning" not in res.stderr
+    assert any("'r0_out'" in ln and "% of the values" in ln and "dB" in ln for ln in lines)
+    assert len(lines) == len(set(lines))
+    quiet = subprocess.run([sys.executable, "-m", "qdq_onnx.cli.main", "insert",
+                            str(model_path), "-o", str(tmp_path / "q2.onnx"), "--calib",
+                            str(data), "--calib-method", "percentile", "--percentile", "90",
+                            "--clip-warning", "0.5"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and "warning:" not in quiet.stderr
+    assert out.read_bytes() != b"" and (tmp_path / "q2.onnx").stat().st_size > 0

@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    import warnings
+
+    # Commands print the library's warnings (the clipping guard) as their own lines.
+    warnings.filterwarnings("ignore", message="calibration .* clips")
     try:
         return int(args.run(args) or 0)
     except QdqError as exc:

@@ -163,7 +163,7 @@ def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
            threshold: float) -> tuple[list[TensorClipping], list[str]]:
     rows, messages = [], []
     for key, members in groups.items():
-        for t in members:
+        for t in dict.fromkeys(members):  # a tensor read by several consumers: once
             s = stats[t]
             row = TensorClipping(t, amax[key], s.clipped_fraction(amax[key]),
                                  s.estimated_sqnr_db(amax[key]))
