@@ -46,14 +46,44 @@ def test_conv_grouped_and_depthwise_axis0(group, k):
     _check_runs_close(m, q, x)
 
 
-def test_convtranspose_axis1():
+def test_convtranspose_weights_are_per_channel_on_axis_0():
+    """TensorRT's deconvolution kernels take scales on axis 0 of the [C, K/g, kH, kW]
+    weight (NVIDIA/TensorRT#2380, #1694): 4 input channels -> 4 scales, not 6."""
     g = G()
     y = g.convt("ct", "x", 6)
     m = g.model([y])
     q = quantize_model(m)
-    assert _weight_pair(q, "ct").axis == 1
-    assert (1, 6) in _axes(q).values()
+    assert _weight_pair(q, "ct").axis == 0
+    assert (0, 4) in _axes(q).values()
     _check_runs_close(m, q, RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32))
+
+
+def test_convtranspose_axis_0_in_the_training_graph_and_refused_for_cpu_training():
+    """The fake-quant lowering scales a ConvTranspose weight per channel on axis 0 and
+    computes what the Q/DQ graph computes, bit for bit; training it is refused on the CPU
+    (onnxruntime-training 1.19 has no CPU ConvTransposeGrad) with a message."""
+    import pytest
+
+    from qdq_onnx.errors import QdqError
+    from qdq_onnx.finetune.fake_quant import lower_to_fake_quant
+    from qdq_onnx.graph.sessions import inference_session
+
+    g = G(input_shape=(1, 4, 8, 8))
+    y = g.convt("ct", g.unary("Relu", "r", g.conv("c", "x", 4)), 6)
+    q = quantize_model(g.model([y]),
+                       calibration_data=RNG.uniform(-1, 1, (8, 4, 8, 8)).astype(np.float32))
+    train = lower_to_fake_quant(q.onnx)
+    ct = next(w for w in train.weights if w.weight == "ct_w")
+    assert ct.axis == 0
+    scale = next(t for t in train.model.graph.initializer if t.name == ct.train_scale)
+    assert list(scale.dims) == [4, 1, 1, 1]
+    for _ in range(5):
+        x = RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)
+        expected = inference_session(q.onnx, optimize=False).run(None, {"x": x})[0]
+        got = inference_session(train.model, optimize=False).run([train.output], {"x": x})[0]
+        assert np.array_equal(got, expected)
+    with pytest.raises(QdqError, match="ConvTranspose cannot be fine-tuned on the CPU"):
+        q.compile(loss="mse")
 
 
 def _dense_model(op: str, trans_b: int | None):

@@ -48,7 +48,7 @@ def test_residual_convtranspose_branch_unet_skip():
     q = quantize_model(g.model([y]))
     fed = _fed(q)
     assert ("add", 0) in fed and ("add", 1) not in fed
-    assert ("up", 1) in fed and [p.axis for p in q.plan.weights() if p.consumer == "up"] == [1]
+    assert ("up", 1) in fed and [p.axis for p in q.plan.weights() if p.consumer == "up"] == [0]
 
 
 def test_projection_shortcut_longer_branch_stays_float():

@@ -13,7 +13,7 @@ def test_bundled_rule_files_load_with_ids_and_reasons():
         assert len(ids) == len(set(ids))
         assert all(r.reason for r in rules.all_rules())
     trt = load_rules("tensorrt")
-    assert trt.op_rule_for("ConvTranspose").weight_axis.fixed == 1
+    assert trt.op_rule_for("ConvTranspose").weight_axis.fixed == 0
     assert trt.op_rule_for("Conv").weight_axis.fixed == 0
     assert trt.op_rule_for("Gemm").weight_axis.resolve({"transB": 1}) == 0
     assert trt.op_rule_for("Gemm").weight_axis.resolve({}) == 1

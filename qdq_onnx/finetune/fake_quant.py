@@ -67,7 +67,6 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
     if len(graph.output) != 1:
         raise QdqError(f"fine-tuning needs a single-output model; this one has "
                        f"{len(graph.output)} outputs ({', '.join(o.name for o in graph.output)})")
-    _refuse_untrainable(index)
     m = _const(graph, f"{PREFIX}_rounder", ROUNDER)
     lo8 = _const(graph, f"{PREFIX}_lo8", -128.0)
     hi8 = _const(graph, f"{PREFIX}_hi8", 127.0)
@@ -116,18 +115,6 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
     result.output = graph.output[0].name
     _choose_parameters(result, GraphIndex(graph), learn_scales)
     return result
-
-
-def _refuse_untrainable(index: GraphIndex) -> None:
-    """Ops whose gradient onnxruntime-training 1.19 gets wrong on the CPU: refuse them with a
-    message instead of letting the process die."""
-    for node in index.nodes:
-        if node.op_type == "AveragePool":
-            raise QdqError(
-                f"{node.name}: a model with AveragePool cannot be fine-tuned: "
-                "onnxruntime-training 1.19's AveragePoolGrad fails on the CPU (wrong gradient "
-                "shape; with padding the process dies of SIGFPE, even for the float graph); "
-                "insert and calibrate work. GlobalAveragePool trains fine.")
 
 
 def _inference_form(node: onnx.NodeProto, index: GraphIndex,

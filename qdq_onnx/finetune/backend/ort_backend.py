@@ -10,9 +10,32 @@ from pathlib import Path
 import numpy as np
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.graph import ops
 from qdq_onnx.finetune.backend import ort_imports
 from qdq_onnx.finetune.fake_quant import TrainGraph
 from qdq_onnx.finetune.losses import LossSpec
+
+
+# Gradients onnxruntime-training 1.19's CPU build lacks or gets wrong: refused with a message
+# instead of a C++ error or a dead process.
+_CPU_UNTRAINABLE = {
+    "AveragePool": "its CPU AveragePoolGrad returns a wrong gradient shape (with padding the "
+                   "process dies of SIGFPE, even for the float graph); GlobalAveragePool "
+                   "trains fine",
+    ops.CONV_TRANSPOSE: "its CPU build has no ConvTransposeGrad kernel (NOT_IMPLEMENTED)",
+}
+
+
+def refuse_untrainable(graph: TrainGraph, device: str) -> None:
+    """QdqError naming the first op this backend cannot train on `device`."""
+    if device != "cpu":
+        return
+    for node in graph.model.graph.node:
+        why = _CPU_UNTRAINABLE.get(node.op_type)
+        if why is not None:
+            raise QdqError(f"{node.name}: a model with {node.op_type} cannot be fine-tuned on "
+                           f"the CPU: onnxruntime-training 1.19 {why}; insert and calibrate "
+                           "work")
 
 
 def _quiet_ort() -> None:
@@ -27,6 +50,7 @@ class OrtTrainingBackend:
 
     def __init__(self, graph: TrainGraph, loss: LossSpec, optimizer: str, weight_decay: float,
                  device: str = "cpu", work_dir: str | Path | None = None) -> None:
+        refuse_untrainable(graph, device)
         self.device = device
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="qdq-onnx-train-"))
