@@ -96,6 +96,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variant", choices=("default", "gap", "bn-after-relu"), default="default",
                     help="the model (see build_model); default: the bundled CNN")
+    ap.add_argument("--cosine", action="store_true",
+                    help="decay the learning rate to 0 over the epochs (a settled model)")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -112,7 +114,9 @@ def main() -> int:
         import keras
 
         model = build_model(args.seed, args.variant)
-        model.compile(keras.optimizers.Adam(1e-3),
+        lr = keras.optimizers.schedules.CosineDecay(1e-3, args.epochs * 782) \
+            if args.cosine else 1e-3
+        model.compile(keras.optimizers.Adam(lr),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         t = time.perf_counter()

@@ -35,14 +35,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{rules.name}: {rules.description}\n")
     for r in rules.op_rules:
-        axis = ""
-        if r.weight_axis is not None:
-            axis = f" weight axis {r.weight_axis.fixed}" if r.weight_axis.attribute is None \
-                else f" weight axis by {r.weight_axis.attribute}"
+        axis = f" {r.weight_axis.describe()}" if r.weight_axis is not None else ""
         print(f"{r.id:10} {r.name:32} ops {', '.join(r.ops)}; inputs "
               f"{', '.join(map(str, r.inputs))}{axis}")
     for r in rules.never:
         print(f"{r.id:10} {r.name:32} never: {len(r.ops)} op types")
+    tax = rules.taxonomy
+    print(f"{'taxonomy':10} {'fusible followers':32} {', '.join(sorted(tax.fusible_followers))}")
+    print(f"{'taxonomy':10} {'precision neutral':32} {', '.join(sorted(tax.precision_neutral))}")
     for r in rules.patterns.values():
         state = "on" if r.enabled else "off"
         opts = r.options.get("mode")
