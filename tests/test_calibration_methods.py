@@ -226,3 +226,41 @@ def test_entropy_deviation_is_reported_not_silent():
     assert len(result.notes) == len(changed)
     for t in changed:
         assert any(repr(t) in note and "KL minimum" in note for note in result.notes)
+
+
+def test_auto_picks_per_tensor_the_threshold_best_at_the_reading_layer():
+    """auto's choice for each tensor beats (or ties) every single method's threshold at the
+    output of the layer that reads it, re-measured here independently."""
+    from qdq_onnx.graph.sessions import inference_session, with_outputs
+    from qdq_onnx.quantize.calibration import collect_stats
+    from qdq_onnx.quantize.methods import SINGLE_METHODS, amax_from_stats
+    from qdq_onnx.quantize.scales import amax_to_scale, quantize_dequantize
+
+    model, plan = plan_of(cnn())
+    x = RNG.laplace(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    result = calibrate_plan(model, plan, x, method="auto", show_progress=False)
+    assert set(result.choices) == set(result.amax)
+    assert result.notes and "auto:" in result.notes[0]
+    stats = collect_stats(model, set(result.amax), x, show_progress=False)
+    session = inference_session(with_outputs(model, ["c1_out", "r0_out"]))
+    import onnx
+
+    c1 = next(n for n in model.graph.node if n.name == "c1")  # c1 reads r0_out
+    sub = onnx.helper.make_graph([c1], "c1", [onnx.helper.make_tensor_value_info(
+        "r0_out", onnx.TensorProto.FLOAT, None)], [onnx.helper.make_tensor_value_info(
+        "c1_out", onnx.TensorProto.FLOAT, None)],
+        [t for t in model.graph.initializer if t.name in c1.input])
+    m = onnx.helper.make_model(sub, opset_imports=list(model.opset_import))
+    m.ir_version = model.ir_version
+    run = inference_session(m)
+    pairs = [session.run(["c1_out", "r0_out"], {"x": x[i:i + 1]}) for i in range(len(x))]
+
+    def noise(amax):
+        scale = amax_to_scale(np.float32(amax))[0]
+        return sum(float(np.sum((run.run(None, {"r0_out": quantize_dequantize(r0, scale)[0]})[0]
+                                 - ref.astype(np.float64)) ** 2)) for ref, r0 in pairs)
+
+    candidates = {m: noise(amax_from_stats(stats["r0_out"], m)) for m in SINGLE_METHODS}
+    assert noise(result.amax["r0_out"]) <= min(candidates.values()) * (1 + 1e-9)
+    assert result.choices["r0_out"] == min(candidates, key=candidates.get) or \
+        candidates[result.choices["r0_out"]] == min(candidates.values())

@@ -47,10 +47,11 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
                         "single-input models), a .npy, or a folder of .npy; shaped exactly as "
                         "the ONNX model expects (NHWC for converted Keras models)")
     g.add_argument("--method" if flag == "--data" else "--calib-method", dest="method",
-                   choices=("max", "percentile", "entropy", "mse"), default="max",
+                   choices=("max", "percentile", "entropy", "mse", "auto"), default="max",
                    help="max: largest |x| (default, what TensorRT deployments usually use); "
                         "percentile, entropy (KL) and mse pick a clipping range from a "
-                        "2048-bin histogram")
+                        "2048-bin histogram; auto: per tensor, the one of those four with the "
+                        "best SQNR at the output of the layer that reads it")
     g.add_argument("--percentile", type=float, default=99.99,
                    help="percentile of |x| kept unclipped by --method percentile (99.99)")
     g.add_argument("--batch-size" if flag == "--data" else "--calib-batch-size",

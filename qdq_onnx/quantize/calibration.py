@@ -30,6 +30,7 @@ from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
 from qdq_onnx.quantize.methods import (
     ENTROPY_MAX_CLIP,
     METHODS,
+    SINGLE_METHODS,
     amax_from_stats,
     check_method,
     entropy_threshold,
@@ -156,6 +157,7 @@ class CalibrationResult:
     clipping: list[TensorClipping] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # where a method deviated, and why
+    choices: dict[str, str] = field(default_factory=dict)  # auto: the method per scale key
 
 
 def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
@@ -169,7 +171,7 @@ def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
                                  s.estimated_sqnr_db(amax[key]))
             if row.clipped > threshold:
                 sqnr = {m: s.estimated_sqnr_db(amax_from_stats(s, m, percentile))
-                        for m in METHODS}
+                        for m in SINGLE_METHODS}
                 best = max(sqnr, key=sqnr.__getitem__)
                 row.suggestion = best if best != method else None
                 hint = (f"; method {best} estimates {sqnr[best]:.1f} dB" if row.suggestion
@@ -223,8 +225,22 @@ def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data:
     stats = collect_stats(model, tensors, data, batch_size=batch_size,
                           max_samples=max_samples, with_hist=method != "max",
                           show_progress=show_progress)
-    amax = group_amax(stats, groups, method, percentile)
-    result = CalibrationResult(amax, method)
+    if method == "auto":
+        from collections import Counter
+
+        from qdq_onnx.graph.ops import WEIGHTED_OPS
+        from qdq_onnx.quantize.auto import auto_amax
+
+        amax, choice = auto_amax(model, groups, stats, data, percentile,
+                                 batch_size=batch_size, weighted=WEIGHTED_OPS)
+        result = CalibrationResult(amax, method)
+        counts = Counter(choice.values())
+        result.notes = ["auto: the best threshold at the reading layer's output was "
+                        + ", ".join(f"{m} for {n} tensor(s)" for m, n in counts.most_common())]
+        result.choices = choice
+    else:
+        amax = group_amax(stats, groups, method, percentile)
+        result = CalibrationResult(amax, method)
     if method == "entropy":
         result.notes = _entropy_notes(stats)
     if method != "max":  # max clips nothing on its own calibration data

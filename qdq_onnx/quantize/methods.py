@@ -13,6 +13,8 @@
   Computed in closed form from prefix sums for all candidates at once (no Python loop).
 - mse: the threshold minimising the expected squared error over the histogram: rounding
   noise step^2/12 for values inside the range plus the squared clipping distance outside.
+- auto: per tensor, the one of these four thresholds with the best SQNR at the output of the
+  layer that reads it (`qdq_onnx.quantize.auto`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import numpy as np
 from qdq_onnx.errors import QdqError
 from qdq_onnx.quantize.histogram import TensorStats
 
-METHODS = ("max", "percentile", "entropy", "mse")
+SINGLE_METHODS = ("max", "percentile", "entropy", "mse")
+# auto: per tensor, the single method whose threshold is best at the reading layer's output
+# (qdq_onnx.quantize.auto); it needs the model, not only the statistics.
+METHODS = (*SINGLE_METHODS, "auto")
 QLEVELS = 128  # |x| maps to 0..127 in symmetric int8
 
 
@@ -151,6 +156,9 @@ def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.
         return amax_entropy(s)
     if method == "mse":
         return amax_mse(s)
+    if method == "auto":
+        raise QdqError("calibration method 'auto' measures each tensor at the layer that "
+                       "reads it: use calibrate_plan/collect_amax, not one tensor's statistics")
     raise QdqError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
 
 

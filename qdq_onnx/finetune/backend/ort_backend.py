@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.graph import ops
 from qdq_onnx.finetune.backend import ort_imports
 from qdq_onnx.finetune.fake_quant import TrainGraph
 from qdq_onnx.finetune.losses import LossSpec
-
+from qdq_onnx.graph import ops
 
 # Gradients onnxruntime-training 1.19's CPU build lacks or gets wrong: refused with a message
 # instead of a C++ error or a dead process.
