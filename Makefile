@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) scripts/train_mnist.py
 	$(PY) scripts/eval_ptq.py
 	$(PY) scripts/bench_calibrate.py
+	$(PY) scripts/bench_calibration_methods.py  # after make demo (ResNet-8) and the variants
 	$(PY) scripts/qat_mnist.py
 	$(PY) scripts/bench_finetune.py
 	$(PY) scripts/bench_inference.py
