@@ -38,3 +38,33 @@ def epoch_printer(stream: TextIO | None = None):
         out.write(f"epoch {epoch + 1}/{epochs} - {seconds:.1f}s - {text}\n")
         out.flush()
     return report
+
+
+class captured_stderr:
+    """Capture file descriptor 2 (C++ logging) into a temporary file for the duration.
+
+    C++ libraries log to fd 2 whatever the Python-side settings (onnxruntime-training logs
+    every graph transformer while it builds gradient graphs; TensorFlow and tf2onnx print
+    absl warnings); the text is kept in `.text` for error messages instead of flooding the
+    terminal."""
+
+    def __enter__(self) -> captured_stderr:
+        import os
+        import tempfile
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        os.dup2(self._file.fileno(), 2)
+        self.text = ""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import os
+
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")
+        self._file.close()

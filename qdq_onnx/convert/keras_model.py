@@ -7,6 +7,7 @@ toolkit could not take subclassed models).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 import onnx
 
 from qdq_onnx.convert.prepare import prepare_model
+from qdq_onnx.convert.tf_handlers import custom_op_handlers
 from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.layers import LayerMap, LayerRecord, write_layer_map
 from qdq_onnx.graph.ops import WEIGHTED_OPS
+from qdq_onnx.progress import captured_stderr
 
 _SUFFIX = re.compile(r"^(.*)_\d+$")
 _GENERATED = re.compile(r"__\d+$")
@@ -28,8 +31,9 @@ def _import_tf():
     # oneDNN reorders float sums (tiny run-to-run differences) and logs about it at import.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
-        import tensorflow as tf
-        import tf2onnx
+        with captured_stderr():  # absl/C++ start-up chatter
+            import tensorflow as tf
+            import tf2onnx
     except ImportError as exc:
         raise QdqError("Keras conversion needs TensorFlow and tf2onnx: pip install "
                        "'qdq-onnx[keras]'") from exc
@@ -185,6 +189,58 @@ def _constants_from_captures(onnx_model: onnx.ModelProto, function: Any, specs: 
     onnx_model.graph.input.extend(keep)
 
 
+_UNSUPPORTED = re.compile(r"Tensorflow op \[(.+?): (\w+)\] is not supported")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _layer_of_tf_node(node_name: str, keras_layers: list[Any]) -> str:
+    """'layer' (Class) for a TF node name, from its name scope, or the node name."""
+    by_name = {la.name: la for la in keras_layers}
+    owner = _scope_owner(node_name, set(by_name))
+    if owner is None:
+        return f"TF node {node_name!r}"
+    return f"layer {owner!r} ({by_name[owner].__class__.__name__})"
+
+
+def _run_tf2onnx(tf2onnx: Any, function: Any, specs: list, opset: int,
+                 keras_layers: list[Any]) -> onnx.ModelProto:
+    """tf2onnx with its log and C++ chatter captured: a model that cannot be converted is
+    one QdqError naming the Keras layer, its class and the TF op, never a traceback."""
+    collect = _Collect()
+    tf_log = logging.getLogger("tf2onnx")
+    saved = (tf_log.handlers[:], tf_log.propagate, tf_log.level)
+    tf_log.handlers, tf_log.propagate = [collect], False
+    tf_log.setLevel(logging.INFO)
+    try:
+        with captured_stderr():
+            onnx_model, _ = tf2onnx.convert.from_function(
+                function, input_signature=specs, opset=opset,
+                custom_op_handlers=custom_op_handlers())
+    except Exception as exc:  # tf2onnx raises many types
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc)
+        raise QdqError(f"tf2onnx could not convert the model: {first}") from None
+    finally:
+        tf_log.handlers, tf_log.propagate = saved[0], saved[1]
+        tf_log.setLevel(saved[2])
+    unsupported = [m.groups() for m in map(_UNSUPPORTED.search, collect.messages) if m]
+    if unsupported:
+        node, op = unsupported[0]
+        more = f" (and {len(unsupported) - 1} more unsupported node(s))" \
+            if len(unsupported) > 1 else ""
+        raise QdqError(f"cannot convert {_layer_of_tf_node(node, keras_layers)}: it uses the "
+                       f"TensorFlow op {op}, which tf2onnx {tf2onnx.__version__} cannot convert"
+                       f"{more}")
+    return onnx_model
+
+
 def keras_to_onnx(model: Any, opset: int = 13, input_shape: Any = None) -> onnx.ModelProto:
     """Convert an in-memory Keras model (any kind) or a loaded SavedModel to ONNX.
 
@@ -213,11 +269,7 @@ def keras_to_onnx(model: Any, opset: int = 13, input_shape: Any = None) -> onnx.
         function = tf.function(call)
         keras_layers = _flat_layers(model)
         model_name = getattr(model, "name", "model")
-    try:
-        onnx_model, _ = tf2onnx.convert.from_function(function, input_signature=specs,
-                                                      opset=opset)
-    except Exception as exc:  # tf2onnx raises many types
-        raise QdqError(f"tf2onnx could not convert the model: {exc}") from None
+    onnx_model = _run_tf2onnx(tf2onnx, function, specs, opset, keras_layers)
     _constants_from_captures(onnx_model, function, specs, tf)
     _rename_outputs(onnx_model)
     onnx_model.producer_name = "qdq-onnx (tf2onnx)"

@@ -14,6 +14,7 @@ from qdq_onnx.finetune.backend import ort_imports
 from qdq_onnx.finetune.fake_quant import TrainGraph
 from qdq_onnx.finetune.losses import LossSpec
 from qdq_onnx.graph import ops
+from qdq_onnx.progress import captured_stderr
 
 # Gradients onnxruntime-training 1.19's CPU build lacks or gets wrong: refused with a message
 # instead of a C++ error or a dead process.
@@ -69,7 +70,7 @@ class OrtTrainingBackend:
         else:
             optim = block.optim.AdamW(weight_decay=0.0 if optimizer == "adam" else weight_decay)
         try:
-            with ort_imports.captured_stderr():
+            with captured_stderr():
                 art.generate_artifacts(
                     graph.model, requires_grad=graph.trainable, frozen_params=graph.frozen,
                     loss=loss.block(block), optimizer=optim,

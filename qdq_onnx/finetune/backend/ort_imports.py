@@ -49,29 +49,3 @@ def api():
     """`onnxruntime.training.api` (Module, Optimizer, CheckpointState)."""
     _bare_package()
     return importlib.import_module("onnxruntime.training.api")
-
-
-class captured_stderr:
-    """Capture file descriptor 2 (C++ logging) into a temporary file for the duration.
-
-    The CPU training build logs every graph transformer at INFO level from C++ while it
-    builds gradient graphs, whatever the Python-side severity; the text is kept in `.text`
-    for error messages instead of flooding the terminal."""
-
-    def __enter__(self) -> captured_stderr:
-        import tempfile
-
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        self._file = tempfile.TemporaryFile(mode="w+b")
-        os.dup2(self._file.fileno(), 2)
-        self.text = ""
-        return self
-
-    def __exit__(self, *exc) -> None:
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        self._file.seek(0)
-        self.text = self._file.read().decode("utf-8", "replace")
-        self._file.close()

@@ -1,0 +1,87 @@
+"""Keras conversion failure classes of tf2onnx 1.17, each handled: exact GELU (TF Erfc)
+converts through a custom-op handler; an op tf2onnx cannot convert is one line naming the
+Keras layer, its class and the TF op, never a traceback or tf2onnx's log."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from qdq_onnx.errors import QdqError  # noqa: E402
+
+
+def _keras():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras
+
+
+@pytest.mark.slow
+def test_exact_gelu_converts_and_matches_keras():
+    from qdq_onnx import pipeline
+    from qdq_onnx.graph.sessions import inference_session
+
+    keras = _keras()
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(16, activation="gelu", name="mlp1")(inp)
+    m = keras.Model(inp, keras.layers.Dense(3, name="head")(x))
+    onx = pipeline.convert(m)
+    assert "Erf" in {n.op_type for n in onx.graph.node}
+    xs = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    got = inference_session(onx).run(None, {onx.graph.input[0].name: xs})[0]
+    assert np.abs(got - m(xs).numpy()).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(tmp_path):
+    from qdq_onnx import pipeline, quantize_model
+
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((16, 32))
+    h = L.LayerNormalization(name="ln1")(inp)
+    x = L.Add(name="res1")([inp, L.MultiHeadAttention(4, 8, name="mha")(h, h)])
+    h = L.LayerNormalization(name="ln2")(x)
+    h = L.Dense(64, activation="gelu", name="mlp_up")(h)
+    x = L.Add(name="res2")([x, L.Dense(32, name="mlp_down")(h)])
+    model = keras.Model(inp, L.Dense(10, name="head")(L.GlobalAveragePooling1D()(x)))
+    q = quantize_model(model, calibration_data=np.random.default_rng(1).normal(
+        size=(8, 16, 32)).astype(np.float32))
+    report = pipeline.lint(q.onnx)
+    assert report.errors == [] and all(layer.int8 for layer in report.layers)
+    assert {"mlp_up", "mlp_down", "head"} <= {p.layer for p in q.plan.weights()}
+
+
+@pytest.mark.slow
+def test_unconvertible_op_is_one_line_naming_layer_class_and_op():
+    import tensorflow as tf
+
+    from qdq_onnx import pipeline
+
+    keras = _keras()
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(4, name="dense_a")(inp)
+    x = keras.layers.Lambda(lambda t: tf.math.lgamma(tf.abs(t) + 1.0), name="weird_fn")(x)
+    m = keras.Model(inp, keras.layers.Dense(2, name="head")(x))
+    with pytest.raises(QdqError) as err:
+        pipeline.convert(m)
+    text = str(err.value)
+    assert "'weird_fn' (Lambda)" in text and "Lgamma" in text and "\n" not in text
+
+
+@pytest.mark.slow
+def test_cli_conversion_keeps_tensorflow_and_tf2onnx_chatter_off_the_console(tmp_path):
+    keras = _keras()
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(16, activation="gelu", name="mlp1")(inp)
+    path = tmp_path / "gelu.keras"
+    keras.Model(inp, keras.layers.Dense(3, name="head")(x)).save(path)
+    res = subprocess.run([sys.executable, "-m", "qdq_onnx.cli.main", "convert", str(path),
+                          "-o", str(tmp_path / "m.onnx")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip() == ""
+    assert "wrote" in res.stdout
