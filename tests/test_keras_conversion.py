@@ -49,11 +49,25 @@ def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(tmp_path)
     h = L.Dense(64, activation="gelu", name="mlp_up")(h)
     x = L.Add(name="res2")([x, L.Dense(32, name="mlp_down")(h)])
     model = keras.Model(inp, L.Dense(10, name="head")(L.GlobalAveragePooling1D()(x)))
-    q = quantize_model(model, calibration_data=np.random.default_rng(1).normal(
-        size=(8, 16, 32)).astype(np.float32))
+    x = np.random.default_rng(1).normal(size=(8, 16, 32)).astype(np.float32)
+    onx = pipeline.convert(model)
+    ops = [n.op_type for n in onx.graph.node]
+    assert onx.opset_import[0].version == 17 and ops.count("LayerNormalization") == 2
+    assert "GlobalAveragePool" not in ops  # no moments left to quantize
+    from qdq_onnx.graph.sessions import inference_session
+
+    got = inference_session(onx).run(None, {onx.graph.input[0].name: x})[0]
+    assert np.abs(got - model(x).numpy()).max() < 1e-5
+    q = quantize_model(model, calibration_data=x)
     report = pipeline.lint(q.onnx)
     assert report.errors == [] and all(layer.int8 for layer in report.layers)
     assert {"mlp_up", "mlp_down", "head"} <= {p.layer for p in q.plan.weights()}
+    assert not [p for p in q.plan.placements if p.layer in ("ln1", "ln2")]
+    q.compile(learning_rate=1e-3)  # opset-17 LayerNormalization trains in onnxruntime-training
+    y = np.random.default_rng(2).integers(0, 10, 8)
+    history = q.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    q.save(tmp_path / "int8.onnx")
 
 
 @pytest.mark.slow

@@ -15,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "in the file's metadata for later commands.")
     p.add_argument("model", help="a .keras or .h5 file, or a SavedModel folder")
     add_output(p)
-    p.add_argument("--opset", type=int, default=13,
-                   help="ONNX opset to write, 13-18 (default 13; per-channel Q/DQ needs 13+)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset to write, 13-18 (default: 13, or 17 when the model has "
+                        "LayerNormalization layers, which then stay one op; per-channel Q/DQ "
+                        "needs 13+)")
     p.set_defaults(run=run)
 
 
@@ -28,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     pipeline.save(onnx_model, args.output, check="the converted model")
     lm = read_layer_map(onnx_model)
     layers = f", {len(lm.layers)} Keras layers mapped" if lm else ""
-    print(f"wrote {args.output}: {len(onnx_model.graph.node)} nodes, opset {args.opset}"
+    from qdq_onnx.files.onnx_files import default_opset
+
+    print(f"wrote {args.output}: {len(onnx_model.graph.node)} nodes, opset "
+          f"{default_opset(onnx_model)}"
           f"{layers}")
     return 0

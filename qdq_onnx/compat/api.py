@@ -145,7 +145,7 @@ class QuantizedModel:
             trainer.close()
 
 
-def _as_onnx(model: Any, opset: int) -> onnx.ModelProto:
+def _as_onnx(model: Any, opset: int | None) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
@@ -162,7 +162,7 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                    custom_qdq_cases: Sequence[CustomQDQInsertionCase | str] | None = None,
                    rules: RuleSet | str | None = None, calibration_data: Any = None,
                    calibration_method: str = "max", calibration_percentile: float = 99.99,
-                   calibration_batch_size: int = 32, opset: int = 13,
+                   calibration_batch_size: int = 32, opset: int | None = None,
                    force: bool = False, weight_bits: int = 8) -> QuantizedModel:
     """Insert Q/DQ following TensorRT's placement policy (or the given rules).
 

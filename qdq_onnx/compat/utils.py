@@ -10,7 +10,7 @@ from qdq_onnx.files.onnx_files import save_model_atomic
 
 
 def convert_keras_model_to_onnx(model: Any, onnx_path: str | os.PathLike,
-                                opset: int = 13) -> Path:
+                                opset: int | None = None) -> Path:
     """Convert an in-memory Keras model (functional, Sequential or subclassed) to ONNX."""
     from qdq_onnx.convert.keras_model import keras_to_onnx
 
@@ -19,7 +19,7 @@ def convert_keras_model_to_onnx(model: Any, onnx_path: str | os.PathLike,
 
 
 def convert_saved_model_to_onnx(saved_model_dir: str | os.PathLike,
-                                onnx_path: str | os.PathLike, opset: int = 13) -> Path:
+                                onnx_path: str | os.PathLike, opset: int | None = None) -> Path:
     """Convert a saved Keras model (.keras/.h5 file or SavedModel folder) to ONNX."""
     from qdq_onnx.convert.keras_model import keras_to_onnx, load_keras_model
 

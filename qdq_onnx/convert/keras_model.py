@@ -241,13 +241,27 @@ def _run_tf2onnx(tf2onnx: Any, function: Any, specs: list, opset: int,
     return onnx_model
 
 
-def keras_to_onnx(model: Any, opset: int = 13, input_shape: Any = None) -> onnx.ModelProto:
+_OPSET_FOR = {"LayerNormalization": 17}  # the layer fuses into one op from this opset on
+
+
+def choose_opset(keras_layers: list[Any]) -> int:
+    """13 (per-channel Q/DQ), or the newer opset a layer class needs to stay one op."""
+    classes = {la.__class__.__name__ for la in keras_layers}
+    return max([13, *(v for k, v in _OPSET_FOR.items() if k in classes)])
+
+
+def keras_to_onnx(model: Any, opset: int | None = None,
+                  input_shape: Any = None) -> onnx.ModelProto:
     """Convert an in-memory Keras model (any kind) or a loaded SavedModel to ONNX.
 
-    The result is prepared (BatchNorm folded where exact, shared weights un-shared) and
-    carries the layer map in its metadata. The Keras model is not modified.
+    `opset` None chooses 13, or 17 when the model has LayerNormalization layers (fused back
+    into one LayerNormalization op). The result is prepared (BatchNorm folded where exact,
+    shared weights un-shared) and carries the layer map in its metadata. The Keras model
+    is not modified.
     """
     tf, tf2onnx = _import_tf()
+    if opset is None:
+        opset = choose_opset(_flat_layers(model) if hasattr(model, "layers") else [])
     if not 13 <= opset <= 18:
         raise QdqError(f"opset {opset} is not supported for Keras conversion "
                        "(tf2onnx 1.17 writes opsets 13-18; per-channel Q/DQ needs >= 13)")

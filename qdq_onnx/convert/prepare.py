@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qdq_onnx.convert.layernorm import LAYERNORM_OPSET, fuse_layernorm
 from qdq_onnx.errors import QdqError
-from qdq_onnx.files.onnx_files import ensure_supported_opset
+from qdq_onnx.files.onnx_files import default_opset, ensure_supported_opset
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.batchnorm import batchnorm_affine
 from qdq_onnx.graph.index import GraphIndex, attribute
@@ -44,6 +45,14 @@ def prepare_model(model: onnx.ModelProto, copy: bool = True
         notes.append(f"named {len(renamed)} unnamed or duplicate-named nodes")
         if layer_map:
             layer_map.rename_nodes(renamed)
+    if default_opset(work) >= LAYERNORM_OPSET:
+        fused = fuse_layernorm(work)
+        if fused:
+            count = len(set(fused.values()))
+            notes.append(f"fused {count} decomposed layer normalisation(s) into "
+                         "LayerNormalization")
+            if layer_map:
+                layer_map.drop_nodes(fused)
     n = _constants_to_initializers(graph)
     if n:
         notes.append(f"moved {n} weight(s) from Constant nodes to initializers")

@@ -120,9 +120,18 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
 def _inference_form(node: onnx.NodeProto, index: GraphIndex,
                     graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """Dropout becomes Identity; a BatchNormalization left in the graph becomes a frozen
-    per-channel Mul+Add (inference statistics), so training never updates BN statistics."""
+    per-channel Mul+Add (inference statistics), so training never updates BN statistics; a
+    LayerNormalization gets the outputs its gradient needs."""
     if node.op_type == "Dropout":
         return [helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)]
+    if node.op_type == "LayerNormalization" and len(node.output) < 3:
+        # onnxruntime-training's LayerNormalizationGrad reads the optional Mean and
+        # InvStdDev outputs; the emitted model keeps the single-output op TensorRT parses.
+        full = onnx.NodeProto()
+        full.CopyFrom(node)
+        while len(full.output) < 3:
+            full.output.append(f"{node.name}__{('', 'mean', 'inv_std_dev')[len(full.output)]}")
+        return [full]
     if node.op_type != "BatchNormalization":
         return [node]
     affine = batchnorm_affine(index, node)

@@ -41,9 +41,10 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, check: str = "the mode
 
 
 # -- conversion and preparation ------------------------------------------------------------
-def convert(model: Any, opset: int = 13, input_shape: Any = None) -> onnx.ModelProto:
+def convert(model: Any, opset: int | None = None, input_shape: Any = None) -> onnx.ModelProto:
     """A Keras model (in memory, or a .keras/.h5/SavedModel path) as prepared float ONNX
-    with its Keras layer map. The only stage that imports TensorFlow."""
+    with its Keras layer map; `opset` None: 13, or 17 when the model has LayerNormalization
+    (kept one op). The only stage that imports TensorFlow."""
     from qdq_onnx.convert.keras_model import keras_to_onnx, load_keras_model
 
     if isinstance(model, (str, os.PathLike)):
