@@ -195,3 +195,18 @@ def test_every_lint_rule_has_a_test(check):
     with open(__file__) as fh:
         text = fh.read()
     assert f'"{check}"' in text
+
+
+def test_qdq_on_a_weighted_output_read_by_several_ops_is_not_a_broken_fusion():
+    """The conv output feeds a pool and an Add (NASNet): TensorRT materialises it anyway, so
+    quantizing it breaks no fusion; read by one op it would (the test above)."""
+    g = G(input_shape=(1, 4, 8, 8))
+    c = g.conv("c0", "x", 4)
+    pool = g.node("AveragePool", "avg", [c], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g.channels[pool] = 4
+    m = quantize_model(g.model([g.binary("Add", "add", pool, c)]),
+                       calibration_data=np.ones((1, 4, 8, 8), np.float32)).onnx
+    assert ("avg", 0) in {(n.name, i) for n in m.graph.node for i, t in enumerate(n.input)
+                          if t.endswith("_dequantized")}
+    assert "qdq-on-weighted-output" not in names(m)
+    assert lint_model(m, RULES).findings == []

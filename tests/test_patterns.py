@@ -163,3 +163,24 @@ def test_concat_modes(mode, expected):
     if mode == "shared":
         scales = [t for t in q.onnx.graph.initializer if t.name.endswith("_scale")]
         assert len(scales) == 2
+
+
+def test_tensor_after_a_maxpool_shares_the_scale_of_its_quantized_input():
+    """ResNet v2 shortcut: the block output is quantized (BN input), goes through a MaxPool
+    whose output is the quantized skip of the next Add: one scale, no re-quantization."""
+    from qdq_onnx.diagnostics.lint import lint_model
+    from qdq_onnx.placement.rules import load_rules
+
+    g = G(input_shape=(1, 4, 8, 8))
+    a = g.unary("Relu", "r0", g.conv("c0", "x", 4))
+    out = g.binary("Add", "blk", a, g.conv("c1", a, 4))  # quantized as an input of bn
+    pre = g.unary("Relu", "r1", g.bn("bn", out))
+    pool = g.node("MaxPool", "pool", [out], kernel_shape=[1, 1])
+    g.channels[pool] = 4
+    y = g.binary("Add", "add2", pool, g.conv("c2", pre, 4))
+    batches = [RNG.normal(0, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(4)]
+    q = quantize_model(g.model([y]), calibration_data=batches)
+    groups = q.plan.activation_groups()
+    shared = [k for k, members in groups.items() if {m.tensor for m in members} >= {out, pool}]
+    assert shared, groups.keys()
+    assert lint_model(q.onnx, load_rules("tensorrt")).findings == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 import onnx
 
@@ -13,7 +14,7 @@ from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.layers import LayerGraph
 from qdq_onnx.placement.cases import BUILTIN_CASES, CustomQDQInsertionCase
 from qdq_onnx.placement.patterns import PATTERN_KINDS
-from qdq_onnx.placement.plan import PlacementPlan
+from qdq_onnx.placement.plan import Placement, PlacementPlan
 from qdq_onnx.placement.proposals import PRIORITY_CASE, PRIORITY_OP_RULE, Proposal, resolve
 from qdq_onnx.placement.rules import OpRule, RuleSet
 from qdq_onnx.placement.slots import slot_proposal
@@ -130,6 +131,7 @@ def plan_placement(model: onnx.ModelProto, rules: RuleSet, mode: str = "full",
         proposals.extend(spec_proposals(user_spec, layers, rules))
     order = {n.name: i for i, n in enumerate(index.nodes)}
     placements, left, notes = resolve(proposals, order)
+    placements = share_through_neutral(placements, index, rules)
     plan = PlacementPlan(placements=placements, left_float=left, mode=mode,
                          rules=rules.summary(), spec=user_spec.to_list() if user_spec else [],
                          cases=case_names, notes=notes,
@@ -142,6 +144,40 @@ def plan_placement(model: onnx.ModelProto, rules: RuleSet, mode: str = "full",
                        f"{rules.name!r} or a spec entry (ops: {', '.join(ops[:12])}); check "
                        "the rules, the spec and the mode")
     return plan
+
+
+def share_through_neutral(placements: list[Placement], index: GraphIndex,
+                          rules: RuleSet, max_hops: int = 16) -> list[Placement]:
+    """An activation reached from another quantized activation only through single-input
+    precision-neutral ops (MaxPool, Reshape, Transpose, ... from the rule file's taxonomy)
+    shares its scale group: TensorRT moves Q/DQ through such ops, and a second scale there
+    would be a re-quantization (lint TRT-L013)."""
+    key_of = {p.tensor: p.scale_group or p.tensor for p in placements
+              if p.kind == "activation"}
+    neutral = rules.precision_neutral
+
+    def source(tensor: str) -> str | None:
+        for _ in range(max_hops):
+            node = index.producer.get(tensor)
+            live = index.live_inputs(node) if node is not None else []
+            if node is None or node.op_type not in neutral or len(live) != 1:
+                return None
+            tensor = node.input[live[0]]
+            if tensor in key_of:
+                return tensor
+        return None
+
+    out = []
+    for p in placements:
+        if p.kind == "activation" and p.scale_group is None:
+            src = source(p.tensor)
+            if src is not None:
+                key_of[p.tensor] = key_of[src]
+                p = replace(p, scale_group=key_of[src],
+                            reason=f"{p.reason} (scale shared with {src} through "
+                                   "precision-neutral ops: no re-quantization)")
+        out.append(p)
+    return out
 
 
 def check_plan_matches(plan: PlacementPlan, model: onnx.ModelProto) -> None:

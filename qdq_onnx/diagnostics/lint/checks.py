@@ -130,7 +130,10 @@ def qdq_on_weighted_output(ctx: LintContext) -> Iterator[Hit]:
             if use.node.op_type != ops.QUANTIZE:
                 continue
             for dq_use in ctx.index.consumers.get(use.node.output[0], ()):
-                for after in ctx.index.consumers.get(dq_use.node.output[0], ()):
+                readers = ctx.index.consumers.get(dq_use.node.output[0], ())
+                if len({id(r.node) for r in readers}) > 1:
+                    continue  # read by several ops: materialised anyway, no fusion to break
+                for after in readers:
                     if after.node.op_type in ops.ADD_OPS and _is_skip_side(ctx, after):
                         continue  # the quantized skip input of a residual Add: intended
                     if after.node.op_type in fused:
