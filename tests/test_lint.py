@@ -210,3 +210,32 @@ def test_qdq_on_a_weighted_output_read_by_several_ops_is_not_a_broken_fusion():
                           if t.endswith("_dequantized")}
     assert "qdq-on-weighted-output" not in names(m)
     assert lint_model(m, RULES).findings == []
+
+
+def _conv_transpose_chain(final_transpose_only: bool):
+    """Conv -> Relu -> Transpose (layout) -> ...: inside the network, or only at the output."""
+    g = G(input_shape=(1, 4, 8, 8))
+    r = g.unary("Relu", "r", g.conv("c0", "x", 4))
+    t = g.node("Transpose", "to_nhwc", [r], perm=[0, 2, 3, 1])
+    if final_transpose_only:
+        return g.model([t])
+    back = g.node("Transpose", "to_nchw", [g.unary("Sigmoid", "s", t)], perm=[0, 3, 1, 2])
+    g.channels[back] = 4
+    return g.model([g.conv("c1", back, 4)])
+
+
+def test_layout_transpose_after_weighted():
+    inside = quantize_model(_conv_transpose_chain(False)).onnx
+    assert "layout-transpose-after-weighted" in names(inside)
+    at_output = quantize_model(_conv_transpose_chain(True)).onnx
+    assert "layout-transpose-after-weighted" not in names(at_output)
+
+
+def test_quantized_normalization_internals():
+    from test_layernorm_fusion import decomposed
+
+    m = quantize_model(decomposed(opset=13)).onnx  # the pattern keeps the internals float
+    assert names(m) == set()
+    mean = next(n for n in m.graph.node if n.name == "mean")
+    add_qdq(m, mean.input[0], {"mean", "sub"})
+    assert "quantized-normalization-internals" in names(m)

@@ -184,3 +184,14 @@ def test_tensor_after_a_maxpool_shares_the_scale_of_its_quantized_input():
     shared = [k for k, members in groups.items() if {m.tensor for m in members} >= {out, pool}]
     assert shared, groups.keys()
     assert lint_model(q.onnx, load_rules("tensorrt")).findings == []
+
+
+def test_decomposed_layer_normalisation_stays_float_below_opset_17():
+    from test_layernorm_fusion import decomposed
+
+    q = quantize_model(decomposed(opset=13))
+    inside = {"mean", "sub", "sq", "var", "add_eps", "sqrt", "rec", "k", "scaled", "neg",
+              "shifted", "beta_add", "ln_out"}
+    assert not [p for p in q.plan.placements if p.consumer in inside]
+    assert {f.rule for f in q.plan.left_float if f.consumer in inside} == {"TRT-N002"}
+    assert [p.consumer for p in q.plan.placements] == ["head", "head"]  # data + weight

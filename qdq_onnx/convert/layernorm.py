@@ -37,8 +37,9 @@ def _other(node: onnx.NodeProto, tensor: str) -> str | None:
     return rest[0] if len(rest) == 1 else None
 
 
-def _match(index: GraphIndex, mean: onnx.NodeProto) -> dict | None:
-    """The moments pattern around a GlobalAveragePool, or None."""
+def match_layernorm(index: GraphIndex, mean: onnx.NodeProto) -> dict | None:
+    """The moments pattern of a layer normalisation around its mean (a GlobalAveragePool):
+    x, gamma, beta (or None), eps, the final node and all the nodes; or None."""
     x = mean.input[0]
     readers = [u.node for u in index.consumers.get(mean.output[0], [])]
     sub = next((n for n in readers
@@ -91,7 +92,7 @@ def fuse_layernorm(model: onnx.ModelProto) -> dict[str, str]:
     for node in index.nodes:
         if node.op_type != "GlobalAveragePool" or node.name in removed:
             continue
-        found = _match(index, node)
+        found = match_layernorm(index, node)
         if found is None or any(n.name in removed for n in found["nodes"]):
             continue
         out = found["out"]

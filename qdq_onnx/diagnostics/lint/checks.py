@@ -200,3 +200,51 @@ def requantization(ctx: LintContext) -> Iterator[Hit]:
             if producer.op_type not in neutral or not live:
                 break
             t, hops = producer.input[live[0]], hops + 1
+
+
+def _reaches_output(ctx: LintContext, tensor: str, max_hops: int = 8) -> bool:
+    """Whether `tensor` flows to a graph output through precision-neutral ops only."""
+    for _ in range(max_hops):
+        if tensor in ctx.index.graph_outputs:
+            return True
+        readers = ctx.index.consumers.get(tensor, ())
+        if len(readers) != 1 or readers[0].node.op_type not in ctx.rules.precision_neutral:
+            return False
+        tensor = readers[0].node.output[0]
+    return False
+
+
+@check("layout-transpose-after-weighted")
+def layout_transpose_after_weighted(ctx: LintContext) -> Iterator[Hit]:
+    fused = ctx.rules.fusible_followers
+    for row in ctx.weighted:
+        node, tensor = row["node"], row["node"].output[0]
+        for _ in range(8):  # through the followers TensorRT would fuse into the op
+            readers = ctx.index.consumers.get(tensor, ())
+            if len(readers) != 1:
+                break
+            after = readers[0].node
+            if after.op_type == "Transpose":
+                if not _reaches_output(ctx, after.output[0]):
+                    yield node.name, (f"Transpose {after.name!r} reads the output of "
+                                      f"{node.op_type} (a layout shuffle inside the network)")
+                break
+            if after.op_type not in fused:
+                break
+            tensor = after.output[0]
+
+
+@check("quantized-normalization-internals")
+def quantized_normalization_internals(ctx: LintContext) -> Iterator[Hit]:
+    for node in ctx.index.nodes:
+        if node.op_type not in ("GlobalAveragePool", "ReduceMean") or not node.input:
+            continue
+        found = ctx.dq(node.input[0])
+        if found is None:
+            continue
+        inputs = {node.input[0], found.source}
+        for use in ctx.index.consumers.get(node.output[0], ()):
+            if use.node.op_type == "Sub" and use.index == 1 and use.node.input[0] in inputs:
+                yield node.name, (f"the mean {node.name!r} of a normalisation reads a "
+                                  "quantized tensor")
+                break

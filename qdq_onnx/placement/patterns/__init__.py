@@ -10,7 +10,9 @@ from __future__ import annotations
 from qdq_onnx.placement.patterns.base import PatternFn, PatternKind
 from qdq_onnx.placement.patterns.residual import weighted_branch
 
-_MODULES = ("residual", "batchnorm", "maxpool", "se_multiply", "concat")
+# In proposal order: on equal priority the later pattern wins (normalization keeps its
+# internals float over the residual rule).
+_MODULES = ("residual", "batchnorm", "maxpool", "se_multiply", "concat", "normalization")
 
 
 def _registry() -> dict[str, PatternKind]:
