@@ -124,10 +124,9 @@ def test_resnet50_matches_original_toolkit_golden():
     adds = {k: v for k, v in got.items() if k.endswith("_add")}
     assert len(adds) == 16
     for name, quant in adds.items():
-        if "_block1_" in name:
-            assert len(quant) == 1, name  # golden says "any": one of the two conv branches
-        else:
-            assert quant == {0}, name
+        # Projection blocks: both inputs are Conv-BN branches; the original leaves the first
+        # (the shortcut) float and quantizes input 1 (measured by running the original).
+        assert quant == ({1} if "_block1_" in name else {0}), name
     others = {k: v for k, v in got.items() if v and not k.endswith("_add")}
     classes = {la.name: la.class_name for la in LayerGraph(q.float_model).layers}
     for name, quant in others.items():
@@ -141,8 +140,8 @@ def test_resnet50v2_matches_original_toolkit_golden():
                        custom_qdq_cases=["ResNetV2QDQCase"])
     got = layer_placement(q.float_model, q.onnx)
     classes = {la.name: la.class_name for la in LayerGraph(q.float_model).layers}
-    golden_adds = {f"conv{s}_block{b}_out": {0} for s, n in RESNET_STAGES
-                   for b in range(1, n + 1)}
+    golden_adds = {f"conv{s}_block{b}_out": {1 if b == 1 else 0} for s, n in RESNET_STAGES
+                   for b in range(1, n + 1)}  # block 1: projection, input 1 (as the original)
     golden_bn = {f"conv{s}_block{b}_preact_bn" for s, n in RESNET_STAGES
                  for b in range(1, n + 1)} | {"post_bn"}
     golden_mp = {"pool1_pool", "max_pooling2d", "max_pooling2d_1", "max_pooling2d_2"}
@@ -159,6 +158,19 @@ def test_resnet50v2_matches_original_toolkit_golden():
         else:
             assert not quant, f"{name} ({cls}) should not be quantized: {quant}"
     assert {n for n in golden_bn | golden_mp if not got.get(n)} == set()
+
+
+def test_efficientnet_case_matches_the_original_on_block_adds():
+    """EfficientNet blocks end Conv-BN-Dropout, a chain the original's residual case does
+    not match, so with EfficientNetQDQCase it quantizes both inputs of the block Adds (and
+    both inputs of every squeeze-excitation Multiply)."""
+    q = quantize_model(converted("EfficientNetB0"), rules="nvidia-tf-toolkit",
+                       custom_qdq_cases=["EfficientNetQDQCase"])
+    got = layer_placement(q.float_model, q.onnx)
+    adds = {k: v for k, v in got.items() if k.endswith("_add")}
+    assert len(adds) == 9 and all(v == {0, 1} for v in adds.values()), adds
+    excite = {k: v for k, v in got.items() if k.endswith("_se_excite")}
+    assert len(excite) == 16 and all(v == {0, 1} for v in excite.values())
 
 
 # Every keras.applications family that converts cleanly today (ConvNeXt needs its nested

@@ -112,10 +112,24 @@ def _scope_owner(text: str, names: set[str]) -> str | None:
     return found
 
 
+def _inbound(layer: Any) -> list[str]:
+    """The Keras layers feeding `layer` (its first call), in input order."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if not nodes:
+        return []
+    names = []
+    for tensor in getattr(nodes[0], "input_tensors", []) or []:
+        history = getattr(tensor, "_keras_history", None)
+        if history is not None:
+            names.append(history.operation.name)
+    return names
+
+
 def build_layer_map(onnx_model: onnx.ModelProto, keras_layers: list[Any],
                     model_name: str) -> LayerMap:
     names = {la.name for la in keras_layers}
-    records = {la.name: LayerRecord(la.name, la.__class__.__name__) for la in keras_layers}
+    records = {la.name: LayerRecord(la.name, la.__class__.__name__, inputs=_inbound(la))
+               for la in keras_layers}
     inits = {t.name for t in onnx_model.graph.initializer}
     generated: dict[str, list[str]] = {}
     for node in onnx_model.graph.node:

@@ -26,15 +26,21 @@ _ANCHOR_OPS = (*sorted(ops.WEIGHTED_OPS), "Add", "Sum", "Mul", "Concat", "MaxPoo
 
 @dataclass
 class LayerRecord:
+    """One Keras layer: its ONNX nodes, the node it was folded into (BN into a Conv), and
+    its Keras inbound layers in input order (None when the converter did not record them)."""
+
     name: str
     class_name: str
     nodes: list[str] = field(default_factory=list)
     folded_into: str | None = None  # a node this layer was folded into (BN into Conv)
+    inputs: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "class": self.class_name, "nodes": self.nodes}
         if self.folded_into:
             d["folded_into"] = self.folded_into
+        if self.inputs is not None:
+            d["inputs"] = self.inputs
         return d
 
 
@@ -54,7 +60,8 @@ class LayerMap:
         return cls(source=data.get("source", "keras"), model_name=data.get("model", ""),
                    layers=[LayerRecord(name=r["name"], class_name=r["class"],
                                        nodes=list(r.get("nodes", [])),
-                                       folded_into=r.get("folded_into"))
+                                       folded_into=r.get("folded_into"),
+                                       inputs=r.get("inputs"))
                            for r in data.get("layers", [])])
 
     def rename_nodes(self, renamed: dict[str, str]) -> None:
@@ -170,12 +177,28 @@ class LayerGraph:
         return None
 
     def _link(self) -> None:
+        records = {r.name: r for r in self.layer_map.layers} if self.layer_map else {}
+        self.keras_links = bool(records) and all(r.inputs is not None for r in records.values())
+        if self.keras_links:
+            self._link_keras(records)
+            return
         for layer in self.layers:
             if layer.anchor is None:
                 continue
             node = self.index.by_name[layer.anchor]
             for i in self.index.live_inputs(node):
                 producer = self._producer_layer(node.input[i])
+                if producer is not None and producer is not layer:
+                    layer.inputs.append(producer)
+                    if layer not in producer.outputs:
+                        producer.outputs.append(layer)
+
+    def _link_keras(self, records: dict[str, LayerRecord]) -> None:
+        """Keras connectivity, node-less layers included (a folded BatchNorm, a Dropout):
+        what the original toolkit's cases walk."""
+        for layer in self.layers:
+            for name in records[layer.name].inputs or []:
+                producer = self.by_name.get(name)
                 if producer is not None and producer is not layer:
                     layer.inputs.append(producer)
                     if layer not in producer.outputs:

@@ -46,24 +46,40 @@ def _is_bn(layer: Layer) -> bool:
     return "BatchNorm" in layer.class_name
 
 
-def _conv_pattern(parent: Layer) -> tuple[bool, bool]:
-    """(Conv-like parent, EfficientNet-like Act-BN-Conv parent), as the original matches them.
+_CHAINS = (("conv",), ("bn", "conv"), ("act", "bn", "conv"), ("drop", "act", "bn", "conv"))
 
-    Folded BatchNorms and removed Dropouts have no node of their own, so a Conv parent
-    covers Conv and Conv-BN, and an activation over a Conv covers Conv-BN-Act(-Dropout)."""
-    if _is_conv(parent):
-        return True, False
-    if _is_bn(parent) and parent.inputs and _is_conv(parent.inputs[0]):
-        return True, False
-    if parent.class_name in _ACTIVATIONS and parent.inputs:
-        grand = parent.inputs[0]
-        if _is_conv(grand) or (_is_bn(grand) and grand.inputs and _is_conv(grand.inputs[0])):
-            return True, True
-    return False, False
+
+def _kind(layer: Layer) -> str:
+    if _is_conv(layer):
+        return "conv"
+    if _is_bn(layer):
+        return "bn"
+    if layer.class_name in _ACTIVATIONS:
+        return "act"
+    return "drop" if layer.class_name == "Dropout" else "other"
+
+
+def _conv_branch(parent: Layer, keras_links: bool) -> bool:
+    """The original's residual match: the input ends in Conv, Conv-BN, Conv-BN-Act or
+    Conv-BN-Act-Dropout, and its last layer feeds nothing else.
+
+    On a layer view built from ONNX connectivity (no Keras links), a folded BatchNorm and a
+    removed Dropout have no layer, so an activation right after a Conv stands for
+    Conv-BN-Act(-Dropout) there."""
+    if len(parent.outputs) != 1:
+        return False
+    chain, layer = [], parent
+    while layer is not None and len(chain) < 4:
+        chain.append(_kind(layer))
+        layer = layer.inputs[0] if layer.inputs else None
+    if any(tuple(chain[:len(c)]) == c for c in _CHAINS):
+        return True
+    return not keras_links and tuple(chain[:2]) == ("act", "conv")
 
 
 class ResidualConnectionQDQCase(CustomQDQInsertionCase):
-    """Residual Add: quantize every input except one Conv(-BN)(-Act)(-Dropout) branch."""
+    """Residual Add: leave the first Conv(-BN)(-Act)(-Dropout) input float, quantize the
+    others; quantize all inputs when none matches (the original toolkit's rule)."""
 
     def case(self, model: LayerGraph, quantization_spec: QuantizationSpec | None
              ) -> QuantizationSpec:
@@ -72,17 +88,9 @@ class ResidualConnectionQDQCase(CustomQDQInsertionCase):
             if not _is(layer, "Add", ("Add", "Sum")) or _user_named(quantization_spec,
                                                                     layer.name):
                 continue
-            conv_idx: list[int] = []
-            efficient = False
-            for i, parent in enumerate(layer.inputs):
-                is_conv, is_eff = _conv_pattern(parent)
-                if is_conv:
-                    conv_idx.append(i)
-                efficient = efficient or is_eff
-            indices = list(range(len(layer.inputs)))
-            if conv_idx:
-                # The original drops the last Conv-pattern input (the first for EfficientNet).
-                indices.remove(conv_idx[0] if efficient else conv_idx[-1])
+            matched = [i for i, parent in enumerate(layer.inputs)
+                       if _conv_branch(parent, model.keras_links)]
+            indices = [i for i in range(len(layer.inputs)) if not matched or i != matched[0]]
             if indices:
                 out.add(layer.name, quantize_input=True, quantize_weight=False,
                         quantization_index=indices)
