@@ -99,3 +99,46 @@ def test_cli_conversion_keeps_tensorflow_and_tf2onnx_chatter_off_the_console(tmp
     assert res.returncode == 0, res.stderr
     assert res.stderr.strip() == ""
     assert "wrote" in res.stdout
+
+
+def _audio_1d(L, keras):
+    i = keras.Input((128, 4))
+    x = L.Conv1D(16, 5, padding="same", activation="relu")(i)
+    x = L.MaxPooling1D(2)(L.SeparableConv1D(32, 5, padding="same", activation="relu")(x))
+    x = L.ReLU()(L.Add()([x, L.Conv1D(32, 3, padding="same")(x)]))
+    return keras.Model(i, L.Dense(5)(L.GlobalAveragePooling1D()(x)))
+
+
+def _volume_3d(L, keras):
+    i = keras.Input((8, 16, 16, 2))
+    x = L.MaxPooling3D(2)(L.Conv3D(8, 3, padding="same", activation="relu")(i))
+    x = L.Conv3D(16, 3, padding="same", activation="relu")(x)
+    return keras.Model(i, L.Dense(3)(L.GlobalAveragePooling3D()(x)))
+
+
+def _encoder_decoder(L, keras):
+    i = keras.Input((32, 32, 3))
+    e1 = L.Conv2D(8, 3, padding="same", activation="relu")(i)
+    e2 = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(e1)
+    d1 = L.Conv2DTranspose(8, 3, strides=2, padding="same")(e2)
+    up = L.UpSampling2D(2)(L.Conv2D(8, 1)(e2))
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(L.Concatenate()([d1, e1, up]))
+    return keras.Model(i, L.Conv2D(2, 1)(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build", [_audio_1d, _volume_3d, _encoder_decoder],
+                         ids=["conv1d-separable", "conv3d", "encoder-decoder"])
+def test_hand_built_shapes_convert_and_lint_clean(build):
+    from qdq_onnx import pipeline, quantize_model
+
+    keras = _keras()
+    model = build(keras.layers, keras)
+    x = np.random.default_rng(0).normal(size=(4, *model.input_shape[1:])).astype(np.float32)
+    q = quantize_model(model, calibration_data=x)
+    report = pipeline.lint(q.onnx)
+    assert report.findings == [] and report.layers and all(la.int8 for la in report.layers)
+    from qdq_onnx.graph.sessions import inference_session
+
+    got = inference_session(q.float_model).run(None, {q.float_model.graph.input[0].name: x})[0]
+    assert np.abs(got - model(x).numpy()).max() < 1e-4
