@@ -195,3 +195,27 @@ def test_decomposed_layer_normalisation_stays_float_below_opset_17():
     assert not [p for p in q.plan.placements if p.consumer in inside]
     assert {f.rule for f in q.plan.left_float if f.consumer in inside} == {"TRT-N002"}
     assert [p.consumer for p in q.plan.placements] == ["head", "head"]  # data + weight
+
+
+def test_attention_products_quantized_or_left_float_by_the_live_weight_option(tmp_path):
+    """MatMul of two activations: both inputs quantized by default (INT8 MHA); with
+    `live_weight: skip` the product stays float while Dense MatMuls keep their Q/DQ."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(RNG.normal(0, .3, (8, 8)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["q"], name="proj"),
+             helper.make_node("Transpose", ["q"], ["kt"], name="kt", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"], name="bmm1")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 4, 8])], [helper.make_tensor_value_info(
+            "s", TensorProto.FLOAT, [1, 4, 4])], [w])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    default = {(p.consumer, p.input) for p in quantize_model(m).plan.placements}
+    assert {("bmm1", 0), ("bmm1", 1), ("proj", 0), ("proj", 1)} <= default
+    text = open(load_rules("tensorrt").path).read().replace(
+        "live_weight: activation", "live_weight: skip")
+    custom = tmp_path / "float-attention.yaml"
+    custom.write_text(text)
+    skipped = {(p.consumer, p.input)
+               for p in quantize_model(m, rules=str(custom)).plan.placements}
+    assert {("proj", 0), ("proj", 1)} <= skipped and not {c for c, _ in skipped} & {"bmm1"}

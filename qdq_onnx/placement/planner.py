@@ -40,6 +40,10 @@ def _op_rule_proposals(index: GraphIndex, layers: LayerGraph, rules: RuleSet,
             continue
         layer = owner.name if owner is not None and layers.layer_map is not None else None
         live = index.live_inputs(node)
+        w = rule.weight_input
+        if rule.live_weight == "skip" and "weight" in rule.inputs and w < len(node.input) \
+                and node.input[w] and not index.is_constant(node.input[w]):
+            continue  # an activation x activation product (attention) stays float
         slots: list[tuple[int, bool | None]] = []
         for want in rule.inputs:
             if want == "data":
