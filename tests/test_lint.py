@@ -239,3 +239,29 @@ def test_quantized_normalization_internals():
     mean = next(n for n in m.graph.node if n.name == "mean")
     add_qdq(m, mean.input[0], {"mean", "sub"})
     assert "quantized-normalization-internals" in names(m)
+
+
+def _attention(rules_skip_dense=False):
+    from onnx import TensorProto
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(0, .3, (8, 8)).astype(
+        np.float32), "w")
+    scale = numpy_helper.from_array(np.float32(0.35), "scale")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["q"], name="proj"),
+             helper.make_node("Transpose", ["q"], ["kt"], name="kt", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"], name="bmm1"),
+             helper.make_node("Mul", ["s", "scale"], ["ss"], name="scale_mul"),
+             helper.make_node("Softmax", ["ss"], ["p"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["p", "q"], ["o"], name="bmm2")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 4, 8])], [helper.make_tensor_value_info(
+            "o", TensorProto.FLOAT, [1, 4, 8])], [w, scale])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_incomplete_mha_qdq():
+    m = quantize_model(_attention()).onnx  # both products fully quantized: the INT8 MHA
+    assert "incomplete-mha-qdq" not in names(m)
+    bmm2 = node(m, "bmm2")
+    bmm2.input[0] = pair_for(m, "bmm2", 0).source  # the softmax output left float
+    assert "incomplete-mha-qdq" in names(m)

@@ -248,3 +248,51 @@ def quantized_normalization_internals(ctx: LintContext) -> Iterator[Hit]:
                 yield node.name, (f"the mean {node.name!r} of a normalisation reads a "
                                   "quantized tensor")
                 break
+
+
+def _attention_products(ctx: LintContext, softmax) -> tuple | None:
+    """(the MatMul of two activations before a Softmax, through scale/mask ops with one
+    live input, and the one reading the Softmax output), or None."""
+    tensor = softmax.input[0]
+    before = None
+    for _ in range(6):
+        found = ctx.dq(tensor)
+        node = ctx.index.producer.get(found.source if found else tensor)
+        if node is None:
+            return None
+        if node.op_type == ops.MATMUL:
+            before = node
+            break
+        live = ctx.index.live_inputs(node)
+        if node.op_type not in ("Mul", "Div", "Add", "Sub", "Where") or len(live) != 1:
+            return None
+        tensor = node.input[live[0]]
+    after = None
+    for use in ctx.index.consumers.get(softmax.output[0], ()):
+        node = use.node
+        if node.op_type == ops.QUANTIZE:  # through its Q/DQ pair
+            dq = next(iter(ctx.index.consumers.get(node.output[0], ())), None)
+            uses = ctx.index.consumers.get(dq.node.output[0], ()) if dq else ()
+            node = uses[0].node if uses else None
+        if node is not None and node.op_type == ops.MATMUL:
+            after = node
+    if before is None or after is None:
+        return None
+    return before, after
+
+
+@check("incomplete-mha-qdq")
+def incomplete_mha_qdq(ctx: LintContext) -> Iterator[Hit]:
+    for node in ctx.index.nodes:
+        if node.op_type != "Softmax":
+            continue
+        found = _attention_products(ctx, node)
+        if found is None:
+            continue
+        inputs = [(m, t) for m in found for t in m.input[:2]]
+        quantized = [ctx.dq(t) is not None for _, t in inputs]
+        if any(quantized) and not all(quantized):
+            missing = [f"{m.name}[{list(m.input).index(t)}]" for (m, t), q in zip(inputs, quantized)
+                       if not q]
+            yield node.name, (f"attention around {node.name!r}: {', '.join(missing)} float "
+                              "while the other product inputs are quantized")
