@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_calibrate.py
 	$(PY) scripts/bench_calibration_methods.py  # after make demo (ResNet-8) and the variants
 	$(PY) scripts/qat_mnist.py
+	$(PY) scripts/bench_transformer.py
 	$(PY) scripts/bench_finetune.py
 	$(PY) scripts/bench_inference.py
 	$(PY) scripts/bench_lint.py  # add --modelopt-python PATH for the Model Optimizer column
