@@ -1,6 +1,7 @@
 """FP32 vs PTQ vs QAT on the MNIST CNN (scripts/train_mnist.py), all measured on the 10k test
 set by running ONNX files in onnxruntime: the float model, the PTQ Q/DQ model (max
-calibration on 512 images) and the Q/DQ model emitted after QAT from the PTQ scales.
+calibration on 512 images), the Q/DQ model emitted after QAT from the PTQ scales, and the
+float control (the float model trained for the same extra epochs, same data and schedule).
 
     .venv/bin/python scripts/qat_mnist.py [--epochs 1] [--lr 1e-4] [--out out/mnist]
 
@@ -46,6 +47,16 @@ def main() -> int:
     elapsed = time.perf_counter() - t
     q.save(out / "qat.onnx")
     acc["qat"] = accuracy(load_model(out / "qat.onnx"), x_test, y_test)
+    import subprocess
+
+    import numpy as np
+
+    np.savez(out / "qat_train.npz", image=x_train, labels=y_train)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "float_control.py"),
+                    str(out / "mnist_cnn.keras"), "--data", str(out / "qat_train.npz"), "-o",
+                    str(out / "control.onnx"), "--epochs", str(args.epochs), "--lr",
+                    str(args.lr), "--batch-size", str(args.batch_size)], check=True)
+    acc["fp32_control"] = accuracy(load_model(out / "control.onnx"), x_test, y_test)
     for k, v in acc.items():
         print(f"{k:5} {v * 100:6.2f}%  ({(v - acc['fp32']) * 100:+.2f} vs FP32)")
     print(f"QAT: {args.epochs} epoch(s), {history.steps} steps, {elapsed:.0f} s")
