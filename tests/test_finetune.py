@@ -276,3 +276,26 @@ def test_average_pool_is_refused_for_training():
     q = quantize_model(g.model([y]))
     with pytest.raises(QdqError, match="AveragePool cannot be fine-tuned"):
         q.compile(loss="mse")
+
+
+def test_diverging_fine_tuning_returns_the_starting_model_and_says_so(digits, float_model,
+                                                                       tmp_path, capsys):
+    """A learning rate far too high wrecks the weights without a NaN; with validation data
+    the result is the starting model, bit for bit, and the command says why."""
+    xtr, ytr, xte, yte = digits
+    q = quantize_model(float_model, calibration_data=xtr[:256])
+    src = tmp_path / "q.onnx"
+    onnx.save(q.onnx, src)
+    train, val = tmp_path / "train.npz", tmp_path / "val.npz"
+    np.savez(train, x=xtr, labels=ytr)
+    np.savez(val, x=xte, labels=yte)
+    out = tmp_path / "ft.onnx"
+    assert main(["finetune", str(src), "--data", str(train), "--val", str(val), "-o",
+                 str(out), "--epochs", "2", "--lr", "5", "--optimizer", "sgd",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "kept the starting weights" in err
+    start = {t.name: t.raw_data for t in q.onnx.graph.initializer}
+    tuned = {t.name: t.raw_data for t in onnx.load(out).graph.initializer}
+    assert tuned == start
+    assert accuracy(onnx.load(out), xte, yte) == accuracy(q.onnx, xte, yte)

@@ -212,7 +212,9 @@ def test_attention_products_quantized_or_left_float_by_the_live_weight_option(tm
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     default = {(p.consumer, p.input) for p in quantize_model(m).plan.placements}
     assert {("bmm1", 0), ("bmm1", 1), ("proj", 0), ("proj", 1)} <= default
-    text = open(load_rules("tensorrt").path).read().replace(
+    from pathlib import Path
+
+    text = Path(load_rules("tensorrt").path).read_text().replace(
         "live_weight: activation", "live_weight: skip")
     custom = tmp_path / "float-attention.yaml"
     custom.write_text(text)

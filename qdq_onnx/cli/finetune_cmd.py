@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted at step {history.steps}: wrote {args.output} from the current "
               f"weights{where}", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    if history.kept:
+        print(f"note: {history.kept} (validation data decides; without --val or "
+              "--validation-split the last weights are kept)", file=sys.stderr)
     last = {k: v[-1] for k, v in history.history.items()} if history.history else {}
     text = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
     print(f"wrote {args.output}: {history.steps} steps ({history.stopped}); {text}")

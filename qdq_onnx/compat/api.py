@@ -78,12 +78,16 @@ class QuantizedModel:
             validation_split: float = 0.0, validation_data: tuple | None = None,
             shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, early_stopping_patience: int | None = None,
-            verbose: int = 1):
+            verbose: int = 1, keep_best: bool = True):
         """Train for `epochs`; returns a Keras-like History (`history.history["loss"]`).
 
-        With `checkpoint_dir`, a checkpoint (weights, optimizer state, loop position) is
-        written atomically after every epoch and at an interruption; `resume=True`
-        continues from it. Ctrl-C stops at the next step boundary (`history.stopped`)."""
+        With validation data (`validation_split` or `validation_data`) and `keep_best`, the
+        starting weights are scored first and the best by validation accuracy (else loss),
+        the start included, are kept: the result is never worse than the start on that
+        data (`history.kept` says when earlier weights were kept). With `checkpoint_dir`, a
+        checkpoint (weights, optimizer state, loop position) is written atomically after
+        every epoch and at an interruption; `resume=True` continues from it. Ctrl-C stops
+        at the next step boundary (`history.stopped`)."""
         from qdq_onnx.progress import epoch_printer
 
         trainer = self._need_trainer()
@@ -93,7 +97,8 @@ class QuantizedModel:
                               checkpoint_dir=checkpoint_dir, resume=resume,
                               early_stopping_patience=early_stopping_patience,
                               verbose=verbose,
-                              on_epoch_end=epoch_printer() if verbose else None)
+                              on_epoch_end=epoch_printer() if verbose else None,
+                              keep_best=keep_best)
         self._sample = x
         return history
 

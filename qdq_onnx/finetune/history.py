@@ -17,6 +17,7 @@ class History:
     batch_loss: list[float] = field(default_factory=list)  # every optimizer step's loss
     steps: int = 0
     stopped: str = "completed"  # completed | early_stopping | interrupted
+    kept: str | None = None  # why the returned weights are not the last epoch's
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
         """Record the logs (loss, accuracy, val_*, lr) of epoch `epoch`."""
@@ -54,3 +55,30 @@ class EarlyStopping:
             return False
         self.waited += 1
         return self.waited >= self.patience
+
+
+class KeepBest:
+    """The best weights by validation (accuracy when there is one, else loss), the starting
+    weights included, so fine-tuning never returns a model worse than it began on the
+    validation data."""
+
+    def __init__(self, start_logs: dict[str, float], snapshot) -> None:
+        self.key = "val_accuracy" if "val_accuracy" in start_logs else "val_loss"
+        self.sign = 1.0 if self.key == "val_accuracy" else -1.0
+        self.start = start_logs[self.key]
+        self.best_value, self.best, self.best_epoch = self.start, snapshot(), -1
+
+    def update(self, epoch: int, logs: dict[str, float], snapshot) -> None:
+        """Record an epoch; `snapshot()` is called only when it beats the best so far."""
+        value = logs.get(self.key)
+        if value is not None and self.sign * (value - self.best_value) > 0:
+            self.best_value, self.best, self.best_epoch = value, snapshot(), epoch
+
+    def summary(self, last_epoch: int) -> str | None:
+        """Why the returned weights are not the last epoch's, or None when they are."""
+        if self.best_epoch == last_epoch:
+            return None
+        which = "the starting weights" if self.best_epoch < 0 else \
+            f"the weights of epoch {self.best_epoch + 1}"
+        return (f"kept {which}: {self.key} {self.best_value:.4g} (start {self.start:.4g}); "
+                "fine-tuning did not improve on them")

@@ -21,7 +21,7 @@ from qdq_onnx.finetune.checkpoints import CheckpointStore
 from qdq_onnx.finetune.config import FINGERPRINTED, TrainConfig
 from qdq_onnx.finetune.emit import emitted_difference, emitted_model, fake_quant_model
 from qdq_onnx.finetune.fake_quant import TrainGraph, lower_to_fake_quant
-from qdq_onnx.finetune.history import EarlyStopping, History
+from qdq_onnx.finetune.history import EarlyStopping, History, KeepBest
 from qdq_onnx.finetune.interrupt import Interrupt
 from qdq_onnx.finetune.losses import LossSpec
 from qdq_onnx.finetune.schedules import learning_rate
@@ -159,11 +159,15 @@ class Trainer:
             shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, early_stopping_patience: int | None = None,
             verbose: int = 1, stop_after_steps: int | None = None,
-            on_epoch_end: EpochCallback | None = None) -> History:
+            on_epoch_end: EpochCallback | None = None, keep_best: bool = True) -> History:
         """Train until `epochs` epochs are done (counting resumed ones); returns the History.
 
-        `verbose` shows a progress bar on a terminal; `on_epoch_end` receives each epoch's
-        logs; `stop_after_steps` simulates an interruption (tests)."""
+        With validation data and `keep_best`, the starting weights are evaluated first and
+        the best weights by validation (accuracy, else loss), the start included, are the
+        ones kept (`history.kept` says when they are not the last epoch's). Without
+        validation data the last weights are returned. `verbose` shows a progress bar on a
+        terminal; `on_epoch_end` receives each epoch's logs; `stop_after_steps` simulates
+        an interruption (tests)."""
         if batch_size <= 0 or epochs <= 0:
             raise QdqError("batch_size and epochs must be positive integers")
         if not 0.0 <= validation_split < 1.0:
@@ -184,18 +188,35 @@ class Trainer:
                    stop_after_steps, on_epoch_end)
         stopping = EarlyStopping(early_stopping_patience) \
             if early_stopping_patience is not None else None
+        keep = self._keep_best(val, batch_size) if keep_best else None
         with Interrupt() as interrupt:
             while self.epoch < epochs:
                 logs = run.epoch(interrupt)
                 if logs is None:
                     return self.history
                 self._end_epoch(run, logs, val, batch_size)
+                if keep is not None:
+                    keep.update(self.epoch - 1, logs, self.backend.snapshot)
                 if stopping is not None and stopping.update(logs, self.backend.snapshot):
                     self._restore(stopping.best)
                     self.history.stopped = "early_stopping"
                     break
+        if keep is not None and stopping is None:
+            self.history.kept = keep.summary(self.epoch - 1)
+            if self.history.kept:
+                self._restore(keep.best)
+                log.info(self.history.kept)
         self.history.steps = self.step
         return self.history
+
+    def _keep_best(self, val: tuple | None, batch_size: int) -> KeepBest | None:
+        """The validation score of the starting weights (a fresh run only: a resumed one
+        keeps its last weights)."""
+        if val is None or self.step > 0:
+            return None
+        start = {f"val_{k}": v for k, v in self.evaluate(val[0], val[1],
+                                                          max(batch_size, 256)).items()}
+        return KeepBest(start, self.backend.snapshot)
 
     def _end_epoch(self, run: _Run, logs: dict[str, float], val: tuple | None,
                    batch_size: int) -> None:
