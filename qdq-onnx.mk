@@ -7,7 +7,7 @@
 #   SPEC     quantization spec YAML                                         [optional]
 #   RULES    rule file or bundled rule set            (default: tensorrt)
 #   EPOCHS   fine-tuning epochs                        (default: 1)
-#   LR       fine-tuning learning rate                 (default: 1e-4)
+#   LR       fine-tuning learning rate      (default: qdq-onnx's, 1e-5 cosine)
 #   OUT      output folder                             (default: qdq-out)
 #   QDQ_ONNX the command                               (default: qdq-onnx)
 #
@@ -19,7 +19,6 @@
 QDQ_ONNX ?= qdq-onnx
 OUT ?= qdq-out
 EPOCHS ?= 1
-LR ?= 1e-4
 RULES ?= tensorrt
 
 ifndef MODEL
@@ -47,4 +46,4 @@ $(OUT)/calibrated.onnx: $(OUT)/qdq.onnx $(DATA)
 	$(QDQ_ONNX) calibrate $< --data $(DATA) -o $@
 
 $(OUT)/int8.onnx: $(OUT)/calibrated.onnx $(DATA) $(VAL)
-	$(QDQ_ONNX) finetune $< --data $(DATA) $(if $(VAL),--val $(VAL)) --epochs $(EPOCHS) --lr $(LR) --quiet -o $@
+	$(QDQ_ONNX) finetune $< --data $(DATA) $(if $(VAL),--val $(VAL)) --epochs $(EPOCHS) $(if $(LR),--lr $(LR)) --quiet -o $@

@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hold out the last fraction F of the training data for validation")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4,
-                   help="learning rate (default 1e-4: QAT wants ~1%% of the original rate)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 1e-5 with the cosine schedule: measured not "
+                        "to hurt a converged model; QAT wants ~1%% of the original rate)")
     p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW only")
     p.add_argument("--loss", default="sparse_categorical_crossentropy",
@@ -35,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "binary_crossentropy", "mse"))
     p.add_argument("--from-probabilities", action="store_true",
                    help="the model outputs probabilities (softmax/sigmoid), not logits")
-    p.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant")
+    p.add_argument("--schedule", choices=("constant", "cosine", "step"), default=None,
+                   help="learning-rate schedule (default cosine)")
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--step-size", type=int, default=1, help="epochs per decay (step)")
     p.add_argument("--gamma", type=float, default=0.1, help="decay factor (step)")
@@ -59,9 +61,11 @@ def train_config(args: argparse.Namespace, model) -> object:
     from qdq_onnx.files.metadata import WEIGHT_BITS_KEY, get_metadata
     from qdq_onnx.finetune import TrainConfig
 
-    config = TrainConfig(optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss,
+    chosen = {k: v for k, v in (("learning_rate", args.lr), ("schedule", args.schedule))
+              if v is not None}  # unset: TrainConfig's measured defaults
+    config = TrainConfig(optimizer=args.optimizer, **chosen, loss=args.loss,
                          from_logits=not args.from_probabilities,
-                         weight_decay=args.weight_decay, schedule=args.schedule,
+                         weight_decay=args.weight_decay,
                          warmup_steps=args.warmup_steps, step_size=args.step_size,
                          gamma=args.gamma, learn_scales=args.learn_scales,
                          weight_bits=int(get_metadata(model, WEIGHT_BITS_KEY) or 8),

@@ -41,13 +41,14 @@ class QuantizedModel:
 
     # -- Keras-like training ---------------------------------------------------------------
     def compile(self, optimizer: str = "adam", loss: str = "sparse_categorical_crossentropy",
-                metrics: Sequence[str] = ("accuracy",), learning_rate: float = 1e-3,
+                metrics: Sequence[str] = ("accuracy",), learning_rate: float | None = None,
                 from_logits: bool = True, weight_decay: float = 0.01,
-                schedule: str = "constant", warmup_steps: int = 0, step_size: int = 1,
+                schedule: str | None = None, warmup_steps: int = 0, step_size: int = 1,
                 gamma: float = 0.1, learn_scales: bool = False, seed: int = 0,
                 device: str = "cpu", work_dir: str | os.PathLike | None = None
                 ) -> QuantizedModel:
-        """Configure fine-tuning. Optimizers: adam, adamw, sgd. Losses:
+        """Configure fine-tuning (learning rate and schedule default to TrainConfig's: 1e-5,
+        cosine). Optimizers: adam, adamw, sgd. Losses:
         sparse_categorical_crossentropy, categorical_crossentropy, binary_crossentropy, mse
         (from logits, or from probabilities with from_logits=False). Schedules: constant,
         cosine, step (x gamma every step_size epochs), each with optional linear warm-up.
@@ -57,9 +58,11 @@ class QuantizedModel:
 
         if isinstance(metrics, str):
             metrics = (metrics,)
-        config = TrainConfig(optimizer=str(optimizer).lower(), learning_rate=learning_rate,
+        chosen = {k: v for k, v in (("learning_rate", learning_rate), ("schedule", schedule))
+                  if v is not None}  # unset: TrainConfig's measured defaults
+        config = TrainConfig(optimizer=str(optimizer).lower(), **chosen,
                              loss=loss, from_logits=from_logits, metrics=tuple(metrics or ()),
-                             weight_decay=weight_decay, schedule=schedule,
+                             weight_decay=weight_decay,
                              warmup_steps=warmup_steps, step_size=step_size, gamma=gamma,
                              learn_scales=learn_scales, weight_bits=self.weight_bits,
                              seed=seed, device=device)
