@@ -299,3 +299,38 @@ def test_diverging_fine_tuning_returns_the_starting_model_and_says_so(digits, fl
     tuned = {t.name: t.raw_data for t in onnx.load(out).graph.initializer}
     assert tuned == start
     assert accuracy(onnx.load(out), xte, yte) == accuracy(q.onnx, xte, yte)
+
+
+def test_fixed_batch_1_model_calibrates_and_fine_tunes_at_batch_8(tmp_path, capsys):
+    """A model exported with batch 1 (common for TensorRT): calibration and training run at
+    batch 8 on relaxed copies; the written files keep the batch of 1."""
+    from helpers import G
+
+    from qdq_onnx.graph.batch import fixed_batch
+
+    g = G(input_shape=(1, 3, 8, 8))
+    a = g.unary("Relu", "r", g.conv("c0", "x", 4))
+    y = g.node("GlobalAveragePool", "gap", [g.conv("c1", a, 4)])
+    flat = g.node("Flatten", "flat", [y])
+    g.channels[flat] = 4
+    model = g.model([flat])
+    assert fixed_batch(model) == 1
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 3, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, 64)
+    src, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    onnx.save(model, src)
+    np.savez(data, x=x, labels=labels)
+    for cmd in (["insert", str(src), "-o", str(tmp_path / "q.onnx"), "--calib", str(data),
+                 "--calib-batch-size", "8"],
+                ["finetune", str(tmp_path / "q.onnx"), "--data", str(data), "-o",
+                 str(tmp_path / "ft.onnx"), "--batch-size", "8", "--quiet"]):
+        assert main(cmd) == 0, capsys.readouterr().err
+    out = onnx.load(tmp_path / "ft.onnx")
+    assert fixed_batch(out) == 1
+    from qdq_onnx.quantize.calibration import _runs_relaxed
+
+    assert _runs_relaxed(model, x)  # calibration ran batches of 8, not 64 runs of 1
+    history = quantize_model(model, calibration_data=x, calibration_batch_size=8)
+    history.compile(learning_rate=1e-3)
+    assert history.fit(x, labels, batch_size=8, epochs=1, verbose=0).steps == 8

@@ -133,10 +133,12 @@ def batches(feeds: dict[str, np.ndarray], batch_size: int, limit: int | None = N
 
 
 def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
-               limit: int | None = None, source: str = "data"
+               limit: int | None = None, source: str = "data", any_batch: bool = False
                ) -> tuple[Iterable[dict[str, np.ndarray]], int | None]:
     """Accept a path, a dict of arrays, one array, or an iterable of batches (dicts or
-    arrays). Returns (batch iterable, sample count if known)."""
+    arrays). Returns (batch iterable, sample count if known). A model with a fixed batch
+    size gets batches of exactly that size unless `any_batch` (the caller runs a copy with
+    the batch dimension relaxed)."""
     if isinstance(data, (str, Path)):
         feeds = match_inputs(load_arrays(data), model, source=str(data))
     elif isinstance(data, np.ndarray):
@@ -162,7 +164,7 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
     n = next(iter(feeds.values())).shape[0]
     total = n if limit is None else min(n, limit)
     fixed = {dims[0] for dims, _ in model_inputs(model).values() if dims and dims[0]}
-    if fixed:  # a model exported with a fixed batch size takes exactly that many per run
+    if fixed and not any_batch:  # a fixed-batch model takes exactly that many per run
         batch_size = min(fixed)
     return batches(feeds, batch_size, limit), total
 

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import TRAINING_KEY, set_metadata
 from qdq_onnx.finetune.fake_quant import TrainGraph
+from qdq_onnx.graph.batch import fixed_batch
 from qdq_onnx.graph.sessions import inference_session
 from qdq_onnx.quantize.scales import weight_scale
 
@@ -48,8 +49,19 @@ def emitted_difference(emitted: onnx.ModelProto, reference: onnx.ModelProto, out
                        feeds: dict[str, np.ndarray]) -> float:
     """Max |emitted - reference| on `feeds`, both run op for op (no fusions, which can
     change the last bit); raises QdqError above 1e-6 relative to the output's magnitude."""
+    batch = fixed_batch(emitted)  # the emitted file keeps the user's (fixed) input shape
+    if batch:
+        n = next(iter(feeds.values())).shape[0] // batch * batch
+        if n == 0:
+            raise QdqError(f"the check batch has fewer samples than the model's fixed batch "
+                           f"size {batch}")
+        feeds = {k: v[:n] for k, v in feeds.items()}
     expected = inference_session(reference, optimize=False).run([output], feeds)[0]
-    got = inference_session(emitted, optimize=False).run([output], feeds)[0]
+    run = inference_session(emitted, optimize=False)
+    total = next(iter(feeds.values())).shape[0]
+    step = batch or total
+    got = np.concatenate([run.run([output], {k: v[i:i + step] for k, v in feeds.items()})[0]
+                          for i in range(0, total, step)])
     diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
     tol = 1e-6 * max(1.0, float(np.max(np.abs(expected))))
     if diff > tol:

@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.graph.batch import relax_batch
 from qdq_onnx.graph.batchnorm import batchnorm_affine
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.ops import WEIGHTED_OPS
@@ -58,9 +59,9 @@ def _const(graph: onnx.GraphProto, name: str, value) -> str:
 
 def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
                         learn_scales: bool = False) -> TrainGraph:
-    """The training graph of a Q/DQ model (which is not modified)."""
-    model = onnx.ModelProto()
-    model.CopyFrom(qdq_model)
+    """The training graph of a Q/DQ model (which is not modified); a fixed batch dimension
+    is relaxed so training runs at any batch size."""
+    model = relax_batch(qdq_model)
     graph = model.graph
     index = GraphIndex(graph)
     pairs = qdq_pairs(model)

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.graph.batch import fixed_batch, relax_batch
 from qdq_onnx.progress import progress
 from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
 from qdq_onnx.quantize.methods import (
@@ -82,10 +83,12 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, batch_size: int
 
     inputs = {i.name for i in model.graph.input}
     fetch = [t for t in tensors if t not in inputs]
+    relaxed = fixed_batch(model) is not None and _runs_relaxed(model, data)
     batch_iter, total = as_batches(data, model, batch_size=batch_size, limit=max_samples,
-                                   source="calibration data")
+                                   source="calibration data", any_batch=relaxed)
     # Without histograms only max |x| is needed: onnxruntime reduces each tensor itself.
-    session, names = _session(model, fetch, reduce_max=not with_hist)
+    session, names = _session(relax_batch(model) if relaxed else model, fetch,
+                              reduce_max=not with_hist)
     seen = 0
     with progress(total=total, desc=desc, unit="sample", enable=show_progress) as bar:
         for feed in batch_iter:
@@ -103,6 +106,25 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, batch_size: int
             bar.update(n)
     if seen == 0:
         raise QdqError("calibration data is empty")
+
+
+def _runs_relaxed(model: onnx.ModelProto, data: Any) -> bool:
+    """Whether the model still runs with its fixed batch relaxed (a graph can hard-code its
+    batch in a Reshape): tried on two samples of `data` when it can be read again."""
+    from qdq_onnx.data.feeds import as_batches
+    from qdq_onnx.graph.sessions import inference_session
+
+    if not _rereadable(data):
+        return False
+    try:
+        probe, _ = as_batches(data, model, batch_size=2, limit=2, any_batch=True)
+        feed = next(iter(probe))
+        if next(iter(feed.values())).shape[0] < 2:
+            return False
+        inference_session(relax_batch(model)).run(None, feed)
+    except Exception:  # onnxruntime raises its own types for shape errors
+        return False
+    return True
 
 
 def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,

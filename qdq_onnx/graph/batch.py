@@ -1,0 +1,34 @@
+"""Models exported with a fixed batch size (1 is common for TensorRT deployments): the graphs
+qdq-onnx builds for calibration and training take any batch; the files it writes keep the
+user's input shape."""
+
+from __future__ import annotations
+
+import onnx
+
+BATCH_PARAM = "batch"
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The fixed leading dimension of the graph inputs (not initializers), or None."""
+    inits = {t.name for t in model.graph.initializer}
+    dims = {vi.type.tensor_type.shape.dim[0].dim_value for vi in model.graph.input
+            if vi.name not in inits and vi.type.tensor_type.shape.dim
+            and vi.type.tensor_type.shape.dim[0].HasField("dim_value")}
+    return min(dims) if dims else None
+
+
+def relax_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph inputs, outputs and value infos have a symbolic leading dimension
+    where the model fixed it to `fixed_batch(model)`."""
+    batch = fixed_batch(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if batch is None:
+        return out
+    g = out.graph
+    for vi in (*g.input, *g.output, *g.value_info):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+            dims[0].dim_param = BATCH_PARAM
+    return out
