@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(PY) scripts/bench_calibration_methods.py  # after make demo (ResNet-8) and the variants
 	$(PY) scripts/qat_mnist.py
 	$(PY) scripts/bench_transformer.py
+	$(PY) scripts/bench_qat_low_bits.py --weight-bits 4
+	$(PY) scripts/bench_qat_low_bits.py --weight-bits 3
 	$(PY) scripts/bench_finetune.py
 	$(PY) scripts/bench_inference.py
 	$(PY) scripts/bench_lint.py  # add --modelopt-python PATH for the Model Optimizer column
