@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_qat_low_bits.py --weight-bits 4
 	$(PY) scripts/bench_qat_low_bits.py --weight-bits 3
 	$(PY) scripts/bench_finetune.py
+	$(PY) scripts/bench_streaming.py
 	$(PY) scripts/bench_inference.py
 	$(PY) scripts/bench_lint.py  # add --modelopt-python PATH for the Model Optimizer column
 

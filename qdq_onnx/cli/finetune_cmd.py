@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation-split", type=float, default=0.0, metavar="F",
                    help="hold out the last fraction F of the training data for validation")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--steps-per-epoch", type=int, default=None, metavar="N",
+                   help="train on N batches of the shuffled data per epoch (a huge data set)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 1e-5 with the cosine schedule: measured not "
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     fit = pipeline.FitConfig(batch_size=args.batch_size, epochs=args.epochs,
                              validation_split=args.validation_split, checkpoint_dir=ckpt,
                              resume=bool(args.resume), early_stopping_patience=args.early_stopping,
+                             steps_per_epoch=args.steps_per_epoch,
                              verbose=0 if args.quiet else 1)
     source = pipeline.load(args.model)
     config = train_config(args, source.model)

@@ -81,7 +81,7 @@ class QuantizedModel:
             validation_split: float = 0.0, validation_data: tuple | None = None,
             shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, early_stopping_patience: int | None = None,
-            verbose: int = 1, keep_best: bool = True):
+            verbose: int = 1, keep_best: bool = True, steps_per_epoch: int | None = None):
         """Train for `epochs`; returns a Keras-like History (`history.history["loss"]`).
 
         With validation data (`validation_split` or `validation_data`) and `keep_best`, the
@@ -101,7 +101,7 @@ class QuantizedModel:
                               early_stopping_patience=early_stopping_patience,
                               verbose=verbose,
                               on_epoch_end=epoch_printer() if verbose else None,
-                              keep_best=keep_best)
+                              keep_best=keep_best, steps_per_epoch=steps_per_epoch)
         self._sample = x
         return history
 

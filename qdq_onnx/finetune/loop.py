@@ -159,17 +159,21 @@ class Trainer:
             shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, early_stopping_patience: int | None = None,
             verbose: int = 1, stop_after_steps: int | None = None,
-            on_epoch_end: EpochCallback | None = None, keep_best: bool = True) -> History:
+            on_epoch_end: EpochCallback | None = None, keep_best: bool = True,
+            steps_per_epoch: int | None = None) -> History:
         """Train until `epochs` epochs are done (counting resumed ones); returns the History.
 
         With validation data and `keep_best`, the starting weights are evaluated first and
         the best weights by validation (accuracy, else loss), the start included, are the
         ones kept (`history.kept` says when they are not the last epoch's). Without
-        validation data the last weights are returned. `verbose` shows a progress bar on a
+        validation data the last weights are returned. `steps_per_epoch` (Keras's name)
+        trains on that many batches of the shuffled data per epoch. `verbose` shows a progress
+        bar on a
         terminal; `on_epoch_end` receives each epoch's logs; `stop_after_steps` simulates
         an interruption (tests)."""
-        if batch_size <= 0 or epochs <= 0:
-            raise QdqError("batch_size and epochs must be positive integers")
+        if batch_size <= 0 or epochs <= 0 or (steps_per_epoch is not None
+                                               and steps_per_epoch <= 0):
+            raise QdqError("batch_size, epochs and steps_per_epoch must be positive integers")
         if not 0.0 <= validation_split < 1.0:
             raise QdqError(f"validation_split must be in [0, 1), got {validation_split}")
         feeds, labels = self._labelled(x, y, "training")
@@ -185,7 +189,7 @@ class Trainer:
         if store is not None and resume:
             self._resume(store)
         run = _Run(self, feeds, labels, batch_size, epochs, shuffle, store, verbose,
-                   stop_after_steps, on_epoch_end)
+                   stop_after_steps, on_epoch_end, steps_per_epoch)
         stopping = EarlyStopping(early_stopping_patience) \
             if early_stopping_patience is not None else None
         keep = self._keep_best(val, batch_size) if keep_best else None
@@ -279,13 +283,15 @@ class _Run:
     """One call of `fit`: the data, the epoch in progress and its running metrics."""
 
     def __init__(self, trainer: Trainer, feeds, labels, batch_size, epochs, shuffle, store,
-                 verbose, stop_after_steps, on_epoch_end) -> None:
+                 verbose, stop_after_steps, on_epoch_end, steps_per_epoch=None) -> None:
         self.t, self.feeds, self.labels = trainer, feeds, labels
         self.batch_size, self.epochs, self.shuffle = batch_size, epochs, shuffle
         self.store, self.verbose, self.stop_after = store, verbose, stop_after_steps
         self.on_epoch_end = on_epoch_end
         self.n = labels.shape[0]
         self.steps_per_epoch = math.ceil(self.n / batch_size)
+        if steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, steps_per_epoch)
         self.last_good = trainer.backend.snapshot()
         self.lr = trainer.config.learning_rate
         self.started = time.perf_counter()

@@ -95,9 +95,11 @@ class FitConfig:
     early_stopping_patience: int | None = None
     verbose: int = 1
     sample_size: int = 64  # samples the emitted model is checked on against training
+    steps_per_epoch: int | None = None  # train on part of a huge data set per epoch
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0 or self.epochs <= 0:
-            raise QdqError("batch_size and epochs must be positive integers")
+        if self.batch_size <= 0 or self.epochs <= 0 or (
+                self.steps_per_epoch is not None and self.steps_per_epoch <= 0):
+            raise QdqError("batch_size, epochs and steps_per_epoch must be positive integers")
         if not 0.0 <= self.validation_split < 1.0:
             raise QdqError(f"validation_split must be in [0, 1), got {self.validation_split}")

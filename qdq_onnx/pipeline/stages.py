@@ -162,9 +162,10 @@ def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any, config: TrainConfig | N
                               validation_data=validation_data, shuffle=f.shuffle,
                               checkpoint_dir=f.checkpoint_dir, resume=f.resume,
                               early_stopping_patience=f.early_stopping_patience,
-                              verbose=f.verbose, on_epoch_end=on_epoch_end)
+                              verbose=f.verbose, on_epoch_end=on_epoch_end,
+                              steps_per_epoch=f.steps_per_epoch)
         sample = {k: v[:f.sample_size] for k, v in x.items()} if isinstance(x, dict) \
-            else np.asarray(x)[:f.sample_size]
+            else x[:f.sample_size]
         return FineTuned(trainer.emit(sample, provenance=provenance), history)
     finally:
         trainer.close()
