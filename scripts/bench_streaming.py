@@ -1,6 +1,7 @@
 """Streaming data: peak RSS of a 50-step `qdq-onnx finetune` over a ~2 GB memory-mapped
 folder (MNIST images repeated) against the same run over a 30 MB folder, each in its own
-process, and the folder's read throughput against the training step rate. Writes
+process, and the folder's read throughput against the training step rate; and the same
+for a Python generator of that many samples given to `fit` (spilled to disk). Writes
 bench/results/streaming.json.
 
     .venv/bin/python scripts/bench_streaming.py [--big-gb 2.0] [--steps 50]
@@ -50,6 +51,29 @@ def finetune_rss(model: Path, folder: Path, steps: int) -> tuple[float, float]:
     return int(res.stderr.strip().splitlines()[-1]) / 1024.0, time.perf_counter() - t
 
 
+GENERATOR_RUN = """
+import sys, numpy as np, onnx
+from qdq_onnx import pipeline
+model, folder, n, steps = onnx.load(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+x, y = np.load(folder + "/image.npy"), np.load(folder + "/labels.npy")
+def batches():  # the small folder repeated up to n samples, never more than 1024 in RAM
+    for s in range(0, n, 1024):
+        i = np.arange(s, min(s + 1024, n)) % len(x)
+        yield x[i], y[i]
+pipeline.finetune(model, batches(), fit=pipeline.FitConfig(steps_per_epoch=steps, verbose=0))
+"""
+
+
+def generator_rss(model: Path, small: Path, n: int, steps: int) -> tuple[float, float]:
+    """(peak RSS MiB, seconds) of `pipeline.finetune` on a generator of `n` samples, which
+    is spilled to temporary files first, in its own process."""
+    t = time.perf_counter()
+    res = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", GENERATOR_RUN,
+                          str(model), str(small), str(n), str(steps)],
+                         capture_output=True, text=True, check=True)
+    return int(res.stderr.strip().splitlines()[-1]) / 1024.0, time.perf_counter() - t
+
+
 def read_rate(folder: Path, model, batches: int = 200) -> float:
     """Samples per second read from the folder as training reads it (shuffled batches)."""
     from qdq_onnx.data.feeds import load_labelled
@@ -91,6 +115,10 @@ def main() -> int:
     runs = {k: finetune_rss(model_path, d, args.steps) for k, d in (("small", small),
                                                                        ("big", big))}
     ratio = runs["big"][0] / runs["small"][0]
+    n_small = int(30e6 / SAMPLE_BYTES)
+    gen = {"small": generator_rss(model_path, small, n_small, args.steps),
+           "big": generator_rss(model_path, small, big_n, args.steps)}
+    gen_ratio = gen["big"][0] / gen["small"][0]
     rates = {k: read_rate(d, q.onnx) for k, d in (("small", small), ("big", big))}
     step_rate = args.steps * 32 / runs["small"][1]
     for k in ("small", "big"):
@@ -100,7 +128,14 @@ def main() -> int:
     print(f"peak RSS big / small = {ratio:.2f} (target <= 1.3); training consumes about "
           f"{step_rate:,.0f} samples/s including start-up (writing the big folder took "
           f"{write_s:.0f} s)")
+    print(f"generator of {big_n:,} vs {n_small:,} samples (spilled to disk, then trained): "
+          f"peak RSS {gen['big'][0]:.0f} vs {gen['small'][0]:.0f} MiB = {gen_ratio:.2f}; "
+          f"{gen['big'][1]:.0f} s vs {gen['small'][1]:.0f} s including the spill")
     out = write_result("streaming", {
+        "generator_samples": {"small": n_small, "big": big_n},
+        "generator_peak_rss_mib": {k: v[0] for k, v in gen.items()},
+        "generator_seconds": {k: v[1] for k, v in gen.items()},
+        "generator_peak_rss_ratio": gen_ratio,
         "folder_mib": sizes, "steps": args.steps, "batch_size": 32,
         "peak_rss_mib": {k: v[0] for k, v in runs.items()},
         "seconds": {k: v[1] for k, v in runs.items()}, "peak_rss_ratio": ratio,

@@ -1,15 +1,20 @@
 """Data read from disk as it is needed: a folder with one memory-mapped .npy per model
 input plus labels.npy, through calibration and fine-tuning, with steps per epoch."""
 
+import functools
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from helpers import G
 
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
 from qdq_onnx.data.feeds import Streamed, load_arrays, load_labelled
+from qdq_onnx.errors import QdqError
 
 
 def _model():
@@ -67,3 +72,119 @@ def test_nan_in_a_memory_mapped_folder_is_reported_when_read(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "NaN/Inf" in err and "'x'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "cal.onnx").exists()
+
+
+# -- iterables of batches (Keras-style datasets) ----------------------------------------------
+
+def _arrays(n=96):
+    rng = np.random.default_rng(1)
+    return rng.random((n, 3, 8, 8), dtype=np.float32), rng.integers(0, 4, n)
+
+
+def _initializers(model):
+    return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def _same(a, b):
+    ia, ib = _initializers(a), _initializers(b)
+    return ia.keys() == ib.keys() and all(np.array_equal(ia[k], ib[k]) for k in ia)
+
+
+@functools.cache
+def _float_model():
+    return _model()  # one set of weights for every run compared
+
+
+def _fitted(x, y=None, **kw):
+    xa, _ = _arrays()
+    q = quantize_model(_float_model(), calibration_data=xa)
+    q.compile(learning_rate=1e-3)
+    history = q.fit(x, y, batch_size=16, epochs=2, verbose=0, **kw)
+    return q, history
+
+
+def test_a_generator_of_batches_trains_exactly_like_the_arrays():
+    x, y = _arrays()
+    reference, _ = _fitted(x, y)
+
+    def gen():  # one-shot: read once, then trained on from disk
+        for s in range(0, len(x), 10):
+            yield x[s:s + 10], y[s:s + 10]
+
+    q, history = _fitted(gen())
+    assert history.steps == 12  # 96 samples, batch 16, 2 epochs
+    assert _same(q.export(), reference.export())
+    listed, _ = _fitted([(x[s:s + 32], y[s:s + 32]) for s in range(0, 96, 32)])
+    assert _same(listed.export(), reference.export())
+
+
+def test_spilled_batches_are_removed_when_the_trainer_closes():
+    x, y = _arrays()
+    q, _ = _fitted(iter([(x, y)]))
+    folders = list(q._trainer._spills)
+    assert folders and all(Path(f).is_dir() for f in folders)
+    q._trainer.close()
+    assert not any(Path(f).exists() for f in folders)
+
+
+def test_bad_batches_are_one_line_errors():
+    x, y = _arrays()
+    q = quantize_model(_float_model(), calibration_data=x)
+    q.compile()
+    cases = [
+        ([(x[:8], y[:8]), (x[8:16, :, :4], y[8:16])], "earlier batches had [N, 3, 8, 8]"),
+        (iter([x[:8], x[8:16]]), "carry no labels"),
+        ([(x[:8], y[:8]), x[8:16]], "has no labels, earlier batches had them"),
+        ([(x[:8], y[:7])], "different batch sizes"),
+        ([(x[:8], y[:8], np.ones(8))], "sample weights are not supported"),
+        (iter([]), "gave no batches"),
+    ]
+    for data, message in cases:
+        with pytest.raises(QdqError, match=re.escape(message)):
+            q.fit(data, verbose=0)
+    with pytest.raises(QdqError, match="labels are missing"):
+        q.fit(x, verbose=0)
+
+
+def test_calibration_takes_x_y_batches_and_tensors():
+    x, _ = _arrays()
+    reference = quantize_model(_float_model(), calibration_data=x)
+    batches = [(x[s:s + 32], np.zeros(32)) for s in range(0, 96, 32)]
+    assert _same(quantize_model(_float_model(), calibration_data=batches).onnx, reference.onnx)
+
+
+def test_tf_data_and_pydataset_calibrate_and_fit_like_arrays():
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    x, y = _arrays()
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            if i >= 3:
+                raise IndexError(i)
+            return x[i * 32:(i + 1) * 32], y[i * 32:(i + 1) * 32]
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    reference = quantize_model(_float_model(), calibration_data=x)
+    for data in (dataset, Batches()):
+        assert _same(quantize_model(_float_model(), calibration_data=data).onnx, reference.onnx)
+    trained, _ = _fitted(x, y, validation_data=(x, y))
+    for data in (dataset, Batches()):
+        q, history = _fitted(data, validation_data=data)
+        assert _same(q.export(), trained.export())
+        assert "val_loss" in history.history and len(history.history["val_loss"]) == 2
+
+
+def test_pipeline_finetune_takes_a_generator_and_emits_a_checked_model():
+    from qdq_onnx import pipeline
+
+    x, y = _arrays()
+    q = quantize_model(_float_model(), calibration_data=x)
+    tuned = pipeline.finetune(q.onnx, ((x[s:s + 16], y[s:s + 16]) for s in range(0, 96, 16)),
+                              fit=pipeline.FitConfig(epochs=1, batch_size=16, steps_per_epoch=4,
+                                                     verbose=0))
+    assert tuned.history.steps == 4
+    onnx.checker.check_model(tuned.model, full_check=True)

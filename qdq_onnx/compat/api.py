@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from qdq_onnx import pipeline
@@ -77,7 +78,7 @@ class QuantizedModel:
             raise QdqError("call compile() before fit(), evaluate() or predict()")
         return self._trainer
 
-    def fit(self, x: Any, y: Any, batch_size: int = 32, epochs: int = 1,
+    def fit(self, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1,
             validation_split: float = 0.0, validation_data: tuple | None = None,
             shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, early_stopping_patience: int | None = None,
@@ -90,7 +91,10 @@ class QuantizedModel:
         data (`history.kept` says when earlier weights were kept). With `checkpoint_dir`, a
         checkpoint (weights, optimizer state, loop position) is written atomically after
         every epoch and at an interruption; `resume=True` continues from it. Ctrl-C stops
-        at the next step boundary (`history.stopped`)."""
+        at the next step boundary (`history.stopped`). As in Keras, `x` may be a
+        `tf.data.Dataset`, `PyDataset`, generator or list of (x, y) batches with `y` None
+        (and `validation_data` likewise); it is read once into memory-mapped temporary
+        files."""
         from qdq_onnx.progress import epoch_printer
 
         trainer = self._need_trainer()
@@ -102,7 +106,9 @@ class QuantizedModel:
                               verbose=verbose,
                               on_epoch_end=epoch_printer() if verbose else None,
                               keep_best=keep_best, steps_per_epoch=steps_per_epoch)
-        self._sample = x
+        x = trainer.fitted_x  # arrays (memory-mapped) also when x was a dataset
+        self._sample = {k: np.array(v[:64]) for k, v in x.items()} if isinstance(x, dict) \
+            else np.array(x[:64])
         return history
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> list[float]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from qdq_onnx.data.iterables import split_batch
 from qdq_onnx.errors import QdqError
 
 _ONNX_TO_NP = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
@@ -201,8 +202,9 @@ def batches(feeds: dict[str, np.ndarray], batch_size: int, limit: int | None = N
 def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
                limit: int | None = None, source: str = "data", any_batch: bool = False
                ) -> tuple[Iterable[dict[str, np.ndarray]], int | None]:
-    """Accept a path, a dict of arrays, one array, or an iterable of batches (dicts or
-    arrays). Returns (batch iterable, sample count if known). A model with a fixed batch
+    """Accept a path, a dict of arrays, one array, or an iterable of batches (x, (x, y)
+    or (x, y, w); x an array, tensor or dict of them: `tf.data`, PyDataset, generators).
+    Returns (batch iterable, sample count if known). A model with a fixed batch
     size gets batches of exactly that size unless `any_batch` (the caller runs a copy with
     the batch dimension relaxed)."""
     if isinstance(data, (str, Path)):
@@ -217,7 +219,8 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
         def gen() -> Iterator[dict[str, np.ndarray]]:
             seen = 0
             for i, item in enumerate(data):
-                arrays = item if isinstance(item, dict) else {"": np.asarray(item)}
+                x, _ = split_batch(item, f"{source} batch {i}")  # labels are not needed
+                arrays = x if isinstance(x, dict) else {"": x}
                 feed = match_inputs(arrays, model, source=f"{source} batch {i}")
                 if set(feed) != set(names):
                     raise QdqError(f"{source} batch {i}: inputs {sorted(feed)} != {names}")

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import onnx
 
 from qdq_onnx.data.feeds import match_inputs
+from qdq_onnx.data.iterables import is_batch_source, spill, spill_folder
 from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.checkpoints import CheckpointStore
 from qdq_onnx.finetune.config import FINGERPRINTED, TrainConfig
@@ -77,6 +79,8 @@ class Trainer:
             self.backend = backend_factory(self.graph, self.loss, config, work_dir)
         self.step = self.epoch = self.batch_in_epoch = 0
         self.history = History()
+        self._spills: list[str] = []
+        self.fitted_x: Any = None
         self.refresh_weight_scales()
 
     # -- parameters ----------------------------------------------------------------------
@@ -154,7 +158,36 @@ class Trainer:
         return logs
 
     # -- training ------------------------------------------------------------------------
-    def fit(self, x: Any, y: Any, batch_size: int = 32, epochs: int = 1,
+    def _materialise(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
+        """(x, y) as arrays: an iterable of (x, y) batches is spilled to a temporary
+        folder and memory-mapped (removed by `close`)."""
+        if y is not None or not is_batch_source(x):
+            if y is None:
+                raise QdqError(f"{what} labels are missing: pass y, or an iterable of "
+                               "(x, y) batches as x")
+            return x, y
+        folder = spill_folder()
+        self._spills.append(folder)
+        feeds, labels = spill(x, folder, f"{what} data")
+        return feeds, labels
+
+    def _training_data(self, x: Any, y: Any, validation_split: float,
+                       validation_data: Any) -> tuple[dict, np.ndarray, tuple | None]:
+        """(training feeds, labels, validation (x, y) or None)."""
+        x, y = self._materialise(x, y, "training")
+        self.fitted_x = x
+        if validation_data is not None and not isinstance(validation_data, (tuple, list)):
+            validation_data = self._materialise(validation_data, None, "validation")
+        feeds, labels = self._labelled(x, y, "training")
+        val = validation_data
+        if val is None and validation_split > 0:
+            n = labels.shape[0]
+            cut = n - max(1, int(round(n * validation_split)))
+            val = ({k: v[cut:] for k, v in feeds.items()}, np.asarray(y)[cut:])
+            feeds, labels = {k: v[:cut] for k, v in feeds.items()}, labels[:cut]
+        return feeds, labels, val
+
+    def fit(self, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1,
             validation_split: float = 0.0, validation_data: tuple | None = None,
             shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, early_stopping_patience: int | None = None,
@@ -166,7 +199,10 @@ class Trainer:
         With validation data and `keep_best`, the starting weights are evaluated first and
         the best weights by validation (accuracy, else loss), the start included, are the
         ones kept (`history.kept` says when they are not the last epoch's). Without
-        validation data the last weights are returned. `steps_per_epoch` (Keras's name)
+        validation data the last weights are returned. `x` (and `validation_data`) may be
+        an iterable of (x, y) batches (generator, `tf.data.Dataset`, `PyDataset`) with `y`
+        None: it is read once into memory-mapped temporary files, then trained on like
+        arrays (`fitted_x` holds the inputs). `steps_per_epoch` (Keras's name)
         trains on that many batches of the shuffled data per epoch. `verbose` shows a progress
         bar on a
         terminal; `on_epoch_end` receives each epoch's logs; `stop_after_steps` simulates
@@ -176,13 +212,7 @@ class Trainer:
             raise QdqError("batch_size, epochs and steps_per_epoch must be positive integers")
         if not 0.0 <= validation_split < 1.0:
             raise QdqError(f"validation_split must be in [0, 1), got {validation_split}")
-        feeds, labels = self._labelled(x, y, "training")
-        val = validation_data
-        if val is None and validation_split > 0:
-            n = labels.shape[0]
-            cut = n - max(1, int(round(n * validation_split)))
-            val = ({k: v[cut:] for k, v in feeds.items()}, np.asarray(y)[cut:])
-            feeds, labels = {k: v[:cut] for k, v in feeds.items()}, labels[:cut]
+        feeds, labels, val = self._training_data(x, y, validation_split, validation_data)
         if resume and checkpoint_dir is None:
             raise QdqError("resume needs a checkpoint directory")
         store = CheckpointStore(checkpoint_dir, self.fingerprint) if checkpoint_dir else None
@@ -275,8 +305,12 @@ class Trainer:
                                   self._inputs(sample))
 
     def close(self) -> None:
-        """Release the backend and remove its work folder when the trainer made it."""
+        """Release the backend and remove its work folder when the trainer made it, and
+        the folders of spilled batches."""
         self.backend.close()
+        for folder in self._spills:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._spills.clear()
 
 
 class _Run:

@@ -149,11 +149,13 @@ class FineTuned:
     history: History
 
 
-def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any, config: TrainConfig | None = None,
+def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any = None,
+             config: TrainConfig | None = None,
              fit: FitConfig | None = None, validation_data: tuple | None = None,
              on_epoch_end: Any = None, provenance: dict | None = None) -> FineTuned:
     """Quantization-aware fine-tuning of a Q/DQ model, then emit (even after Ctrl-C: the
-    History says `interrupted` and the model holds the weights reached)."""
+    History says `interrupted` and the model holds the weights reached). `x` with `y` None
+    may be an iterable of (x, y) batches."""
     f = fit or FitConfig()
     trainer = Trainer(qdq_model, config or TrainConfig())
     try:
@@ -164,8 +166,9 @@ def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any, config: TrainConfig | N
                               early_stopping_patience=f.early_stopping_patience,
                               verbose=f.verbose, on_epoch_end=on_epoch_end,
                               steps_per_epoch=f.steps_per_epoch)
-        sample = {k: v[:f.sample_size] for k, v in x.items()} if isinstance(x, dict) \
-            else x[:f.sample_size]
+        x = trainer.fitted_x  # arrays, also when x was an iterable of batches
+        sample = {k: np.array(v[:f.sample_size]) for k, v in x.items()} \
+            if isinstance(x, dict) else np.array(x[:f.sample_size])  # memmaps: read now
         return FineTuned(trainer.emit(sample, provenance=provenance), history)
     finally:
         trainer.close()
