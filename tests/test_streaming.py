@@ -188,3 +188,24 @@ def test_pipeline_finetune_takes_a_generator_and_emits_a_checked_model():
                                                      verbose=0))
     assert tuned.history.steps == 4
     onnx.checker.check_model(tuned.model, full_check=True)
+
+
+def test_a_folder_of_npz_shards_is_read_shard_by_shard(tmp_path):
+    x, y = _arrays()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, s in enumerate(range(0, 96, 40)):
+        np.savez(shards / f"part-{i:03d}.npz", x=x[s:s + 40], labels=y[s:s + 40])
+    arrays = load_arrays(shards)
+    assert all(isinstance(v, np.memmap) for v in arrays.values())
+    assert np.array_equal(arrays["x"], x) and np.array_equal(arrays["labels"], y)
+    src = tmp_path / "m.onnx"
+    onnx.save(quantize_model(_float_model()).onnx, src)
+    assert main(["finetune", str(src), "--data", str(shards), "-o", str(tmp_path / "ft.onnx"),
+                 "--steps-per-epoch", "2", "--quiet"]) == 0
+    np.savez(shards / "part-009.npz", x=x[:8])  # no labels in this shard
+    with pytest.raises(QdqError, match=re.escape("inputs ['x'], earlier batches had")):
+        load_arrays(shards)
+    np.save(shards / "x.npy", x)
+    with pytest.raises(QdqError, match="mixes .npy and .npz"):
+        load_arrays(shards)

@@ -60,7 +60,8 @@ def _load_file(path: Path) -> dict[str, np.ndarray]:
         raise QdqError(f"{path}: not a readable numpy file ({exc})") from None
     except OSError as exc:
         raise QdqError(f"{path}: not a readable numpy file ({exc})") from None
-    raise QdqError(f"{path}: expected a .npz or .npy file, or a folder of .npy files")
+    raise QdqError(f"{path}: expected a .npz or .npy file, or a folder of .npy files "
+                   "or .npz shards")
 
 
 def load_arrays(source: str | Path) -> dict[str, np.ndarray]:
@@ -68,11 +69,31 @@ def load_arrays(source: str | Path) -> dict[str, np.ndarray]:
     if not p.exists():
         raise QdqError(f"{p}: no such data file or folder")
     if p.is_dir():
-        files = sorted(p.glob("*.npy"))
+        files, shards = sorted(p.glob("*.npy")), sorted(p.glob("*.npz"))
+        if files and shards:
+            raise QdqError(f"{p}: the folder mixes .npy and .npz files; use one .npy per "
+                           "input (plus labels.npy) or .npz shards, not both")
+        if shards:
+            return _load_shards(p, shards)
         if not files:
-            raise QdqError(f"{p}: the folder holds no .npy files")
+            raise QdqError(f"{p}: the folder holds no .npy files or .npz shards")
         return {f.stem: _load_file(f)[""] for f in files}
     return _load_file(p)
+
+
+def _load_shards(folder: Path, shards: list[Path]) -> dict[str, np.ndarray]:
+    """A folder of `.npz` shards with the same array names, read one shard at a time into
+    memory-mapped temporary files (a zip member cannot be memory-mapped), removed at exit."""
+    import atexit
+    import shutil
+
+    from qdq_onnx.data.iterables import spill, spill_folder
+
+    tmp = spill_folder()
+    atexit.register(shutil.rmtree, tmp, True)
+    arrays, _ = spill((_load_file(f) for f in shards), tmp,
+                      f"{folder} (.npz shards in name order)", need_labels=False)
+    return arrays
 
 
 def match_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, source: str = "data",
