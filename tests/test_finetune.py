@@ -204,13 +204,20 @@ def test_schedules():
     assert learning_rate(1.0, 4, 100, "cosine", warmup_steps=10) == pytest.approx(0.5)
 
 
-def test_finetune_cli(digits, float_model, tmp_path, capsys):
+def _cli_files(digits, float_model, tmp_path):
+    """(calibrated Q/DQ model, train.npz, val.npz) written for the finetune command."""
     xtr, ytr, xte, yte = digits
     src = tmp_path / "q.onnx"
     onnx.save(quantize_model(float_model, calibration_data=xtr[:256]).onnx, src)
     train, val = tmp_path / "train.npz", tmp_path / "val.npz"
     np.savez(train, x=xtr, labels=ytr)
     np.savez(val, x=xte, labels=yte)
+    return src, train, val
+
+
+def test_finetune_cli(digits, float_model, tmp_path, capsys):
+    xtr, ytr, xte, yte = digits
+    src, train, val = _cli_files(digits, float_model, tmp_path)
     out = tmp_path / "ft.onnx"
     assert main(["finetune", str(src), "--data", str(train), "--val", str(val), "-o",
                  str(out), "--epochs", "2", "--lr", "1e-3", "--schedule", "cosine",
@@ -282,23 +289,19 @@ def test_diverging_fine_tuning_returns_the_starting_model_and_says_so(digits, fl
                                                                        tmp_path, capsys):
     """A learning rate far too high wrecks the weights without a NaN; with validation data
     the result is the starting model, bit for bit, and the command says why."""
-    xtr, ytr, xte, yte = digits
-    q = quantize_model(float_model, calibration_data=xtr[:256])
-    src = tmp_path / "q.onnx"
-    onnx.save(q.onnx, src)
-    train, val = tmp_path / "train.npz", tmp_path / "val.npz"
-    np.savez(train, x=xtr, labels=ytr)
-    np.savez(val, x=xte, labels=yte)
+    _, _, xte, yte = digits
+    src, train, val = _cli_files(digits, float_model, tmp_path)
+    start_model = onnx.load(src)
     out = tmp_path / "ft.onnx"
     assert main(["finetune", str(src), "--data", str(train), "--val", str(val), "-o",
                  str(out), "--epochs", "2", "--lr", "5", "--optimizer", "sgd",
                  "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "kept the starting weights" in err
-    start = {t.name: t.raw_data for t in q.onnx.graph.initializer}
+    start = {t.name: t.raw_data for t in start_model.graph.initializer}
     tuned = {t.name: t.raw_data for t in onnx.load(out).graph.initializer}
     assert tuned == start
-    assert accuracy(onnx.load(out), xte, yte) == accuracy(q.onnx, xte, yte)
+    assert accuracy(onnx.load(out), xte, yte) == accuracy(start_model, xte, yte)
 
 
 def test_fixed_batch_1_model_calibrates_and_fine_tunes_at_batch_8(tmp_path, capsys):

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from qdq_onnx import pipeline
@@ -106,9 +105,6 @@ class QuantizedModel:
                               verbose=verbose,
                               on_epoch_end=epoch_printer() if verbose else None,
                               keep_best=keep_best, steps_per_epoch=steps_per_epoch)
-        x = trainer.fitted_x  # arrays (memory-mapped) also when x was a dataset
-        self._sample = {k: np.array(v[:64]) for k, v in x.items()} if isinstance(x, dict) \
-            else np.array(x[:64])
         return history
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> list[float]:
@@ -132,11 +128,7 @@ class QuantizedModel:
         the training graph's eval output on a sample batch."""
         if self._trainer is None or self._trainer.step == 0:
             return self.onnx
-        sample = getattr(self, "_sample", None)
-        if sample is not None:
-            sample = {k: v[:64] for k, v in sample.items()} if isinstance(sample, dict) \
-                else sample[:64]
-        return self._trainer.emit(sample, provenance={"rules": self.plan.rules,
+        return self._trainer.emit(self._trainer.sample(64), provenance={"rules": self.plan.rules,
                                                       "spec": self.plan.spec,
                                                       "cases": self.plan.cases})
 

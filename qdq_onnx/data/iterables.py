@@ -30,7 +30,7 @@ def is_batch_source(data: Any) -> bool:
         # a list of batches; a nested list of numbers is one array
         return bool(data) and isinstance(data[0], (tuple, list, dict, np.ndarray)) \
             and not _is_numeric_nest(data)
-    return hasattr(data, "__iter__") or hasattr(data, "__next__")
+    return hasattr(data, "__iter__")
 
 
 def _is_numeric_nest(data: Any) -> bool:

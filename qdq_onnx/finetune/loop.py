@@ -187,6 +187,15 @@ class Trainer:
             feeds, labels = {k: v[:cut] for k, v in feeds.items()}, labels[:cut]
         return feeds, labels, val
 
+    def sample(self, n: int = 64) -> Any:
+        """The first `n` samples of the last `fit`'s inputs as plain arrays (read now from
+        memory-mapped data), for the emit check; None before any fit."""
+        x = self.fitted_x
+        if x is None:
+            return None
+        return {k: np.array(v[:n]) for k, v in x.items()} if isinstance(x, dict) \
+            else np.array(x[:n])
+
     def fit(self, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1,
             validation_split: float = 0.0, validation_data: tuple | None = None,
             shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,

@@ -166,10 +166,8 @@ def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any = None,
                               early_stopping_patience=f.early_stopping_patience,
                               verbose=f.verbose, on_epoch_end=on_epoch_end,
                               steps_per_epoch=f.steps_per_epoch)
-        x = trainer.fitted_x  # arrays, also when x was an iterable of batches
-        sample = {k: np.array(v[:f.sample_size]) for k, v in x.items()} \
-            if isinstance(x, dict) else np.array(x[:f.sample_size])  # memmaps: read now
-        return FineTuned(trainer.emit(sample, provenance=provenance), history)
+        return FineTuned(trainer.emit(trainer.sample(f.sample_size), provenance=provenance),
+                         history)
     finally:
         trainer.close()
 
