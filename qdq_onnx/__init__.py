@@ -12,6 +12,7 @@ from qdq_onnx.version import __version__
 
 _PUBLIC = {
     "CustomQDQInsertionCase": "qdq_onnx.placement.cases",
+    "ImageFolder": "qdq_onnx.data.images",
     "PlacementPlan": "qdq_onnx.placement.plan",
     "QdqError": "qdq_onnx.errors",
     "QuantizationSpec": "qdq_onnx.placement.spec",
@@ -21,7 +22,7 @@ _PUBLIC = {
 }
 _SUBMODULES = {"utils": "qdq_onnx.compat.utils", "pipeline": "qdq_onnx.pipeline"}
 
-__all__ = ["CustomQDQInsertionCase", "PlacementPlan", "QdqError", "QuantizationSpec",
+__all__ = ["CustomQDQInsertionCase", "ImageFolder", "PlacementPlan", "QdqError", "QuantizationSpec",
            "QuantizedModel", "__version__", "calibrate", "pipeline", "quantize_model", "utils"]
 
 

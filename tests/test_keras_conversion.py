@@ -61,6 +61,9 @@ def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(tmp_path)
     q = quantize_model(model, calibration_data=x)
     report = pipeline.lint(q.onnx)
     assert report.errors == [] and all(layer.int8 for layer in report.layers)
+    # Lint sees Keras's attention through tf2onnx's einsum Reshapes: complete INT8 MHA Q/DQ
+    # (no TRT-L016), and head size 8 is outside TensorRT's fused INT8 MHA (TRT-L017).
+    assert [(f.id, "head size 8" in f.message) for f in report.findings] == [("TRT-L017", True)]
     assert {"mlp_up", "mlp_down", "head"} <= {p.layer for p in q.plan.weights()}
     assert not [p for p in q.plan.placements if p.layer in ("ln1", "ln2")]
     q.compile(learning_rate=1e-3)  # opset-17 LayerNormalization trains in onnxruntime-training
@@ -142,3 +145,44 @@ def test_hand_built_shapes_convert_and_lint_clean(build):
 
     got = inference_session(q.float_model).run(None, {q.float_model.graph.input[0].name: x})[0]
     assert np.abs(got - model(x).numpy()).max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_grouped_convolution_converts_as_depthwise_on_a_clone(multiplier):
+    """Keras runs Conv2D(groups=C) through an XLA-compiled call tf2onnx cannot convert
+    (ConvNeXt); one input channel per group is a depthwise convolution, so a clone with
+    DepthwiseConv2D of the same name and weights converts, and the user's model is kept."""
+    from qdq_onnx import pipeline, quantize_model
+    from qdq_onnx.graph.sessions import inference_session
+
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((12, 12, 8))
+    x = L.Conv2D(8 * multiplier, 7, padding="same", groups=8, name="dw", use_bias=True)(inp)
+    x = L.Conv2D(4, 1, activation="relu", name="pw")(x)
+    model = keras.Model(inp, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(x)))
+    xs = np.random.default_rng(0).normal(size=(2, 12, 12, 8)).astype(np.float32)
+    onx = pipeline.convert(model)
+    got = inference_session(onx).run(None, {onx.graph.input[0].name: xs})[0]
+    assert np.abs(got - model(xs).numpy()).max() < 1e-5
+    convs = [n for n in onx.graph.node if n.op_type == "Conv"]
+    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
+    assert sorted(groups) == [1, 8]
+    assert model.get_layer("dw").__class__.__name__ == "Conv2D"  # the user's model is kept
+    q = quantize_model(model, calibration_data=xs)
+    assert "dw" in {p.layer for p in q.plan.weights()}
+    assert pipeline.lint(q.onnx).findings == []
+
+
+@pytest.mark.slow
+def test_grouped_convolution_with_several_channels_per_group_is_one_line():
+    from qdq_onnx import pipeline
+
+    keras = _keras()
+    inp = keras.Input((12, 12, 8))
+    m = keras.Model(inp, keras.layers.Conv2D(8, 3, groups=4, name="grouped")(inp))
+    with pytest.raises(QdqError) as err:
+        pipeline.convert(m)
+    text = str(err.value)
+    assert "'grouped' (Conv2D)" in text and "grouped convolutions" in text and "\n" not in text

@@ -164,6 +164,19 @@ def test_qdq_on_weighted_output():
     assert "qdq-on-weighted-output" in names(m)
 
 
+def test_residual_behind_layout_op():
+    assert "residual-behind-layout-op" not in names(clean())
+    g = G(input_shape=(1, 4, 8, 8))
+    a = g.unary("Relu", "r0", g.conv("c0", "x", 4))
+    nhwc = g.node("Transpose", "to_nhwc", [g.conv("c1", a, 4)], perm=[0, 2, 3, 1])
+    y = g.binary("Add", "add", a, g.node("Transpose", "to_nchw", [nhwc], perm=[0, 3, 1, 2]))
+    m = quantize_model(g.model([y]), keep_layout=True).onnx  # both inputs quantized
+    hits = [f for f in lint_model(m, RULES).findings if f.name == "residual-behind-layout-op"]
+    assert [(f.id, f.node) for f in hits] == [("TRT-L018", "add")]
+    assert "'c1'" in hits[0].message and "'to_nchw'" in hits[0].message
+    assert hits[0] in lint_model(m, RULES).broken_fusions
+
+
 def test_requantization():
     # The clean graph quantizes the MaxPool output (input of c2) with the placeholder scale.
     same = np.float32(6.0) / np.float32(127)
@@ -225,9 +238,9 @@ def _conv_transpose_chain(final_transpose_only: bool):
 
 
 def test_layout_transpose_after_weighted():
-    inside = quantize_model(_conv_transpose_chain(False)).onnx
+    inside = quantize_model(_conv_transpose_chain(False), keep_layout=True).onnx
     assert "layout-transpose-after-weighted" in names(inside)
-    at_output = quantize_model(_conv_transpose_chain(True)).onnx
+    at_output = quantize_model(_conv_transpose_chain(True), keep_layout=True).onnx
     assert "layout-transpose-after-weighted" not in names(at_output)
 
 
@@ -241,10 +254,10 @@ def test_quantized_normalization_internals():
     assert "quantized-normalization-internals" in names(m)
 
 
-def _attention(rules_skip_dense=False):
+def _attention(seq: int = 4, head: int = 8):
     from onnx import TensorProto
 
-    w = numpy_helper.from_array(np.random.default_rng(0).normal(0, .3, (8, 8)).astype(
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(0, .3, (head, head)).astype(
         np.float32), "w")
     scale = numpy_helper.from_array(np.float32(0.35), "scale")
     nodes = [helper.make_node("MatMul", ["x", "w"], ["q"], name="proj"),
@@ -254,9 +267,25 @@ def _attention(rules_skip_dense=False):
              helper.make_node("Softmax", ["ss"], ["p"], name="softmax", axis=-1),
              helper.make_node("MatMul", ["p", "q"], ["o"], name="bmm2")]
     graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [1, 4, 8])], [helper.make_tensor_value_info(
-            "o", TensorProto.FLOAT, [1, 4, 8])], [w, scale])
+        "x", TensorProto.FLOAT, [1, seq, head])], [helper.make_tensor_value_info(
+            "o", TensorProto.FLOAT, [1, seq, head])], [w, scale])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("seq,head,found", [(4, 16, None), (512, 64, None),
+                                            (4, 8, "head size 8"), (4, 128, "head size 128"),
+                                            (513, 32, "sequence 513")])
+def test_mha_outside_fused_int8_limits(seq, head, found):
+    m = quantize_model(_attention(seq, head)).onnx
+    hits = [f.message for f in lint_model(m, RULES).findings
+            if f.name == "mha-outside-fused-int8-limits"]
+    if found is None:
+        assert hits == []
+    else:
+        assert len(hits) == 1 and found in hits[0], hits
+    bmm1 = node(m, "bmm1")
+    bmm1.input[0] = pair_for(m, "bmm1", 0).source  # a float attention is not judged
+    assert "mha-outside-fused-int8-limits" not in names(m)
 
 
 def test_incomplete_mha_qdq():
@@ -265,3 +294,46 @@ def test_incomplete_mha_qdq():
     bmm2 = node(m, "bmm2")
     bmm2.input[0] = pair_for(m, "bmm2", 0).source  # the softmax output left float
     assert "incomplete-mha-qdq" in names(m)
+
+
+def dense_block():
+    """DenseNet's pattern: a Concat that appends new (float) features to a quantized
+    tensor is not a re-quantization; its output gets its own scale."""
+    g = G(input_shape=(1, 4, 8, 8))
+    p = g.node("MaxPool", "pool", [g.unary("Relu", "r0", g.conv("c0", "x", 4))],
+               kernel_shape=[1, 1])
+    g.channels[p] = 4
+    cat1 = g.node("Concat", "cat1", [p, g.conv("c1", g.unary("Relu", "r1", g.bn("bn1", p)),
+                                                4)], axis=1)
+    g.channels[cat1] = 8
+    cat2 = g.node("Concat", "cat2", [cat1, g.conv("c2", g.unary("Relu", "r2",
+                                                                  g.bn("bn2", cat1)), 4)],
+                  axis=1)
+    g.channels[cat2] = 12
+    next(i for i in g.inits if i.name == "c2_w").CopyFrom(numpy_helper.from_array(
+        RNG_W.normal(0, 3.0, (4, 8, 3, 3)).astype(np.float32), "c2_w"))  # new maxima
+    return g.model([g.conv("c3", g.bn("bn3", cat2), 4)])
+
+
+RNG_W = np.random.default_rng(7)
+
+
+def test_concat_of_new_features_is_not_requantization():
+    x = np.random.default_rng(0).random((8, 4, 8, 8), dtype=np.float32)
+    m = quantize_model(dense_block(), calibration_data=x).onnx
+    scale = {p.output: numpy_helper.to_array(init(m, p.scale)) for p in qdq_pairs(m)}
+    first, last = node(m, "pool").input[0], node(m, "bn3").input[0]
+    assert scale[first] != scale[last]  # the Concat chain reaches a different range
+    assert lint_model(m, RULES).findings == []
+
+
+def test_concat_of_quantized_inputs_with_another_scale_is_requantization():
+    m = quantize_model(dense_block()).onnx
+    out = next(p for p in qdq_pairs(m) if p.output == node(m, "bn3").input[0])
+    same = numpy_helper.to_array(init(m, out.scale))
+    for scale, found in ((same, False), (same * 2, True)):
+        m = quantize_model(dense_block()).onnx
+        cat2 = node(m, "cat2")
+        add_qdq(m, cat2.input[0], {"cat2"}, scale=same)
+        add_qdq(m, cat2.input[1], {"cat2"}, scale=scale)  # every cat2 input dequantized
+        assert ("requantization" in names(m)) == found

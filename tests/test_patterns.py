@@ -186,6 +186,28 @@ def test_tensor_after_a_maxpool_shares_the_scale_of_its_quantized_input():
     assert lint_model(q.onnx, load_rules("tensorrt")).findings == []
 
 
+def test_shared_concat_scale_reaches_its_quantized_output():
+    """Concat 'shared' mode: every input has one scale, so the Concat output read by a Conv
+    joins that group instead of being re-quantized with its own."""
+    from qdq_onnx.diagnostics.lint import lint_model
+    from qdq_onnx.files.yaml_lines import load_yaml
+    from qdq_onnx.placement.rules import bundled_rule_files
+
+    doc = load_yaml(bundled_rule_files()["tensorrt"])
+    doc["patterns"]["concat"]["mode"] = "shared"
+    rules = parse_rules(doc)
+    g = G(input_shape=(1, 4, 8, 8))
+    cat = g.node("Concat", "cat", [g.unary("Relu", "r0", g.conv("c0", "x", 4)),
+                                   g.unary("Relu", "r1", g.conv("c1", "x", 4))], axis=1)
+    g.channels[cat] = 8
+    batches = [RNG.normal(0, 1, (2, 4, 8, 8)).astype(np.float32) for _ in range(3)]
+    q = quantize_model(g.model([g.conv("c2", cat, 4)]), rules=rules, calibration_data=batches)
+    groups = {p.tensor: p.scale_group for p in q.plan.placements if p.kind == "activation"}
+    assert groups == {"x": None, "r0_out": "concat:cat", "r1_out": "concat:cat",
+                      cat: "concat:cat"}
+    assert lint_model(q.onnx, rules).findings == []
+
+
 def test_decomposed_layer_normalisation_stays_float_below_opset_17():
     from test_layernorm_fusion import decomposed
 

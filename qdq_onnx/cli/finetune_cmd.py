@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qdq_onnx.cli.options import add_output, check_in_out
+from qdq_onnx.cli.options import add_image_options, add_output, check_in_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "labels under the key 'labels' (or 'y').")
     p.add_argument("model", help="a Q/DQ ONNX file (qdq-onnx insert / calibrate)")
     p.add_argument("--data", required=True, metavar="TRAIN.npz",
-                   help="training inputs (named like the model inputs) and 'labels'")
+                   help="training inputs (named like the model inputs) and 'labels': .npz, "
+                        "a folder of .npy or .npz shards, or a folder of class image folders")
     add_output(p, "fine-tuned Q/DQ ONNX file")
     p.add_argument("--val", metavar="VAL.npz", help="validation data, same layout")
     p.add_argument("--validation-split", type=float, default=0.0, metavar="F",
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or cuda (needs the onnxruntime-training CUDA build)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    add_image_options(p)
     p.set_defaults(run=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from qdq_onnx.cli.options import add_image_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show the quantized inputs of a Q/DQ ONNX model",
@@ -22,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-samples", type=int, default=None, metavar="N")
     g.add_argument("--json", dest="json_out", metavar="OUT.json", help="write the report here")
     g.add_argument("--png", metavar="OUT.png", help="write the report chart here")
+    add_image_options(p)
     p.set_defaults(run=run)
 
 

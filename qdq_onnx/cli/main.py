@@ -19,6 +19,7 @@ from qdq_onnx.cli import (
     rules_cmd,
     sensitivity_cmd,
 )
+from qdq_onnx.cli.options import open_image_folders
 from qdq_onnx.errors import EXIT_CODE_MEANINGS, ExitCode, QdqError
 from qdq_onnx.version import __version__
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     # Commands print the library's warnings (the clipping guard) as their own lines.
     warnings.filterwarnings("ignore", message="calibration .* clips")
     try:
+        open_image_folders(args)
         return int(args.run(args) or 0)
     except QdqError as exc:
         if args.debug:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qdq_onnx.data.images import PREPROCESS, ImageFolder, is_image_folder
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.onnx_files import same_file
 
@@ -29,6 +30,46 @@ def add_placement(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--case", action="append", default=[], metavar="NAME",
                    help="a built-in custom QDQ case to apply (repeatable), e.g. "
                         "ResNetV1QDQCase")
+    g.add_argument("--keep-layout", action="store_true",
+                   help="keep the layout Transposes a converter left around weighted ops "
+                        "(by default they are moved to the graph's edges and cancelled, so "
+                        "TensorRT can fuse each op with its activation and residual Add)")
+
+
+def add_image_options(parser: argparse.ArgumentParser) -> None:
+    """How a data folder of images (one sub-folder per class) becomes model input."""
+    g = parser.add_argument_group(
+        "image folders", "DATA may be a folder with one sub-folder of images per class "
+        "(JPEG/PNG/BMP/GIF, labels in sorted folder order, as Keras's "
+        "image_dataset_from_directory); images are decoded a batch at a time and resized to "
+        "the model input, in its layout (NHWC or NCHW)")
+    g.add_argument("--preprocess", choices=PREPROCESS, default="none",
+                   help="keras.applications preprocess_input convention: tf ([-1, 1]), torch "
+                        "([0, 1] then ImageNet mean/std), caffe (BGR minus the ImageNet mean), "
+                        "none (0-255, for models that rescale inside; default)")
+    g.add_argument("--mean", type=_floats, metavar="R,G,B",
+                   help="subtract this per-channel mean (0-255 scale) instead")
+    g.add_argument("--std", type=_floats, metavar="R,G,B",
+                   help="then divide by this per-channel std (0-255 scale)")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
+            from None
+
+
+def open_image_folders(args: argparse.Namespace) -> None:
+    """Replace each data path of `args` that is an image folder by an ImageFolder with the
+    image options, so every command reads it the same way."""
+    for attr in ("data", "val", "calib"):
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and is_image_folder(Path(value)):
+            setattr(args, attr, ImageFolder(value, getattr(args, "preprocess", "none"),
+                                            getattr(args, "mean", None),
+                                            getattr(args, "std", None)))
 
 
 def check_in_out(inp: str, out: str) -> None:
@@ -44,8 +85,9 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
     g = parser.add_argument_group("calibration")
     g.add_argument(flag, dest="data", metavar="DATA", required=required,
                    help=".npz with arrays named after the model inputs (one unnamed array for "
-                        "single-input models), a .npy, or a folder of .npy; shaped exactly as "
-                        "the ONNX model expects (NHWC for converted Keras models)")
+                        "single-input models), a .npy, a folder of .npy or of .npz shards, "
+                        "shaped exactly as the ONNX model expects (NHWC for converted Keras "
+                        "models); or a folder of class image folders (see image folders)")
     g.add_argument("--method" if flag == "--data" else "--calib-method", dest="method",
                    choices=("max", "percentile", "entropy", "mse", "auto"), default="max",
                    help="max: largest |x| (default, what TensorRT deployments usually use); "
@@ -60,6 +102,7 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
     g.add_argument("--max-samples" if flag == "--data" else "--calib-max-samples",
                    dest="max_samples", type=int, default=None, metavar="N",
                    help="use at most N samples")
+    add_image_options(parser)
     g.add_argument("--clip-warning", type=float, default=0.01, metavar="F",
                    help="warn about tensors whose calibrated range clips more than this "
                         "fraction of their calibration values (default 0.01 = 1%%); the "
@@ -71,7 +114,8 @@ def placement_config(args: argparse.Namespace):
     from qdq_onnx.pipeline import PlacementConfig
 
     return PlacementConfig(rules=args.rules, mode=args.mode, spec=args.spec,
-                           cases=tuple(args.case), force=getattr(args, "force", False))
+                           cases=tuple(args.case), force=getattr(args, "force", False),
+                           keep_layout=getattr(args, "keep_layout", False))
 
 
 def calibration_config(args: argparse.Namespace):

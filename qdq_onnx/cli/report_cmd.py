@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from qdq_onnx.cli.options import add_image_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bench-dir", metavar="DIR", default=None,
                    help="folder of benchmark JSON results (e.g. bench/results)")
     p.add_argument("--rules", metavar="RULES.yaml")
+    add_image_options(p)
     p.set_defaults(run=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from qdq_onnx.cli.options import add_image_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weight precision to analyse (8; lower for experiments)")
     p.add_argument("--png", metavar="OUT.png")
     p.add_argument("--json", dest="json_out", metavar="OUT.json")
+    add_image_options(p)
     p.set_defaults(run=run)
 
 

@@ -169,17 +169,20 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                    rules: RuleSet | str | None = None, calibration_data: Any = None,
                    calibration_method: str = "max", calibration_percentile: float = 99.99,
                    calibration_batch_size: int = 32, opset: int | None = None,
-                   force: bool = False, weight_bits: int = 8) -> QuantizedModel:
+                   force: bool = False, weight_bits: int = 8,
+                   keep_layout: bool = False) -> QuantizedModel:
     """Insert Q/DQ following TensorRT's placement policy (or the given rules).
 
     `model` is a Keras model, an `onnx.ModelProto` or a path (.onnx, .keras, .h5, SavedModel);
     it is never modified, nor is `quantization_spec`. Modes: "full" (every supported layer,
     spec/cases adjust) and "partial" (only what the spec/cases name). With
     `calibration_data` the activation scales are calibrated (`calibration_method`),
-    otherwise they are placeholders. Returns a QuantizedModel."""
+    otherwise they are placeholders. Layout Transposes a converter left around weighted ops
+    are moved to the graph's edges unless `keep_layout`. Returns a QuantizedModel."""
     placement = pipeline.PlacementConfig(rules=rules, mode=quantization_mode,
                                          spec=quantization_spec,
-                                         cases=tuple(custom_qdq_cases or ()), force=force)
+                                         cases=tuple(custom_qdq_cases or ()), force=force,
+                                         keep_layout=keep_layout)
     calibration = pipeline.CalibrationConfig(method=calibration_method,
                                              percentile=calibration_percentile,
                                              batch_size=calibration_batch_size)

@@ -1,4 +1,5 @@
-"""Keras -> ONNX through tf2onnx, recording the layer map. The only module importing TensorFlow.
+"""Keras -> ONNX through tf2onnx, recording the layer map. With `keras_rewrite`, the only
+module importing TensorFlow.
 
 Every model kind converts through a traced `tf.function` (functional, Sequential and
 subclassed models alike: tracing does not need `clone_model`, which is why the original
@@ -15,6 +16,7 @@ from typing import Any
 
 import onnx
 
+from qdq_onnx.convert.keras_rewrite import depthwise_for_grouped
 from qdq_onnx.convert.prepare import prepare_model
 from qdq_onnx.convert.tf_handlers import custom_op_handlers
 from qdq_onnx.errors import QdqError
@@ -224,6 +226,11 @@ def _layer_of_tf_node(node_name: str, keras_layers: list[Any]) -> str:
     return f"layer {owner!r} ({by_name[owner].__class__.__name__})"
 
 
+_NESTED_CALL = (" (a nested, XLA-compiled function: Keras's TensorFlow backend compiles "
+                "grouped convolutions this way; only one input channel per group converts, as "
+                "a depthwise convolution)")
+
+
 def _run_tf2onnx(tf2onnx: Any, function: Any, specs: list, opset: int,
                  keras_layers: list[Any]) -> onnx.ModelProto:
     """tf2onnx with its log and C++ chatter captured: a model that cannot be converted is
@@ -249,9 +256,10 @@ def _run_tf2onnx(tf2onnx: Any, function: Any, specs: list, opset: int,
         node, op = unsupported[0]
         more = f" (and {len(unsupported) - 1} more unsupported node(s))" \
             if len(unsupported) > 1 else ""
+        why = _NESTED_CALL if op in ("StatefulPartitionedCall", "PartitionedCall") else ""
         raise QdqError(f"cannot convert {_layer_of_tf_node(node, keras_layers)}: it uses the "
                        f"TensorFlow op {op}, which tf2onnx {tf2onnx.__version__} cannot convert"
-                       f"{more}")
+                       f"{why}{more}")
     return onnx_model
 
 
@@ -290,6 +298,7 @@ def keras_to_onnx(model: Any, opset: int | None = None,
         model_name = "saved_model"
     else:
         specs = _input_specs(model, input_shape, tf)
+        model, _ = depthwise_for_grouped(model)
 
         def call(*xs):
             return model(list(xs) if len(xs) > 1 else xs[0], training=False)

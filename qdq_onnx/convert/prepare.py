@@ -1,5 +1,6 @@
-"""Normalise a float ONNX model before planning: supported opset, unique node names, weights
-as un-shared initializers, and BatchNorm folded into the preceding weighted op where exact.
+"""Normalise a float ONNX model before planning: supported opset, unique node names, layout
+Transposes off the weighted ops, weights as un-shared initializers, and BatchNorm folded into
+the preceding weighted op where exact.
 
 TensorRT folds BN into the Conv anyway; folding it first lets the per-channel weight scale
 absorb the BN factor, and means no Q/DQ can land between a Conv and its BN.
@@ -14,6 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from qdq_onnx.convert.layernorm import LAYERNORM_OPSET, fuse_layernorm
+from qdq_onnx.convert.layout import push_transposes, removed_nodes
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.onnx_files import default_opset, ensure_supported_opset
 from qdq_onnx.graph import ops
@@ -23,10 +25,11 @@ from qdq_onnx.graph.layers import read_layer_map, write_layer_map
 from qdq_onnx.graph.ops import QDQ_OPS, WEIGHTED_OPS
 
 
-def prepare_model(model: onnx.ModelProto, copy: bool = True
+def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True
                   ) -> tuple[onnx.ModelProto, list[str]]:
     """Return a normalised copy of `model` and notes on what changed. `model` is untouched
-    unless `copy=False` (for callers that own the model and want to skip the copy)."""
+    unless `copy=False` (for callers that own the model and want to skip the copy).
+    `layout=False` keeps the layout Transposes around weighted ops."""
     if copy:
         work = onnx.ModelProto()
         work.CopyFrom(model)
@@ -45,6 +48,13 @@ def prepare_model(model: onnx.ModelProto, copy: bool = True
         notes.append(f"named {len(renamed)} unnamed or duplicate-named nodes")
         if layer_map:
             layer_map.rename_nodes(renamed)
+    pushed, note = push_transposes(work) if layout else (work, None)
+    if note:
+        notes.append(note)
+    if pushed is not work:
+        if layer_map:
+            layer_map.drop_nodes(removed_nodes(work, pushed))
+        work, graph = pushed, pushed.graph
     if default_opset(work) >= LAYERNORM_OPSET:
         fused = fuse_layernorm(work)
         if fused:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from qdq_onnx.data.images import ImageArray, ImageFolder, is_image_folder
 from qdq_onnx.data.iterables import split_batch
 from qdq_onnx.errors import QdqError
 
@@ -64,10 +65,16 @@ def _load_file(path: Path) -> dict[str, np.ndarray]:
                    "or .npz shards")
 
 
-def load_arrays(source: str | Path) -> dict[str, np.ndarray]:
+def load_arrays(source: str | Path | ImageFolder) -> dict[str, np.ndarray]:
+    """The arrays of a data file or folder by name (memory-mapped or decoded on access
+    where possible); an image folder gives its images and its class labels."""
+    if isinstance(source, ImageFolder):
+        return source.arrays()
     p = Path(source)
     if not p.exists():
         raise QdqError(f"{p}: no such data file or folder")
+    if is_image_folder(p):
+        return ImageFolder(p).arrays()
     if p.is_dir():
         files, shards = sorted(p.glob("*.npy")), sorted(p.glob("*.npz"))
         if files and shards:
@@ -76,7 +83,8 @@ def load_arrays(source: str | Path) -> dict[str, np.ndarray]:
         if shards:
             return _load_shards(p, shards)
         if not files:
-            raise QdqError(f"{p}: the folder holds no .npy files or .npz shards")
+            raise QdqError(f"{p}: the folder holds no .npy files, .npz shards or class "
+                           "sub-folders of images")
         return {f.stem: _load_file(f)[""] for f in files}
     return _load_file(p)
 
@@ -115,6 +123,8 @@ def match_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, source: 
     count = None
     for name, arr in feeds.items():
         dims, dtype = inputs[name]
+        if isinstance(arr, ImageArray):
+            feeds[name] = arr = arr.bind(dims, name)
         if arr.ndim != len(dims):
             raise QdqError(f"{source}: input {name!r} has shape {list(arr.shape)} but the "
                            f"model expects rank {len(dims)} {_fmt(dims)}")
@@ -123,13 +133,13 @@ def match_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, source: 
                 raise QdqError(f"{source}: input {name!r} has shape {list(arr.shape)} but the "
                                f"model expects {_fmt(dims)} (dimension {i}: {got} != {want}; "
                                "check NHWC vs NCHW)")
-        if isinstance(arr, (np.memmap, Streamed)):
+        if isinstance(arr, (np.memmap, Streamed, ImageArray)):
             if arr.shape[0] == 0:
                 raise QdqError(f"{source}: input {name!r} is empty (0 samples)")
             if not np.issubdtype(arr.dtype, np.number):
                 raise QdqError(f"{source}: input {name!r} has dtype {arr.dtype}, the model "
                                f"expects {np.dtype(dtype)}")
-            if not isinstance(arr, Streamed):
+            if isinstance(arr, np.memmap):
                 feeds[name] = arr = Streamed(arr, dtype, f"{source}: input {name!r}")
             if count is not None and arr.shape[0] != count:
                 raise QdqError(f"{source}: inputs have different sample counts "
@@ -228,8 +238,9 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
     Returns (batch iterable, sample count if known). A model with a fixed batch
     size gets batches of exactly that size unless `any_batch` (the caller runs a copy with
     the batch dimension relaxed)."""
-    if isinstance(data, (str, Path)):
-        feeds = match_inputs(load_arrays(data), model, source=str(data))
+    if isinstance(data, (str, Path, ImageFolder)):
+        where = str(data.path if isinstance(data, ImageFolder) else data)
+        feeds = match_inputs(load_arrays(data), model, source=where)
     elif isinstance(data, np.ndarray):
         feeds = match_inputs({"": data}, model, source=source)
     elif isinstance(data, dict):

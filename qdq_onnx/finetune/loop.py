@@ -17,7 +17,9 @@ import numpy as np
 import onnx
 
 from qdq_onnx.data.feeds import match_inputs
+from qdq_onnx.data.images import ImageFolder
 from qdq_onnx.data.iterables import is_batch_source, spill, spill_folder
+from qdq_onnx.data.prefetch import Prefetch
 from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.checkpoints import CheckpointStore
 from qdq_onnx.finetune.config import FINGERPRINTED, TrainConfig
@@ -161,6 +163,8 @@ class Trainer:
     def _materialise(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
         """(x, y) as arrays: an iterable of (x, y) batches is spilled to a temporary
         folder and memory-mapped (removed by `close`)."""
+        if isinstance(x, ImageFolder) and y is None:
+            return x.inputs_and_labels()
         if y is not None or not is_batch_source(x):
             if y is None:
                 raise QdqError(f"{what} labels are missing: pass y, or an iterable of "
@@ -175,10 +179,10 @@ class Trainer:
                        validation_data: Any) -> tuple[dict, np.ndarray, tuple | None]:
         """(training feeds, labels, validation (x, y) or None)."""
         x, y = self._materialise(x, y, "training")
-        self.fitted_x = x
         if validation_data is not None and not isinstance(validation_data, (tuple, list)):
             validation_data = self._materialise(validation_data, None, "validation")
         feeds, labels = self._labelled(x, y, "training")
+        self.fitted_x = feeds  # matched to the model inputs (an image folder is sized)
         val = validation_data
         if val is None and validation_split > 0:
             n = labels.shape[0]
@@ -191,10 +195,9 @@ class Trainer:
         """The first `n` samples of the last `fit`'s inputs as plain arrays (read now from
         memory-mapped data), for the emit check; None before any fit."""
         x = self.fitted_x
-        if x is None:
-            return None
-        return {k: np.array(v[:n]) for k, v in x.items()} if isinstance(x, dict) \
-            else np.array(x[:n])
+        if isinstance(x, dict):
+            return {k: np.array(v[:n]) for k, v in x.items()}
+        return None if x is None else np.array(x[:n])
 
     def fit(self, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1,
             validation_split: float = 0.0, validation_data: tuple | None = None,
@@ -346,18 +349,20 @@ class _Run:
                  if self.shuffle else np.arange(self.n))
         self.started = time.perf_counter()
         totals = np.zeros(4)  # loss * samples, samples, correct, counted
+        steps = range(t.batch_in_epoch, self.steps_per_epoch)
+        rows = [order[b * self.batch_size:(b + 1) * self.batch_size] for b in steps]
         with progress(total=self.steps_per_epoch, desc=f"epoch {t.epoch + 1}/{self.epochs}",
-                      unit="step", enable=self.verbose > 0) as bar:
+                      unit="step", enable=self.verbose > 0) as bar, \
+                Prefetch(lambda idx: t._args(self.feeds, idx, self.labels), rows) as ahead:
             bar.update(t.batch_in_epoch)
-            for b in range(t.batch_in_epoch, self.steps_per_epoch):
+            for b, idx, args in zip(steps, rows, ahead):
                 if interrupt.requested or (self.stop_after is not None
                                            and t.step >= self.stop_after):
                     t.batch_in_epoch = b
                     t.save_checkpoint(self.store)
                     t.history.stopped, t.history.steps = "interrupted", t.step
                     return None
-                self.train_step(b, order[b * self.batch_size:(b + 1) * self.batch_size],
-                                totals)
+                self.train_step(b, idx, args, totals)
                 post = {"loss": f"{totals[0] / totals[1]:.4f}"}
                 if totals[3]:
                     post["acc"] = f"{totals[2] / totals[3]:.4f}"
@@ -369,12 +374,12 @@ class _Run:
         logs["lr"] = self.lr
         return logs
 
-    def train_step(self, b: int, idx: np.ndarray, totals: np.ndarray) -> None:
+    def train_step(self, b: int, idx: np.ndarray, args: list, totals: np.ndarray) -> None:
         t, cfg = self.t, self.t.config
         total = self.steps_per_epoch * self.epochs
         self.lr = learning_rate(cfg.learning_rate, t.step, total, cfg.schedule, cfg.warmup_steps,
                                 cfg.step_size, cfg.gamma, self.steps_per_epoch)
-        loss, out = t.backend.forward_backward(t._args(self.feeds, idx, self.labels))
+        loss, out = t.backend.forward_backward(args)
         if not math.isfinite(loss):
             t._restore(self.last_good)
             t.batch_in_epoch = b

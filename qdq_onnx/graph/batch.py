@@ -32,3 +32,18 @@ def relax_batch(model: onnx.ModelProto) -> onnx.ModelProto:
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
             dims[0].dim_param = BATCH_PARAM
     return out
+
+
+def pin_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
+    """A copy whose graph inputs have a symbolic leading dimension set to `batch`, without
+    the inferred value infos: with every dimension known, shape inference can follow a
+    shape computed at run time (Shape -> Gather -> Concat -> Reshape, as tf2onnx writes)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name for t in out.graph.initializer}
+    for vi in out.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name not in inits and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch
+    del out.graph.value_info[:]
+    return out

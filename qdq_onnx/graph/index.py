@@ -7,7 +7,7 @@ make naive graph tools slow on models with thousands of nodes.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +95,32 @@ class GraphIndex:
             if self.consumer_count(t) > 1:
                 return steps
         return steps
+
+    def neutral_sources(self, tensor: str, neutral: frozenset[str] | set[str],
+                        is_source: Callable[[str], bool],
+                        max_hops: int = 16) -> list[tuple[str, int]] | None:
+        """The tensors that `tensor` is a precision-neutral copy of, with the hops to each.
+
+        Walks back from the producer of `tensor` through ops in `neutral` to the first
+        tensors for which `is_source` holds. A multi-input op (Concat) is followed on every
+        live input; if any path meets a non-neutral op, a graph input or `max_hops` first,
+        new values enter and the answer is None. Placement (scale sharing) and lint
+        (re-quantization) both use this one definition."""
+        found: list[tuple[str, int]] = []
+        stack = [(tensor, 0)]
+        while stack:
+            t, hops = stack.pop()
+            node = self.producer.get(t)
+            live = self.live_inputs(node) if node is not None else []
+            if node is None or node.op_type not in neutral or not live or hops >= max_hops:
+                return None
+            for i in live:
+                src = node.input[i]
+                if is_source(src):
+                    found.append((src, hops + 1))
+                else:
+                    stack.append((src, hops + 1))
+        return found
 
 
 def attribute(node: onnx.NodeProto, name: str, default=None):

@@ -26,20 +26,23 @@ class Placement:
     spec: QuantizationSpec | None
     cases: tuple[CustomQDQInsertionCase | str, ...]
     force: bool
+    keep_layout: bool = False
 
 
 @dataclass(frozen=True)
 class PlacementConfig:
     """Where Q/DQ goes: `rules` (a RuleSet, a rule-file path or a bundled name; default
     tensorrt), `mode` (full/partial; default: the spec file's mode, else full), `spec` (a
-    QuantizationSpec or a YAML spec path), built-in or custom `cases`, and `force` (insert
-    into a model that already holds Q/DQ)."""
+    QuantizationSpec or a YAML spec path), built-in or custom `cases`, `force` (insert
+    into a model that already holds Q/DQ), and `keep_layout` (leave the layout Transposes
+    a converter put around weighted ops where they are)."""
 
     rules: RuleSet | str | os.PathLike | None = None
     mode: str | None = None
     spec: QuantizationSpec | str | os.PathLike | None = None
     cases: Sequence[CustomQDQInsertionCase | str] = ()
     force: bool = False
+    keep_layout: bool = False
 
     def resolve(self) -> Placement:
         """Load the rule and spec files and check the mode; QdqError names what is wrong."""
@@ -50,7 +53,8 @@ class PlacementConfig:
         if isinstance(spec, (str, os.PathLike, Path)):
             spec, spec_mode, spec_cases = load_spec_file(spec)
         return Placement(rules=rules, mode=self.mode or spec_mode or "full", spec=spec,
-                         cases=(*spec_cases, *self.cases), force=self.force)
+                         cases=(*spec_cases, *self.cases), force=self.force,
+                         keep_layout=self.keep_layout)
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,11 @@ def convert(model: Any, opset: int | None = None, input_shape: Any = None) -> on
     return keras_to_onnx(model, opset=opset, input_shape=input_shape)
 
 
-def prepare(model: onnx.ModelProto, copy: bool = True) -> tuple[onnx.ModelProto, list[str]]:
-    """Normalise a float model (opset, names, weights, BatchNorm folding); (model, notes)."""
-    return prepare_model(model, copy=copy)
+def prepare(model: onnx.ModelProto, copy: bool = True, layout: bool = True
+            ) -> tuple[onnx.ModelProto, list[str]]:
+    """Normalise a float model (opset, names, layout Transposes, weights, BatchNorm
+    folding); (model, notes)."""
+    return prepare_model(model, copy=copy, layout=layout)
 
 
 # -- placement, calibration, insertion -----------------------------------------------------
@@ -121,7 +123,7 @@ def _prepare_and_plan(model: onnx.ModelProto, placement: PlacementConfig | None,
                       ) -> tuple[onnx.ModelProto, PlacementPlan, list[str]]:
     p = (placement or PlacementConfig()).resolve()
     require_float_model(model, force=p.force)
-    prepared, notes = prepare_model(model, copy=copy)
+    prepared, notes = prepare_model(model, copy=copy, layout=not p.keep_layout)
     if use_plan is not None:
         made = use_plan if isinstance(use_plan, PlacementPlan) else PlacementPlan.load(use_plan)
         check_plan_matches(made, prepared)

@@ -152,24 +152,19 @@ def plan_placement(model: onnx.ModelProto, rules: RuleSet, mode: str = "full",
 
 def share_through_neutral(placements: list[Placement], index: GraphIndex,
                           rules: RuleSet, max_hops: int = 16) -> list[Placement]:
-    """An activation reached from another quantized activation only through single-input
-    precision-neutral ops (MaxPool, Reshape, Transpose, ... from the rule file's taxonomy)
-    shares its scale group: TensorRT moves Q/DQ through such ops, and a second scale there
-    would be a re-quantization (lint TRT-L013)."""
+    """An activation reached only through precision-neutral ops (MaxPool, Reshape, Transpose,
+    Concat, ... from the rule file's taxonomy) from quantized activations of one scale group
+    (one tensor, or the inputs of a shared-scale Concat) joins that group: TensorRT moves
+    Q/DQ through such ops, and a second scale there would be a re-quantization (lint
+    TRT-L013). A Concat that appends float values is not followed: new values enter."""
     key_of = {p.tensor: p.scale_group or p.tensor for p in placements
               if p.kind == "activation"}
     neutral = rules.precision_neutral
 
     def source(tensor: str) -> str | None:
-        for _ in range(max_hops):
-            node = index.producer.get(tensor)
-            live = index.live_inputs(node) if node is not None else []
-            if node is None or node.op_type not in neutral or len(live) != 1:
-                return None
-            tensor = node.input[live[0]]
-            if tensor in key_of:
-                return tensor
-        return None
+        found = index.neutral_sources(tensor, neutral, key_of.__contains__, max_hops)
+        keys = {key_of[t] for t, _ in found or ()}
+        return found[0][0] if len(keys) == 1 else None
 
     out = []
     for p in placements:

@@ -166,6 +166,42 @@ def residual_branch_quantized(ctx: LintContext) -> Iterator[Hit]:
             yield node.name, f"every weighted branch ({names}) is quantized before the Add"
 
 
+def _weighted_behind_layout(ctx: LintContext, tensor: str) -> tuple[str, str] | None:
+    """(weighted node, Transpose) when `tensor` comes, through its Q/DQ pair, fusible
+    followers, constant affine ops and at least one Transpose, from a weighted op's output
+    read only once."""
+    layout = None
+    for _ in range(12):
+        found = ctx.dq(tensor)
+        node = ctx.index.producer.get(found.source if found else tensor)
+        if node is None or ctx.index.consumer_count(node.output[0]) != 1:
+            return None
+        if node.op_type in ctx.weighted_ops:
+            return (node.name, layout) if layout else None
+        live = ctx.index.live_inputs(node)
+        if node.op_type == "Transpose":  # moves data; a Reshape of the leading dims does not
+            layout = layout or node.name
+        elif node.op_type not in ctx.fused_followers or len(live) != 1:
+            return None  # (a Mul/Add with one live input is a BatchNorm left unfolded)
+        tensor = node.input[0 if node.op_type == "Transpose" else live[0]]
+    return None
+
+
+@check("residual-behind-layout-op")
+def residual_behind_layout(ctx: LintContext) -> Iterator[Hit]:
+    for node in ctx.index.nodes:
+        live = ctx.index.live_inputs(node) if node.op_type in ops.ADD_OPS else []
+        if len(live) < 2 or not all(ctx.dq(node.input[i]) for i in live):
+            continue
+        for i in live:
+            behind = _weighted_behind_layout(ctx, node.input[i])
+            if behind is not None:
+                yield node.name, (f"input {i} comes from {behind[0]!r} through the layout op "
+                                  f"{behind[1]!r}: both inputs are quantized and TensorRT "
+                                  "cannot fuse the Add into the weighted op")
+                break
+
+
 @check("residual-skip-not-quantized")
 def residual_skip_float(ctx: LintContext) -> Iterator[Hit]:
     for node, live, branches in _residual_branches(ctx):
@@ -179,36 +215,35 @@ def residual_skip_float(ctx: LintContext) -> Iterator[Hit]:
 
 @check("requantization")
 def requantization(ctx: LintContext) -> Iterator[Hit]:
-    neutral = ctx.rules.precision_neutral
+    def dequantized(t: str) -> bool:
+        producer = ctx.index.producer.get(t)
+        return producer is not None and producer.op_type == ops.DEQUANTIZE
+
     for q in ctx.qdq_nodes():
-        if q.op_type != ops.QUANTIZE:
+        if q.op_type != ops.QUANTIZE or dequantized(q.input[0]):
             continue
         scale = ctx.index.constant_value(q.input[1])
-        t, hops = q.input[0], 0
-        while hops < 8:
-            producer = ctx.index.producer.get(t)
-            if producer is None:
+        found = ctx.index.neutral_sources(q.input[0], ctx.rules.precision_neutral,
+                                          dequantized, max_hops=8)
+        for t, hops in found or ():
+            other = ctx.index.constant_value(ctx.index.producer[t].input[1])
+            if scale is not None and other is not None and (
+                    scale.shape != other.shape or not np.array_equal(scale, other)):
+                yield q.name, (f"re-quantized after {hops} precision-neutral op(s) with "
+                               "a different scale")
                 break
-            if producer.op_type == ops.DEQUANTIZE:
-                other = ctx.index.constant_value(producer.input[1])
-                if hops and scale is not None and other is not None and (
-                        scale.shape != other.shape or not np.array_equal(scale, other)):
-                    yield q.name, (f"re-quantized after {hops} precision-neutral op(s) with "
-                                   "a different scale")
-                break
-            live = ctx.index.live_inputs(producer)
-            if producer.op_type not in neutral or not live:
-                break
-            t, hops = producer.input[live[0]], hops + 1
 
 
 def _reaches_output(ctx: LintContext, tensor: str, max_hops: int = 8) -> bool:
-    """Whether `tensor` flows to a graph output through precision-neutral ops only."""
+    """Whether `tensor` flows to a graph output, each tensor read once, through ops that are
+    neither weighted nor fused into one (Reshape, Flatten, a classifier's Softmax): the
+    layout change of the model's output, with no INT8 layer or fusion behind it."""
+    stop = ctx.weighted_ops | ctx.rules.fusible_followers | ops.QDQ_OPS
     for _ in range(max_hops):
         if tensor in ctx.index.graph_outputs:
             return True
         readers = ctx.index.consumers.get(tensor, ())
-        if len(readers) != 1 or readers[0].node.op_type not in ctx.rules.precision_neutral:
+        if len(readers) != 1 or readers[0].node.op_type in stop:
             return False
         tensor = readers[0].node.output[0]
     return False
@@ -250,12 +285,17 @@ def quantized_normalization_internals(ctx: LintContext) -> Iterator[Hit]:
                 break
 
 
+_SCORE_OPS = frozenset({"Mul", "Div", "Add", "Sub", "Where"})  # scale and mask
+_SHAPE_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Identity"})
+
+
 def _attention_products(ctx: LintContext, softmax) -> tuple | None:
-    """(the MatMul of two activations before a Softmax, through scale/mask ops with one
-    live input, and the one reading the Softmax output), or None."""
-    tensor = softmax.input[0]
-    before = None
-    for _ in range(6):
+    """(the MatMul of two activations before a Softmax, through scale/mask and shape ops with
+    one live input, and the MatMul reading the Softmax output through shape ops and its Q/DQ
+    pair), or None. tf2onnx turns Keras's attention einsums into MatMuls wrapped in
+    Reshape/Squeeze/Transpose, which both walks pass through."""
+    tensor, before = softmax.input[0], None
+    for _ in range(8):
         found = ctx.dq(tensor)
         node = ctx.index.producer.get(found.source if found else tensor)
         if node is None:
@@ -264,18 +304,24 @@ def _attention_products(ctx: LintContext, softmax) -> tuple | None:
             before = node
             break
         live = ctx.index.live_inputs(node)
-        if node.op_type not in ("Mul", "Div", "Add", "Sub", "Where") or len(live) != 1:
+        if node.op_type in _SHAPE_OPS:  # data is input 0; a computed shape is not data
+            tensor = node.input[0]
+        elif node.op_type in _SCORE_OPS and len(live) == 1:
+            tensor = node.input[live[0]]
+        else:
             return None
-        tensor = node.input[live[0]]
-    after = None
-    for use in ctx.index.consumers.get(softmax.output[0], ()):
-        node = use.node
-        if node.op_type == ops.QUANTIZE:  # through its Q/DQ pair
-            dq = next(iter(ctx.index.consumers.get(node.output[0], ())), None)
-            uses = ctx.index.consumers.get(dq.node.output[0], ()) if dq else ()
-            node = uses[0].node if uses else None
-        if node is not None and node.op_type == ops.MATMUL:
-            after = node
+    products, frontier = [], [softmax.output[0]]
+    for _ in range(8):  # every reader, through shape ops and Q/DQ (a Shape reads no values)
+        nxt = []
+        for t in frontier:
+            for use in ctx.index.consumers.get(t, ()):
+                node = use.node
+                if node.op_type == ops.MATMUL:
+                    products.append(node)
+                elif node.op_type in _SHAPE_OPS | {ops.QUANTIZE, ops.DEQUANTIZE}:
+                    nxt.append(node.output[0])
+        frontier = nxt
+    after = products[0] if len({p.name for p in products}) == 1 else None
     if before is None or after is None:
         return None
     return before, after
@@ -296,3 +342,28 @@ def incomplete_mha_qdq(ctx: LintContext) -> Iterator[Hit]:
                        if not q]
             yield node.name, (f"attention around {node.name!r}: {', '.join(missing)} float "
                               "while the other product inputs are quantized")
+
+
+FUSED_MHA_HEAD_SIZES = (16, 32, 64)  # TensorRT's fused INT8 MHA (developer guide)
+FUSED_MHA_MAX_SEQUENCE = 512
+
+
+@check("mha-outside-fused-int8-limits")
+def mha_outside_fused_limits(ctx: LintContext) -> Iterator[Hit]:
+    quantized = []
+    for node in ctx.index.nodes:
+        found = _attention_products(ctx, node) if node.op_type == "Softmax" else None
+        if found is not None and all(ctx.dq(t) for m in found for t in m.input[:2]):
+            quantized.append((node, ctx.dq(found[0].input[0]).source, found[0].output[0]))
+    shapes = ctx.shapes_of([t for _, q_in, scores in quantized for t in (q_in, scores)])
+    for node, q_in, scores in quantized:
+        head = (shapes.get(q_in) or [None])[-1]  # BMM1 contracts over the head size
+        seqs = [d for d in (shapes.get(scores) or [])[-2:] if d is not None]
+        problems = []
+        if head is not None and head not in FUSED_MHA_HEAD_SIZES:
+            problems.append(f"head size {head} (fused: 16, 32, 64)")
+        if seqs and max(seqs) > FUSED_MHA_MAX_SEQUENCE:
+            problems.append(f"sequence {max(seqs)} (fused: <= {FUSED_MHA_MAX_SEQUENCE})")
+        if problems:
+            yield node.name, (f"attention around {node.name!r}: {' and '.join(problems)}; "
+                              "TensorRT runs its INT8 products as separate kernels")

@@ -11,6 +11,7 @@ import onnx
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import Dequantized, dequantized
+from qdq_onnx.graph.shapes import tensor_shapes
 from qdq_onnx.placement.patterns import weighted_branch
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.slots import node_attrs
@@ -21,6 +22,11 @@ class LintContext:
         self.model, self.rules = model, rules
         self.index = GraphIndex(model.graph)
         self.weighted_ops = rules.weighted_ops()
+
+    def shapes_of(self, tensors: list[str]) -> dict[str, list[int | None]]:
+        """Shapes of `tensors` at batch 1 (None where not knowable); a model run only when
+        shape inference cannot tell."""
+        return tensor_shapes(self.model, tensors) if tensors else {}
 
     def dq(self, tensor: str) -> Dequantized | None:
         return dequantized(self.index, tensor)

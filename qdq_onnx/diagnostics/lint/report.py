@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 # Findings that mean a TensorRT fusion is lost (the rest are INT8 coverage or hard errors).
 FUSION_CHECKS = frozenset({"residual-weighted-branch-quantized", "residual-skip-not-quantized",
                            "qdq-on-weighted-output", "requantization",
-                           "layout-transpose-after-weighted"})
+                           "layout-transpose-after-weighted", "residual-behind-layout-op"})
 
 
 @dataclass
