@@ -11,7 +11,8 @@ they share a process):
 - qdq_onnx_qat_images (batch 8 only): qdq-onnx QAT reading its batches from an image folder
   (JPEG 256x256, decoded and resized by Pillow, caffe preprocessing), to show whether the
   data pipeline keeps up with training.
-Plus the image folder's read rate alone (images/s).
+Plus the read rates alone (samples/s, shuffled batches of 32) of the image folder and of a
+memory-mapped `.npy` folder of 224x224x3 float32 samples, to set against the step rates.
 
 Per side: one warm-up step (building the training graph, tracing), then `--steps` timed
 steps; seconds per step and the process's peak RSS. Random images and labels: speed and
@@ -69,6 +70,23 @@ def image_folder(n: int = 64) -> Path:
     return root
 
 
+def npy_folder(n: int = 512) -> Path:
+    """bench/tmp/npy224: x.npy (n, 224, 224, 3) float32 (308 MB) and labels.npy."""
+    import numpy as np
+
+    root = CACHE / "npy224"
+    if not root.exists():
+        root.mkdir(parents=True)
+        x = np.lib.format.open_memmap(root / "x.npy", "w+", np.float32, (n, 224, 224, 3))
+        rng = np.random.default_rng(0)
+        for start in range(0, n, 64):
+            x[start:start + 64] = rng.random((min(64, n - start), 224, 224, 3), np.float32)
+        x.flush()
+        del x
+        np.save(root / "labels.npy", rng.integers(0, 1000, n))
+    return root
+
+
 def _ort_steps(side: str, batch: int, steps: int) -> float:
     """Seconds per training step (after one warm-up step) in onnxruntime-training."""
     import onnx
@@ -106,24 +124,29 @@ def _tf_steps(batch: int, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def _read_rate(batch: int = 32) -> float:
-    """Images per second decoded, resized and normalised from the image folder."""
+def _read_rate(kind: str, batch: int = 32) -> float:
+    """Samples per second read in shuffled batches: images decoded, resized and normalised
+    from the image folder, or rows of the memory-mapped folder (cast and NaN-checked)."""
     import numpy as np
 
     from qdq_onnx import ImageFolder
-    from qdq_onnx.data.feeds import load_arrays
+    from qdq_onnx.data.feeds import Streamed, load_arrays
 
-    images = load_arrays(ImageFolder(image_folder(), preprocess="caffe"))[""]
-    images = images.bind((None, 224, 224, 3), "input")
+    if kind == "images":
+        data = load_arrays(ImageFolder(image_folder(), preprocess="caffe"))[""]
+        data = data.bind((None, 224, 224, 3), "input")
+    else:
+        data = Streamed(load_arrays(npy_folder())["x"], np.float32, "x")
+    order = np.random.default_rng(0).permutation(len(data))
     t = time.perf_counter()
-    for start in range(0, len(images), batch):
-        images[np.arange(start, min(start + batch, len(images)))]
-    return len(images) / (time.perf_counter() - t)
+    for start in range(0, len(data), batch):
+        data[np.sort(order[start:start + batch])]
+    return len(data) / (time.perf_counter() - t)
 
 
 def child(side: str, batch: int, steps: int) -> dict:
-    if side == "read_rate":
-        result = {"images_per_s": _read_rate()}
+    if side.startswith("read_rate_"):
+        result = {"samples_per_s": _read_rate(side[len("read_rate_"):])}
     elif side == "tensorflow_qat":
         result = {"s_per_step": _tf_steps(batch, steps)}
     else:
@@ -153,9 +176,12 @@ def main() -> int:
     keras_application_onnx("ResNet50")  # converted once, outside the timed processes
     _keras_file()
     image_folder()
-    results: dict = {"read_rate": _run("read_rate", 32, args.steps)}
-    print(f"image folder read rate: {results['read_rate']['images_per_s']:.1f} images/s "
-          "(256x256 JPEG -> 224x224, caffe)")
+    npy_folder()
+    results: dict = {f"read_rate_{k}": _run(f"read_rate_{k}", 32, args.steps)
+                     for k in ("images", "npy")}
+    print(f"read rate: image folder {results['read_rate_images']['samples_per_s']:.0f} "
+          "samples/s (256x256 JPEG -> 224x224, caffe); memory-mapped folder "
+          f"{results['read_rate_npy']['samples_per_s']:.0f} samples/s (224x224x3 float32)")
     for batch in args.batch_size:
         sides = SIDES + (("qdq_onnx_qat_images",) if batch == 8 else ())
         got = {side: _run(side, batch, args.steps) for side in sides}
