@@ -173,6 +173,26 @@ def test_efficientnet_case_matches_the_original_on_block_adds():
     assert len(excite) == 16 and all(v == {0, 1} for v in excite.values())
 
 
+def test_mobilenetv2_case_quantizes_the_skip_of_every_block_add():
+    """MobileNetV2's block Adds are Add([block input, Conv-BN projection]); the original's
+    residual case leaves its one convolution branch float: input 0 quantized."""
+    q = quantize_model(converted("MobileNetV2"), rules="nvidia-tf-toolkit",
+                       custom_qdq_cases=["MobileNetQDQCase"])
+    got = layer_placement(q.float_model, q.onnx)
+    adds = {k: v for k, v in got.items() if k.endswith("_add")}
+    assert len(adds) == 10 and all(v == {0} for v in adds.values()), adds
+
+
+def test_inception_case_quantizes_every_maxpool_input():
+    q = quantize_model(converted("InceptionV3"), rules="nvidia-tf-toolkit",
+                       custom_qdq_cases=["InceptionQDQCase"])
+    got = layer_placement(q.float_model, q.onnx)
+    classes = {la.name: la.class_name for la in LayerGraph(q.float_model).layers}
+    pools = {k for k, c in classes.items() if c == "MaxPooling2D"}
+    assert len(pools) == 4 and all(got.get(p) == {0} for p in pools), \
+        {p: got.get(p) for p in pools}
+
+
 # Every keras.applications family that converts today (VGG16 exhausts 24 GB inside tf2onnx
 # while freezing its 528 MB of weights: not yet, see the README). MobileNetV3 lints clean
 # through the layout pass, ConvNeXt through the depthwise rewrite of its grouped Conv2Ds.

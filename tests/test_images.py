@@ -124,3 +124,26 @@ def test_bad_images_and_options_are_one_line_errors(tmp_path):
     flat_model = g.model([g.unary("Relu", "r", "x")])
     with pytest.raises(QdqError, match="an image folder feeds a 4-D input"):
         match_inputs(load_arrays(root), flat_model)
+
+
+@pytest.mark.parametrize("command", ["calibrate", "inspect", "report", "sensitivity"])
+def test_every_data_command_reads_an_image_folder(tmp_path, capsys, command):
+    root = _images(tmp_path)
+    src, q = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(_model(), src)
+    assert main(["insert", str(src), "-o", str(q)]) == 0
+    out = tmp_path / "out"
+    argv = {"calibrate": ["calibrate", str(q), "--data", str(root), "-o", str(out)],
+            "inspect": ["inspect", str(q), "--data", str(root)],
+            "report": ["report", str(q), "--data", str(root), "-o", str(out)],
+            "sensitivity": ["sensitivity", str(src), "--data", str(root), "--json",
+                            str(out)]}[command]
+    capsys.readouterr()
+    assert main([*argv, "--preprocess", "tf"]) == 0
+    printed = capsys.readouterr().out
+    if command == "inspect":
+        assert "layer output (float vs Q/DQ)" in printed
+    elif command == "sensitivity":
+        assert "(18 samples)" in printed
+    else:
+        assert out.exists()
