@@ -186,3 +186,34 @@ def test_grouped_convolution_with_several_channels_per_group_is_one_line():
         pipeline.convert(m)
     text = str(err.value)
     assert "'grouped' (Conv2D)" in text and "grouped convolutions" in text and "\n" not in text
+
+
+@pytest.mark.slow
+def test_weights_captured_by_value_convert_like_frozen_weights():
+    """Models with very large weights (VGG16) trace with their weights captured by value, so
+    tf2onnx never freezes them; forced on a small model, the result equals the usual path
+    (same ops, outputs, folded BatchNorm, layer map) and the Keras variables are restored."""
+    from qdq_onnx import pipeline, quantize_model
+    from qdq_onnx.convert.keras_model import keras_to_onnx
+    from qdq_onnx.graph.sessions import inference_session
+
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((16, 16, 3))
+    x = L.ReLU()(L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same", name="c")(inp)))
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = L.Add(name="res")([x, L.Conv2D(8, 1, name="pw")(x)])
+    model = keras.Model(inp, L.Dense(4, name="head")(L.GlobalAveragePooling2D()(y)))
+    xs = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
+    kinds = {}
+    for by_value in (False, True):
+        onx = keras_to_onnx(model, by_value=by_value)
+        got = inference_session(onx).run(None, {onx.graph.input[0].name: xs})[0]
+        assert np.abs(got - model(xs).numpy()).max() < 1e-5
+        assert [i.name for i in onx.graph.input] == [onx.graph.input[0].name]  # no weights
+        kinds[by_value] = sorted(n.op_type for n in onx.graph.node)
+        q = quantize_model(onx, calibration_data=xs)
+        assert {p.layer for p in q.plan.weights()} == {"c", "dw", "pw", "head"}
+        assert pipeline.lint(q.onnx).findings == []
+    assert kinds[True] == kinds[False]
+    assert all(type(v._value).__name__ != "EagerTensor" for v in model.weights)

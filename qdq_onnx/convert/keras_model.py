@@ -16,7 +16,12 @@ from typing import Any
 
 import onnx
 
-from qdq_onnx.convert.keras_rewrite import depthwise_for_grouped
+from qdq_onnx.convert.keras_rewrite import (
+    BY_VALUE_BYTES,
+    depthwise_for_grouped,
+    weight_bytes,
+    weights_by_value,
+)
 from qdq_onnx.convert.prepare import prepare_model
 from qdq_onnx.convert.tf_handlers import custom_op_handlers
 from qdq_onnx.errors import QdqError
@@ -165,6 +170,24 @@ def build_layer_map(onnx_model: onnx.ModelProto, keras_layers: list[Any],
     return LayerMap("keras", model_name, [records[la.name] for la in keras_layers])
 
 
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Evaluate every node whose inputs are all constants (the layout Transposes of weights
+    that arrived as graph inputs), with onnx-graphsurgeon."""
+    import onnx_graphsurgeon as gs
+
+    saved = gs.logger.G_LOGGER.severity
+    gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its size hints are not for users
+    try:
+        graph = gs.import_onnx(model)
+        graph.fold_constants().cleanup()
+        folded = gs.export_onnx(graph)
+    finally:
+        gs.logger.G_LOGGER.severity = saved
+    folded.metadata_props.extend(model.metadata_props)
+    folded.producer_name = model.producer_name
+    return folded
+
+
 def _rename_outputs(model: onnx.ModelProto) -> None:
     outs = list(model.graph.output)
     mapping = {o.name: ("output" if len(outs) == 1 else f"output_{i}")
@@ -272,14 +295,15 @@ def choose_opset(keras_layers: list[Any]) -> int:
     return max([13, *(v for k, v in _OPSET_FOR.items() if k in classes)])
 
 
-def keras_to_onnx(model: Any, opset: int | None = None,
-                  input_shape: Any = None) -> onnx.ModelProto:
+def keras_to_onnx(model: Any, opset: int | None = None, input_shape: Any = None,
+                  by_value: bool | None = None) -> onnx.ModelProto:
     """Convert an in-memory Keras model (any kind) or a loaded SavedModel to ONNX.
 
     `opset` None chooses 13, or 17 when the model has LayerNormalization layers (fused back
     into one LayerNormalization op). The result is prepared (BatchNorm folded where exact,
     shared weights un-shared) and carries the layer map in its metadata. The Keras model
-    is not modified.
+    is not modified. `by_value` (default: when the weights exceed `BY_VALUE_BYTES`) traces
+    with the weights captured by value, which keeps tf2onnx from freezing them.
     """
     tf, tf2onnx = _import_tf()
     if opset is None:
@@ -306,8 +330,15 @@ def keras_to_onnx(model: Any, opset: int | None = None,
         function = tf.function(call)
         keras_layers = _flat_layers(model)
         model_name = getattr(model, "name", "model")
+        if by_value is None:
+            by_value = weight_bytes(model) > BY_VALUE_BYTES
+        if by_value:
+            with weights_by_value(model):
+                function.get_concrete_function(*specs)  # tf2onnx reuses this trace
     onnx_model = _run_tf2onnx(tf2onnx, function, specs, opset, keras_layers)
     _constants_from_captures(onnx_model, function, specs, tf)
+    if by_value:
+        onnx_model = fold_constants(onnx_model)
     _rename_outputs(onnx_model)
     onnx_model.producer_name = "qdq-onnx (tf2onnx)"
     if keras_layers:

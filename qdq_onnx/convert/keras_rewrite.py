@@ -1,5 +1,6 @@
-"""Keras layers that tf2onnx cannot see through, rewritten into equivalent ones on a clone
-before tracing (the user's model is never touched).
+"""Keras models that tf2onnx cannot convert as they are: grouped convolutions rewritten on a
+clone, and very large weights captured by value while tracing (the user's model is left as
+it was).
 
 Keras 3's TensorFlow backend runs a grouped convolution (Conv2D with groups > 1, ConvNeXt's
 7x7 depthwise convolutions) through a nested function compiled with XLA
@@ -10,7 +11,11 @@ one input channel the layer is a depthwise convolution, which TensorFlow runs na
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 
 def _is_depthwise_grouped(layer: Any) -> bool:
@@ -62,3 +67,39 @@ def depthwise_for_grouped(model: Any) -> tuple[Any, list[str]]:
         layer.set_weights(weights)
     return copy, grouped
 
+
+
+# Above this much weight, tracing captures the weights by value (see weights_by_value):
+# tf2onnx freezes variables into a GraphDef and runs grappler over it, and on VGG16 (528 MB
+# of weights) that needed more than 11 GB and failed (measured); ResNet50 (98 MB) and
+# ConvNeXtTiny (110 MB) stay on the plain path.
+BY_VALUE_BYTES = 300 * 2**20
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of all the model's weights (trainable and not)."""
+    return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize
+                   for v in getattr(model, "weights", [])))
+
+
+@contextlib.contextmanager
+def weights_by_value(model: Any) -> Iterator[bool]:
+    """While the block traces the model, every Keras variable reads as a constant tensor, so
+    the traced function captures the weights by value: tf2onnx leaves such captures as
+    graph inputs instead of freezing them, and conversion turns them back into
+    initializers. The variables are restored on exit; yields whether any were swapped
+    (False where Keras's TensorFlow variables do not have the expected inner value)."""
+    import tensorflow as tf
+
+    swapped = []
+    try:
+        for v in getattr(model, "weights", []):
+            inner = getattr(v, "_value", None)
+            if inner is None or not hasattr(inner, "numpy"):
+                continue
+            swapped.append((v, inner))
+            v._value = tf.constant(inner.numpy())
+        yield bool(swapped)
+    finally:
+        for v, inner in swapped:
+            v._value = inner
