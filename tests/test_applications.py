@@ -21,6 +21,7 @@ def converted(name):
     if name not in _cache:
         import keras
 
+        keras.utils.clear_session()  # auto names (max_pooling2d_1, ...) restart, whatever ran
         _cache[name] = keras_to_onnx(getattr(keras.applications, name)(weights=None))
     return _cache[name]
 

@@ -7,20 +7,12 @@ import onnx
 import pytest
 from helpers import G
 from PIL import Image
+from test_streaming import _model  # the same small NCHW classifier
 
 from qdq_onnx import ImageFolder, quantize_model
 from qdq_onnx.cli.main import main
 from qdq_onnx.data.feeds import load_arrays, load_labelled, match_inputs
 from qdq_onnx.errors import QdqError
-
-
-def _model(shape=("N", 3, 8, 8)):
-    g = G(input_shape=shape)
-    a = g.unary("Relu", "r", g.conv("c0", "x", 4))
-    y = g.node("GlobalAveragePool", "gap", [g.conv("c1", a, 4)])
-    flat = g.node("Flatten", "flat", [y])
-    g.channels[flat] = 4
-    return g.model([flat])
 
 
 def _images(tmp_path, per_class=6, size=(12, 10)):

@@ -17,8 +17,8 @@ from qdq_onnx.data.feeds import Streamed, load_arrays, load_labelled
 from qdq_onnx.errors import QdqError
 
 
-def _model():
-    g = G(input_shape=("N", 3, 8, 8))
+def _model(shape=("N", 3, 8, 8)):
+    g = G(input_shape=shape)
     a = g.unary("Relu", "r", g.conv("c0", "x", 4))
     y = g.node("GlobalAveragePool", "gap", [g.conv("c1", a, 4)])
     flat = g.node("Flatten", "flat", [y])

@@ -93,20 +93,16 @@ class ImageArray:
                  dims: tuple[int, ...] | None = None) -> None:
         self.files, self.folder, self.what = files, folder, what
         self.dtype = np.dtype(np.float32)
-        self.channels_first = False
-        self.shape: tuple[int, ...] = (len(files),)
-        if dims is not None:
-            self.channels_first = dims[1] in (1, 3) and dims[-1] not in (1, 3)
-            self.shape = (len(files), *dims[1:])
-        self.ndim = len(self.shape) if dims is not None else 4
+        self.shape: tuple[int, ...] = (len(files), *(dims or ())[1:])
+        self.ndim = len(self.shape)
+        self.channels_first = dims is not None and _channels_first(dims)
 
     def bind(self, dims: tuple[int | None, ...], name: str) -> ImageArray:
         """This folder sized for a model input of shape `dims` (batch first)."""
         if len(dims) != 4 or None in dims[1:]:
             raise QdqError(f"{self.what}: an image folder feeds a 4-D input with known height, "
                            f"width and channels; input {name!r} is {list(dims)}")
-        channels = dims[1] if dims[1] in (1, 3) and dims[-1] not in (1, 3) else dims[-1]
-        if channels not in (1, 3):
+        if (dims[1] if _channels_first(dims) else dims[-1]) not in (1, 3):
             raise QdqError(f"{self.what}: input {name!r} {list(dims)} has no 1- or 3-channel "
                            "axis first or last; images cannot feed it")
         return ImageArray(self.files, self.folder, self.what, tuple(dims))
@@ -142,6 +138,11 @@ class ImageArray:
             raise QdqError(f"{path}: not a readable image ({exc})") from None
         x = normalise(x, self.folder)
         return np.ascontiguousarray(x.transpose(2, 0, 1)) if self.channels_first else x
+
+
+def _channels_first(dims: tuple) -> bool:
+    """NCHW when the 1- or 3-channel axis can only be axis 1 (NHWC wins a tie)."""
+    return dims[1] in (1, 3) and dims[-1] not in (1, 3)
 
 
 def normalise(x: np.ndarray, folder: ImageFolder) -> np.ndarray:

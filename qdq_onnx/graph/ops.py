@@ -26,6 +26,11 @@ QDQ_OPS = frozenset({QUANTIZE, DEQUANTIZE})
 INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
 CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
 ADD_OPS = frozenset({"Add", "Sum"})
+# Elementwise arithmetic: with one constant input, an affine op (a BatchNorm left unfolded,
+# an attention's score scale).
+AFFINE_OPS = frozenset({"Mul", "Add", "Sub", "Div"})
+# Ops that only relabel or move data (input 0 is the data; any other input is a shape).
+LAYOUT_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Identity"})
 
 
 def has_weight_slot(op_type: str) -> bool:

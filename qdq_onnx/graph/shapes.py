@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from qdq_onnx.data.feeds import model_inputs
 from qdq_onnx.graph.batch import pin_batch
 
 Shape = list  # of int, or None for a dimension not known
@@ -32,19 +33,12 @@ def probed_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, Shape
     unknown dimension (a dynamic sequence) or the run fails."""
     from qdq_onnx.graph.sessions import inference_session, with_outputs
 
-    inits = {t.name for t in model.graph.initializer}
     feeds = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None
-                for d in vi.type.tensor_type.shape.dim]
-        if dims and dims[0] is None:
-            dims[0] = 1
-        if None in dims or not vi.type.tensor_type.elem_type:
+    for name, (dims, dtype) in model_inputs(model).items():
+        dims = (1, *dims[1:]) if dims and dims[0] is None else dims
+        if None in dims:
             return {}
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        feeds[vi.name] = np.zeros(dims, dtype)
+        feeds[name] = np.zeros(dims, dtype)
     try:
         session = inference_session(with_outputs(model, tensors), optimize=False)
         values = session.run(tensors, feeds)

@@ -166,25 +166,7 @@ def residual_branch_quantized(ctx: LintContext) -> Iterator[Hit]:
             yield node.name, f"every weighted branch ({names}) is quantized before the Add"
 
 
-def _weighted_behind_layout(ctx: LintContext, tensor: str) -> tuple[str, str] | None:
-    """(weighted node, Transpose) when `tensor` comes, through its Q/DQ pair, fusible
-    followers, constant affine ops and at least one Transpose, from a weighted op's output
-    read only once."""
-    layout = None
-    for _ in range(12):
-        found = ctx.dq(tensor)
-        node = ctx.index.producer.get(found.source if found else tensor)
-        if node is None or ctx.index.consumer_count(node.output[0]) != 1:
-            return None
-        if node.op_type in ctx.weighted_ops:
-            return (node.name, layout) if layout else None
-        live = ctx.index.live_inputs(node)
-        if node.op_type == "Transpose":  # moves data; a Reshape of the leading dims does not
-            layout = layout or node.name
-        elif node.op_type not in ctx.fused_followers or len(live) != 1:
-            return None  # (a Mul/Add with one live input is a BatchNorm left unfolded)
-        tensor = node.input[0 if node.op_type == "Transpose" else live[0]]
-    return None
+_TRANSPOSE = frozenset({"Transpose"})  # moves data; a Reshape of leading dims does not
 
 
 @check("residual-behind-layout-op")
@@ -194,10 +176,11 @@ def residual_behind_layout(ctx: LintContext) -> Iterator[Hit]:
         if len(live) < 2 or not all(ctx.dq(node.input[i]) for i in live):
             continue
         for i in live:
-            behind = _weighted_behind_layout(ctx, node.input[i])
-            if behind is not None:
-                yield node.name, (f"input {i} comes from {behind[0]!r} through the layout op "
-                                  f"{behind[1]!r}: both inputs are quantized and TensorRT "
+            path = ctx.branch_path(node.input[i], also_through=_TRANSPOSE)
+            hidden = [n.name for n in path if n.op_type == "Transpose"]
+            if hidden:  # a weighted branch that only the Transpose keeps from fusing
+                yield node.name, (f"input {i} comes from {path[-1].name!r} through the layout "
+                                  f"op {hidden[0]!r}: both inputs are quantized and TensorRT "
                                   "cannot fuse the Add into the weighted op")
                 break
 
@@ -285,56 +268,9 @@ def quantized_normalization_internals(ctx: LintContext) -> Iterator[Hit]:
                 break
 
 
-_SCORE_OPS = frozenset({"Mul", "Div", "Add", "Sub", "Where"})  # scale and mask
-_SHAPE_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Identity"})
-
-
-def _attention_products(ctx: LintContext, softmax) -> tuple | None:
-    """(the MatMul of two activations before a Softmax, through scale/mask and shape ops with
-    one live input, and the MatMul reading the Softmax output through shape ops and its Q/DQ
-    pair), or None. tf2onnx turns Keras's attention einsums into MatMuls wrapped in
-    Reshape/Squeeze/Transpose, which both walks pass through."""
-    tensor, before = softmax.input[0], None
-    for _ in range(8):
-        found = ctx.dq(tensor)
-        node = ctx.index.producer.get(found.source if found else tensor)
-        if node is None:
-            return None
-        if node.op_type == ops.MATMUL:
-            before = node
-            break
-        live = ctx.index.live_inputs(node)
-        if node.op_type in _SHAPE_OPS:  # data is input 0; a computed shape is not data
-            tensor = node.input[0]
-        elif node.op_type in _SCORE_OPS and len(live) == 1:
-            tensor = node.input[live[0]]
-        else:
-            return None
-    products, frontier = [], [softmax.output[0]]
-    for _ in range(8):  # every reader, through shape ops and Q/DQ (a Shape reads no values)
-        nxt = []
-        for t in frontier:
-            for use in ctx.index.consumers.get(t, ()):
-                node = use.node
-                if node.op_type == ops.MATMUL:
-                    products.append(node)
-                elif node.op_type in _SHAPE_OPS | {ops.QUANTIZE, ops.DEQUANTIZE}:
-                    nxt.append(node.output[0])
-        frontier = nxt
-    after = products[0] if len({p.name for p in products}) == 1 else None
-    if before is None or after is None:
-        return None
-    return before, after
-
-
 @check("incomplete-mha-qdq")
 def incomplete_mha_qdq(ctx: LintContext) -> Iterator[Hit]:
-    for node in ctx.index.nodes:
-        if node.op_type != "Softmax":
-            continue
-        found = _attention_products(ctx, node)
-        if found is None:
-            continue
+    for node, *found in ctx.attentions:
         inputs = [(m, t) for m in found for t in m.input[:2]]
         quantized = [ctx.dq(t) is not None for _, t in inputs]
         if any(quantized) and not all(quantized):
@@ -350,11 +286,9 @@ FUSED_MHA_MAX_SEQUENCE = 512
 
 @check("mha-outside-fused-int8-limits")
 def mha_outside_fused_limits(ctx: LintContext) -> Iterator[Hit]:
-    quantized = []
-    for node in ctx.index.nodes:
-        found = _attention_products(ctx, node) if node.op_type == "Softmax" else None
-        if found is not None and all(ctx.dq(t) for m in found for t in m.input[:2]):
-            quantized.append((node, ctx.dq(found[0].input[0]).source, found[0].output[0]))
+    quantized = [(node, ctx.dq(bmm1.input[0]).source, bmm1.output[0])
+                 for node, bmm1, bmm2 in ctx.attentions
+                 if all(ctx.dq(t) for m in (bmm1, bmm2) for t in m.input[:2])]
     shapes = ctx.shapes_of([t for _, q_in, scores in quantized for t in (q_in, scores)])
     for node, q_in, scores in quantized:
         head = (shapes.get(q_in) or [None])[-1]  # BMM1 contracts over the head size

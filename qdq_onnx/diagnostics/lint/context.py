@@ -12,7 +12,7 @@ from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import Dequantized, dequantized
 from qdq_onnx.graph.shapes import tensor_shapes
-from qdq_onnx.placement.patterns import weighted_branch
+from qdq_onnx.placement.patterns import branch_path, weighted_branch
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.slots import node_attrs
 
@@ -83,10 +83,62 @@ class LintContext:
         from qdq_onnx.placement.patterns.residual import branch_options
 
         options = branch_options(self.rules)
-        extra = {"Mul", "Add", "Sub", "Div"} if options["through_constant_affine"] else set()
+        extra = ops.AFFINE_OPS if options["through_constant_affine"] else frozenset()
         return self.rules.fusible_followers | set(options["ops"]) | extra
+
+    @functools.cached_property
+    def attentions(self) -> list[tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto]]:
+        """(Softmax, the MatMul before it, the MatMul after it) of every attention."""
+        return [(n, *found) for n in self.index.nodes if n.op_type == "Softmax"
+                and (found := attention_products(self.index, n)) is not None]
+
+    def branch_path(self, tensor: str, also_through: frozenset[str] = frozenset()
+                    ) -> list[onnx.NodeProto]:
+        """The residual rule's branch walk through Q/DQ pairs, as nodes (see branch_path)."""
+        return branch_path(self.index, self.rules, tensor, True, also_through)[0]
 
     def constant_behind(self, tensor: str) -> bool:
         found = self.dq(tensor)
         return self.index.is_constant(tensor) or (
             found is not None and self.index.is_constant(found.source))
+
+
+_SCORE_OPS = ops.AFFINE_OPS | {"Where"}  # the score scale and mask
+
+
+def attention_products(index: GraphIndex, softmax: onnx.NodeProto) -> tuple | None:
+    """(the MatMul of two activations before a Softmax, through scale/mask and shape ops with
+    one live input, and the MatMul reading the Softmax output through shape ops and its Q/DQ
+    pair), or None. tf2onnx turns Keras's attention einsums into MatMuls wrapped in
+    Reshape/Squeeze/Transpose, which both walks pass through."""
+    tensor, before = softmax.input[0], None
+    for _ in range(8):
+        found = dequantized(index, tensor)
+        node = index.producer.get(found.source if found else tensor)
+        if node is None:
+            return None
+        if node.op_type == ops.MATMUL:
+            before = node
+            break
+        live = index.live_inputs(node)
+        if node.op_type in ops.LAYOUT_OPS:  # data is input 0; a computed shape is not data
+            tensor = node.input[0]
+        elif node.op_type in _SCORE_OPS and len(live) == 1:
+            tensor = node.input[live[0]]
+        else:
+            return None
+    products, frontier = [], [softmax.output[0]]
+    for _ in range(8):  # every reader, through shape ops and Q/DQ (a Shape reads no values)
+        nxt = []
+        for t in frontier:
+            for use in index.consumers.get(t, ()):
+                node = use.node
+                if node.op_type == ops.MATMUL:
+                    products.append(node)
+                elif node.op_type in ops.LAYOUT_OPS | {ops.QUANTIZE, ops.DEQUANTIZE}:
+                    nxt.append(node.output[0])
+        frontier = nxt
+    after = products[0] if len({p.name for p in products}) == 1 else None
+    if before is None or after is None:
+        return None
+    return before, after

@@ -8,7 +8,7 @@ an entry under `patterns:` in the rule file."""
 from __future__ import annotations
 
 from qdq_onnx.placement.patterns.base import PatternFn, PatternKind
-from qdq_onnx.placement.patterns.residual import weighted_branch
+from qdq_onnx.placement.patterns.residual import branch_path, weighted_branch
 
 # In proposal order: on equal priority the later pattern wins (normalization keeps its
 # internals float over the residual rule).
@@ -27,4 +27,4 @@ def _registry() -> dict[str, PatternKind]:
 
 PATTERN_KINDS: dict[str, PatternKind] = _registry()
 
-__all__ = ["PATTERN_KINDS", "PatternFn", "PatternKind", "weighted_branch"]
+__all__ = ["PATTERN_KINDS", "PatternFn", "PatternKind", "branch_path", "weighted_branch"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import onnx
+
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.layers import LayerGraph
@@ -12,8 +14,6 @@ from qdq_onnx.placement.patterns.base import PatternKind, layer_of
 from qdq_onnx.placement.proposals import PRIORITY_PATTERN, Proposal
 from qdq_onnx.placement.rules.model import PatternRule, RuleSet
 from qdq_onnx.placement.slots import slot_proposal
-
-_AFFINE = ("Mul", "Add", "Sub", "Div")
 
 
 def branch_options(rules: RuleSet) -> dict[str, Any]:
@@ -31,34 +31,47 @@ def weighted_branch(index: GraphIndex, rules: RuleSet, tensor: str,
     The placement rule walks float graphs; `qdq-onnx lint` walks Q/DQ graphs with
     `through_qdq=True`, so policy and check share one definition of "the branch that fuses
     into the Add". The fusible ops are the rule file's `taxonomy.fusible_followers`."""
+    path, quantized = branch_path(index, rules, tensor, through_qdq)
+    return (path[-1].name if path else None), quantized
+
+
+def branch_path(index: GraphIndex, rules: RuleSet, tensor: str, through_qdq: bool = False,
+                also_through: frozenset[str] = frozenset()
+                ) -> tuple[list[onnx.NodeProto], bool]:
+    """The walk of `weighted_branch`: (the nodes walked back from `tensor`, ending with the
+    weighted node, or [] when there is none; whether a Q->DQ pair sits on the way). Ops in
+    `also_through` are walked through on their input 0 as well (lint looks for a branch a
+    layout Transpose hides)."""
     options = branch_options(rules)
     weighted = rules.weighted_ops()
     through = rules.fusible_followers
     affine = options["through_constant_affine"]
-    quantized, hops, t = False, 0, tensor
+    quantized, hops, t, path = False, 0, tensor, []
     while hops <= options["max_hops"]:
-        if index.consumer_count(t) != 1:
-            return None, quantized
         node = index.producer.get(t)
-        if node is None:
-            return None, quantized
+        if index.consumer_count(t) != 1 or node is None:
+            return [], quantized
         if through_qdq and node.op_type == ops.DEQUANTIZE:
             q = index.producer.get(node.input[0])
             if q is None or q.op_type != ops.QUANTIZE:
-                return None, quantized
+                return [], quantized
             quantized, t = True, q.input[0]
             continue
+        path.append(node)
         if node.op_type in weighted and len(node.input) > 1 and (
                 index.is_constant(node.input[1])
                 or (through_qdq and _dequantized(index, node.input[1]))):
-            return node.name, quantized
+            return path, quantized
         live = index.live_inputs(node)
+        if node.op_type in also_through and live:
+            t, hops = node.input[0], hops + 1
+            continue
         passes = node.op_type in through or (
-            affine and node.op_type in _AFFINE and len(live) == 1)
+            affine and node.op_type in ops.AFFINE_OPS and len(live) == 1)
         if not passes or not live:
-            return None, quantized
+            return [], quantized
         t, hops = node.input[live[0]], hops + 1
-    return None, quantized
+    return [], quantized
 
 
 def _dequantized(index: GraphIndex, tensor: str) -> bool:
