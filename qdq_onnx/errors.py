@@ -41,3 +41,23 @@ class UnsupportedModelError(QdqError):
 class SpecError(QdqError):
     """A quantization spec (Python or YAML) names something that does not exist or contradicts
     itself."""
+
+
+class SettingError(QdqError):
+    """A setting (a field of one of the config objects) has a value it cannot take.
+
+    `setting` is the field's name: library messages name settings, and the CLI replaces the
+    name by its flag (`learning_rate` -> `--lr`)."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting, self.problem = setting, problem
+        super().__init__(f"{setting} {problem}")
+
+
+class TrainingStopped(QdqError):
+    """Training stopped on a NaN/Inf loss; the last good weights were kept."""
+
+
+class RuntimeMissing(QdqError):
+    """An optional runtime (onnxruntime, onnxruntime-training, TensorFlow) is not installed;
+    the message names the extra that brings it."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
 
 
 class _Null:
@@ -28,16 +27,6 @@ def progress(total: int | None, desc: str, unit: str = "it", enable: bool = True
         yield bar
     finally:
         bar.close()
-
-
-def epoch_printer(stream: TextIO | None = None):
-    """An `on_epoch_end` callback writing Keras-style epoch lines to `stream` (stdout)."""
-    def report(epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> None:
-        text = " - ".join(f"{k}: {v:.4g}" for k, v in logs.items())
-        out = stream if stream is not None else sys.stdout
-        out.write(f"epoch {epoch + 1}/{epochs} - {seconds:.1f}s - {text}\n")
-        out.flush()
-    return report
 
 
 class captured_stderr:

@@ -103,3 +103,84 @@ def dq_fed(model: onnx.ModelProto) -> set[tuple[str, int]]:
             if p is not None and p.op_type == "DequantizeLinear":
                 out.add((n.name, i))
     return out
+
+
+LN_RNG = np.random.default_rng(5)
+LN_CHANNELS = 12
+
+
+def decomposed_layernorm(opset=17, beta=True, near_miss=False):
+    """tf2onnx's form: GAP moments, Sub, x*x, eps, Sqrt, Reciprocal, gamma, scale and shift."""
+    gamma = LN_RNG.uniform(0.5, 1.5, (1, 1, LN_CHANNELS)).astype(np.float32)
+    inits = [numpy_helper.from_array(gamma, "gamma"),
+             numpy_helper.from_array(np.float32(1e-3), "eps"),
+             numpy_helper.from_array(
+                 LN_RNG.normal(0, .3, (LN_CHANNELS, 5)).astype(np.float32), "w")]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["mean"], name="mean"),
+        helper.make_node("Sub", ["x", "mean"], ["d"], name="sub"),
+        helper.make_node("Mul", ["d", "d"], ["sq"], name="sq"),
+        helper.make_node("GlobalAveragePool", ["sq"], ["var"], name="var"),
+        helper.make_node("Add", ["var", "eps"], ["ve"], name="add_eps"),
+        helper.make_node("Sqrt", ["ve"], ["s"], name="sqrt"),
+        helper.make_node("Reciprocal", ["s"], ["r"], name="rec"),
+        helper.make_node("Mul", ["r", "gamma"], ["k"], name="k"),
+        helper.make_node("Mul", ["x", "k"], ["xs"], name="scaled"),
+        helper.make_node("Neg", ["mean"], ["nm"], name="neg"),
+        helper.make_node("Mul", ["nm", "k"], ["sh"], name="shifted"),
+    ]
+    shift = "sh"
+    if beta:
+        beta_value = LN_RNG.normal(0, .5, (1, 1, LN_CHANNELS)).astype(np.float32)
+        inits.append(numpy_helper.from_array(beta_value, "beta"))
+        nodes.append(helper.make_node("Add", ["sh", "beta"], ["shb"], name="beta_add"))
+        shift = "shb"
+    nodes.append(helper.make_node("Add", ["xs", shift], ["ln"], name="ln_out"))
+    if near_miss:  # the variance read elsewhere too: not a plain layer normalisation
+        nodes.append(helper.make_node("Relu", ["var"], ["leak"], name="leak"))
+    nodes.append(helper.make_node("MatMul", ["ln", "w"], ["y"], name="head"))
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7, 5])]
+    if near_miss:
+        outs.append(helper.make_tensor_value_info("leak", TensorProto.FLOAT, ["N", 7, 1]))
+    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 7, LN_CHANNELS])], outs, inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def small_classifier(shape=("N", 3, 8, 8)):
+    """Conv-ReLU-Conv-GAP-Flatten over NCHW 3x8x8: a small classifier with 4 outputs."""
+    g = G(input_shape=shape)
+    a = g.unary("Relu", "r", g.conv("c0", "x", 4))
+    y = g.node("GlobalAveragePool", "gap", [g.conv("c1", a, 4)])
+    flat = g.node("Flatten", "flat", [y])
+    g.channels[flat] = 4
+    return g.model([flat])
+
+
+def mlp(widths=(16, 16, 16), seed=1, softmax=False):
+    """MatMul+Add(+ReLU) layers over 64 inputs (scikit-learn digits), 10 logits."""
+    r = np.random.default_rng(seed)
+    dims = [64, *widths, 10]
+    inits, nodes, prev = [], [], "x"
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        inits += [numpy_helper.from_array((r.normal(0, 1, (a, b)) * np.sqrt(2 / a))
+                                          .astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"fc{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"bias{i}")]
+        prev = f"a{i}"
+        if i < len(dims) - 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name=f"relu{i}"))
+            prev = f"r{i}"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", [prev], ["out"], name="softmax", axis=-1))
+    else:
+        nodes[-1].output[0] = "out"
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 10])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m

@@ -26,11 +26,12 @@ def run(args: argparse.Namespace) -> int:
     check_in_out(args.model, args.output)
     calibration = calibration_config(args)
     source = pipeline.load(args.model)
-    out, result = pipeline.recalibrate(source.model, args.data, calibration)
+    out, result = pipeline.calibrate(source.model, args.data, calibration)
     pipeline.save(out, args.output, check="the calibrated model", like=source)
     for line in result.notes:
         print(f"note: {line}", file=sys.stderr)
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    print(f"wrote {args.output}: activation scales calibrated with method {args.method}")
+    print(f"wrote {args.output}: activation scales calibrated with method "
+          f"{calibration.method}")
     return 0

@@ -24,15 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
-    from qdq_onnx.graph.layers import read_layer_map
 
+    pipeline.check_output(args.output, args.model)
     onnx_model = pipeline.convert(args.model, opset=args.opset)
     pipeline.save(onnx_model, args.output, check="the converted model")
-    lm = read_layer_map(onnx_model)
-    layers = f", {len(lm.layers)} Keras layers mapped" if lm else ""
-    from qdq_onnx.files.onnx_files import default_opset
-
-    print(f"wrote {args.output}: {len(onnx_model.graph.node)} nodes, opset "
-          f"{default_opset(onnx_model)}"
-          f"{layers}")
+    info = pipeline.describe(onnx_model)
+    layers = f", {info['keras_layers']} Keras layers mapped" if info["keras_layers"] else ""
+    print(f"wrote {args.output}: {info['nodes']} nodes, opset {info['opset']}{layers}")
     return 0

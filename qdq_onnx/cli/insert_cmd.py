@@ -18,8 +18,9 @@ from qdq_onnx.cli.options import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("insert", help="insert Q/DQ pairs following TensorRT's placement rules",
                        description="Plan where Q/DQ goes (rules + spec + cases), then write "
-                                   "QuantizeLinear/DequantizeLinear pairs: int8, zero point 0, "
-                                   "per-tensor activations, per-channel weights. Activation "
+                                   "QuantizeLinear/DequantizeLinear pairs in each rule's "
+                                   "precision scheme (TensorRT's int8: zero point 0, "
+                                   "per-tensor activations, per-channel weights). Activation "
                                    "scales come from --calib data (max calibration) or are "
                                    "reported placeholders.")
     p.add_argument("model", help="float ONNX model (convert Keras models first)")
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="apply this saved (possibly hand-edited) plan instead of planning")
     p.add_argument("--explain", action="store_true",
                    help="print every decision with its rule id and reason")
-    p.add_argument("--force", action="store_true",
+    p.add_argument("--force", action="store_true", default=None,
                    help="insert even if the model already holds Q/DQ nodes")
     p.set_defaults(run=run)
 
@@ -42,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     check_in_out(args.model, args.output)
     placement, calibration = placement_config(args), calibration_config(args)
     source = pipeline.load(args.model)
-    q = pipeline.quantize(source.model, placement, calibration, data=args.data,
-                          use_plan=args.use_plan, copy=False)
+    q = pipeline.insert(source.model, placement, calibration, data=args.data,
+                        use_plan=args.use_plan, copy=False)
     pipeline.save(q.qdq, args.output, check="the quantized model", like=source)
     if args.plan:
         q.plan.save(args.plan)
@@ -66,7 +67,8 @@ def render_explain(plan) -> str:
     lines = []
     for p in plan.placements:
         axis = f" axis={p.axis}" if p.axis is not None else ""
-        lines.append(f"Q/DQ   {p.consumer}[{p.input}] {p.kind}{axis}  {p.rule}: {p.reason}")
+        lines.append(f"Q/DQ   {p.consumer}[{p.input}] {p.kind}{axis} {p.scheme}  {p.rule}: "
+                     f"{p.reason}")
     for f in plan.left_float:
         lines.append(f"float  {f.consumer}[{f.input}]  {f.rule}: {f.reason}")
     return "\n".join(lines)

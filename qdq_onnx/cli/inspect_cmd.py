@@ -30,20 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
-    from qdq_onnx.diagnostics.quantized_inputs import summary
 
     model = pipeline.load(args.model).model
     if args.data:
         return _error_report(model, args)
-    info = summary(model)
+    info = pipeline.inspect(model)
     if args.format == "json":
         print(json.dumps(info, indent=1))
         return 0
     rows = info["quantized_inputs"]
-    head = ("node", "op", "in", "kind", "axis", "scales", "rule", "layer")
+    head = ("node", "op", "in", "kind", "axis", "scales", "scheme", "rule", "layer")
     table = [head] + [(r["node"], r["op_type"], str(r["input"]), r["kind"],
                        "-" if r["axis"] is None else str(r["axis"]), str(r["scales"]),
-                       r["rule"], r["layer"] or "-") for r in rows]
+                       r["scheme"], r["rule"], r["layer"] or "-") for r in rows]
     widths = [min(max(len(row[i]) for row in table), 60) for i in range(len(head))]
     for row in table:
         print("  ".join(c[:60].ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -55,18 +54,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _error_report(model, args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
-    from qdq_onnx.diagnostics.charts import write_png
-    from qdq_onnx.diagnostics.error_report import render_text, sqnr_chart
-    from qdq_onnx.files.atomic import write_text_atomic
 
+    for out in (args.json_out, args.png):
+        if out:
+            pipeline.check_output(out, args.model)
     report = pipeline.error_report(model, args.data, batch_size=args.batch_size,
                                    max_samples=args.max_samples)
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:
-        print(render_text(report))
+        print(pipeline.render_error_report(report))
     if args.json_out:
-        write_text_atomic(args.json_out, json.dumps(report, indent=1) + "\n")
+        pipeline.write_text_atomic(args.json_out, json.dumps(report, indent=1) + "\n")
     if args.png:
-        write_png(sqnr_chart(report), args.png)
+        pipeline.write_png(pipeline.error_report_chart(report), args.png)
     return 0

@@ -35,11 +35,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(report) -> str:
-    lines = [f"{'weighted layer':50} {'op':13} {'INT8':5} {'data':5} {'weight':6} axis"]
+    lines = [f"{'weighted layer':50} {'op':13} {'runs':9} {'data':5} {'weight':6} axis"]
     for r in report.layers:
         axis = "-" if r.axis is None else f"{r.axis}" + (
             "" if r.expected_axis in (None, r.axis) else f" (want {r.expected_axis})")
-        lines.append(f"{r.node[:50]:50} {r.op_type:13} {'yes' if r.int8 else 'NO':5} "
+        lines.append(f"{r.node[:50]:50} {r.op_type:13} {r.scheme or 'FLOAT':9} "
                      f"{'q' if r.data_quantized else '-':5} "
                      f"{'q' if r.weight_quantized else '-':6} {axis}")
     if report.findings:

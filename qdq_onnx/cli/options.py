@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qdq_onnx import pipeline
 from qdq_onnx.data.images import PREPROCESS, ImageFolder, is_image_folder
-from qdq_onnx.errors import QdqError
-from qdq_onnx.files.onnx_files import same_file
 
 
 def add_output(parser: argparse.ArgumentParser, what: str = "ONNX file") -> None:
@@ -30,7 +29,7 @@ def add_placement(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--case", action="append", default=[], metavar="NAME",
                    help="a built-in custom QDQ case to apply (repeatable), e.g. "
                         "ResNetV1QDQCase")
-    g.add_argument("--keep-layout", action="store_true",
+    g.add_argument("--keep-layout", action="store_true", default=None,
                    help="keep the layout Transposes a converter left around weighted ops "
                         "(by default they are moved to the graph's edges and cancelled, so "
                         "TensorRT can fuse each op with its activation and residual Add)")
@@ -73,9 +72,20 @@ def open_image_folders(args: argparse.Namespace) -> None:
 
 
 def check_in_out(inp: str, out: str) -> None:
-    if same_file(inp, out) or Path(inp).resolve() == Path(out).resolve():
-        raise QdqError(f"the output {out} is the input file; write to another path "
-                       "(inputs are never modified)")
+    """Refuse a bad `-o` before any work: a folder, the input file, a missing folder."""
+    pipeline.check_output(out, inp)
+
+
+def settings(args: argparse.Namespace, cls: type) -> dict:
+    """The options of `args` named like the settings of config class `cls` (None where
+    the option was not given, so the class's defaults hold)."""
+    return {name: getattr(args, name) for name in pipeline.setting_names(cls)
+            if hasattr(args, name)}
+
+
+def default(cls: type, name: str) -> str:
+    """The default of setting `name`, for help texts (one place for every default)."""
+    return str(pipeline.default_of(cls, name))
 
 
 def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
@@ -88,42 +98,42 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
                         "single-input models), a .npy, a folder of .npy or of .npz shards, "
                         "shaped exactly as the ONNX model expects (NHWC for converted Keras "
                         "models); or a folder of class image folders (see image folders)")
+    cfg = pipeline.CalibrationConfig
     g.add_argument("--method" if flag == "--data" else "--calib-method", dest="method",
-                   choices=("max", "percentile", "entropy", "mse", "auto"), default="max",
-                   help="max: largest |x| (default, what TensorRT deployments usually use); "
+                   choices=pipeline.METHODS, default=None,
+                   help="max: largest |x| (what TensorRT deployments usually use); "
                         "percentile, entropy (KL) and mse pick a clipping range from a "
                         "2048-bin histogram; auto: per tensor, the one of those four with the "
-                        "best SQNR at the output of the layer that reads it")
-    g.add_argument("--percentile", type=float, default=99.99,
-                   help="percentile of |x| kept unclipped by --method percentile (99.99)")
+                        f"best SQNR at the output of the layer that reads it (default "
+                        f"{default(cfg, 'method')})")
+    g.add_argument("--percentile", type=float, default=None,
+                   help="percentile of |x| kept unclipped by --method percentile (default "
+                        f"{default(cfg, 'percentile')})")
     g.add_argument("--batch-size" if flag == "--data" else "--calib-batch-size",
-                   dest="batch_size", type=int, default=32, metavar="N",
-                   help="samples per onnxruntime run (memory does not grow with the count)")
+                   dest="batch_size", type=int, default=None, metavar="N",
+                   help="samples per onnxruntime run (memory does not grow with the count; "
+                        f"default {default(cfg, 'batch_size')})")
     g.add_argument("--max-samples" if flag == "--data" else "--calib-max-samples",
                    dest="max_samples", type=int, default=None, metavar="N",
-                   help="use at most N samples")
+                   help="use at most N samples (default: all)")
     add_image_options(parser)
-    g.add_argument("--clip-warning", type=float, default=0.01, metavar="F",
+    g.add_argument("--clip-warning", type=float, default=None, metavar="F",
                    help="warn about tensors whose calibrated range clips more than this "
-                        "fraction of their calibration values (default 0.01 = 1%%); the "
-                        "warning names the tensor, the estimated SQNR and a better method")
+                        f"fraction of their calibration values (default "
+                        f"{default(cfg, 'clip_warning')}); the warning names the tensor, the "
+                        "estimated SQNR and a better method")
 
 
 def placement_config(args: argparse.Namespace):
     """The PlacementConfig of the placement options (files are read when it is resolved)."""
-    from qdq_onnx.pipeline import PlacementConfig
-
-    return PlacementConfig(rules=args.rules, mode=args.mode, spec=args.spec,
-                           cases=tuple(args.case), force=getattr(args, "force", False),
-                           keep_layout=getattr(args, "keep_layout", False))
+    return pipeline.make_config(pipeline.PlacementConfig,
+                                {**settings(args, pipeline.PlacementConfig),
+                                 "cases": tuple(args.case)})
 
 
 def calibration_config(args: argparse.Namespace):
     """The CalibrationConfig of the calibration options, or None without data."""
-    from qdq_onnx.pipeline import CalibrationConfig
-
     if not args.data:
         return None
-    return CalibrationConfig(method=args.method, percentile=args.percentile,
-                             batch_size=args.batch_size, max_samples=args.max_samples,
-                             clip_warning=args.clip_warning)
+    return pipeline.make_config(pipeline.CalibrationConfig,
+                                settings(args, pipeline.CalibrationConfig))

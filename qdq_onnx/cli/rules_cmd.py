@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qdq_onnx.placement.rules import load_rules
+    from qdq_onnx import pipeline
 
-    rules = load_rules(args.rules)
+    rules = pipeline.rules(args.rules)
     if args.rule_id:
         rule = rules.by_id(args.rule_id)
         if rule is None:
@@ -34,10 +34,12 @@ def run(args: argparse.Namespace) -> int:
             print(textwrap.fill(rule.why, 88))
         return 0
     print(f"{rules.name}: {rules.description}\n")
+    for name in rules.schemes():
+        print(f"{'scheme':10} {pipeline.scheme_named(name).describe()}")
     for r in rules.op_rules:
         axis = f" {r.weight_axis.describe()}" if r.weight_axis is not None else ""
         print(f"{r.id:10} {r.name:32} ops {', '.join(r.ops)}; inputs "
-              f"{', '.join(map(str, r.inputs))}{axis}")
+              f"{', '.join(map(str, r.inputs))}{axis}; {r.scheme or rules.scheme}")
     for r in rules.never:
         print(f"{r.id:10} {r.name:32} never: {len(r.ops)} op types")
     tax = rules.taxonomy

@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-drop", type=float, metavar="X",
                    help="largest acceptable accuracy drop, in points (e.g. 0.2)")
     p.add_argument("--spec-out", metavar="SPEC.yaml", help="where --target-drop writes its spec")
-    p.add_argument("--weight-bits", type=int, default=8,
-                   help="weight precision to analyse (8; lower for experiments)")
+    p.add_argument("--weight-bits", type=int, default=None,
+                   help="analyse weights with this many bits of range inside int8 Q/DQ "
+                        "(default: the rules' scheme, 8; lower for experiments)")
     p.add_argument("--png", metavar="OUT.png")
     p.add_argument("--json", dest="json_out", metavar="OUT.json")
     add_image_options(p)
@@ -35,35 +36,46 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
     from qdq_onnx import pipeline
     from qdq_onnx.data.feeds import load_labelled
-    from qdq_onnx.diagnostics.charts import write_png
-    from qdq_onnx.diagnostics.sensitivity import sensitivity_chart, spec_yaml
-    from qdq_onnx.errors import QdqError
-    from qdq_onnx.files.atomic import write_text_atomic
+    from qdq_onnx.errors import QdqError, SettingError
 
-    if args.target_drop is not None and not args.spec_out:
-        raise QdqError("--target-drop writes a spec: give --spec-out SPEC.yaml")
+    if args.target_drop is not None:
+        if not (math.isfinite(args.target_drop) and 0.0 <= args.target_drop < 100.0):
+            raise SettingError("target_drop", f"must be in [0, 100) accuracy points, got "
+                                              f"{args.target_drop}")
+        if not args.spec_out:
+            raise QdqError("--target-drop writes a spec: give --spec-out SPEC.yaml")
+    if args.max_samples <= 0:
+        raise SettingError("max_samples", f"must be a positive integer, got {args.max_samples}")
+    for out in (args.spec_out, args.json_out, args.png):
+        if out:
+            pipeline.check_output(out, args.model)
+    placement = pipeline.PlacementConfig(
+        rules=args.rules, weight_scheme=None if args.weight_bits is None
+        else pipeline.weight_bits_scheme(args.weight_bits))
     model = pipeline.load(args.model).model
     x, labels = load_labelled(args.data, model, need_labels=False)
     n = min(args.max_samples, next(iter(x.values())).shape[0])
     x = {k: v[:n] for k, v in x.items()}
     labels = None if labels is None else labels[:n]
     drop = None if args.target_drop is None else args.target_drop / 100.0
-    report = pipeline.sensitivity(model, x, labels, pipeline.PlacementConfig(rules=args.rules),
-                                  calibration_data=args.calib, target_drop=drop,
-                                  weight_bits=args.weight_bits)
+    report = pipeline.sensitivity(model, x, labels, placement, calibration_data=args.calib,
+                                  target_drop=drop)
     print(render(report, n))
     if report.chosen_float is not None:
         note = (f"qdq-onnx sensitivity --target-drop {args.target_drop}: leave "
                 f"{len(report.chosen_float)} layer(s) float; measured accuracy "
                 f"{report.chosen_metric * 100:.2f}% vs float {report.float_metric * 100:.2f}%")
-        write_text_atomic(args.spec_out, spec_yaml(report.chosen_float, note))
+        pipeline.write_text_atomic(args.spec_out, pipeline.sensitivity_spec(report.chosen_float,
+                                                                            note))
         print(f"wrote {args.spec_out}: {note}")
     if args.json_out:
-        write_text_atomic(args.json_out, json.dumps(report.to_dict(), indent=1) + "\n")
+        pipeline.write_text_atomic(args.json_out, json.dumps(report.to_dict(), indent=1) + "\n")
     if args.png:
-        write_png(sensitivity_chart(report), args.png)
+        pipeline.write_png(pipeline.sensitivity_chart(report), args.png)
     return 0
 
 

@@ -1,9 +1,10 @@
 """The Python API of the original toolkit, on ONNX: quantize_model() -> QuantizedModel,
-built on the pipeline's stage functions."""
+built on the pipeline (the only part of the package it uses)."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,6 @@ import onnx
 
 from qdq_onnx import pipeline
 from qdq_onnx.errors import QdqError
-from qdq_onnx.placement.cases import CustomQDQInsertionCase
-from qdq_onnx.placement.plan import PlacementPlan
-from qdq_onnx.placement.rules import RuleSet
-from qdq_onnx.placement.spec import QuantizationSpec
-from qdq_onnx.quantize.insert import InsertReport
 
 
 class QuantizedModel:
@@ -27,113 +23,80 @@ class QuantizedModel:
     `save()` writes the TensorRT Q/DQ ONNX (trained weights and scales once fitted).
     """
 
-    def __init__(self, float_model: onnx.ModelProto, plan: PlacementPlan,
-                 qdq_model: onnx.ModelProto, report: InsertReport, notes: list[str],
-                 weight_bits: int = 8) -> None:
+    def __init__(self, float_model: onnx.ModelProto, plan: pipeline.PlacementPlan,
+                 qdq_model: onnx.ModelProto, report: pipeline.InsertReport,
+                 notes: list[str]) -> None:
         self.float_model = float_model
         self.plan = plan
         self.onnx = qdq_model
         self.report = report
         self.notes = notes
-        self.weight_bits = weight_bits
-        self._trainer = None
-        self._config = None
+        self._training: pipeline.Training | None = None
 
     # -- Keras-like training ---------------------------------------------------------------
-    def compile(self, optimizer: str = "adam", loss: str = "sparse_categorical_crossentropy",
-                metrics: Sequence[str] = ("accuracy",), learning_rate: float | None = None,
-                from_logits: bool = True, weight_decay: float = 0.01,
-                schedule: str | None = None, warmup_steps: int = 0, step_size: int = 1,
-                gamma: float = 0.1, learn_scales: bool = False, seed: int = 0,
-                device: str = "cpu", work_dir: str | os.PathLike | None = None
-                ) -> QuantizedModel:
-        """Configure fine-tuning (learning rate and schedule default to TrainConfig's: 1e-5,
-        cosine). Optimizers: adam, adamw, sgd. Losses:
-        sparse_categorical_crossentropy, categorical_crossentropy, binary_crossentropy, mse
-        (from logits, or from probabilities with from_logits=False). Schedules: constant,
-        cosine, step (x gamma every step_size epochs), each with optional linear warm-up.
-        learn_scales trains activation scales (LSQ gradient); otherwise they stay as
-        calibrated. Weight scales always follow the weights."""
-        from qdq_onnx.finetune import TrainConfig, Trainer
-
-        if isinstance(metrics, str):
-            metrics = (metrics,)
-        chosen = {k: v for k, v in (("learning_rate", learning_rate), ("schedule", schedule))
-                  if v is not None}  # unset: TrainConfig's measured defaults
-        config = TrainConfig(optimizer=str(optimizer).lower(), **chosen,
-                             loss=loss, from_logits=from_logits, metrics=tuple(metrics or ()),
-                             weight_decay=weight_decay,
-                             warmup_steps=warmup_steps, step_size=step_size, gamma=gamma,
-                             learn_scales=learn_scales, weight_bits=self.weight_bits,
-                             seed=seed, device=device)
-        if self._trainer is not None:
-            self._trainer.close()
-        self._trainer = Trainer(self.onnx, config, work_dir)
-        self._config = config
+    def compile(self, optimizer: str | None = None, loss: str | None = None,
+                metrics: Sequence[str] | str | None = None,
+                work_dir: str | os.PathLike | None = None, **settings: Any) -> QuantizedModel:
+        """Configure fine-tuning. `optimizer`, `loss`, `metrics` and the other keyword
+        settings are those of `pipeline.TrainConfig` (learning_rate, from_logits,
+        weight_decay, schedule, warmup_steps, step_size, gamma, learn_scales, seed, device,
+        backend); what is not given keeps TrainConfig's measured defaults (Adam, 1e-5 with
+        cosine decay)."""
+        config = pipeline.make_config(
+            pipeline.TrainConfig, {"optimizer": optimizer, "loss": loss, "metrics": metrics,
+                                   **settings}, "compile()")
+        self._close()
+        self._training = pipeline.Training(self.onnx, config, work_dir)
         return self
 
-    def _need_trainer(self):
-        if self._trainer is None:
+    def _session(self) -> pipeline.Training:
+        if self._training is None:
             raise QdqError("call compile() before fit(), evaluate() or predict()")
-        return self._trainer
+        return self._training
 
-    def fit(self, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1,
-            validation_split: float = 0.0, validation_data: tuple | None = None,
-            shuffle: bool = True, checkpoint_dir: str | os.PathLike | None = None,
-            resume: bool = False, early_stopping_patience: int | None = None,
-            verbose: int = 1, keep_best: bool = True, steps_per_epoch: int | None = None):
-        """Train for `epochs`; returns a Keras-like History (`history.history["loss"]`).
+    def fit(self, x: Any, y: Any = None, batch_size: int | None = None,
+            epochs: int | None = None, *, validation_data: Any = None,
+            callbacks: Sequence[pipeline.Callback] = (), **settings: Any):
+        """Train; returns a Keras-like History (`history.history["loss"]`). The keyword
+        settings are those of `pipeline.FitConfig`: validation_split, shuffle,
+        checkpoint_dir, resume, checkpoint_every_steps, checkpoint_every_minutes,
+        keep_checkpoints, early_stopping_patience, keep_best, verbose, steps_per_epoch.
 
-        With validation data (`validation_split` or `validation_data`) and `keep_best`, the
-        starting weights are scored first and the best by validation accuracy (else loss),
-        the start included, are kept: the result is never worse than the start on that
-        data (`history.kept` says when earlier weights were kept). With `checkpoint_dir`, a
-        checkpoint (weights, optimizer state, loop position) is written atomically after
-        every epoch and at an interruption; `resume=True` continues from it. Ctrl-C stops
-        at the next step boundary (`history.stopped`). As in Keras, `x` may be a
-        `tf.data.Dataset`, `PyDataset`, generator or list of (x, y) batches with `y` None
-        (and `validation_data` likewise); it is read once into memory-mapped temporary
-        files."""
-        from qdq_onnx.progress import epoch_printer
-
-        trainer = self._need_trainer()
-        history = trainer.fit(x, y, batch_size=batch_size, epochs=epochs,
-                              validation_split=validation_split,
-                              validation_data=validation_data, shuffle=shuffle,
-                              checkpoint_dir=checkpoint_dir, resume=resume,
-                              early_stopping_patience=early_stopping_patience,
-                              verbose=verbose,
-                              on_epoch_end=epoch_printer() if verbose else None,
-                              keep_best=keep_best, steps_per_epoch=steps_per_epoch)
-        return history
+        With validation data and keep_best, the starting weights are scored first and the
+        best by validation accuracy (else loss), the start included, are kept. With
+        checkpoint_dir, checkpoints are written atomically (every 10 minutes by default,
+        at epoch ends and at an interruption) and `resume=True` continues from the newest
+        one exactly. Ctrl-C stops at the next step boundary (`history.stopped`). As in
+        Keras, `x` may be a `tf.data.Dataset`, `PyDataset`, generator or list of (x, y)
+        batches with `y` None (and `validation_data` likewise)."""
+        fit = pipeline.make_config(pipeline.FitConfig, {"batch_size": batch_size,
+                                                        "epochs": epochs, **settings}, "fit()")
+        extra = [pipeline.EpochPrinter()] if fit.verbose else []
+        return self._session().fit(x, y, fit, validation_data, [*callbacks, *extra])
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> list[float]:
         """[loss, accuracy] (accuracy omitted for MSE), like Keras."""
-        logs = self._need_trainer().evaluate(x, y, batch_size)
+        logs = self._session().evaluate(x, y, batch_size)
         return [logs[k] for k in ("loss", "accuracy") if k in logs]
 
     def predict(self, x: Any, batch_size: int = 256):
         """Model outputs: the training graph's eval mode once compiled, else the Q/DQ graph."""
-        if self._trainer is None:
-            from qdq_onnx.data.feeds import match_inputs
-            from qdq_onnx.graph.sessions import inference_session
-
-            feeds = match_inputs({"": x} if not isinstance(x, dict) else dict(x), self.onnx)
-            return inference_session(self.onnx).run(None, feeds)[0]
-        return self._trainer.predict(x, batch_size)
+        if self._training is None:
+            return pipeline.run_model(self.onnx, x)
+        return self._training.predict(x, batch_size)
 
     # -- output ------------------------------------------------------------------------------
     def export(self) -> onnx.ModelProto:
         """The TensorRT Q/DQ model: trained weights and scales once fitted, checked against
         the training graph's eval output on a sample batch."""
-        if self._trainer is None or self._trainer.step == 0:
+        if self._training is None or self._training.steps == 0:
             return self.onnx
-        return self._trainer.emit(self._trainer.sample(64), provenance={"rules": self.plan.rules,
-                                                      "spec": self.plan.spec,
-                                                      "cases": self.plan.cases})
+        return self._training.emit({"rules": self.plan.rules, "spec": self.plan.spec,
+                                    "cases": self.plan.cases})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the TensorRT Q/DQ ONNX file atomically (full ONNX checker first)."""
+        pipeline.check_output(path)
         return pipeline.save(self.export(), path, check="the quantized model")
 
     def summary(self) -> str:
@@ -145,10 +108,14 @@ class QuantizedModel:
     def __repr__(self) -> str:
         return f"QuantizedModel({self.summary()})"
 
+    def _close(self) -> None:
+        if self._training is not None:
+            self._training.close()
+            self._training = None
+
     def __del__(self) -> None:
-        trainer = getattr(self, "_trainer", None)
-        if trainer is not None:
-            trainer.close()
+        if getattr(self, "_training", None) is not None:
+            self._close()
 
 
 def _as_onnx(model: Any, opset: int | None) -> onnx.ModelProto:
@@ -163,32 +130,43 @@ def _as_onnx(model: Any, opset: int | None) -> onnx.ModelProto:
                    f"{type(model).__name__}")
 
 
+def _weight_scheme(weight_bits: int | None, weight_scheme: str | None) -> str | None:
+    if weight_bits is None:
+        return weight_scheme
+    if weight_scheme is not None:
+        raise QdqError("give weight_scheme or the older weight_bits, not both")
+    warnings.warn("quantize_model(weight_bits=N) is deprecated: use weight_scheme='int8-Nbit'",
+                  DeprecationWarning, stacklevel=3)
+    return pipeline.weight_bits_scheme(weight_bits)
+
+
 def quantize_model(model: Any, quantization_mode: str = "full",
-                   quantization_spec: QuantizationSpec | None = None,
-                   custom_qdq_cases: Sequence[CustomQDQInsertionCase | str] | None = None,
-                   rules: RuleSet | str | None = None, calibration_data: Any = None,
+                   quantization_spec: pipeline.QuantizationSpec | None = None,
+                   custom_qdq_cases: Sequence[pipeline.CustomQDQInsertionCase | str] | None = None,
+                   rules: pipeline.RuleSet | str | None = None, calibration_data: Any = None,
                    calibration_method: str = "max", calibration_percentile: float = 99.99,
                    calibration_batch_size: int = 32, opset: int | None = None,
-                   force: bool = False, weight_bits: int = 8,
-                   keep_layout: bool = False) -> QuantizedModel:
+                   force: bool = False, weight_scheme: str | None = None,
+                   keep_layout: bool = False, weight_bits: int | None = None) -> QuantizedModel:
     """Insert Q/DQ following TensorRT's placement policy (or the given rules).
 
     `model` is a Keras model, an `onnx.ModelProto` or a path (.onnx, .keras, .h5, SavedModel);
     it is never modified, nor is `quantization_spec`. Modes: "full" (every supported layer,
     spec/cases adjust) and "partial" (only what the spec/cases name). With
     `calibration_data` the activation scales are calibrated (`calibration_method`),
-    otherwise they are placeholders. Layout Transposes a converter left around weighted ops
-    are moved to the graph's edges unless `keep_layout`. Returns a QuantizedModel."""
-    placement = pipeline.PlacementConfig(rules=rules, mode=quantization_mode,
-                                         spec=quantization_spec,
-                                         cases=tuple(custom_qdq_cases or ()), force=force,
-                                         keep_layout=keep_layout)
+    otherwise they are placeholders. `weight_scheme` puts every weight in another precision
+    scheme than its rule's ("int8-4bit": a 4-bit range in int8 Q/DQ, an experiment;
+    `weight_bits=4`, the older form, still works). Layout Transposes a converter left
+    around weighted ops are moved to the graph's edges unless `keep_layout`."""
+    placement = pipeline.PlacementConfig(
+        rules=rules, mode=quantization_mode, spec=quantization_spec,
+        cases=tuple(custom_qdq_cases or ()), force=force, keep_layout=keep_layout,
+        weight_scheme=_weight_scheme(weight_bits, weight_scheme))
     calibration = pipeline.CalibrationConfig(method=calibration_method,
                                              percentile=calibration_percentile,
                                              batch_size=calibration_batch_size)
-    q = pipeline.quantize(_as_onnx(model, opset), placement, calibration,
-                          data=calibration_data, weight_bits=weight_bits)
-    return QuantizedModel(q.float_model, q.plan, q.qdq, q.report, q.notes, weight_bits)
+    q = pipeline.insert(_as_onnx(model, opset), placement, calibration, data=calibration_data)
+    return QuantizedModel(q.float_model, q.plan, q.qdq, q.report, q.notes)
 
 
 def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99.99,
@@ -203,7 +181,7 @@ def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99
         model = model.onnx
     elif isinstance(model, (str, Path)):
         model = pipeline.load(model).model
-    out, _ = pipeline.recalibrate(model, data, pipeline.CalibrationConfig(
+    out, _ = pipeline.calibrate(model, data, pipeline.CalibrationConfig(
         method=method, percentile=percentile, batch_size=batch_size, max_samples=max_samples,
         show_progress=show_progress))
     return out

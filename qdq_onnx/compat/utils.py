@@ -6,25 +6,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qdq_onnx.files.onnx_files import save_model_atomic
+from qdq_onnx import pipeline
 
 
 def convert_keras_model_to_onnx(model: Any, onnx_path: str | os.PathLike,
                                 opset: int | None = None) -> Path:
     """Convert an in-memory Keras model (functional, Sequential or subclassed) to ONNX."""
-    from qdq_onnx.convert.keras_model import keras_to_onnx
-
-    onnx_model = keras_to_onnx(model, opset=opset)
-    return save_model_atomic(onnx_model, onnx_path, check="the converted model")
+    pipeline.check_output(onnx_path)
+    return pipeline.save(pipeline.convert(model, opset=opset), onnx_path,
+                         check="the converted model")
 
 
 def convert_saved_model_to_onnx(saved_model_dir: str | os.PathLike,
                                 onnx_path: str | os.PathLike, opset: int | None = None) -> Path:
     """Convert a saved Keras model (.keras/.h5 file or SavedModel folder) to ONNX."""
-    from qdq_onnx.convert.keras_model import keras_to_onnx, load_keras_model
-
-    onnx_model = keras_to_onnx(load_keras_model(saved_model_dir), opset=opset)
-    return save_model_atomic(onnx_model, onnx_path, check="the converted model")
+    pipeline.check_output(onnx_path)
+    return pipeline.save(pipeline.convert(saved_model_dir, opset=opset), onnx_path,
+                         check="the converted model")
 
 
 class _Assets:

@@ -17,11 +17,15 @@ from qdq_onnx.data.images import ImageArray, ImageFolder, is_image_folder
 from qdq_onnx.data.iterables import split_batch
 from qdq_onnx.errors import QdqError
 
-_ONNX_TO_NP = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
-               onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
-               onnx.TensorProto.INT32: np.int32, onnx.TensorProto.UINT8: np.uint8,
-               onnx.TensorProto.INT8: np.int8, onnx.TensorProto.BOOL: np.bool_}
 LABEL_KEYS = ("labels", "y")
+
+
+def numpy_dtype(elem_type: int) -> type:
+    """The numpy type of an ONNX element type (float32 for types numpy lacks)."""
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).type
+    except (KeyError, TypeError, ValueError):
+        return np.float32
 
 
 def model_inputs(model: onnx.ModelProto) -> dict[str, tuple[tuple[int | None, ...], Any]]:
@@ -34,7 +38,7 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, tuple[tuple[int | None, ..
         tt = vi.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else None
                      for d in tt.shape.dim)
-        out[vi.name] = (dims, _ONNX_TO_NP.get(tt.elem_type, np.float32))
+        out[vi.name] = (dims, numpy_dtype(tt.elem_type))
     return out
 
 

@@ -16,6 +16,7 @@ from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
 from qdq_onnx.progress import progress
 from qdq_onnx.quantize.scales import broadcast_scale, quantize_dequantize
+from qdq_onnx.quantize.schemes import pair_schemes
 
 
 @dataclass
@@ -46,6 +47,7 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
 
     index = GraphIndex(model.graph)
     pairs = qdq_pairs(model)
+    scheme = pair_schemes(model, pairs, index)
     consumers: dict[str, list[str]] = {}
     for p in pairs:
         consumers[p.source] = sorted({u.node.name for u in index.consumers.get(p.output, ())})
@@ -55,7 +57,8 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
         w = index.constant_value(p.source).astype(np.float32)
         scale = index.constant_value(p.scale).astype(np.float32)
         axis = attribute(dq, "axis", 1) if scale.size > 1 else None
-        fq, clipped = quantize_dequantize(w, broadcast_scale(scale, w.ndim, axis))
+        fq, clipped = quantize_dequantize(w, broadcast_scale(scale, w.ndim, axis),
+                                          scheme[p.source])
         rows.append(TensorRow(p.source, "weight", consumers[p.source], float(scale.max()),
                               int(scale.size), clipped / w.size,
                               sqnr_db(float(np.sum(w.astype(np.float64) ** 2)),
@@ -82,7 +85,7 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
             q_vals = dict(zip(fetch_q, q_sess.run(fetch_q, feed))) if fetch_q else {}
             for t, s in act_scale.items():
                 x = (f_vals[t] if t in f_vals else feed[t]).astype(np.float32)
-                fq, clipped = quantize_dequantize(x, s.reshape(()))
+                fq, clipped = quantize_dequantize(x, s.reshape(()), scheme[t])
                 acc[t] += (np.sum(x.astype(np.float64) ** 2),
                            np.sum((x - fq).astype(np.float64) ** 2), clipped, x.size)
             for _, _, o in layer_outputs:

@@ -97,8 +97,9 @@ def _placement(rows, plan) -> list[str]:
 
 def _lint(lint) -> list[str]:
     out = ["<h2 id='lint'>TensorRT lint</h2>", f"<p><b>{_esc(lint.summary())}</b></p>",
-           _table(["weighted layer", "op", "INT8", "axis"],
-                  [[r.node, r.op_type, "<span class='ok'>yes</span>" if r.int8 else
+           _table(["weighted layer", "op", "runs in", "axis"],
+                  [[r.node, r.op_type,
+                    f"<span class='ok'>{_esc(r.scheme)}</span>" if r.quantized else
                     "<span class='bad'>no</span>", "-" if r.axis is None else r.axis]
                    for r in lint.layers], raw=True)]
     if lint.findings:

@@ -1,5 +1,5 @@
 """Reading a Q/DQ graph back: which node inputs are fed by DequantizeLinear, with which
-scale shape, axis and rule. Works on any Q/DQ ONNX (ours or another tool's)."""
+scale shape, axis, precision scheme and rule. Works on any Q/DQ ONNX (ours or another tool's)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.layers import LayerGraph
 from qdq_onnx.graph.qdq import dequantized
+from qdq_onnx.quantize.schemes import planned_schemes, zero_point_scheme
 
 
 @dataclass
@@ -22,6 +23,7 @@ class QuantizedInput:
     kind: str  # activation | weight
     axis: int | None
     scales: int
+    scheme: str
     rule: str
     layer: str | None
 
@@ -36,6 +38,7 @@ def _rule(node: onnx.NodeProto) -> str:
 def quantized_inputs(model: onnx.ModelProto) -> list[QuantizedInput]:
     index = GraphIndex(model.graph)
     layers = LayerGraph(model, index) if get_metadata(model, LAYER_MAP_KEY) else None
+    planned = planned_schemes(model)
     out: list[QuantizedInput] = []
     for node in index.nodes:
         if node.op_type in ops.QDQ_OPS:
@@ -52,7 +55,9 @@ def quantized_inputs(model: onnx.ModelProto) -> list[QuantizedInput]:
                 count *= d
             axis = attribute(dq, "axis", None) if count > 1 else None
             owner = layers.owner.get(node.name) if layers is not None else None
-            out.append(QuantizedInput(node.name, node.op_type, i, kind, axis, count, _rule(dq),
+            scheme = planned.get(source) or zero_point_scheme(index, dq)
+            out.append(QuantizedInput(node.name, node.op_type, i, kind, axis, count,
+                                      scheme.name, _rule(dq),
                                       owner.name if owner is not None else None))
     return out
 

@@ -12,7 +12,7 @@ import onnx
 
 from qdq_onnx.diagnostics.charts import png_bytes, pyplot
 from qdq_onnx.diagnostics.metrics import output_sqnr_db
-from qdq_onnx.errors import QdqError
+from qdq_onnx.errors import QdqError, SettingError
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.insert import insert_qdq
 
@@ -75,9 +75,9 @@ class _Evaluator:
 
 def analyse(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, float],
             x: dict[str, np.ndarray], labels: np.ndarray | None = None,
-            batch_size: int = 256, target_drop: float | None = None,
-            weight_bits: int = 8) -> SensitivityReport:
-    """`float_model` is the prepared float model the plan was made for."""
+            batch_size: int = 256, target_drop: float | None = None) -> SensitivityReport:
+    """`float_model` is the prepared float model the plan was made for; each placement is
+    quantized in its own scheme."""
     ev = _Evaluator(float_model, x, labels, batch_size)
     groups = layer_groups(plan)
     if not groups:
@@ -85,7 +85,7 @@ def analyse(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, f
 
     def with_placements(keep) -> float:
         sub = PlacementPlan(placements=list(keep), mode=plan.mode, rules=plan.rules)
-        model, _ = insert_qdq(float_model, sub, amax, weight_bits=weight_bits)
+        model, _ = insert_qdq(float_model, sub, amax)
         return ev.metric(model)
 
     float_metric = ev.metric(float_model) if labels is not None else float("inf")
@@ -101,7 +101,8 @@ def analyse(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, f
                                float_metric, full, rows, target_drop=target_drop)
     if target_drop is not None:
         if labels is None:
-            raise QdqError("--target-drop needs labels (accuracy): store them under 'labels'")
+            raise SettingError("target_drop", "needs labels (accuracy): store them under "
+                                              "'labels'")
         chosen: list[str] = []
         current = full
         for row in rows:  # greedy on the ranking: most recovering layers first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -13,15 +14,30 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from qdq_onnx.errors import QdqError, UnsupportedModelError
+from qdq_onnx.files.atomic import write_failed
+from qdq_onnx.files.runtime import readable_ir_version
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (axis) needs opset 13
 MAX_OPSET = 21  # the newest default-domain opset onnxruntime 1.19 runs
-MAX_IR_VERSION = 10  # onnxruntime 1.19 refuses IR 11+
 _PROTOBUF_LIMIT = 2**31 - 1
-_ITEMSIZE = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
-             onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1, onnx.TensorProto.BOOL: 1,
-             onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8,
-             onnx.TensorProto.DOUBLE: 8}
+
+
+def _itemsizes() -> dict[int, int]:
+    """Bytes per element of every fixed-width ONNX element type, from its name (INT32,
+    FLOAT16, FLOAT8E4M3FN, COMPLEX64, ...); packed 4-bit and string types are left out."""
+    fixed = {"FLOAT": 4, "DOUBLE": 8, "BOOL": 1}
+    out = {}
+    for value in onnx.TensorProto.DataType.values():
+        name = onnx.TensorProto.DataType.Name(value)
+        width = re.match(r"^(?:U?INT|B?FLOAT|COMPLEX)(\d+)", name)
+        if name in fixed:
+            out[value] = fixed[name]
+        elif width and int(width[1]) >= 8:
+            out[value] = int(width[1]) // 8
+    return out
+
+
+_ITEMSIZE = _itemsizes()
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,26 @@ def check_model(model: onnx.ModelProto | str | os.PathLike, what: str = "the mod
         raise QdqError(f"{what} fails the ONNX checker: {first}") from None
 
 
+def check_output(out: str | os.PathLike, inp: str | os.PathLike | None = None) -> Path:
+    """QdqError unless `out` can be written: not a folder, not the input file `inp`, in a
+    folder that exists and is writable. Called before any work, so a bad `-o` costs
+    nothing."""
+    o = Path(out)
+    if o.is_dir():
+        stem = Path(inp).stem if inp else "model"
+        raise QdqError(f"{o}: is a folder; give the output file's path (e.g. "
+                       f"{o / (stem + '.out.onnx')})")
+    if inp is not None and (same_file(inp, o) or Path(inp).resolve() == o.resolve()):
+        raise QdqError(f"the output {o} is the input file; write to another path (inputs "
+                       "are never modified)")
+    parent = o.parent if str(o.parent) else Path(".")
+    if not parent.is_dir():
+        raise QdqError(f"{o}: the output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise QdqError(f"{o}: the output folder {parent} is not writable")
+    return o
+
+
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
                       check: str | None = None, external: bool | None = None) -> Path:
     """Write `model` to `path` via temporary files and renames: never a half-written file.
@@ -159,14 +195,11 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
     (default: when the model is over 2 GB), weights go to one external-data file
     `<name>.data` next to `path`, streamed tensor by tensor.
     """
-    out = Path(path)
+    out = check_output(path)
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise QdqError(f"{out}: the output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise QdqError(f"{out}: the output folder {parent} is not writable")
-    if model.ir_version > MAX_IR_VERSION:
-        model.ir_version = MAX_IR_VERSION
+    readable = readable_ir_version(model.ir_version)
+    if readable != model.ir_version:  # written at an IR version the runtime here reads
+        model.ir_version = readable
     if external is None:
         external = approx_size(model) >= _PROTOBUF_LIMIT
     if check and not external:
@@ -174,7 +207,10 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
         check_model(skeleton(model), check)
     # Everything is written into a private folder next to the output first (the checker
     # reads external data relative to the model file), then renamed into place.
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise write_failed(out, exc) from None
     data_name = out.name + ".data"
     try:
         tmp = work / out.name
@@ -191,6 +227,8 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
         if external:
             os.replace(work / data_name, parent / data_name)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise write_failed(out, exc) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

@@ -1,22 +1,38 @@
-"""Fine-tuning settings, validated before any work starts."""
+"""Fine-tuning settings: what is trained and how (TrainConfig) and the loop of one run
+(FitConfig), each a frozen object validated when it is made."""
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
 
-from qdq_onnx.errors import QdqError
-from qdq_onnx.finetune.losses import LossSpec
+from qdq_onnx.errors import SettingError
+from qdq_onnx.finetune.backend import BACKENDS
+from qdq_onnx.finetune.losses import LOSSES
 from qdq_onnx.finetune.schedules import SCHEDULES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+METRICS = ("accuracy", "acc")
 # Settings that change what is trained: a checkpoint made with others cannot be resumed.
 FINGERPRINTED = ("loss", "from_logits", "optimizer", "weight_decay", "learn_scales",
                  "weight_bits")
+# Settings that say where training runs, not what it computes: kept out of the emitted
+# file's training record and of the checkpoint fingerprint.
+_PLACE_ONLY = ("device", "backend", "weight_bits")
 
 
-@dataclass
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _count(value: object, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How to fine-tune: optimizer, learning rate and schedule, loss, what is trained.
 
@@ -24,7 +40,10 @@ class TrainConfig:
     categorical_crossentropy, binary_crossentropy, mse (from logits, or from probabilities
     with from_logits=False). Schedules: constant, cosine, step (x gamma every step_size
     epochs), each with optional linear warm-up. learn_scales trains activation scales (LSQ
-    gradient); weight scales always follow the weights."""
+    gradient); weight scales always follow the weights, in the precision scheme the model's
+    placement plan gives them. `backend` names the training engine (`BACKENDS`;
+    onnxruntime-training by default). `weight_bits` is deprecated: a 4-bit weight range is
+    a placement setting (`PlacementConfig(weight_scheme="int8-4bit")`)."""
 
     optimizer: str = "adam"
     # Measured (scripts/bench_finetune_defaults.py): 1e-5 with cosine decay is the only
@@ -40,34 +59,104 @@ class TrainConfig:
     step_size: int = 1
     gamma: float = 0.1
     learn_scales: bool = False
-    weight_bits: int = 8
     seed: int = 0
     device: str = "cpu"  # "cuda" with the onnxruntime-training CUDA build
+    backend: str = "onnxruntime"
+    weight_bits: int | None = None  # deprecated: the weights' scheme comes from the model
 
-    def validate(self) -> None:
-        """Raise QdqError naming the first invalid setting."""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizer", str(self.optimizer).lower())
+        metrics = (self.metrics,) if isinstance(self.metrics, str) else self.metrics
+        object.__setattr__(self, "metrics", tuple(metrics or ()))
         if self.optimizer not in OPTIMIZERS:
-            raise QdqError(f"unknown optimizer {self.optimizer!r}; use one of "
-                           f"{', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0
-                and math.isfinite(self.learning_rate)):
-            raise QdqError(f"learning rate must be a positive number, got "
-                           f"{self.learning_rate!r}")
+            raise SettingError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got "
+                                            f"{self.optimizer!r}")
+        if not (_number(self.learning_rate) and self.learning_rate > 0):
+            raise SettingError("learning_rate", f"must be a positive number, got "
+                                                f"{self.learning_rate!r}")
+        if self.loss not in LOSSES:
+            raise SettingError("loss", f"must be one of {', '.join(sorted(LOSSES))}, got "
+                                       f"{self.loss!r}")
         if self.schedule not in SCHEDULES:
-            raise QdqError(f"unknown schedule {self.schedule!r}; use one of "
-                           f"{', '.join(SCHEDULES)}")
-        if self.weight_decay < 0:
-            raise QdqError(f"weight decay must be >= 0, got {self.weight_decay}")
-        if not 2 <= self.weight_bits <= 8:
-            raise QdqError(f"weight_bits must be 2-8, got {self.weight_bits}")
-        unknown = [m for m in self.metrics if m not in ("accuracy", "acc")]
+            raise SettingError("schedule", f"must be one of {', '.join(SCHEDULES)}, got "
+                                           f"{self.schedule!r}")
+        if not (_number(self.weight_decay) and self.weight_decay >= 0):
+            raise SettingError("weight_decay", f"must be >= 0, got {self.weight_decay!r}")
+        for name in ("warmup_steps", "seed"):
+            if not _count(getattr(self, name), 0):
+                raise SettingError(name, f"must be an integer >= 0, got "
+                                         f"{getattr(self, name)!r}")
+        if not _count(self.step_size):
+            raise SettingError("step_size", f"must be a positive integer, got "
+                                            f"{self.step_size!r}")
+        if not (_number(self.gamma) and self.gamma > 0):
+            raise SettingError("gamma", f"must be a positive number, got {self.gamma!r}")
+        unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
-            raise QdqError(f"unknown metric(s) {unknown}; supported: accuracy")
-        LossSpec(self.loss, self.from_logits).kind  # noqa: B018 - validates the name
+            raise SettingError("metrics", f"may only hold accuracy, got {unknown}")
+        if self.backend not in BACKENDS:
+            raise SettingError("backend", f"must be one of {', '.join(BACKENDS)}, got "
+                                          f"{self.backend!r}")
+        if self.weight_bits is not None:
+            if not (_count(self.weight_bits, 2) and self.weight_bits <= 8):
+                raise SettingError("weight_bits", f"must be 2-8, got {self.weight_bits!r}")
+            warnings.warn("TrainConfig(weight_bits=...) is deprecated: the weights' range "
+                          "comes from the model's placement plan; quantize with "
+                          "PlacementConfig(weight_scheme='int8-4bit') instead",
+                          DeprecationWarning, stacklevel=3)
 
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """The settings recorded with checkpoints and in the emitted model (no device)."""
+    def fingerprint_fields(self) -> dict:
+        """The settings recorded with checkpoints and in the emitted model (not where
+        training ran)."""
         d = asdict(self)
         d["metrics"] = list(self.metrics)
-        d.pop("device")
+        for name in _PLACE_ONLY:
+            d.pop(name)
         return d
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The loop of one fine-tuning run (what Keras's `fit` takes, plus checkpoints).
+
+    `checkpoint_dir`: write checkpoints there (weights, optimizer state, loop position);
+    one at every epoch end, at an interruption, and every `checkpoint_every_steps` steps
+    and/or `checkpoint_every_minutes` minutes (default 10: a killed run loses at most
+    that), keeping the newest `keep_checkpoints`. `resume`: continue from the newest one.
+    `keep_best`: with validation data, return the best weights by validation (the start
+    included). `sample_size`: samples the emitted model is checked on against the training
+    graph. `steps_per_epoch`: train on that many batches of the shuffled data per epoch."""
+
+    batch_size: int = 32
+    epochs: int = 1
+    validation_split: float = 0.0
+    shuffle: bool = True
+    checkpoint_dir: str | os.PathLike | None = None
+    resume: bool = False
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_minutes: float | None = 10.0
+    keep_checkpoints: int = 2
+    early_stopping_patience: int | None = None
+    keep_best: bool = True
+    verbose: int = 1
+    sample_size: int = 64
+    steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "keep_checkpoints", "sample_size"):
+            if not _count(getattr(self, name)):
+                raise SettingError(name, f"must be a positive integer, got "
+                                         f"{getattr(self, name)!r}")
+        for name in ("steps_per_epoch", "checkpoint_every_steps", "early_stopping_patience"):
+            value = getattr(self, name)
+            if value is not None and not _count(value):
+                raise SettingError(name, f"must be a positive integer, got {value!r}")
+        minutes = self.checkpoint_every_minutes
+        if minutes is not None and not (_number(minutes) and minutes > 0):
+            raise SettingError("checkpoint_every_minutes", f"must be a positive number, got "
+                                                           f"{minutes!r}")
+        if not (_number(self.validation_split) and 0.0 <= self.validation_split < 1.0):
+            raise SettingError("validation_split", f"must be in [0, 1), got "
+                                                   f"{self.validation_split!r}")
+        if self.resume and self.checkpoint_dir is None:
+            raise SettingError("resume", "needs a checkpoint_dir to resume from")

@@ -10,7 +10,8 @@ saturates like it, so the forward pass is bit-identical to the Q/DQ graph. Backw
 pass the gradient straight through, Clip zeroes it outside the range, and Div/Mul give the
 scale the LSQ gradient when the scale is trained. Weight scales are frozen parameters that
 the trainer recomputes from the weights after every step (per channel, max|w| / qmax, as
-TensorRT will compute them at export).
+TensorRT will compute them at export). The clip range [lo, hi] and qmax are the pair's
+precision scheme's (the placement plan's, see `qdq_onnx.quantize.schemes`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.ops import WEIGHTED_OPS
 from qdq_onnx.graph.qdq import qdq_pairs
 from qdq_onnx.quantize.scales import weight_scale
+from qdq_onnx.quantize.schemes import pair_schemes
+from qdq_onnx.scheme import Scheme
 
 ROUNDER = np.float32(1.5 * 2**23)
 PREFIX = "qdq_onnx_fq"
@@ -39,7 +42,11 @@ class WeightQuant:
     scale: str  # the Q/DQ model's scale initializer ([K]), updated at export
     train_scale: str  # frozen parameter in the training graph (broadcast shape)
     axis: int | None  # None: a per-tensor weight scale
-    qmax: int
+    scheme: Scheme
+
+    @property
+    def qmax(self) -> int:
+        return self.scheme.qmax
 
 
 @dataclass
@@ -51,16 +58,27 @@ class TrainGraph:
     activation_scales: list[str] = field(default_factory=list)
     output: str = ""
 
+    @property
+    def weight_bits(self) -> int | list[int] | None:
+        """The bits of the weights' range (one number when all weights share it)."""
+        bits = sorted({w.scheme.bits for w in self.weights})
+        return bits[0] if len(bits) == 1 else (bits or None)
+
+    def schemes(self) -> dict[str, str]:
+        """Quantized weight -> scheme name (part of what is trained)."""
+        return {w.weight: w.scheme.name for w in self.weights}
+
 
 def _const(graph: onnx.GraphProto, name: str, value) -> str:
     graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
     return name
 
 
-def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
-                        learn_scales: bool = False) -> TrainGraph:
+def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
+                        weight_bits: int | None = None) -> TrainGraph:
     """The training graph of a Q/DQ model (which is not modified); a fixed batch dimension
-    is relaxed so training runs at any batch size."""
+    is relaxed so training runs at any batch size. `weight_bits` (deprecated) narrows every
+    weight's range instead of the plan's scheme."""
     model = relax_batch(qdq_model)
     graph = model.graph
     index = GraphIndex(graph)
@@ -68,12 +86,9 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
     if len(graph.output) != 1:
         raise QdqError(f"fine-tuning needs a single-output model; this one has "
                        f"{len(graph.output)} outputs ({', '.join(o.name for o in graph.output)})")
+    schemes = pair_schemes(qdq_model, pairs, index)
     m = _const(graph, f"{PREFIX}_rounder", ROUNDER)
-    lo8 = _const(graph, f"{PREFIX}_lo8", -128.0)
-    hi8 = _const(graph, f"{PREFIX}_hi8", 127.0)
-    wq = 2 ** (weight_bits - 1) - 1
-    lo_w = _const(graph, f"{PREFIX}_lo_w", -(wq + 1))
-    hi_w = _const(graph, f"{PREFIX}_hi_w", wq)
+    bounds = _Bounds(graph)
     drop = {p.quantize for p in pairs} | {p.dequantize for p in pairs}
     new_nodes: list[onnx.NodeProto] = []
     result = TrainGraph(model, [], [])
@@ -90,21 +105,19 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
             seen_weights.add(p.source)
             scale_size = int(np.prod(index.constant_shape(p.scale) or (1,)))
             axis = attribute(dq, "axis", 1) % w.ndim if scale_size > 1 else None
-            s = _const(graph, f"{tag}_wscale", weight_scale(w.astype(np.float32), axis, wq))
-            lo, hi = lo_w, hi_w
-            result.weights.append(WeightQuant(p.source, p.scale, s, axis, wq))
+            scheme = schemes[p.source]
+            if weight_bits is not None:
+                scheme = scheme.with_bits(weight_bits)
+            s = _const(graph, f"{tag}_wscale", weight_scale(w.astype(np.float32), axis,
+                                                            scheme.qmax))
+            lo, hi = bounds.of("w", scheme)
+            result.weights.append(WeightQuant(p.source, p.scale, s, axis, scheme))
         else:
-            s, lo, hi = p.scale, lo8, hi8
+            s = p.scale
+            lo, hi = bounds.of("a", schemes[p.source])
             if s not in result.activation_scales:
                 result.activation_scales.append(s)
-        new_nodes += [
-            helper.make_node("Div", [p.source, s], [f"{tag}_div"], name=f"{tag}_div"),
-            helper.make_node("Add", [f"{tag}_div", m], [f"{tag}_add"], name=f"{tag}_add"),
-            helper.make_node("Sub", [f"{tag}_add", m], [f"{tag}_round"], name=f"{tag}_round"),
-            helper.make_node("Clip", [f"{tag}_round", lo, hi], [f"{tag}_clip"],
-                             name=f"{tag}_clip"),
-            helper.make_node("Mul", [f"{tag}_clip", s], [p.output], name=f"{tag}_scale"),
-        ]
+        new_nodes += _fake_quant_nodes(tag, p.source, s, m, lo, hi, p.output)
     kept = [n for n in graph.node if n.name not in drop]
     kept = [x for n in kept for x in _inference_form(n, index, graph)]
     del graph.node[:]
@@ -116,6 +129,33 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, weight_bits: int = 8,
     result.output = graph.output[0].name
     _choose_parameters(result, GraphIndex(graph), learn_scales)
     return result
+
+
+def _fake_quant_nodes(tag: str, source: str, scale: str, rounder: str, lo: str, hi: str,
+                      output: str) -> list[onnx.NodeProto]:
+    """Clip((x / s) + M - M, lo, hi) * s, writing `output`."""
+    return [
+        helper.make_node("Div", [source, scale], [f"{tag}_div"], name=f"{tag}_div"),
+        helper.make_node("Add", [f"{tag}_div", rounder], [f"{tag}_add"], name=f"{tag}_add"),
+        helper.make_node("Sub", [f"{tag}_add", rounder], [f"{tag}_round"], name=f"{tag}_round"),
+        helper.make_node("Clip", [f"{tag}_round", lo, hi], [f"{tag}_clip"], name=f"{tag}_clip"),
+        helper.make_node("Mul", [f"{tag}_clip", scale], [output], name=f"{tag}_scale"),
+    ]
+
+
+class _Bounds:
+    """The clip-range constants of the training graph, one pair per role and scheme."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph, self.made = graph, {}
+
+    def of(self, role: str, scheme: Scheme) -> tuple[str, str]:
+        key = (role, scheme.name)
+        if key not in self.made:
+            tag = f"{PREFIX}_{role}_{scheme.name.replace('-', '_')}"
+            self.made[key] = (_const(self.graph, f"{tag}_lo", float(scheme.qmin)),
+                              _const(self.graph, f"{tag}_hi", float(scheme.qmax)))
+        return self.made[key]
 
 
 def _inference_form(node: onnx.NodeProto, index: GraphIndex,

@@ -56,6 +56,18 @@ class EarlyStopping:
         self.waited += 1
         return self.waited >= self.patience
 
+    def to_dict(self) -> dict:
+        """The record without the snapshot (saved beside it in checkpoints)."""
+        return {"patience": self.patience, "best_value": self.best_value,
+                "waited": self.waited}
+
+    @classmethod
+    def from_dict(cls, data: dict, best: np.ndarray | None) -> EarlyStopping:
+        """The record of `to_dict()` with its snapshot."""
+        out = cls(int(data["patience"]))
+        out.best_value, out.waited, out.best = float(data["best_value"]), int(data["waited"]), best
+        return out
+
 
 class KeepBest:
     """The best weights by validation (accuracy when there is one, else loss), the starting
@@ -73,6 +85,21 @@ class KeepBest:
         value = logs.get(self.key)
         if value is not None and self.sign * (value - self.best_value) > 0:
             self.best_value, self.best, self.best_epoch = value, snapshot(), epoch
+
+    def to_dict(self) -> dict:
+        """The record without the snapshot (saved beside it in checkpoints)."""
+        return {"key": self.key, "start": self.start, "best_value": self.best_value,
+                "best_epoch": self.best_epoch}
+
+    @classmethod
+    def from_dict(cls, data: dict, best: np.ndarray | None) -> KeepBest:
+        """The record of `to_dict()` with its snapshot."""
+        out = cls.__new__(cls)
+        out.key = data["key"]
+        out.sign = 1.0 if out.key == "val_accuracy" else -1.0
+        out.start, out.best_value = float(data["start"]), float(data["best_value"])
+        out.best_epoch, out.best = int(data["best_epoch"]), best
+        return out
 
     def summary(self, last_epoch: int) -> str | None:
         """Why the returned weights are not the last epoch's, or None when they are."""

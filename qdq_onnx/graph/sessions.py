@@ -21,9 +21,18 @@ def inference_session(model: Any, threads: int = 0, optimize: bool = True) -> An
     written with external data to a temporary folder, which the session keeps alive).
     `optimize=False` turns graph optimizations off: no kernel fusions, so two graphs that
     compute the same thing op for op give bit-identical results."""
-    import onnxruntime as ort
+    from qdq_onnx.files.runtime import import_onnxruntime, readable_ir_version
 
+    ort = import_onnxruntime()
     keep = None
+    if not isinstance(model, (bytes, str)) and \
+            readable_ir_version(model.ir_version) != model.ir_version:
+        import onnx
+
+        older = onnx.ModelProto()  # the caller's model stays as it is
+        older.CopyFrom(model)
+        older.ir_version = readable_ir_version(model.ir_version)
+        model = older
     if not isinstance(model, (bytes, str)):
         from qdq_onnx.files.onnx_files import _PROTOBUF_LIMIT, approx_size, save_model_atomic
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.scheme import DEFAULT_SCHEME, scheme_named
 
 PLAN_FORMAT = "qdq-onnx-plan"
 PLAN_VERSION = 1
@@ -22,7 +23,8 @@ PLAN_VERSION = 1
 
 @dataclass(frozen=True)
 class Placement:
-    """Q/DQ on `consumer.input[input]` (reading `tensor`)."""
+    """Q/DQ on `consumer.input[input]` (reading `tensor`) in precision `scheme` (a name
+    of `qdq_onnx.scheme`)."""
 
     tensor: str
     consumer: str
@@ -33,6 +35,7 @@ class Placement:
     reason: str
     layer: str | None = None
     scale_group: str | None = None
+    scheme: str = DEFAULT_SCHEME
 
     @property
     def key(self) -> tuple[str, int]:
@@ -75,6 +78,10 @@ class PlacementPlan:
     def weights(self) -> list[Placement]:
         """The weight placements (per-channel scales on `axis`), in graph order."""
         return [p for p in self.placements if p.kind == "weight"]
+
+    def schemes(self) -> list[str]:
+        """The scheme names the plan uses, in order of first use."""
+        return list(dict.fromkeys(p.scheme for p in self.placements))
 
     def activation_groups(self) -> dict[str, list[Placement]]:
         """Activation placements grouped by the scale they share (one Q/DQ pair each)."""
@@ -131,6 +138,11 @@ class PlacementPlan:
             if p.kind not in ("activation", "weight"):
                 raise QdqError(f"{source}: placement on {p.consumer}[{p.input}] has kind "
                                f"{p.kind!r}; expected activation or weight")
+            try:
+                scheme_named(p.scheme)
+            except QdqError as exc:
+                raise QdqError(f"{source}: placement on {p.consumer}[{p.input}]: "
+                               f"{exc}") from None
         return cls(placements=placements, left_float=left, mode=data.get("mode", "full"),
                    rules=data.get("rules", {}), spec=data.get("spec", []),
                    cases=data.get("cases", []), notes=data.get("notes", []),

@@ -13,12 +13,14 @@ from qdq_onnx.errors import QdqError, SpecError
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.layers import LayerGraph
 from qdq_onnx.placement.cases import BUILTIN_CASES, CustomQDQInsertionCase
+from qdq_onnx.placement.config import ResolvedPlacement
 from qdq_onnx.placement.patterns import PATTERN_KINDS
 from qdq_onnx.placement.plan import Placement, PlacementPlan
 from qdq_onnx.placement.proposals import PRIORITY_CASE, PRIORITY_OP_RULE, Proposal, resolve
 from qdq_onnx.placement.rules import OpRule, RuleSet
 from qdq_onnx.placement.slots import slot_proposal
 from qdq_onnx.placement.spec import QuantizationSpec, spec_proposals
+from qdq_onnx.scheme import Scheme
 
 
 def model_fingerprint(graph: onnx.GraphProto) -> str:
@@ -89,14 +91,11 @@ def resolve_cases(cases: Sequence[CustomQDQInsertionCase | str] | None
     return out
 
 
-def plan_placement(model: onnx.ModelProto, rules: RuleSet, mode: str = "full",
-                   spec: QuantizationSpec | None = None,
-                   cases: Sequence[CustomQDQInsertionCase | str] | None = None) -> PlacementPlan:
-    """Decide every Q/DQ pair for a prepared float model. `model` and `spec` are not
-    modified."""
-    if mode not in ("full", "partial"):
-        raise QdqError(f"quantization mode must be 'full' or 'partial', got {mode!r}")
-    case_objs = resolve_cases(cases)
+def plan_placement(model: onnx.ModelProto, placement: ResolvedPlacement) -> PlacementPlan:
+    """Decide every Q/DQ pair for a prepared float model, each in its precision scheme.
+    `model` and the spec are not modified."""
+    rules, mode, spec = placement.rules, placement.mode, placement.spec
+    case_objs = resolve_cases(placement.cases)
     user_spec = spec.copy() if spec is not None else None
     if mode == "partial" and not (user_spec and len(user_spec)) and not case_objs:
         raise SpecError("partial mode quantizes only the layers a spec or a custom case names; "
@@ -136,6 +135,9 @@ def plan_placement(model: onnx.ModelProto, rules: RuleSet, mode: str = "full",
     order = {n.name: i for i, n in enumerate(index.nodes)}
     placements, left, notes = resolve(proposals, order)
     placements = share_through_neutral(placements, index, rules)
+    placements, scheme_notes = assign_schemes(placements, index, rules,
+                                              placement.weight_scheme)
+    notes += scheme_notes
     plan = PlacementPlan(placements=placements, left_float=left, mode=mode,
                          rules=rules.summary(), spec=user_spec.to_list() if user_spec else [],
                          cases=case_names, notes=notes,
@@ -177,6 +179,29 @@ def share_through_neutral(placements: list[Placement], index: GraphIndex,
                                    "precision-neutral ops: no re-quantization)")
         out.append(p)
     return out
+
+
+def assign_schemes(placements: list[Placement], index: GraphIndex, rules: RuleSet,
+                   weight_scheme: Scheme | None = None) -> tuple[list[Placement], list[str]]:
+    """Each placement's precision: the op rule of its consumer's op (else the rule file's
+    default), `weight_scheme` for every weight when given. The inputs sharing one scale
+    share one Q/DQ pair, so they take the scheme of the group's first member (a note says
+    where a member's rule wanted another)."""
+    out, notes, group_scheme = [], [], {}
+    for p in placements:
+        op = index.by_name[p.consumer].op_type if p.consumer in index.by_name else None
+        scheme = rules.scheme_for(op)
+        if p.kind == "weight" and weight_scheme is not None:
+            scheme = weight_scheme.name
+        if p.kind == "activation":
+            key = p.scale_group or p.tensor
+            chosen = group_scheme.setdefault(key, scheme)
+            if chosen != scheme:
+                notes.append(f"{p.consumer}[{p.input}]: shares the scale of {key} and so its "
+                             f"scheme {chosen} (its rule gives {scheme})")
+            scheme = chosen
+        out.append(replace(p, scheme=scheme))
+    return out, notes
 
 
 def check_plan_matches(plan: PlacementPlan, model: onnx.ModelProto) -> None:

@@ -17,9 +17,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.graph.index import GraphIndex
+from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.histogram import TensorStats
 from qdq_onnx.quantize.methods import SINGLE_METHODS, amax_from_stats
 from qdq_onnx.quantize.scales import amax_to_scale, quantize_dequantize
+from qdq_onnx.scheme import INT8, Scheme
 
 PROBE_SAMPLES = 128
 
@@ -53,11 +55,12 @@ def _probe(model: onnx.ModelProto, index: GraphIndex, node: onnx.NodeProto
 
 
 def auto_amax(model: onnx.ModelProto, groups: dict[str, list[str]],
-              stats: dict[str, TensorStats], data: Any, percentile: float,
-              batch_size: int = 16, probe_samples: int = PROBE_SAMPLES,
+              stats: dict[str, TensorStats], data: Any, config: CalibrationConfig,
+              schemes: dict[str, Scheme], probe_samples: int = PROBE_SAMPLES,
               weighted: frozenset[str] = frozenset()) -> tuple[dict[str, float], dict[str, str]]:
     """(amax per key, the method chosen per key), measured on up to `probe_samples`
-    calibration samples."""
+    calibration samples (batches of `config.batch_size`), each key quantized in its
+    scheme."""
     from qdq_onnx.data.feeds import as_batches
     from qdq_onnx.graph.sessions import inference_session, with_outputs
 
@@ -69,8 +72,10 @@ def auto_amax(model: onnx.ModelProto, groups: dict[str, list[str]],
         node = _reader(index, tensors, weighted)
         probe, live = _probe(model, index, node)
         candidates = {}
+        scheme = schemes.get(key, INT8)
         for method in SINGLE_METHODS:  # dedupe equal thresholds, keep the first method
-            value = max(amax_from_stats(stats[t], method, percentile) for t in tensors)
+            value = max(amax_from_stats(stats[t], method, config.percentile, scheme)
+                        for t in tensors)
             candidates.setdefault(value, method)
         plans[key] = (tensors, node, inference_session(probe), live, candidates)
     fetch = sorted({t for _, node, _, live, _ in plans.values()
@@ -78,16 +83,17 @@ def auto_amax(model: onnx.ModelProto, groups: dict[str, list[str]],
     session = inference_session(with_outputs(model, fetch))
     noise = {key: {a: 0.0 for a in plan[4]} for key, plan in plans.items()}
     signal = dict.fromkeys(plans, 0.0)
-    batches, _ = as_batches(data, model, batch_size=batch_size, limit=probe_samples,
+    batches, _ = as_batches(data, model, batch_size=config.batch_size, limit=probe_samples,
                             source="calibration data")
     for feed in batches:
         values = {**feed, **dict(zip(fetch, session.run(fetch, feed)))}
         for key, (tensors, node, probe, live, candidates) in plans.items():
             reference = values[node.output[0]].astype(np.float64)
             signal[key] += float(np.sum(reference ** 2))
+            scheme = schemes.get(key, INT8)
             for amax in candidates:
-                scale, _ = amax_to_scale(np.float32(amax))
-                args = {t: (quantize_dequantize(values[t], scale)[0] if t in tensors
+                scale, _ = amax_to_scale(np.float32(amax), scheme)
+                args = {t: (quantize_dequantize(values[t], scale, scheme)[0] if t in tensors
                             else values[t]) for t in live}
                 out = probe.run([node.output[0]], args)[0]
                 noise[key][amax] += float(np.sum((out - reference) ** 2))

@@ -27,21 +27,16 @@ import onnx
 from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.batch import fixed_batch, relax_batch
 from qdq_onnx.progress import progress
+from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS, CalibrationConfig
 from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
-from qdq_onnx.quantize.methods import (
-    ENTROPY_MAX_CLIP,
-    METHODS,
-    SINGLE_METHODS,
-    amax_from_stats,
-    check_method,
-    entropy_threshold,
-)
+from qdq_onnx.quantize.methods import ENTROPY_MAX_CLIP, amax_from_stats, entropy_threshold
+from qdq_onnx.scheme import INT8, Scheme, scheme_named
 
-__all__ = ["METHODS", "CalibrationResult", "ClippingWarning", "TensorStats", "amax_from_stats",
-           "calibrate_plan", "check_method", "collect_amax", "collect_stats", "group_amax"]
+__all__ = ["METHODS", "CalibrationConfig", "CalibrationResult", "ClippingWarning",
+           "TensorStats", "amax_from_stats", "calibrate_groups", "calibrate_plan",
+           "collect_stats", "group_amax"]
 
 log = logging.getLogger("qdq_onnx.calibration")
-DEFAULT_CLIP_WARNING = 0.01
 
 
 class ClippingWarning(UserWarning):
@@ -76,21 +71,21 @@ def _rereadable(data: Any) -> bool:
         iter(data) is not data
 
 
-def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, batch_size: int,
-          max_samples: int | None, stats: dict[str, TensorStats], with_hist: bool,
-          desc: str, show_progress: bool) -> None:
+def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: CalibrationConfig,
+          stats: dict[str, TensorStats], with_hist: bool, desc: str) -> None:
     from qdq_onnx.data.feeds import as_batches
 
     inputs = {i.name for i in model.graph.input}
     fetch = [t for t in tensors if t not in inputs]
     relaxed = fixed_batch(model) is not None and _runs_relaxed(model, data)
-    batch_iter, total = as_batches(data, model, batch_size=batch_size, limit=max_samples,
-                                   source="calibration data", any_batch=relaxed)
+    batch_iter, total = as_batches(data, model, batch_size=config.batch_size,
+                                   limit=config.max_samples, source="calibration data",
+                                   any_batch=relaxed)
     # Without histograms only max |x| is needed: onnxruntime reduces each tensor itself.
     session, names = _session(relax_batch(model) if relaxed else model, fetch,
                               reduce_max=not with_hist)
     seen = 0
-    with progress(total=total, desc=desc, unit="sample", enable=show_progress) as bar:
+    with progress(total=total, desc=desc, unit="sample", enable=config.show_progress) as bar:
         for feed in batch_iter:
             current = dict(zip(fetch, session.run(names, feed) if fetch else []))
             for t in tensors:
@@ -128,22 +123,20 @@ def _runs_relaxed(model: onnx.ModelProto, data: Any) -> bool:
 
 
 def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
-                  batch_size: int = 32, max_samples: int | None = None,
-                  with_hist: bool = True, bins: int = DEFAULT_BINS,
-                  show_progress: bool = True) -> dict[str, TensorStats]:
-    """Stream `data` through the float model, keeping TensorStats per tensor (see the module
-    docstring for the one- and two-pass cases)."""
-    if batch_size <= 0:
-        raise QdqError(f"batch size must be a positive integer, got {batch_size}")
+                  config: CalibrationConfig | None = None, with_hist: bool = True,
+                  bins: int = DEFAULT_BINS) -> dict[str, TensorStats]:
+    """Stream `data` through the float model (batches and sample limit of `config`),
+    keeping TensorStats per tensor (see the module docstring for the one- and two-pass
+    cases)."""
+    config = config or CalibrationConfig()
     tensors = sorted(set(tensors))
     two_pass = with_hist and _rereadable(data)
     stats = {t: TensorStats(bins=bins) for t in tensors}
-    _pass(model, tensors, data, batch_size, max_samples, stats, with_hist and not two_pass,
-          "calibrate" if not two_pass else "calibrate (1/2: ranges)", show_progress)
+    _pass(model, tensors, data, config, stats, with_hist and not two_pass,
+          "calibrate" if not two_pass else "calibrate (1/2: ranges)")
     if two_pass:
         ranged = {t: TensorStats.with_range(s.amax, bins) for t, s in stats.items()}
-        _pass(model, tensors, data, batch_size, max_samples, ranged, True,
-              "calibrate (2/2: histograms)", show_progress)
+        _pass(model, tensors, data, config, ranged, True, "calibrate (2/2: histograms)")
         stats = ranged
     elif with_hist:
         log.info("calibration data is a one-shot iterator: histograms were filled in one "
@@ -151,11 +144,15 @@ def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
     return stats
 
 
-def group_amax(stats: dict[str, TensorStats], groups: dict[str, list[str]], method: str,
-               percentile: float = 99.99) -> dict[str, float]:
-    """One amax per scale key: the max over the member tensors' amax."""
-    per_tensor = {t: amax_from_stats(s, method, percentile) for t, s in stats.items()}
-    return {key: max(per_tensor[t] for t in members) for key, members in groups.items()}
+def group_amax(stats: dict[str, TensorStats], groups: dict[str, list[str]],
+               config: CalibrationConfig, schemes: dict[str, Scheme] | None = None
+               ) -> dict[str, float]:
+    """One amax per scale key: the max over the member tensors' amax (in the key's
+    scheme, INT8 when `schemes` does not name it)."""
+    schemes = schemes or {}
+    return {key: max(amax_from_stats(stats[t], config.method, config.percentile,
+                                     schemes.get(key, INT8)) for t in members)
+            for key, members in groups.items()}
 
 
 @dataclass
@@ -183,16 +180,19 @@ class CalibrationResult:
 
 
 def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
-           amax: dict[str, float], method: str, percentile: float,
-           threshold: float) -> tuple[list[TensorClipping], list[str]]:
+           amax: dict[str, float], config: CalibrationConfig,
+           schemes: dict[str, Scheme]) -> tuple[list[TensorClipping], list[str]]:
     rows, messages = [], []
+    method = config.method
     for key, members in groups.items():
+        scheme = schemes.get(key, INT8)
         for t in dict.fromkeys(members):  # a tensor read by several consumers: once
             s = stats[t]
             row = TensorClipping(t, amax[key], s.clipped_fraction(amax[key]),
-                                 s.estimated_sqnr_db(amax[key]))
-            if row.clipped > threshold:
-                sqnr = {m: s.estimated_sqnr_db(amax_from_stats(s, m, percentile))
+                                 s.estimated_sqnr_db(amax[key], scheme))
+            if row.clipped > config.clip_warning:
+                sqnr = {m: s.estimated_sqnr_db(amax_from_stats(s, m, config.percentile, scheme),
+                                               scheme)
                         for m in SINGLE_METHODS}
                 best = max(sqnr, key=sqnr.__getitem__)
                 row.suggestion = best if best != method else None
@@ -205,11 +205,13 @@ def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
     return rows, messages
 
 
-def _entropy_notes(stats: dict[str, TensorStats]) -> list[str]:
+def _entropy_notes(stats: dict[str, TensorStats], groups: dict[str, list[str]],
+                   schemes: dict[str, Scheme]) -> list[str]:
     """Where the reference KL minimum clipped too much and a restricted one was used."""
     notes = []
+    scheme_of = {t: schemes.get(key, INT8) for key, members in groups.items() for t in members}
     for t, s in stats.items():
-        used, reference = entropy_threshold(s)
+        used, reference = entropy_threshold(s, scheme=scheme_of.get(t, INT8))
         if used != reference:
             notes.append(
                 f"entropy: the KL minimum of {t!r} ({reference:.4g}) clips "
@@ -222,60 +224,51 @@ def _entropy_notes(stats: dict[str, TensorStats]) -> list[str]:
     return notes
 
 
-def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any, batch_size: int = 32,
-                   max_samples: int | None = None, method: str = "max",
-                   percentile: float = 99.99, show_progress: bool = True,
-                   clip_warning: float = DEFAULT_CLIP_WARNING) -> CalibrationResult:
-    """Calibrated amax per scale key (scale group, else tensor) of a placement plan, with
-    the clipping guard: tensors clipping more than `clip_warning` of their calibration
-    values are reported through `warnings` (ClippingWarning) and in the result."""
-    check_method(method, percentile)
-    groups = {key: [p.tensor for p in members]
-              for key, members in plan.activation_groups().items()}
+def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
+                   config: CalibrationConfig | None = None) -> CalibrationResult:
+    """Calibrated amax per scale key (scale group, else tensor) of a placement plan, each
+    in its placements' scheme, with the clipping guard: tensors clipping more than
+    `config.clip_warning` of their calibration values are reported through `warnings`
+    (ClippingWarning) and in the result."""
+    config = config or CalibrationConfig()
+    activation_groups = plan.activation_groups()
+    groups = {key: [p.tensor for p in members] for key, members in activation_groups.items()}
     if not groups:
-        return CalibrationResult({}, method)
-    return calibrate_groups(model, groups, data, batch_size, max_samples, method, percentile,
-                            show_progress, clip_warning)
+        return CalibrationResult({}, config.method)
+    schemes = {key: scheme_named(members[0].scheme)
+               for key, members in activation_groups.items()}
+    return calibrate_groups(model, groups, data, config, schemes)
 
 
 def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data: Any,
-                     batch_size: int, max_samples: int | None, method: str,
-                     percentile: float, show_progress: bool,
-                     clip_warning: float) -> CalibrationResult:
-    """Calibrate the tensors of `groups` (scale key -> member tensors) on the float model."""
+                     config: CalibrationConfig, schemes: dict[str, Scheme] | None = None
+                     ) -> CalibrationResult:
+    """Calibrate the tensors of `groups` (scale key -> member tensors) on the float model;
+    `schemes` gives each key's precision (INT8 when missing)."""
+    schemes = schemes or {}
+    method = config.method
     tensors = {t for members in groups.values() for t in members}
-    stats = collect_stats(model, tensors, data, batch_size=batch_size,
-                          max_samples=max_samples, with_hist=method != "max",
-                          show_progress=show_progress)
+    stats = collect_stats(model, tensors, data, config, with_hist=method != "max")
     if method == "auto":
         from collections import Counter
 
         from qdq_onnx.graph.ops import WEIGHTED_OPS
         from qdq_onnx.quantize.auto import auto_amax
 
-        amax, choice = auto_amax(model, groups, stats, data, percentile,
-                                 batch_size=batch_size, weighted=WEIGHTED_OPS)
+        amax, choice = auto_amax(model, groups, stats, data, config, schemes,
+                                 weighted=WEIGHTED_OPS)
         result = CalibrationResult(amax, method)
         counts = Counter(choice.values())
         result.notes = ["auto: the best threshold at the reading layer's output was "
                         + ", ".join(f"{m} for {n} tensor(s)" for m, n in counts.most_common())]
         result.choices = choice
     else:
-        amax = group_amax(stats, groups, method, percentile)
+        amax = group_amax(stats, groups, config, schemes)
         result = CalibrationResult(amax, method)
     if method == "entropy":
-        result.notes = _entropy_notes(stats)
+        result.notes = _entropy_notes(stats, groups, schemes)
     if method != "max":  # max clips nothing on its own calibration data
-        result.clipping, result.warnings = _guard(stats, groups, amax, method, percentile,
-                                                  clip_warning)
+        result.clipping, result.warnings = _guard(stats, groups, amax, config, schemes)
     for message in result.warnings:
         warnings.warn(message, ClippingWarning, stacklevel=3)
     return result
-
-
-def collect_amax(model: onnx.ModelProto, plan: Any, data: Any, batch_size: int = 32,
-                 max_samples: int | None = None, method: str = "max",
-                 percentile: float = 99.99, show_progress: bool = True) -> dict[str, float]:
-    """Calibrated amax per scale key of a placement plan (see `calibrate_plan`)."""
-    return calibrate_plan(model, plan, data, batch_size, max_samples, method, percentile,
-                          show_progress).amax

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.scheme import INT8, Scheme
 
 DEFAULT_BINS = 2048
 
@@ -115,15 +116,15 @@ class TensorStats:
         first = int(np.ceil(amax / self.width - 1e-9))
         return float(self.hist[min(first, self.bins):].sum() / self.hist.sum())
 
-    def estimated_sqnr_db(self, amax: float, levels: int = 127) -> float:
-        """SQNR of Q->DQ with this amax, estimated from the histogram (bin centres:
-        rounding noise step^2/12 inside the range, the clipping distance outside)."""
+    def estimated_sqnr_db(self, amax: float, scheme: Scheme = INT8) -> float:
+        """SQNR of Q->DQ with this amax in `scheme`, estimated from the histogram (bin
+        centres: rounding noise step^2/12 inside the range, the clipping distance outside)."""
         if self.upper == 0 or not self.hist.any():
             return float("inf")
         centers = (np.arange(self.bins) + 0.5) * self.width
         counts = self.hist.astype(np.float64)
         signal = float(np.sum(counts * centers ** 2))
-        step = max(amax, 1e-30) / levels
+        step = max(amax, 1e-30) / scheme.qmax
         inside = centers <= amax
         noise = float(counts[inside].sum() * step * step / 12.0
                       + np.sum(counts[~inside] * (centers[~inside] - amax) ** 2))

@@ -1,5 +1,6 @@
 """Insertion: apply a placement plan to a prepared float model, writing true
-QuantizeLinear -> DequantizeLinear pairs (int8, zero point 0) with onnx-graphsurgeon."""
+QuantizeLinear -> DequantizeLinear pairs (each placement's precision scheme: TensorRT's INT8,
+zero point 0, by default) with onnx-graphsurgeon."""
 
 from __future__ import annotations
 
@@ -12,19 +13,25 @@ from onnx import numpy_helper
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, RULE_KEY, SCALES_KEY, WEIGHT_BITS_KEY, set_metadata
-from qdq_onnx.files.onnx_files import MAX_IR_VERSION, MIN_OPSET, default_opset, skeleton
+from qdq_onnx.files.onnx_files import MIN_OPSET, default_opset, skeleton
+from qdq_onnx.files.runtime import readable_ir_version
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
+from qdq_onnx.scheme import DEFAULT_SCHEME, Scheme, scheme_named
 
 
 @dataclass
 class InsertReport:
+    """What insertion did: Q/DQ pairs inserted, placeholder scales, all-zero weight
+    channels."""
+
     activation_pairs: int = 0
     weight_pairs: int = 0
     placeholder_scales: list[str] = field(default_factory=list)
     zero_weight_channels: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
+        """The report as note lines for the CLI."""
         out = [f"inserted {self.activation_pairs} activation and {self.weight_pairs} weight "
                "Q/DQ pairs"]
         if self.placeholder_scales:
@@ -49,13 +56,13 @@ class _Names:
 
 
 def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
-          label: str, rule: str, provenance: dict[str, str]) -> tuple[list[gs.Node],
-                                                                       gs.Variable]:
-    zp = np.zeros(scale.shape, dtype=np.int8)
+          label: str, rule: str, provenance: dict[str, str], scheme: Scheme
+          ) -> tuple[list[gs.Node], gs.Variable]:
+    zp = np.zeros(scale.shape, dtype=scheme.zero_point_dtype)
     s_const = gs.Constant(names(f"{label}_scale"), scale.astype(np.float32))
     z_const = gs.Constant(names(f"{label}_zero_point"), zp)
     attrs = {"axis": int(axis)} if axis is not None else {}
-    q_out = gs.Variable(names(f"{label}_quantized"), dtype=np.int8)
+    q_out = gs.Variable(names(f"{label}_quantized"), dtype=scheme.zero_point_dtype)
     dq_out = gs.Variable(names(f"{label}_dequantized"), dtype=np.float32)
     q = gs.Node("QuantizeLinear", names(f"{label}_QuantizeLinear"), dict(attrs),
                 [src, s_const, z_const], [q_out])
@@ -68,12 +75,12 @@ def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
 
 def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
                activation_amax: dict[str, float] | None = None,
-               scale_source: str = "", in_place: bool = False, weight_bits: int = 8
+               scale_source: str = "", in_place: bool = False
                ) -> tuple[onnx.ModelProto, InsertReport]:
-    """Return the model with the plan's Q/DQ pairs. `activation_amax` maps a scale key
-    (scale group, else tensor name) to its calibrated max |x|; missing keys get the
-    placeholder range and are reported. `model` is copied first unless `in_place`.
-    `weight_bits` < 8 (experiments) scales weights to that range inside the int8 Q/DQ."""
+    """Return the model with the plan's Q/DQ pairs, each in its placement's scheme.
+    `activation_amax` maps a scale key (scale group, else tensor name) to its calibrated
+    max |x|; missing keys get the placeholder range and are reported. `model` is copied
+    first unless `in_place`."""
     if default_opset(model) < MIN_OPSET:
         raise QdqError(f"insertion needs opset >= {MIN_OPSET}; prepare the model first")
     if not in_place:
@@ -85,7 +92,7 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     edit = _Edit(gs.import_onnx(skeleton(model)))
     _insert_activations(edit, plan, activation_amax or {}, report)
     initializers = {t.name: t for t in model.graph.initializer}
-    _insert_weights(edit, plan, initializers, weight_bits, report)
+    _insert_weights(edit, plan, initializers, report)
     edit.graph.cleanup().toposort()
     _merge_into(model, gs.export_onnx(edit.graph, do_type_check=False))
     for node in model.graph.node:
@@ -95,8 +102,17 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     set_metadata(model, PLAN_KEY, plan.to_json())
     set_metadata(model, SCALES_KEY, scale_source or (
         "placeholder" if report.placeholder_scales else "given"))
-    set_metadata(model, WEIGHT_BITS_KEY, str(weight_bits))
+    set_metadata(model, WEIGHT_BITS_KEY, weight_bits_record(plan))
     return model, report
+
+
+def weight_bits_record(plan: PlacementPlan) -> str:
+    """The file's `weight_bits` record: the bits of the weights' range (kept for readers
+    of files from before plans named schemes)."""
+    bits = sorted({scheme_named(p.scheme).bits for p in plan.weights()})
+    if not bits:
+        bits = [scheme_named(DEFAULT_SCHEME).bits]
+    return ",".join(map(str, bits))
 
 
 class _Edit:
@@ -116,8 +132,9 @@ class _Edit:
         return node
 
     def pair(self, src: gs.Tensor, scale: np.ndarray, axis: int | None, label: str,
-             rule: str) -> gs.Variable:
-        new_nodes, dq_out = _pair(self.names, src, scale, axis, label, rule, self.provenance)
+             rule: str, scheme: Scheme) -> gs.Variable:
+        new_nodes, dq_out = _pair(self.names, src, scale, axis, label, rule, self.provenance,
+                                  scheme)
         self.graph.nodes.extend(new_nodes)
         return dq_out
 
@@ -138,17 +155,17 @@ def _insert_activations(edit: _Edit, plan: PlacementPlan, amax: dict[str, float]
         else:
             value = PLACEHOLDER_AMAX
             report.placeholder_scales.append(key)
-        scale, _ = amax_to_scale(np.float32(value))
+        scheme = scheme_named(group[0].scheme)
+        scale, _ = amax_to_scale(np.float32(value), scheme)
         rule_ids = ",".join(dict.fromkeys(p.rule for p in group))
-        dq_out = edit.pair(src, scale, None, tensor_name, rule_ids)
+        dq_out = edit.pair(src, scale, None, tensor_name, rule_ids, scheme)
         for p in group:
             edit.slot(p.consumer, p.input).inputs[p.input] = dq_out
         report.activation_pairs += 1
 
 
 def _insert_weights(edit: _Edit, plan: PlacementPlan,
-                    initializers: dict[str, onnx.TensorProto], weight_bits: int,
-                    report: InsertReport) -> None:
+                    initializers: dict[str, onnx.TensorProto], report: InsertReport) -> None:
     """A per-channel Q/DQ pair per weight slot (weights are un-shared by prepare)."""
     for p in plan.weights():
         node = edit.slot(p.consumer, p.input)
@@ -158,11 +175,12 @@ def _insert_weights(edit: _Edit, plan: PlacementPlan,
             raise QdqError(f"{p.consumer}: weight input {p.input} ({p.tensor}) is not a "
                            "constant initializer")
         values = numpy_helper.to_array(proto).astype(np.float32, copy=False)
-        scale = weight_scale(values, p.axis, 2 ** (weight_bits - 1) - 1).reshape(-1)
+        scheme = scheme_named(p.scheme)
+        scale = weight_scale(values, p.axis, scheme.qmax).reshape(-1)
         zeros = int(np.count_nonzero(scale == MIN_SCALE))
         if zeros:
             report.zero_weight_channels[p.tensor] = zeros
-        node.inputs[p.input] = edit.pair(src, scale, p.axis, p.tensor, p.rule)
+        node.inputs[p.input] = edit.pair(src, scale, p.axis, p.tensor, p.rule, scheme)
         report.weight_pairs += 1
 
 
@@ -177,7 +195,7 @@ def _merge_into(model: onnx.ModelProto, edited: onnx.ModelProto) -> None:
             del g.initializer[i]
     have = {t.name for t in g.initializer}
     g.initializer.extend(t for t in edited.graph.initializer if t.name not in have)
-    model.ir_version = min(model.ir_version or MAX_IR_VERSION, MAX_IR_VERSION)
+    model.ir_version = readable_ir_version(model.ir_version or onnx.IR_VERSION)
     model.producer_name = "qdq-onnx"
     model.producer_version = _version()
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import numpy as np
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS
 from qdq_onnx.quantize.histogram import TensorStats
+from qdq_onnx.scheme import INT8, Scheme
 
-SINGLE_METHODS = ("max", "percentile", "entropy", "mse")
-# auto: per tensor, the single method whose threshold is best at the reading layer's output
-# (qdq_onnx.quantize.auto); it needs the model, not only the statistics.
-METHODS = (*SINGLE_METHODS, "auto")
-QLEVELS = 128  # |x| maps to 0..127 in symmetric int8
+__all__ = ["METHODS", "SINGLE_METHODS", "amax_entropy", "amax_from_stats", "amax_mse",
+           "amax_percentile", "entropy_divergences", "entropy_threshold"]
 
 
 def amax_percentile(s: TensorStats, percentile: float) -> float:
@@ -41,8 +40,9 @@ def amax_percentile(s: TensorStats, percentile: float) -> float:
     return float(min(s.edges[min(idx + 1, s.bins)], s.amax))
 
 
-def amax_mse(s: TensorStats) -> float:
-    """Threshold (a bin edge) minimising the expected squared quantization error."""
+def amax_mse(s: TensorStats, scheme: Scheme = INT8) -> float:
+    """Threshold (a bin edge) minimising the expected squared quantization error of
+    `scheme`'s levels."""
     if s.upper == 0 or not s.hist.any():
         return s.amax
     width = s.width
@@ -56,14 +56,14 @@ def amax_mse(s: TensorStats) -> float:
     s0 = np.concatenate([np.cumsum(counts[::-1])[::-1], [0.0]])
     s1 = np.concatenate([np.cumsum((counts * centers)[::-1])[::-1], [0.0]])
     s2 = np.concatenate([np.cumsum((counts * centers ** 2)[::-1])[::-1], [0.0]])
-    step = c / (QLEVELS - 1)
+    step = c / scheme.qmax
     err = inside * step * step / 12.0 + s2[i] - 2 * c * s1[i] + c * c * s0[i]
     best = float(c[int(np.argmin(err))])
     return float(min(best, s.amax))
 
 
-def entropy_divergences(hist: np.ndarray, start: int = QLEVELS,
-                        levels: int = QLEVELS) -> tuple[np.ndarray, np.ndarray]:
+def entropy_divergences(hist: np.ndarray, start: int = INT8.levels,
+                        levels: int = INT8.levels) -> tuple[np.ndarray, np.ndarray]:
     """(candidate i, KL(P_i || Q_i)) for i = start .. len(hist), vectorised; see the module
     docstring for P and Q. `hist` is used as given (apply the bin-0 rule before)."""
     h = np.asarray(hist, dtype=np.float64)
@@ -107,8 +107,8 @@ def entropy_divergences(hist: np.ndarray, start: int = QLEVELS,
 ENTROPY_MAX_CLIP = 0.001
 
 
-def entropy_threshold(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP
-                      ) -> tuple[float, float]:
+def entropy_threshold(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP,
+                      scheme: Scheme = INT8) -> tuple[float, float]:
     """(threshold, the reference's unrestricted threshold) of KL calibration.
 
     The reference search can pick a threshold far inside the data when a tensor's histogram
@@ -118,12 +118,12 @@ def entropy_threshold(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP
     is meant to suppress rare outliers, so qdq-onnx searches only the candidates that clip
     at most `max_clip` of the tensor's values (None: the reference unchanged). Where the
     unrestricted minimum meets that, both are the same threshold."""
-    if s.upper == 0 or not s.hist.any() or s.bins < QLEVELS:
+    if s.upper == 0 or not s.hist.any() or s.bins < scheme.levels:
         return s.amax, s.amax
     original = s.hist.astype(np.float64)
     hist = original.copy()
     hist[0] = hist[1]
-    cand, kl = entropy_divergences(hist)
+    cand, kl = entropy_divergences(hist, scheme.levels, scheme.levels)
     if not np.isfinite(kl).any():
         return s.amax, s.amax
 
@@ -141,30 +141,25 @@ def entropy_threshold(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP
     return pick(allowed), reference
 
 
-def amax_entropy(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP) -> float:
+def amax_entropy(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP,
+                 scheme: Scheme = INT8) -> float:
     """KL calibration (see `entropy_threshold`)."""
-    return entropy_threshold(s, max_clip)[0]
+    return entropy_threshold(s, max_clip, scheme)[0]
 
 
-def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.99) -> float:
-    """The threshold of `method` for one tensor's statistics."""
+def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.99,
+                    scheme: Scheme = INT8) -> float:
+    """The threshold of `method` for one tensor's statistics, in `scheme`'s levels."""
     if method == "max":
         return s.amax
     if method == "percentile":
         return amax_percentile(s, percentile)
     if method == "entropy":
-        return amax_entropy(s)
+        return amax_entropy(s, scheme=scheme)
     if method == "mse":
-        return amax_mse(s)
+        return amax_mse(s, scheme)
     if method == "auto":
         raise QdqError("calibration method 'auto' measures each tensor at the layer that "
                        "reads it: use calibrate_plan/collect_amax, not one tensor's statistics")
     raise QdqError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
 
-
-def check_method(method: str, percentile: float) -> None:
-    """QdqError for an unknown method or a percentile outside (0, 100]."""
-    if method not in METHODS:
-        raise QdqError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
-    if not 0.0 < percentile <= 100.0:
-        raise QdqError(f"--percentile must be in (0, 100], got {percentile}")

@@ -14,12 +14,10 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, SCALES_KEY, get_metadata, set_metadata
 from qdq_onnx.graph.qdq import QdqPair, qdq_pairs, strip_qdq
 from qdq_onnx.placement.plan import PlacementPlan
-from qdq_onnx.quantize.calibration import (
-    DEFAULT_CLIP_WARNING,
-    CalibrationResult,
-    calibrate_groups,
-)
+from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_groups
+from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.scales import amax_to_scale
+from qdq_onnx.quantize.schemes import pair_schemes
 
 
 def scale_groups(model: onnx.ModelProto, pairs: list[QdqPair]) -> dict[str, list[str]]:
@@ -38,22 +36,22 @@ def scale_groups(model: onnx.ModelProto, pairs: list[QdqPair]) -> dict[str, list
     return groups
 
 
-def recalibrate(model: onnx.ModelProto, data: Any, method: str = "max",
-                percentile: float = 99.99, batch_size: int = 32,
-                max_samples: int | None = None, show_progress: bool = True,
-                clip_warning: float = DEFAULT_CLIP_WARNING
+def recalibrate(model: onnx.ModelProto, data: Any, config: CalibrationConfig | None = None
                 ) -> tuple[onnx.ModelProto, CalibrationResult]:
     """A copy of the Q/DQ `model` with activation scales from `data` (weights unchanged),
-    and the calibration result (ranges, clipping guard)."""
+    each in its pair's scheme, and the calibration result (ranges, clipping guard)."""
+    config = config or CalibrationConfig()
     pairs = [p for p in qdq_pairs(model) if not p.is_weight]
     if not pairs:
         raise QdqError("the model has no activation Q/DQ pairs to calibrate (run insert "
                        "first)")
     groups = scale_groups(model, pairs)
-    result = calibrate_groups(strip_qdq(model), groups, data, batch_size, max_samples, method,
-                              percentile, show_progress, clip_warning)
     key_of = {t: key for key, members in groups.items() for t in members}
-    scale_of = {p.scale: amax_to_scale(np.float32(result.amax[key_of[p.source]]))[0]
+    scheme_of = pair_schemes(model, pairs)
+    schemes = {key_of[p.source]: scheme_of[p.source] for p in pairs}
+    result = calibrate_groups(strip_qdq(model), groups, data, config, schemes)
+    scale_of = {p.scale: amax_to_scale(np.float32(result.amax[key_of[p.source]]),
+                                       scheme_of[p.source])[0]
                 for p in pairs}
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -61,5 +59,5 @@ def recalibrate(model: onnx.ModelProto, data: Any, method: str = "max",
         if t.name in scale_of:
             t.CopyFrom(numpy_helper.from_array(scale_of[t.name].reshape(tuple(t.dims)),
                                                t.name))
-    set_metadata(out, SCALES_KEY, f"calibrated:{method}")
+    set_metadata(out, SCALES_KEY, f"calibrated:{config.method}")
     return out, result

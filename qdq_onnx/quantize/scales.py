@@ -1,11 +1,12 @@
-"""Scale arithmetic shared by insertion, calibration and training: TensorRT's symmetric
-INT8 (zero point 0, scale = amax / 127)."""
+"""Scale arithmetic shared by insertion, calibration and training, for a precision scheme
+(TensorRT's symmetric INT8 by default: zero point 0, scale = amax / qmax)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-QMAX = 127
+from qdq_onnx.scheme import INT8, Scheme
+
 MIN_SCALE = np.float32(1e-8)  # a zero scale is invalid; an all-zero channel quantizes to 0 anyway
 PLACEHOLDER_AMAX = 6.0  # the original toolkit's initial range (+-6) before any data is seen
 
@@ -24,9 +25,10 @@ def weight_scale(weight: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
     return np.maximum(amax / np.float32(qmax), MIN_SCALE).astype(np.float32)
 
 
-def amax_to_scale(amax: np.ndarray | float, num_bits: int = 8) -> tuple[np.ndarray, int]:
-    """Scale(s) for `amax`; returns (scale, number of entries clamped to MIN_SCALE)."""
-    qmax = np.float32(2 ** (num_bits - 1) - 1)
+def amax_to_scale(amax: np.ndarray | float, scheme: Scheme = INT8) -> tuple[np.ndarray, int]:
+    """Scale(s) for `amax` in `scheme`; returns (scale, number of entries clamped to
+    MIN_SCALE)."""
+    qmax = np.float32(scheme.qmax)
     a = np.asarray(amax, dtype=np.float32)
     if not np.all(np.isfinite(a)):
         raise ValueError("amax holds NaN or Inf")
@@ -35,18 +37,19 @@ def amax_to_scale(amax: np.ndarray | float, num_bits: int = 8) -> tuple[np.ndarr
     return np.where(tiny, MIN_SCALE, scale).astype(np.float32), int(np.count_nonzero(tiny))
 
 
-def quantize_dequantize(x: np.ndarray, scale: np.ndarray, lo: int = -128, hi: int = 127
+def quantize_dequantize(x: np.ndarray, scale: np.ndarray, scheme: Scheme = INT8
                         ) -> tuple[np.ndarray, int]:
     """Reference Q->DQ in numpy (round half to even, saturate), zero point 0, and the number
     of values that saturated."""
     q = np.rint(x / scale)
+    lo, hi = scheme.qmin, scheme.qmax
     clipped = int(np.count_nonzero((q < lo) | (q > hi)))
     return (np.clip(q, lo, hi) * scale).astype(np.float32), clipped
 
 
-def fake_quant(x: np.ndarray, scale: np.ndarray, lo: int = -128, hi: int = 127) -> np.ndarray:
+def fake_quant(x: np.ndarray, scale: np.ndarray, scheme: Scheme = INT8) -> np.ndarray:
     """Reference Q->DQ in numpy (round half to even, saturate), zero point 0."""
-    return quantize_dequantize(x, scale, lo, hi)[0]
+    return quantize_dequantize(x, scale, scheme)[0]
 
 
 def broadcast_scale(scale: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:

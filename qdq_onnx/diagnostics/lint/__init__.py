@@ -22,8 +22,8 @@ __all__ = ["CHECKS", "Finding", "LintReport", "WeightedLayer", "check", "lint_mo
 
 
 def lint_model(model: onnx.ModelProto, rules: RuleSet) -> LintReport:
-    """Lint `model` against `rules`: the weighted layers with their INT8 prediction, and one
-    finding per hit of every check the rule file lists."""
+    """Lint `model` against `rules`: the weighted layers with their prediction (quantized,
+    and in which scheme), and one finding per hit of every check the rule file lists."""
     ctx = LintContext(model, rules)
     report = LintReport()
     for row in ctx.weighted:
@@ -31,9 +31,10 @@ def lint_model(model: onnx.ModelProto, rules: RuleSet) -> LintReport:
         axis_ok = row["axis"] is None or row["expected"] is None \
             or row["axis"] == row["expected"]
         zp_ok = all(ctx.zp_ok(d.dq) for d in (data, weight) if d is not None)
+        quantized = data is not None and weight is not None and axis_ok and zp_ok
         report.layers.append(WeightedLayer(
-            node.name, node.op_type, data is not None and weight is not None and axis_ok
-            and zp_ok, data is not None, weight is not None, row["axis"], row["expected"]))
+            node.name, node.op_type, quantized, ctx.scheme_of(weight.dq) if quantized else None,
+            data is not None, weight is not None, row["axis"], row["expected"]))
     for name, rule in rules.lint.items():
         fn = CHECKS.get(name)
         if fn is None:

@@ -61,10 +61,13 @@ def nonzero_zero_point(ctx: LintContext) -> Iterator[Hit]:
 
 @check("uint8-quantization")
 def uint8_quantization(ctx: LintContext) -> Iterator[Hit]:
+    """A quantized type no scheme of the rule file has (uint8 from onnxruntime's defaults)."""
+    accepted = ctx.accepted_zero_point_types
     for node in ctx.qdq_nodes():
         zp = ctx.zero_point(node)
-        if zp is not None and zp.dtype == np.uint8:
-            yield node.name, "uint8 zero point"
+        if zp is not None and zp.dtype not in accepted:
+            names = ", ".join(sorted(str(t) for t in accepted))
+            yield node.name, f"{zp.dtype} zero point (the rules' schemes quantize to {names})"
 
 
 @check("per-channel-needs-opset-13")

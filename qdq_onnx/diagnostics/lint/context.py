@@ -15,6 +15,8 @@ from qdq_onnx.graph.shapes import tensor_shapes
 from qdq_onnx.placement.patterns import branch_path, weighted_branch
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.slots import node_attrs
+from qdq_onnx.quantize.schemes import zero_point_scheme
+from qdq_onnx.scheme import scheme_named
 
 
 class LintContext:
@@ -36,9 +38,20 @@ class LintContext:
             return self.index.constant_value(node.input[2])
         return None
 
+    @functools.cached_property
+    def accepted_zero_point_types(self) -> frozenset[np.dtype]:
+        """The quantized element types of the rule file's precision schemes."""
+        return frozenset(scheme_named(name).zero_point_dtype for name in self.rules.schemes())
+
+    def scheme_of(self, dq: onnx.NodeProto) -> str:
+        """The precision scheme a DequantizeLinear's zero point says (TensorRT reads only
+        the graph, not qdq-onnx's plan)."""
+        return zero_point_scheme(self.index, dq).name
+
     def zp_ok(self, node: onnx.NodeProto) -> bool:
+        """No zero point, or zeros of a type one of the rules' schemes quantizes to."""
         zp = self.zero_point(node)
-        return zp is None or (zp.dtype == np.int8 and not np.any(zp))
+        return zp is None or (zp.dtype in self.accepted_zero_point_types and not np.any(zp))
 
     def scale_count(self, node: onnx.NodeProto) -> int:
         return int(np.prod(self.index.constant_shape(node.input[1]) or (1,)))

@@ -23,12 +23,14 @@ class Finding:
 
 @dataclass
 class WeightedLayer:
-    """One weighted op as TensorRT will see it: INT8 when data and weight are dequantized,
-    the weight axis is the one the op rule gives, and the zero points are int8 zeros."""
+    """One weighted op as TensorRT will see it: quantized (in `scheme`, INT8 by TensorRT's
+    rules) when data and weight are dequantized, the weight axis is the one the op rule
+    gives, and the zero points are zeros of a type the rules' schemes quantize to."""
 
     node: str
     op_type: str
-    int8: bool
+    quantized: bool
+    scheme: str | None
     data_quantized: bool
     weight_quantized: bool
     axis: int | None
@@ -54,15 +56,17 @@ class LintReport:
 
     def summary(self) -> str:
         """One line: INT8 weighted layers, broken fusions, errors and warnings."""
-        int8 = sum(r.int8 for r in self.layers)
-        return (f"{int8} of {len(self.layers)} weighted layers INT8, "
+        schemes = sorted({r.scheme.split("-")[0].upper() for r in self.layers if r.scheme})
+        quantized = sum(r.quantized for r in self.layers)
+        return (f"{quantized} of {len(self.layers)} weighted layers "
+                f"{'/'.join(schemes) or 'quantized'}, "
                 f"{len(self.broken_fusions)} fusions broken, {len(self.errors)} errors, "
                 f"{len(self.findings) - len(self.errors)} warnings")
 
     def to_dict(self) -> dict:
         """The report as plain data (for --format json)."""
         return {"summary": self.summary(), "weighted_layers": len(self.layers),
-                "int8_layers": sum(r.int8 for r in self.layers),
+                "int8_layers": sum(r.quantized for r in self.layers),
                 "broken_fusions": len(self.broken_fusions), "errors": len(self.errors),
                 "layers": [asdict(r) for r in self.layers],
                 "findings": [asdict(f) for f in self.findings]}

@@ -13,7 +13,16 @@ import os
 import sys
 import types
 
-from qdq_onnx.errors import QdqError
+from qdq_onnx.errors import RuntimeMissing
+
+
+def missing_training() -> RuntimeMissing:
+    """The one-line error for an environment without onnxruntime-training."""
+    here = f"Python {sys.version_info.major}.{sys.version_info.minor}"
+    return RuntimeMissing(
+        "fine-tuning needs onnxruntime-training, which this environment lacks: install "
+        "the extra qdq-onnx[train] (onnxruntime-training-cpu 1.19, whose wheels exist for "
+        f"Python 3.10-3.12; this is {here}); every other command works without it")
 
 
 def _bare_package() -> None:
@@ -21,17 +30,20 @@ def _bare_package() -> None:
         return
     try:
         import onnxruntime
-    except ImportError as exc:
-        raise QdqError("fine-tuning needs onnxruntime-training-cpu (or the CUDA build "
-                       "onnxruntime-training for GPUs)") from exc
+    except ImportError:
+        raise missing_training() from None
     path = os.path.join(os.path.dirname(onnxruntime.__file__), "training")
-    if not os.path.isdir(path):
-        raise QdqError("the installed onnxruntime has no training support: install "
-                       "onnxruntime-training-cpu==1.19.2 instead of onnxruntime")
+    if not os.path.isdir(path) or not os.path.isdir(os.path.join(path, "api")):
+        raise missing_training()
     pkg = types.ModuleType("onnxruntime.training")
     pkg.__path__ = [path]
     pkg.__package__ = "onnxruntime.training"
     sys.modules["onnxruntime.training"] = pkg
+
+
+def require() -> None:
+    """RuntimeMissing (one line naming the extra) unless onnxruntime-training is here."""
+    _bare_package()
 
 
 def artifacts():

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.scheme import DEFAULT_SCHEME
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class OpRule:
     live_weight: str  # what to do when the weight input is computed at run time
     reason: str
     why: str
+    scheme: str | None = None  # precision of its Q/DQ; None: the rule file's default
 
     @property
     def quantizes_weight(self) -> bool:
@@ -126,6 +128,18 @@ class RuleSet:
     patterns: dict[str, PatternRule] = field(default_factory=dict)
     lint: dict[str, LintRule] = field(default_factory=dict)  # by name
     taxonomy: Taxonomy = field(default_factory=Taxonomy)
+    scheme: str = DEFAULT_SCHEME  # the precision of every Q/DQ no op rule sets otherwise
+
+    def scheme_for(self, op_type: str | None) -> str:
+        """The precision scheme of Q/DQ on the inputs of an `op_type` node: its op rule's,
+        else the file's default."""
+        rule = self.op_rule_for(op_type) if op_type else None
+        return rule.scheme if rule is not None and rule.scheme else self.scheme
+
+    def schemes(self) -> list[str]:
+        """Every scheme the rule file names (the default first)."""
+        return list(dict.fromkeys([self.scheme, *(r.scheme for r in self.op_rules
+                                                  if r.scheme)]))
 
     def op_rule_for(self, op_type: str) -> OpRule | None:
         """The op rule covering `op_type`, or None."""

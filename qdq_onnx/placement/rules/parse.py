@@ -18,11 +18,12 @@ from qdq_onnx.placement.rules.model import (
     Taxonomy,
     WeightAxis,
 )
+from qdq_onnx.scheme import DEFAULT_SCHEME, scheme_named
 
-_TOP_KEYS = {"schema", "name", "description", "op_rules", "never", "taxonomy", "patterns",
-             "lint"}
+_TOP_KEYS = {"schema", "name", "description", "scheme", "op_rules", "never", "taxonomy",
+             "patterns", "lint"}
 _OP_KEYS = {"id", "name", "ops", "inputs", "weight_input", "weight_axis", "keras_classes",
-            "live_weight", "reason", "why"}
+            "live_weight", "scheme", "reason", "why"}
 _NEVER_KEYS = {"id", "name", "ops", "reason", "why"}
 _TAXONOMY_KEYS = {"fusible_followers", "precision_neutral"}
 _PATTERN_KEYS = {"id", "name", "enabled", "reason", "why"}
@@ -61,6 +62,16 @@ class _Ctx:
             raise self.fail(obj, f"{what} needs a non-empty {key!r}")
         return value.strip()
 
+    def scheme(self, obj: dict, what: str, default: str | None) -> str | None:
+        """The `scheme` key of `obj` (a scheme name), checked."""
+        value = obj.get("scheme", default)
+        if value is None:
+            return None
+        try:
+            return scheme_named(value).name
+        except QdqError as exc:
+            raise self.fail(obj, f"{what}: {exc}") from None
+
     def str_list(self, obj: dict, key: str, what: str, required: bool = True) -> tuple:
         value = obj.get(key)
         if value is None and not required:
@@ -85,7 +96,8 @@ def parse_rules(raw: Any, source: str = "<rules>", sha256: str = "",
                             "version reads schema: 1)")
     rules = RuleSet(name=ctx.text(raw, "name", "the rule file"),
                     description=str(raw.get("description", "")).strip(), path=source,
-                    sha256=sha256)
+                    sha256=sha256,
+                    scheme=ctx.scheme(raw, "the rule file", DEFAULT_SCHEME))
     rules.op_rules = _op_rules(ctx, raw.get("op_rules") or [])
     rules.never = _never_rules(ctx, raw.get("never") or [], rules.op_rules)
     if "taxonomy" in raw:
@@ -139,7 +151,8 @@ def _op_rule(ctx: _Ctx, item: Any) -> OpRule:
         keras_classes=None if keras is None else ctx.str_list(item, "keras_classes",
                                                               rule_id),
         live_weight=live_weight, reason=ctx.text(item, "reason", f"op rule {rule_id}"),
-        why=str(item.get("why", "")).strip())
+        why=str(item.get("why", "")).strip(),
+        scheme=ctx.scheme(item, f"op rule {rule_id}", None))
 
 
 def _op_rules(ctx: _Ctx, items: list) -> list[OpRule]:

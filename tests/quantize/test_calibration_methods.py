@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import G
 
-from qdq_onnx.quantize.calibration import ClippingWarning, calibrate_plan
+from qdq_onnx.quantize.calibration import CalibrationConfig, ClippingWarning, calibrate_plan
 from qdq_onnx.quantize.histogram import TensorStats
 from qdq_onnx.quantize.methods import (
     ENTROPY_MAX_CLIP,
@@ -18,7 +18,8 @@ from qdq_onnx.quantize.methods import (
     entropy_divergences,
     entropy_threshold,
 )
-from qdq_onnx.quantize.scales import fake_quant
+
+QUIET = CalibrationConfig(show_progress=False)
 
 RNG = np.random.default_rng(7)
 
@@ -129,7 +130,8 @@ def test_mse_is_at_the_empirical_optimum(name):
 
     def mse(amax):
         scale = np.float32(amax / 127)
-        return float(np.mean((values - fake_quant(values, scale, -127, 127)) ** 2))
+        narrow = np.clip(np.rint(values / scale), -127, 127) * scale
+        return float(np.mean((values - narrow) ** 2))
 
     grid = np.linspace(s.amax * 0.05, s.amax, 400)
     best = min(mse(a) for a in grid)
@@ -149,7 +151,7 @@ def plan_of(model):
     from qdq_onnx import pipeline
 
     prepared, _ = pipeline.prepare(model)
-    return prepared, pipeline.plan(prepared)
+    return prepared, pipeline.plan_placement(prepared)
 
 
 @pytest.mark.parametrize("method", ["max", "percentile", "entropy", "mse"])
@@ -161,8 +163,8 @@ def test_scales_do_not_depend_on_batch_size_or_order(method):
     for batch, order in ((1, None), (7, None), (64, None), (7, RNG.permutation(96)),
                          (64, RNG.permutation(96))):
         data = x if order is None else x[order]
-        results.append(calibrate_plan(model, plan, data, batch_size=batch, method=method,
-                                      show_progress=False).amax)
+        config = CalibrationConfig(batch_size=batch, method=method, show_progress=False)
+        results.append(calibrate_plan(model, plan, data, config).amax)
     for other in results[1:]:
         assert other == results[0]  # identical floats, not just close
 
@@ -172,8 +174,8 @@ def test_clipping_guard_warns_names_the_tensor_and_never_changes_scales():
     x = RNG.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = calibrate_plan(model, plan, x, method="percentile", percentile=90.0,
-                                show_progress=False)
+        result = calibrate_plan(model, plan, x, CalibrationConfig(
+            method="percentile", percentile=90.0, show_progress=False))
     flagged = [c for c in result.clipping if c.clipped > 0.01]
     assert flagged and len(result.warnings) == len(flagged)
     assert any(issubclass(w.category, ClippingWarning) for w in caught)
@@ -182,8 +184,8 @@ def test_clipping_guard_warns_names_the_tensor_and_never_changes_scales():
     assert f"{first.clipped * 100:.2f}%" in text and "dB" in text
     assert first.suggestion in ("max", "mse", "entropy") and first.suggestion in text
     assert 0.05 < first.clipped < 0.2  # percentile 90 of |x| clips about 10%
-    quiet = calibrate_plan(model, plan, x, method="percentile", percentile=90.0,
-                           show_progress=False, clip_warning=1.0)
+    quiet = calibrate_plan(model, plan, x, CalibrationConfig(
+        method="percentile", percentile=90.0, show_progress=False, clip_warning=1.0))
     assert quiet.amax == result.amax and quiet.warnings == []
 
 
@@ -218,10 +220,11 @@ def test_entropy_keeps_to_rare_outliers_where_the_reference_clips_real_values():
 def test_entropy_deviation_is_reported_not_silent():
     model, plan = plan_of(cnn())
     x = RNG.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
-    result = calibrate_plan(model, plan, x, method="entropy", show_progress=False)
+    result = calibrate_plan(model, plan, x, CalibrationConfig(method="entropy",
+                                                              show_progress=False))
     from qdq_onnx.quantize.calibration import collect_stats
 
-    stats = collect_stats(model, set(result.amax), x, show_progress=False)
+    stats = collect_stats(model, set(result.amax), x, QUIET)
     changed = [t for t, s in stats.items() if len(set(entropy_threshold(s))) == 2]
     assert len(result.notes) == len(changed)
     for t in changed:
@@ -238,10 +241,11 @@ def test_auto_picks_per_tensor_the_threshold_best_at_the_reading_layer():
 
     model, plan = plan_of(cnn())
     x = RNG.laplace(0, 1, (64, 3, 8, 8)).astype(np.float32)
-    result = calibrate_plan(model, plan, x, method="auto", show_progress=False)
+    result = calibrate_plan(model, plan, x, CalibrationConfig(method="auto",
+                                                              show_progress=False))
     assert set(result.choices) == set(result.amax)
     assert result.notes and "auto:" in result.notes[0]
-    stats = collect_stats(model, set(result.amax), x, show_progress=False)
+    stats = collect_stats(model, set(result.amax), x, QUIET)
     session = inference_session(with_outputs(model, ["c1_out", "r0_out"]))
     import onnx
 

@@ -9,7 +9,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.placement.rules import load_rules
 from qdq_onnx.placement.spec import load_spec_file
 
-PACKAGE = Path(__file__).resolve().parent.parent / "qdq_onnx"
+PACKAGE = Path(__file__).resolve().parents[2] / "qdq_onnx"
 
 
 @pytest.mark.parametrize("loader", [load_spec_file, load_rules])

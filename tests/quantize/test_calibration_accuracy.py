@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("mnist")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

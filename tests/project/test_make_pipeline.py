@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 pytest.importorskip("tensorflow")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "pipeline" / "Makefile"
 
 

@@ -7,12 +7,24 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "qdq_onnx"
+PACKAGE = Path(__file__).resolve().parents[2] / "qdq_onnx"
 
 # Lowest first. A module may import its own layer and the layers before it, never later
 # ones: e.g. placement never imports finetune or diagnostics.
-LAYERS = ["version", "errors", "progress", "files", "data", "graph", "convert", "placement",
-          "quantize", "finetune", "diagnostics", "pipeline", "compat", "cli", "__init__"]
+LAYERS = ["version", "errors", "scheme", "progress", "files", "data", "graph", "convert",
+          "placement", "quantize", "finetune", "diagnostics", "pipeline", "compat", "cli",
+          "__init__"]
+# The front ends (the CLI, the original toolkit's API) go through the pipeline façade: they
+# may import it and these foundations, nothing of the stages behind it.
+FACADE_USERS = ("cli", "compat")
+FACADE = {"pipeline", "errors", "data", "version"}
+SCHEME_MODULE = PACKAGE / "scheme.py"
+# Spellings of "int8" that are not a quantization: each with its reason.
+NOT_QUANTIZATION = {
+    ("files/onnx_files.py", "127"): "protobuf varints carry 7 bits per byte (0x7F)",
+    ("compat/utils.py", "'int8'"): "the original toolkit's asset folder is named int8",
+    ("diagnostics/html_report.py", "'int8'"): "a key of the inference benchmark's JSON",
+}
 WEIGHTED_OP_NAMES = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 TAXONOMY_MODULE = PACKAGE / "graph" / "ops.py"
 
@@ -66,6 +78,58 @@ def test_imports_only_go_down_the_stage_order():
             if LAYERS.index(layer_of(target)) > mine:
                 violations.append(f"{me}:{line} imports {target}")
     assert violations == []
+
+
+def test_front_ends_use_only_the_pipeline_facade():
+    violations = []
+    for path in modules():
+        me = module_name(path)
+        if layer_of(me) not in FACADE_USERS:
+            continue
+        for line, target in imported(ast.parse(path.read_text())):
+            if layer_of(target) not in FACADE | {layer_of(me)}:
+                violations.append(f"{me}:{line} imports {target}")
+    assert violations == []
+
+
+def _int8_literals(tree: ast.AST) -> list[tuple[int, str]]:
+    """INT8 written down: the range ends 127 and -128, the type names int8/INT8 (as
+    attributes, np.int8 or TensorProto.INT8, or as strings)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and type(node.value) is int and node.value == 127:
+            found.append((node.lineno, "127"))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and \
+                isinstance(node.operand, ast.Constant) and node.operand.value == 128:
+            found.append((node.lineno, "-128"))
+        elif isinstance(node, ast.Attribute) and node.attr in ("int8", "INT8"):
+            found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Constant) and node.value in ("int8", "INT8"):
+            found.append((node.lineno, repr(node.value)))
+    return found
+
+
+def test_int8_is_written_down_only_in_the_scheme_module():
+    offenders, exempt_used = [], set()
+    for path in modules():
+        if path == SCHEME_MODULE:
+            continue
+        rel = str(path.relative_to(PACKAGE))
+        for line, what in _int8_literals(ast.parse(path.read_text())):
+            if (rel, what) in NOT_QUANTIZATION:
+                exempt_used.add((rel, what))
+            else:
+                offenders.append(f"{rel}:{line} {what}")
+    assert offenders == []
+    assert exempt_used == set(NOT_QUANTIZATION)  # no stale exemption
+
+
+def test_the_int8_literal_check_finds_what_it_looks_for():
+    tree = ast.parse("import numpy as np\nx = np.zeros(3, np.int8)\nlo, hi = -128, 127\n"
+                     "t = onnx.TensorProto.INT8\nname = 'int8'\nok = (128, 'int8-4bit', 127.5)")
+    assert sorted(w for _, w in _int8_literals(tree)) == sorted(
+        ["int8", "-128", "127", "INT8", "'int8'"])
+    assert SCHEME_MODULE.is_file() and _int8_literals(ast.parse(SCHEME_MODULE.read_text()))
 
 
 def test_weighted_op_names_are_spelled_out_only_in_the_taxonomy():

@@ -9,21 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import G
+from helpers import small_classifier as _model
 
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
 from qdq_onnx.data.feeds import Streamed, load_arrays, load_labelled
 from qdq_onnx.errors import QdqError
-
-
-def _model(shape=("N", 3, 8, 8)):
-    g = G(input_shape=shape)
-    a = g.unary("Relu", "r", g.conv("c0", "x", 4))
-    y = g.node("GlobalAveragePool", "gap", [g.conv("c1", a, 4)])
-    flat = g.node("Flatten", "flat", [y])
-    g.channels[flat] = 4
-    return g.model([flat])
 
 
 def _folder(tmp_path, n=200, dtype=np.float32, nan_at=None):
@@ -121,9 +112,9 @@ def test_a_generator_of_batches_trains_exactly_like_the_arrays():
 def test_spilled_batches_are_removed_when_the_trainer_closes():
     x, y = _arrays()
     q, _ = _fitted(iter([(x, y)]))
-    folders = list(q._trainer._spills)
+    folders = list(q._training._trainer._spills)
     assert folders and all(Path(f).is_dir() for f in folders)
-    q._trainer.close()
+    q._training.close()
     assert not any(Path(f).exists() for f in folders)
 
 

@@ -5,15 +5,15 @@ import json
 import numpy as np
 import onnx
 import pytest
-from test_finetune import accuracy, digits, float_model, mlp  # noqa: F401 (fixtures)
 
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
+from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
 from qdq_onnx.placement.spec import load_spec_file
 
 
 @pytest.fixture()
-def files(digits, float_model, tmp_path):  # noqa: F811
+def files(digits, float_model, tmp_path):
     xtr, ytr, xte, yte = digits
     model = tmp_path / "fp32.onnx"
     onnx.save(float_model, model)
@@ -22,7 +22,7 @@ def files(digits, float_model, tmp_path):  # noqa: F811
     return model, tmp_path
 
 
-def test_ranking_and_target_drop_spec_meets_the_target(digits, float_model, files, capsys):  # noqa: F811
+def test_ranking_and_target_drop_spec_meets_the_target(digits, float_model, files, capsys):
     _, _, xte, yte = digits
     model, root = files
     spec = root / "spec.yaml"

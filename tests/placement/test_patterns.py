@@ -209,7 +209,7 @@ def test_shared_concat_scale_reaches_its_quantized_output():
 
 
 def test_decomposed_layer_normalisation_stays_float_below_opset_17():
-    from test_layernorm_fusion import decomposed
+    from helpers import decomposed_layernorm as decomposed
 
     q = quantize_model(decomposed(opset=13))
     inside = {"mean", "sub", "sq", "var", "add_eps", "sqrt", "rec", "k", "scaled", "neg",

@@ -125,7 +125,7 @@ def test_readme_exit_code_table_is_the_cli_table():
 
     from qdq_onnx.errors import EXIT_CODE_MEANINGS
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = text[text.index("Exit codes (one table"):]
     section = section[:section.index("\n\n", section.index("| code |"))]
     rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.M))

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("mnist")
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_getting_started_block_runs(tmp_path):

@@ -60,7 +60,7 @@ def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(tmp_path)
     assert np.abs(got - model(x).numpy()).max() < 1e-5
     q = quantize_model(model, calibration_data=x)
     report = pipeline.lint(q.onnx)
-    assert report.errors == [] and all(layer.int8 for layer in report.layers)
+    assert report.errors == [] and all(layer.quantized for layer in report.layers)
     # Lint sees Keras's attention through tf2onnx's einsum Reshapes: complete INT8 MHA Q/DQ
     # (no TRT-L016), and head size 8 is outside TensorRT's fused INT8 MHA (TRT-L017).
     assert [(f.id, "head size 8" in f.message) for f in report.findings] == [("TRT-L017", True)]
@@ -140,7 +140,7 @@ def test_hand_built_shapes_convert_and_lint_clean(build):
     x = np.random.default_rng(0).normal(size=(4, *model.input_shape[1:])).astype(np.float32)
     q = quantize_model(model, calibration_data=x)
     report = pipeline.lint(q.onnx)
-    assert report.findings == [] and report.layers and all(la.int8 for la in report.layers)
+    assert report.findings == [] and report.layers and all(la.quantized for la in report.layers)
     from qdq_onnx.graph.sessions import inference_session
 
     got = inference_session(q.float_model).run(None, {q.float_model.graph.input[0].name: x})[0]

@@ -106,7 +106,7 @@ def test_tensorrt_placement_on_applications(name, record_property):
 
     report = lint_model(q.onnx, load_rules("tensorrt"))
     assert report.findings == [], [f.message for f in report.findings[:5]]
-    assert all(r.int8 for r in report.layers)
+    assert all(r.quantized for r in report.layers)
     counts = q.plan.counts()
     record_property("counts", {"weighted": weighted, "residual_adds": residual, **counts})
     print(f"\n{name}: {weighted} weighted ops, {residual} residual adds, {counts}")
@@ -230,4 +230,4 @@ def test_own_output_lints_clean_with_calibrated_scales(name):
     q = quantize_model(model, calibration_data=x)
     report = pipeline.lint(q.onnx)
     assert report.findings == [], [(f.id, f.node, f.message) for f in report.findings[:5]]
-    assert report.layers and all(layer.int8 for layer in report.layers)
+    assert report.layers and all(layer.quantized for layer in report.layers)

@@ -1,5 +1,5 @@
-"""Lint findings on hand-built Q/DQ graphs: each check has a positive and a negative case
-(the clean qdq-onnx output of the same graph)."""
+"""Lint findings on hand-built Q/DQ graphs: every check of the rule file has a case that
+it must pass and one it must flag (`CASES`, run for every `lint:` entry)."""
 
 import numpy as np
 import onnx
@@ -75,43 +75,64 @@ def test_clean_output_has_no_findings():
     assert report.summary().startswith("3 of 3 weighted layers INT8, 0 fusions broken")
 
 
-def test_data_not_quantized():
+# Every lint check, proven both ways: name -> a function returning (a model the check must
+# pass, a model it must flag). The test below runs lint on both for every entry of the
+# rule file's lint section, so a check without a case, or one that stopped firing, fails.
+CASES: dict = {}
+
+
+def case(name):
+    def register(fn):
+        CASES[name] = fn
+        return fn
+    return register
+
+
+@case("weighted-data-not-quantized")
+def _data_not_quantized():
     m = clean()
-    p = pair_for(m, "c2", 0)
-    node(m, "c2").input[0] = p.source
-    assert "weighted-data-not-quantized" in names(m)
-    assert not lint_model(m, RULES).layers[-1].int8
+    node(m, "c2").input[0] = pair_for(m, "c2", 0).source
+    assert not lint_model(m, RULES).layers[-1].quantized
+    return clean(), m
 
 
-def test_weight_not_quantized():
+@case("weight-not-quantized")
+def _weight_not_quantized():
     m = clean()
-    p = pair_for(m, "c2", 1)
-    node(m, "c2").input[1] = p.source
-    assert "weight-not-quantized" in names(m)
+    node(m, "c2").input[1] = pair_for(m, "c2", 1).source
+    return clean(), m
 
 
-def test_wrong_weight_axis():
+@case("wrong-weight-axis")
+def _wrong_weight_axis():
     m = clean()
     p = pair_for(m, "c1", 1)
     for n in (node(m, p.quantize), node(m, p.dequantize)):
         for a in n.attribute:
             if a.name == "axis":
                 a.i = 1  # [K=4, C=4, 3, 3]: still valid ONNX, wrong for TensorRT
-    assert "wrong-weight-axis" in names(m)
+    return clean(), m
 
 
-def test_nonzero_and_uint8_zero_points():
+def _zero_point(value):
     m = clean()
-    p = pair_for(m, "c0", 0)
-    zp = node(m, p.quantize).input[2]
-    init(m, zp).CopyFrom(numpy_helper.from_array(np.int8(3), zp))
-    assert "nonzero-zero-point" in names(m)
-    m = clean()
-    init(m, zp).CopyFrom(numpy_helper.from_array(np.uint8(0), zp))
-    assert "uint8-quantization" in names(m)
+    zp = node(m, pair_for(m, "c0", 0).quantize).input[2]
+    init(m, zp).CopyFrom(numpy_helper.from_array(value, zp))
+    return m
 
 
-def test_per_channel_activation():
+@case("nonzero-zero-point")
+def _nonzero_zero_point():
+    return clean(), _zero_point(np.int8(3))
+
+
+@case("uint8-quantization")
+def _uint8_zero_point():
+    return _zero_point(np.int8(0)), _zero_point(np.uint8(0))
+
+
+@case("per-channel-activation")
+def _per_channel_activation():
     m = clean()
     p = pair_for(m, "c0", 0)
     s = node(m, p.quantize).input[1]
@@ -120,72 +141,85 @@ def test_per_channel_activation():
     init(m, zp).CopyFrom(numpy_helper.from_array(np.zeros(4, np.int8), zp))
     for n in (node(m, p.quantize), node(m, p.dequantize)):
         n.attribute.append(helper.make_attribute("axis", 1))
-    assert "per-channel-activation" in names(m)
+    return clean(), m
 
 
-def test_quantized_bias():
+@case("quantized-bias")
+def _quantized_bias():
     m = clean()
-    bias = node(m, "c0").input[2]
-    add_qdq(m, bias, {"c0"}, scale=0.01)
-    assert "quantized-bias" in names(m)
+    add_qdq(m, node(m, "c0").input[2], {"c0"}, scale=0.01)
+    return clean(), m
 
 
-def test_rejected_ops():
+@case("rejected-quantized-op")
+def _rejected_ops():
     m = clean()
-    assert "rejected-quantized-op" not in names(m)
     m.graph.node.append(helper.make_node("MatMulInteger", ["a", "b"], ["c"], name="mmi"))
-    assert "rejected-quantized-op" in names(m)
+    return clean(), m
 
 
-def test_per_channel_needs_opset_13():
+@case("per-channel-needs-opset-13")
+def _per_channel_needs_opset_13():
     m = clean()
     m.opset_import[0].version = 12
-    assert "per-channel-needs-opset-13" in names(m)
+    return clean(), m
 
 
-def test_residual_weighted_branch_quantized():
+@case("residual-weighted-branch-quantized")
+def _residual_weighted_branch_quantized():
     m = clean()
-    conv_out = node(m, "c1").output[0]
-    add_qdq(m, conv_out, {"add"})
-    assert "residual-weighted-branch-quantized" in names(m)
+    add_qdq(m, node(m, "c1").output[0], {"add"})
+    return clean(), m
 
 
-def test_residual_skip_not_quantized():
+@case("residual-skip-not-quantized")
+def _residual_skip_not_quantized():
     m = clean()
-    p = pair_for(m, "add", 0)
-    node(m, "add").input[0] = p.source
-    assert "residual-skip-not-quantized" in names(m)
+    node(m, "add").input[0] = pair_for(m, "add", 0).source
+    return clean(), m
 
 
-def test_qdq_on_weighted_output():
+@case("qdq-on-weighted-output")
+def _qdq_on_weighted_output():
     m = clean()
-    out = node(m, "c0").output[0]
-    add_qdq(m, out, {"r0"})
-    assert "qdq-on-weighted-output" in names(m)
+    add_qdq(m, node(m, "c0").output[0], {"r0"})
+    return clean(), m
 
 
-def test_residual_behind_layout_op():
-    assert "residual-behind-layout-op" not in names(clean())
-    g = G(input_shape=(1, 4, 8, 8))
-    a = g.unary("Relu", "r0", g.conv("c0", "x", 4))
-    nhwc = g.node("Transpose", "to_nhwc", [g.conv("c1", a, 4)], perm=[0, 2, 3, 1])
-    y = g.binary("Add", "add", a, g.node("Transpose", "to_nchw", [nhwc], perm=[0, 3, 1, 2]))
-    m = quantize_model(g.model([y]), keep_layout=True).onnx  # both inputs quantized
+@case("requantization")
+def _requantization():
+    # The clean graph quantizes the MaxPool output (input of c2) with the placeholder scale.
+    same = np.float32(6.0) / np.float32(127)
+    kept = clean()
+    add_qdq(kept, node(kept, "pool").input[0], {"pool"}, scale=same)  # DQ(s)-Pool-Q(s)
+    m = clean()
+    add_qdq(m, node(m, "pool").input[0], {"pool"}, scale=0.02)
+    return kept, m
+
+
+@pytest.mark.parametrize("check", sorted(RULES.lint))
+def test_every_check_passes_its_clean_case_and_flags_its_broken_one(check):
+    assert check in CASES, f"lint check {check!r} has no case in CASES"
+    negative, positive = CASES[check]()
+    assert check not in names(negative)
+    assert check in names(positive)
+
+
+def test_residual_behind_layout_op_names_the_add_and_the_transpose():
+    negative, m = CASES["residual-behind-layout-op"]()
     hits = [f for f in lint_model(m, RULES).findings if f.name == "residual-behind-layout-op"]
     assert [(f.id, f.node) for f in hits] == [("TRT-L018", "add")]
     assert "'c1'" in hits[0].message and "'to_nchw'" in hits[0].message
     assert hits[0] in lint_model(m, RULES).broken_fusions
 
 
-def test_requantization():
-    # The clean graph quantizes the MaxPool output (input of c2) with the placeholder scale.
-    same = np.float32(6.0) / np.float32(127)
-    m = clean()
-    add_qdq(m, node(m, "pool").input[0], {"pool"}, scale=same)
-    assert "requantization" not in names(m)  # DQ(s) -> MaxPool -> Q(s): no re-quantization
-    m = clean()
-    add_qdq(m, node(m, "pool").input[0], {"pool"}, scale=0.02)
-    assert "requantization" in names(m)
+@case("residual-behind-layout-op")
+def _residual_behind_layout_op():
+    g = G(input_shape=(1, 4, 8, 8))
+    a = g.unary("Relu", "r0", g.conv("c0", "x", 4))
+    nhwc = g.node("Transpose", "to_nhwc", [g.conv("c1", a, 4)], perm=[0, 2, 3, 1])
+    y = g.binary("Add", "add", a, g.node("Transpose", "to_nchw", [nhwc], perm=[0, 3, 1, 2]))
+    return clean(), quantize_model(g.model([y]), keep_layout=True).onnx  # both quantized
 
 
 def test_lint_cli_exit_codes(tmp_path, capsys):
@@ -201,13 +235,6 @@ def test_lint_cli_exit_codes(tmp_path, capsys):
 
     data = json.loads(capsys.readouterr().out)
     assert data["errors"] >= 1 and data["int8_layers"] == 3
-
-
-@pytest.mark.parametrize("check", sorted(RULES.lint))
-def test_every_lint_rule_has_a_test(check):
-    with open(__file__) as fh:
-        text = fh.read()
-    assert f'"{check}"' in text
 
 
 def test_qdq_on_a_weighted_output_read_by_several_ops_is_not_a_broken_fusion():
@@ -237,21 +264,23 @@ def _conv_transpose_chain(final_transpose_only: bool):
     return g.model([g.conv("c1", back, 4)])
 
 
-def test_layout_transpose_after_weighted():
-    inside = quantize_model(_conv_transpose_chain(False), keep_layout=True).onnx
-    assert "layout-transpose-after-weighted" in names(inside)
+@case("layout-transpose-after-weighted")
+def _layout_transpose_after_weighted():
     at_output = quantize_model(_conv_transpose_chain(True), keep_layout=True).onnx
-    assert "layout-transpose-after-weighted" not in names(at_output)
+    inside = quantize_model(_conv_transpose_chain(False), keep_layout=True).onnx
+    return at_output, inside
 
 
-def test_quantized_normalization_internals():
-    from test_layernorm_fusion import decomposed
+@case("quantized-normalization-internals")
+def _quantized_normalization_internals():
+    from helpers import decomposed_layernorm as decomposed
 
-    m = quantize_model(decomposed(opset=13)).onnx  # the pattern keeps the internals float
-    assert names(m) == set()
+    kept = quantize_model(decomposed(opset=13)).onnx  # the pattern keeps the internals float
+    assert names(kept) == set()
+    m = quantize_model(decomposed(opset=13)).onnx
     mean = next(n for n in m.graph.node if n.name == "mean")
     add_qdq(m, mean.input[0], {"mean", "sub"})
-    assert "quantized-normalization-internals" in names(m)
+    return kept, m
 
 
 def _attention(seq: int = 4, head: int = 8):
@@ -288,12 +317,17 @@ def test_mha_outside_fused_int8_limits(seq, head, found):
     assert "mha-outside-fused-int8-limits" not in names(m)
 
 
-def test_incomplete_mha_qdq():
-    m = quantize_model(_attention()).onnx  # both products fully quantized: the INT8 MHA
-    assert "incomplete-mha-qdq" not in names(m)
-    bmm2 = node(m, "bmm2")
-    bmm2.input[0] = pair_for(m, "bmm2", 0).source  # the softmax output left float
-    assert "incomplete-mha-qdq" in names(m)
+@case("incomplete-mha-qdq")
+def _incomplete_mha_qdq():
+    whole = quantize_model(_attention()).onnx  # both products fully quantized: the INT8 MHA
+    m = quantize_model(_attention()).onnx
+    node(m, "bmm2").input[0] = pair_for(m, "bmm2", 0).source  # the softmax output float
+    return whole, m
+
+
+@case("mha-outside-fused-int8-limits")
+def _mha_outside_limits():
+    return quantize_model(_attention(4, 16)).onnx, quantize_model(_attention(4, 8)).onnx
 
 
 def dense_block():

@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 from helpers import G
+from helpers import small_classifier as _model
 from PIL import Image
-from test_streaming import _model  # the same small NCHW classifier
 
 from qdq_onnx import ImageFolder, quantize_model
 from qdq_onnx.cli.main import main

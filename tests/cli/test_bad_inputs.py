@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _float_model(opset=13, input_shape=(1, 3, 8, 8)):
@@ -229,7 +229,7 @@ CASES = [
                 "-o", "{out}"], "4 samples but 2 labels"),
     ("lr-not-positive", "learning rate <= 0",
      lambda e: ["finetune", str(e.mlp_qdq), "--data", str(e.train), "-o", "{out}", "--lr",
-                "0"], "learning rate must be a positive"),
+                "0"], "--lr must be a positive"),
     ("resume-other-model", "resume from a checkpoint of another model",
      lambda e: (lambda m, ck: ["finetune", m, "--data", str(e.train), "-o", "{out}",
                                "--resume", ck])(*_other_checkpoint(e)), "another model"),
@@ -281,7 +281,7 @@ def test_internal_errors_exit_3(env, monkeypatch, capsys):
     def boom(*a, **k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(stages, "plan_placement", boom)
+    monkeypatch.setattr(stages, "_plan_placement", boom)
     assert main(["insert", str(env.model), "-o", str(env.out)]) == 3
     err = capsys.readouterr().err
     assert "internal error" in err and "Traceback" in err

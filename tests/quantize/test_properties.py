@@ -130,13 +130,14 @@ def test_insertion_properties(case):
 @settings(max_examples=40, **COMMON)
 @given(graphs(average_pool=False))  # onnxruntime-training cannot train AveragePool
 def test_emitted_graph_equals_training_graph(case):
-    from qdq_onnx.finetune import TrainConfig, Trainer
+    from qdq_onnx.finetune import FitConfig, TrainConfig, Trainer
 
     model, data = case
     q = quantize_model(model, calibration_data=data)
     trainer = Trainer(q.onnx, TrainConfig(loss="mse"))
     try:
-        trainer.fit(data, np.zeros((len(data), 5), np.float32), batch_size=4, verbose=0)
+        trainer.fit(data, np.zeros((len(data), 5), np.float32),
+                    FitConfig(batch_size=4, verbose=0))
         emitted = trainer.emit()
         assert trainer.check_emitted(emitted, data) == 0.0
     finally:

@@ -1,0 +1,253 @@
+"""The trainer: the fake-quant training graph of a Q/DQ model on a training backend, its data
+handling, evaluation and emit. `fit` hands one run to the loop (`qdq_onnx.finetune.loop`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from qdq_onnx.data.feeds import match_inputs
+from qdq_onnx.data.images import ImageFolder
+from qdq_onnx.data.iterables import is_batch_source, spill, spill_folder
+from qdq_onnx.errors import QdqError
+from qdq_onnx.finetune.backend import BACKENDS
+from qdq_onnx.finetune.callbacks import Callback
+from qdq_onnx.finetune.config import FINGERPRINTED, FitConfig, TrainConfig
+from qdq_onnx.finetune.emit import emitted_difference, emitted_model, fake_quant_model
+from qdq_onnx.finetune.fake_quant import TrainGraph, lower_to_fake_quant
+from qdq_onnx.finetune.history import History
+from qdq_onnx.finetune.losses import LossSpec
+from qdq_onnx.finetune.state import RunState
+from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
+from qdq_onnx.scheme import INT8
+
+
+def _fingerprint(graph: TrainGraph, qdq_model: onnx.ModelProto, config: TrainConfig) -> str:
+    """Identifies what is trained: the training graph, the starting weights, the weights'
+    schemes and the settings that change the optimisation (a checkpoint of anything else is
+    refused)."""
+    h = hashlib.sha256()
+    for node in graph.model.graph.node:
+        h.update(f"{node.op_type}|{','.join(node.input)}|{','.join(node.output)}\n".encode())
+    for t in graph.model.graph.initializer:
+        h.update(f"{t.name}:{list(t.dims)}\n".encode())
+    for t in qdq_model.graph.initializer:  # the starting weights, not just shapes
+        h.update(t.SerializeToString())
+    fields = {k: v for k, v in config.fingerprint_fields().items() if k in FINGERPRINTED}
+    fields["schemes"] = graph.schemes()
+    h.update(json.dumps(fields, sort_keys=True).encode())
+    return h.hexdigest()[:20]
+
+
+class Trainer:
+    """Fine-tunes the fake-quant lowering of a Q/DQ model and emits the trained Q/DQ model."""
+
+    def __init__(self, qdq_model: onnx.ModelProto, config: TrainConfig | None = None,
+                 work_dir: str | os.PathLike | None = None, backend_factory: Any = None
+                 ) -> None:
+        """`backend_factory(graph, loss, config, work_dir)` builds the training backend
+        (default: the one `config.backend` names)."""
+        config = config or TrainConfig()
+        self.config, self.qdq_model = config, qdq_model
+        self.loss = LossSpec(config.loss, config.from_logits)
+        self.graph = lower_to_fake_quant(qdq_model, config.learn_scales, config.weight_bits)
+        out_info = next(o for o in self.graph.model.graph.output if o.name == self.graph.output)
+        self.output_shape = tuple(d.dim_value if d.HasField("dim_value") else -1
+                                  for d in out_info.type.tensor_type.shape.dim)
+        self.fingerprint = _fingerprint(self.graph, qdq_model, config)
+        factory = backend_factory or BACKENDS[config.backend]
+        self.backend = factory(self.graph, self.loss, config, work_dir)
+        self.state = RunState(epochs=0)
+        self.steps_done = self.epochs_done = 0  # over every run of this trainer
+        self._spills: list[str] = []
+        self.fitted_x: Any = None
+        self.refresh_weight_scales()
+
+    @property
+    def history(self) -> History:
+        """The last run's History."""
+        return self.state.history
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps of the last run."""
+        return self.state.step
+
+    @property
+    def epoch(self) -> int:
+        """Epochs done by the last run."""
+        return self.state.epoch
+
+    # -- parameters ----------------------------------------------------------------------
+    def refresh_weight_scales(self) -> None:
+        """Weight scales follow the weights: per channel max|w| / qmax, after every step."""
+        b = self.backend
+        for wq in self.graph.weights:
+            b.set_parameter(wq.train_scale, weight_scale(b.get_parameter(wq.weight), wq.axis,
+                                                         wq.qmax))
+        if self.config.learn_scales:
+            for name in self.graph.activation_scales:
+                v = b.get_parameter(name)
+                if np.any(v < MIN_SCALE):
+                    b.set_parameter(name, np.maximum(v, MIN_SCALE).astype(np.float32))
+
+    def restore(self, snapshot: np.ndarray) -> None:
+        """Put a `backend.snapshot()` back (weight scales follow)."""
+        self.backend.restore(snapshot)
+        self.refresh_weight_scales()
+
+    def trained_initializers(self) -> dict[str, np.ndarray]:
+        """The trainable parameters' current values by initializer name."""
+        return {name: self.backend.get_parameter(name) for name in self.graph.trainable}
+
+    # -- data ----------------------------------------------------------------------------
+    def _inputs(self, x: Any) -> dict[str, np.ndarray]:
+        arrays = x if isinstance(x, dict) else {"": np.asarray(x)}
+        return match_inputs(dict(arrays), self.qdq_model, source="training data")
+
+    def args(self, feeds: dict[str, np.ndarray], idx, labels: np.ndarray) -> list:
+        """The backend's input arrays for rows `idx` of `feeds` and `labels`."""
+        label_name = "labels" if self.loss.kind == "ce" else "target"
+        return [labels[idx] if name == label_name else feeds[name][idx]
+                for name in self.backend.input_names]
+
+    def _dummy_labels(self, n: int) -> np.ndarray:
+        if self.loss.kind == "ce":
+            return np.zeros(n, np.int64)
+        return np.zeros((n, *[max(d, 1) for d in self.output_shape[1:]]), np.float32)
+
+    def _labelled(self, x: Any, y: Any, what: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        feeds = self._inputs(x)
+        n = next(iter(feeds.values())).shape[0]
+        labels = self.loss.labels(y, self.output_shape, f"{what} labels")
+        if labels.shape[0] != n:
+            raise QdqError(f"{what} data has {n} samples but {labels.shape[0]} labels")
+        return feeds, labels
+
+    def _materialise(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
+        """(x, y) as arrays: an iterable of (x, y) batches is spilled to a temporary
+        folder and memory-mapped (removed by `close`)."""
+        if isinstance(x, ImageFolder) and y is None:
+            return x.inputs_and_labels()
+        if y is not None or not is_batch_source(x):
+            if y is None:
+                raise QdqError(f"{what} labels are missing: pass y, or an iterable of "
+                               "(x, y) batches as x")
+            return x, y
+        folder = spill_folder()
+        self._spills.append(folder)
+        return spill(x, folder, f"{what} data")
+
+    def training_data(self, x: Any, y: Any, validation_split: float, validation_data: Any
+                      ) -> tuple[dict, np.ndarray, tuple | None]:
+        """(training feeds, labels, validation (x, y) or None)."""
+        x, y = self._materialise(x, y, "training")
+        if validation_data is not None and not isinstance(validation_data, (tuple, list)):
+            validation_data = self._materialise(validation_data, None, "validation")
+        feeds, labels = self._labelled(x, y, "training")
+        self.fitted_x = feeds  # matched to the model inputs (an image folder is sized)
+        val = validation_data
+        if val is None and validation_split > 0:
+            n = labels.shape[0]
+            cut = n - max(1, int(round(n * validation_split)))
+            val = ({k: v[cut:] for k, v in feeds.items()}, np.asarray(y)[cut:])
+            feeds, labels = {k: v[:cut] for k, v in feeds.items()}, labels[:cut]
+        return feeds, labels, val
+
+    def sample(self, n: int = 64) -> Any:
+        """The first `n` samples of the last `fit`'s inputs as plain arrays (read now from
+        memory-mapped data), for the emit check; None before any fit."""
+        x = self.fitted_x
+        if isinstance(x, dict):
+            return {k: np.array(v[:n]) for k, v in x.items()}
+        return None if x is None else np.array(x[:n])
+
+    # -- evaluation ----------------------------------------------------------------------
+    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Model outputs for `x` from the training graph's eval mode (batches of
+        `batch_size`)."""
+        feeds = self._inputs(x)
+        n = next(iter(feeds.values())).shape[0]
+        labels = self._dummy_labels(n)
+        return np.concatenate([
+            self.backend.evaluate(self.args(feeds, slice(s, min(s + batch_size, n)),
+                                            labels))[1]
+            for s in range(0, n, batch_size)])
+
+    def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
+        """{'loss': ..., 'accuracy': ...} of the eval mode on (x, y); accuracy is
+        omitted where undefined (MSE)."""
+        feeds, labels = self._labelled(x, y, "evaluation")
+        n = labels.shape[0]
+        total_loss, hits, count = 0.0, 0, 0
+        for start in range(0, n, batch_size):
+            idx = slice(start, min(start + batch_size, n))
+            loss, out = self.backend.evaluate(self.args(feeds, idx, labels))
+            total_loss += loss * (idx.stop - idx.start)
+            c = self.loss.correct(out, labels[idx])
+            if c is not None:
+                hits, count = hits + c[0], count + c[1]
+        logs = {"loss": total_loss / n}
+        if count and self.config.metrics:
+            logs["accuracy"] = hits / count
+        return logs
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, x: Any, y: Any = None, fit: FitConfig | None = None,
+            validation_data: Any = None, callbacks: Sequence[Callback] = ()) -> History:
+        """Train for `fit.epochs` epochs (a resumed run: until that many are done); returns
+        the History. See `FitConfig` for the settings and `qdq_onnx.finetune.loop` for
+        what a run does. `x` (and `validation_data`) may be an iterable of (x, y) batches
+        with `y` None: it is read once into memory-mapped temporary files."""
+        from qdq_onnx.finetune.loop import FitLoop
+
+        fit = fit or FitConfig()
+        feeds, labels, val = self.training_data(x, y, fit.validation_split, validation_data)
+        loop = FitLoop(self, feeds, labels, val, fit, list(callbacks))
+        history = loop.run()
+        # A resumed run counts the steps it continued from: the emitted training record is
+        # the same as the uninterrupted run's.
+        self.steps_done += loop.state.step
+        self.epochs_done += loop.state.epoch
+        return history
+
+    # -- emit ----------------------------------------------------------------------------
+    def emit(self, sample: Any | None = None, provenance: dict[str, Any] | None = None
+             ) -> onnx.ModelProto:
+        """The trained Q/DQ model for TensorRT, checked against the training graph's eval
+        output on `sample` (bit-exact or within 1e-6, else QdqError)."""
+        bits = self.graph.weight_bits
+        meta = {**self.config.fingerprint_fields(),
+                "weight_bits": INT8.bits if bits is None else bits,
+                "steps": self.steps_done, "epochs": self.epochs_done, **(provenance or {})}
+        out = emitted_model(self.qdq_model, self.graph, self.trained_initializers(), meta)
+        if sample is not None:
+            self.check_emitted(out, sample)
+        return out
+
+    def fake_quant_model(self) -> onnx.ModelProto:
+        """The training graph's forward pass with the current parameters, as a plain model."""
+        params = {t.name: self.backend.get_parameter(t.name)
+                  for t in self.graph.model.graph.initializer
+                  if t.name in set(self.graph.trainable) | set(self.graph.frozen)}
+        return fake_quant_model(self.graph, params)
+
+    def check_emitted(self, emitted: onnx.ModelProto, sample: Any) -> float:
+        """Max |emitted - training graph| on `sample`; QdqError above 1e-6 (relative)."""
+        return emitted_difference(emitted, self.fake_quant_model(), self.graph.output,
+                                  self._inputs(sample))
+
+    def close(self) -> None:
+        """Release the backend and remove its work folder when the trainer made it, and
+        the folders of spilled batches."""
+        self.backend.close()
+        for folder in self._spills:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._spills.clear()

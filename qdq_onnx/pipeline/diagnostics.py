@@ -1,0 +1,129 @@
+"""The diagnostics beside the pipeline, one function per CLI verb: `inspect` (and its error
+report), `lint`, `sensitivity`, `report`, `rules`, plus `describe` for one-line summaries."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+
+from qdq_onnx.errors import SettingError
+from qdq_onnx.placement.config import PlacementConfig
+from qdq_onnx.placement.rules import RuleSet, load_rules
+from qdq_onnx.quantize.config import CalibrationConfig
+
+
+def _rule_set(name: RuleSet | str | os.PathLike | None) -> RuleSet:
+    return name if isinstance(name, RuleSet) else load_rules(name)
+
+
+def rules(name: RuleSet | str | os.PathLike | None = None) -> RuleSet:
+    """A rule set: a rule-file path, a bundled name (tensorrt, nvidia-tf-toolkit), or None
+    for the default."""
+    return _rule_set(name)
+
+
+def describe(model: onnx.ModelProto) -> dict[str, Any]:
+    """Nodes, default opset and the number of Keras layers its layer map names."""
+    from qdq_onnx.files.onnx_files import default_opset
+    from qdq_onnx.graph.layers import read_layer_map
+
+    layer_map = read_layer_map(model)
+    return {"nodes": len(model.graph.node), "opset": default_opset(model),
+            "keras_layers": len(layer_map.layers) if layer_map else 0}
+
+
+def inspect(model: onnx.ModelProto) -> dict[str, Any]:
+    """Every quantized input of a Q/DQ model (ours or another tool's): activation or weight,
+    axis, scale count, precision scheme, rule and Keras layer; plus Q/DQ node counts."""
+    from qdq_onnx.diagnostics.quantized_inputs import summary
+
+    return summary(model)
+
+
+def error_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
+                 max_samples: int | None = None, show_progress: bool = True) -> dict:
+    """Per quantized tensor scale, clipping and SQNR; per weighted layer float-vs-Q/DQ
+    (`inspect --data`)."""
+    from qdq_onnx.diagnostics.error_report import build_report
+
+    return build_report(model, data, batch_size=batch_size, max_samples=max_samples,
+                        show_progress=show_progress)
+
+
+def lint(model: onnx.ModelProto, rules: RuleSet | str | os.PathLike | None = None):
+    """TensorRT INT8 and fusion check of any Q/DQ model (a LintReport)."""
+    from qdq_onnx.diagnostics.lint import lint_model
+
+    return lint_model(model, _rule_set(rules))
+
+
+def sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], labels: np.ndarray | None,
+                placement: PlacementConfig | None = None, calibration_data: Any = None,
+                target_drop: float | None = None, calibration_samples: int = 512):
+    """Per-layer sensitivity of a float model on `x` (accuracy with `labels`, output SQNR
+    without) and, with `target_drop` (a fraction of accuracy, e.g. 0.002), the fewest
+    layers to leave float to stay within it."""
+    from qdq_onnx.diagnostics.sensitivity import analyse
+    from qdq_onnx.pipeline.stages import _prepare_and_plan
+    from qdq_onnx.quantize.calibration import calibrate_plan
+
+    if target_drop is not None and not (isinstance(target_drop, (int, float))
+                                        and math.isfinite(target_drop)
+                                        and 0.0 <= target_drop < 1.0):
+        raise SettingError("target_drop", f"must be a fraction of accuracy in [0, 1), got "
+                                          f"{target_drop!r}")
+    prepared, made, _ = _prepare_and_plan(model, placement, copy=True)
+    c = CalibrationConfig(max_samples=calibration_samples, show_progress=False)
+    amax = calibrate_plan(prepared, made, calibration_data if calibration_data is not None
+                          else x, c).amax
+    return analyse(prepared, made, amax, x, labels, target_drop=target_drop)
+
+
+def report(model: onnx.ModelProto, name: str, rules: RuleSet | str | None = None,
+           data: Any = None, max_samples: int = 512, sensitivity: dict | None = None,
+           bench_dir: str | os.PathLike | None = None) -> str:
+    """One self-contained HTML report of a Q/DQ model."""
+    from qdq_onnx.diagnostics.html_report import build_html, load_bench
+
+    quant = error_report(model, data, max_samples=max_samples) if data is not None else None
+    bench = load_bench(bench_dir) if bench_dir else None
+    return build_html(model, name, lint(model, rules), quant, sensitivity, bench)
+
+
+def render_error_report(report_data: dict) -> str:
+    """The error report as a text table."""
+    from qdq_onnx.diagnostics.error_report import render_text
+
+    return render_text(report_data)
+
+
+def error_report_chart(report_data: dict) -> bytes:
+    """The error report's SQNR bars as PNG bytes."""
+    from qdq_onnx.diagnostics.error_report import sqnr_chart
+
+    return sqnr_chart(report_data)
+
+
+def sensitivity_chart(result) -> bytes:
+    """The sensitivity bars as PNG bytes."""
+    from qdq_onnx.diagnostics.sensitivity import sensitivity_chart as chart
+
+    return chart(result)
+
+
+def sensitivity_spec(layers: list[str], note: str) -> str:
+    """A spec YAML that leaves `layers` float."""
+    from qdq_onnx.diagnostics.sensitivity import spec_yaml
+
+    return spec_yaml(layers, note)
+
+
+def write_png(data: bytes, path: str | os.PathLike):
+    """Write PNG bytes atomically."""
+    from qdq_onnx.diagnostics.charts import write_png as write
+
+    return write(data, path)

@@ -1,0 +1,113 @@
+"""Fine-tuning through the pipeline: a `Training` session over one Q/DQ model (what the
+Keras-style `QuantizedModel.compile` keeps) and `finetune`, one run from start to emit (what
+`qdq-onnx finetune` does)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from qdq_onnx.finetune.backend import require_backend
+from qdq_onnx.finetune.callbacks import Callback
+from qdq_onnx.finetune.config import FitConfig, TrainConfig
+from qdq_onnx.finetune.history import History
+
+
+class Training:
+    """A fine-tuning session: the fake-quant training graph of `qdq_model` on the backend
+    `config.backend` names. `fit` trains, `evaluate`/`predict` run its eval mode, `emit`
+    writes the trained weights back into the Q/DQ model (checked against training)."""
+
+    def __init__(self, qdq_model: onnx.ModelProto, config: TrainConfig | None = None,
+                 work_dir: str | os.PathLike | None = None, backend_factory: Any = None
+                 ) -> None:
+        from qdq_onnx.finetune.trainer import Trainer
+
+        config = config or TrainConfig()
+        if backend_factory is None:
+            require_backend(config.backend)
+        self.config = config
+        self._trainer = Trainer(qdq_model, config, work_dir, backend_factory)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps over every `fit` so far."""
+        return self._trainer.steps_done
+
+    @property
+    def history(self) -> History:
+        """The last `fit`'s History."""
+        return self._trainer.history
+
+    def fit(self, x: Any, y: Any = None, fit: FitConfig | None = None,
+            validation_data: Any = None, callbacks: Sequence[Callback] = ()) -> History:
+        """One run of `fit.epochs` epochs (see FitConfig); the History."""
+        return self._trainer.fit(x, y, fit, validation_data, callbacks)
+
+    def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
+        """{'loss', 'accuracy'} of the eval mode on (x, y)."""
+        return self._trainer.evaluate(x, y, batch_size)
+
+    def predict(self, x: Any, batch_size: int = 256):
+        """The eval mode's outputs for `x`."""
+        return self._trainer.predict(x, batch_size)
+
+    def emit(self, provenance: dict[str, Any] | None = None, sample_size: int = 64
+             ) -> onnx.ModelProto:
+        """The trained Q/DQ model, checked on `sample_size` of the fitted samples against the
+        training graph (QdqError above 1e-6)."""
+        t = self._trainer
+        return t.emit(t.sample(sample_size), provenance=provenance)
+
+    def close(self) -> None:
+        """Release the backend and temporary files."""
+        self._trainer.close()
+
+
+@dataclass
+class FineTuned:
+    """The emitted Q/DQ model (checked against the training graph) and the History."""
+
+    model: onnx.ModelProto
+    history: History
+
+
+def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any = None,
+             config: TrainConfig | None = None, fit: FitConfig | None = None,
+             validation_data: Any = None, callbacks: Sequence[Callback] = (),
+             provenance: dict | None = None, **deprecated: Any) -> FineTuned:
+    """Quantization-aware fine-tuning of a Q/DQ model, then emit (even after Ctrl-C: the
+    History says `interrupted` and the model holds the weights reached). `x` with `y` None
+    may be an iterable of (x, y) batches."""
+    callbacks = list(callbacks) + _old_epoch_callback(deprecated)
+    fit = fit or FitConfig()
+    session = Training(qdq_model, config)
+    try:
+        history = session.fit(x, y, fit, validation_data, callbacks)
+        return FineTuned(session.emit(provenance, fit.sample_size), history)
+    finally:
+        session.close()
+
+
+def _old_epoch_callback(deprecated: dict[str, Any]) -> list[Callback]:
+    """`on_epoch_end=function(epoch, epochs, logs, seconds)`, the old form, as a Callback."""
+    unknown = set(deprecated) - {"on_epoch_end"}
+    if unknown:
+        raise TypeError(f"finetune() got unexpected keyword argument(s) {sorted(unknown)}")
+    function = deprecated.get("on_epoch_end")
+    if function is None:
+        return []
+    import warnings
+
+    warnings.warn("finetune(on_epoch_end=f) is deprecated: pass callbacks=[Callback]",
+                  DeprecationWarning, stacklevel=3)
+
+    class _Function(Callback):
+        def on_epoch_end(self, state, logs, seconds):
+            function(state.epoch - 1, state.epochs, logs, seconds)
+
+    return [_Function()]

@@ -1,0 +1,54 @@
+"""Calibration settings: a frozen object, validated when it is made, that every calibration
+function takes whole."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from qdq_onnx.errors import SettingError
+
+SINGLE_METHODS = ("max", "percentile", "entropy", "mse")
+# auto: per tensor, the single method whose threshold is best at the reading layer's output
+# (qdq_onnx.quantize.auto); it needs the model, not only the statistics.
+METHODS = (*SINGLE_METHODS, "auto")
+DEFAULT_CLIP_WARNING = 0.01
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How activation ranges are found.
+
+    `method`: max, percentile, entropy, mse or auto. `percentile`: the percentile of |x|
+    that percentile keeps. `batch_size`: samples per onnxruntime run. `max_samples`: use at
+    most this many. `show_progress`: a progress bar on a terminal. `clip_warning`: the
+    clipping guard warns about tensors whose range clips more than this fraction of their
+    calibration values (it never changes a scale)."""
+
+    method: str = "max"
+    percentile: float = 99.99
+    batch_size: int = 32
+    max_samples: int | None = None
+    show_progress: bool = True
+    clip_warning: float = DEFAULT_CLIP_WARNING
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SettingError("method", f"must be one of {', '.join(METHODS)}, got "
+                                         f"{self.method!r}")
+        if not (isinstance(self.percentile, (int, float)) and 0.0 < self.percentile <= 100.0):
+            raise SettingError("percentile", f"must be in (0, 100], got {self.percentile}")
+        if not _positive_int(self.batch_size):
+            raise SettingError("batch_size", f"must be a positive integer, got "
+                                             f"{self.batch_size!r}")
+        if self.max_samples is not None and not _positive_int(self.max_samples):
+            raise SettingError("max_samples", f"must be a positive integer, got "
+                                              f"{self.max_samples!r}")
+        if not (isinstance(self.clip_warning, (int, float)) and math.isfinite(self.clip_warning)
+                and 0.0 <= self.clip_warning <= 1.0):
+            raise SettingError("clip_warning", f"must be a fraction in [0, 1], got "
+                                               f"{self.clip_warning}")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -1,0 +1,70 @@
+"""The `finetune` command: trains and writes a checked file, keeps the starting weights when
+training only makes them worse, and refuses bad settings by their flags."""
+
+import numpy as np
+import onnx
+
+from qdq_onnx import quantize_model
+from qdq_onnx.cli.main import main
+from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
+
+
+def _cli_files(digits, float_model, tmp_path):
+    """(calibrated Q/DQ model, train.npz, val.npz) written for the finetune command."""
+    xtr, ytr, xte, yte = digits
+    src = tmp_path / "q.onnx"
+    onnx.save(quantize_model(float_model, calibration_data=xtr[:256]).onnx, src)
+    train, val = tmp_path / "train.npz", tmp_path / "val.npz"
+    np.savez(train, x=xtr, labels=ytr)
+    np.savez(val, x=xte, labels=yte)
+    return src, train, val
+
+
+def test_finetune_cli(digits, float_model, tmp_path, capsys):
+    xtr, ytr, xte, yte = digits
+    src, train, val = _cli_files(digits, float_model, tmp_path)
+    out = tmp_path / "ft.onnx"
+    assert main(["finetune", str(src), "--data", str(train), "--val", str(val), "-o",
+                 str(out), "--epochs", "2", "--lr", "1e-3", "--schedule", "cosine",
+                 "--checkpoint-dir", str(tmp_path / "ck"), "--quiet"]) == 0
+    assert "val_accuracy" in capsys.readouterr().out
+    model = onnx.load(out)
+    onnx.checker.check_model(model, full_check=True)
+    assert accuracy(model, xte, yte) > 0.9
+    assert (tmp_path / "ck" / "latest.json").is_file()
+    np.savez(tmp_path / "nolabels.npz", x=xtr)
+    assert main(["finetune", str(src), "--data", str(tmp_path / "nolabels.npz"), "-o",
+                 str(tmp_path / "z.onnx")]) == 2
+    assert "no labels" in capsys.readouterr().err
+    for flags, message in [(["--lr", "0"], "--lr must be a positive number"),
+                           (["--epochs", "0"], "--epochs must be a positive integer"),
+                           (["--checkpoint-every-minutes", "-1"],
+                            "--checkpoint-every-minutes must be a positive number"),
+                           (["--keep-checkpoints", "0"], "--keep-checkpoints must be"),
+                           (["--validation-split", "1.5"], "--validation-split must be in")]:
+        assert main(["finetune", str(src), "--data", str(train), "-o",
+                     str(tmp_path / "z.onnx"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "z.onnx").exists()
+
+
+def test_diverging_fine_tuning_returns_the_starting_model_and_says_so(digits, float_model,
+                                                                       tmp_path, capsys):
+    """A learning rate far too high wrecks the weights without a NaN; with validation data
+    the result is the starting model, bit for bit, and the command says why."""
+    _, _, xte, yte = digits
+    src, train, val = _cli_files(digits, float_model, tmp_path)
+    start_model = onnx.load(src)
+    out = tmp_path / "ft.onnx"
+    assert main(["finetune", str(src), "--data", str(train), "--val", str(val), "-o",
+                 str(out), "--epochs", "2", "--lr", "5", "--optimizer", "sgd",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "kept the starting weights" in err
+    start = {t.name: t.raw_data for t in start_model.graph.initializer}
+    tuned = {t.name: t.raw_data for t in onnx.load(out).graph.initializer}
+    assert tuned == start
+    assert accuracy(onnx.load(out), xte, yte) == accuracy(start_model, xte, yte)
+
+

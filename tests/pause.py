@@ -1,0 +1,74 @@
+"""Run `qdq-onnx ARGS...` in this (child) process and stop at a chosen point until told.
+
+    python tests/pause.py POINT -- qdq-onnx arguments...
+
+POINT is `calibration-batch` (after the first calibration batch) or `step:N` (after
+optimizer step N of fine-tuning). There the child prints `paused` on stdout, flushes, and
+blocks reading stdin: the test then signals it (SIGINT, SIGTERM, SIGKILL) or closes stdin to
+let it go on. Tests sequence processes on this pipe, never on the clock.
+
+The hooks wrap qdq-onnx functions inside this child only; the command itself runs as the
+installed CLI does (`main`)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _pause() -> None:
+    sys.stdout.write("paused\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+
+
+def _pause_in_calibration() -> None:
+    import qdq_onnx.data.feeds as feeds
+
+    original = feeds.as_batches
+
+    def as_batches(*args, **kwargs):
+        batches, total = original(*args, **kwargs)
+
+        def paused():
+            for i, batch in enumerate(batches):
+                if i == 1 and kwargs.get("source") == "calibration data":
+                    _pause()
+                yield batch
+        return paused(), total
+
+    feeds.as_batches = as_batches
+
+
+def _pause_at_step(step: int) -> None:
+    from qdq_onnx.finetune import Callback
+    from qdq_onnx.finetune.loop import FitLoop
+
+    class Pause(Callback):
+        def on_step_end(self, state, loss):
+            if state.step == step:
+                _pause()
+
+    original = FitLoop.__init__
+
+    def init(self, trainer, feeds, labels, val, fit, callbacks):
+        original(self, trainer, feeds, labels, val, fit, [*callbacks, Pause()])
+
+    FitLoop.__init__ = init
+
+
+def main() -> int:
+    point, sep, *argv = sys.argv[1:]
+    assert sep == "--", "usage: pause.py POINT -- ARGS..."
+    if point == "calibration-batch":
+        _pause_in_calibration()
+    elif point.startswith("step:"):
+        _pause_at_step(int(point.split(":", 1)[1]))
+    else:
+        raise SystemExit(f"unknown pause point {point!r}")
+    from qdq_onnx.cli.main import main as cli
+
+    return cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
