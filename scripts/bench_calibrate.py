@@ -31,8 +31,8 @@ def run_qdq_onnx(model: str, calib: str, out: str) -> None:
     from qdq_onnx import pipeline
 
     source = pipeline.load(model)
-    q = pipeline.quantize(source.model, data=calib, copy=False,
-                          calibration=pipeline.CalibrationConfig(show_progress=False))
+    q = pipeline.insert(source.model, data=calib, copy=False,
+                        calibration=pipeline.CalibrationConfig(show_progress=False))
     pipeline.save(q.qdq, out)
 
 
@@ -60,13 +60,14 @@ def resnet50_methods(images: int = 16) -> dict:
 
     model = pipeline.load(keras_application_onnx("ResNet50")).model
     prepared, _ = pipeline.prepare(model)
-    tensors = sorted({p.tensor for p in pipeline.plan(prepared).activations()})
+    tensors = sorted({p.tensor for p in pipeline.plan_placement(prepared).activations()})
     x = np.random.default_rng(0).random((images, 224, 224, 3), dtype=np.float32)
     t0 = time.perf_counter()
-    collect_stats(prepared, tensors, x, batch_size=8, with_hist=False, show_progress=False)
+    config = pipeline.CalibrationConfig(batch_size=8, show_progress=False)
+    collect_stats(prepared, tensors, x, config, with_hist=False)
     t_max = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stats = collect_stats(prepared, tensors, x, batch_size=8, show_progress=False)
+    stats = collect_stats(prepared, tensors, x, config)
     t_hist = time.perf_counter() - t0
     search = {}
     for method in METHODS:

@@ -57,6 +57,17 @@ def child_peak_rss_mib(module: str, func: str, args: Iterable[Any],
     return int(out.strip().splitlines()[-1]) / 1024.0
 
 
+def process_peak_rss_mib(cmd: list[str]) -> float:
+    """Peak resident memory of the process `cmd`, whole (what /usr/bin/time reports), read
+    by a small wrapper so the measurement does not inherit this process's peak."""
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+            "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN)"
+            ".ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, *cmd], check=True, capture_output=True,
+                         text=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024.0
+
+
 def ort_quantize_static(src: str | Path, out: str | Path, batches: list[dict]) -> None:
     """onnxruntime's quantizer configured as close to TensorRT's needs as it goes: QDQ
     format, MinMax, symmetric int8 activations and per-channel int8 weights."""
@@ -88,6 +99,23 @@ def count_qdq(path: str | Path) -> dict[str, int]:
     m = onnx.load(str(path), load_external_data=False)
     return {op: sum(n.op_type == op for n in m.graph.node)
             for op in ("QuantizeLinear", "DequantizeLinear")}
+
+
+def tf2onnx_application_onnx(name: str) -> Path:
+    """bench/tmp/<name>.tf2onnx.onnx: keras.applications.<name>(weights=None) converted by
+    plain tf2onnx (opset 13, its NHWC input kept: a Transpose at the graph input), as a
+    user who brings "any float ONNX file" has it."""
+    path = CACHE / f"{name}.tf2onnx.onnx"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        code = ("import keras, onnx, tensorflow as tf, tf2onnx; "
+                f"m = keras.applications.{name}(weights=None); "
+                "spec = [tf.TensorSpec((None, *m.input_shape[1:]), tf.float32, name='input')]; "
+                "f = tf.function(lambda x: m(x)); "
+                "p, _ = tf2onnx.convert.from_function(f, input_signature=spec, opset=13); "
+                f"onnx.save(p, {str(path)!r})")
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return path
 
 
 def keras_application_onnx(name: str) -> Path:

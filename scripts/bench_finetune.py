@@ -26,14 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def ort_runner(model, x, y, batch_size: int, lr: float):
     """A callable that trains one more epoch and returns its wall time."""
-    from qdq_onnx.finetune import TrainConfig, Trainer
+    from qdq_onnx import pipeline
 
-    trainer = Trainer(model, TrainConfig(learning_rate=lr))
-    trainer.fit(x[:batch_size * 4], y[:batch_size * 4], batch_size=batch_size, verbose=0)
+    session = pipeline.Training(model, pipeline.TrainConfig(learning_rate=lr))
+    epoch = pipeline.FitConfig(batch_size=batch_size, verbose=0)
+    session.fit(x[:batch_size * 4], y[:batch_size * 4], epoch)
 
     def run() -> float:
         t = time.perf_counter()
-        trainer.fit(x, y, batch_size=batch_size, epochs=trainer.epoch + 1, verbose=0)
+        session.fit(x, y, epoch)
         return time.perf_counter() - t
 
     return run

@@ -40,7 +40,7 @@ def main() -> int:
     (x, y), (xt, yt) = files["train"], files["test"]
     acc = {"fp32": onnx_accuracy(files["fp32"], xt, yt)}
     q = quantize_model(files["fp32"], calibration_data=files["calib"],
-                       weight_bits=args.weight_bits)
+                       weight_scheme=f"int8-{args.weight_bits}bit")
     acc["ptq"] = onnx_accuracy(q.onnx, xt, yt)
     t = time.perf_counter()
     q.compile(learning_rate=args.lr, schedule="cosine")

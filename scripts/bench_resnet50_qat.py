@@ -91,22 +91,21 @@ def _ort_steps(side: str, batch: int, steps: int) -> float:
     """Seconds per training step (after one warm-up step) in onnxruntime-training."""
     import onnx
 
-    from qdq_onnx import ImageFolder, quantize_model
-    from qdq_onnx.finetune import TrainConfig, Trainer
+    from qdq_onnx import ImageFolder, pipeline, quantize_model
 
     fp32 = onnx.load(str(keras_application_onnx("ResNet50")))
     if side == "ort_float":
         model = fp32
     else:
         model = quantize_model(fp32, calibration_data=_data(8, seed=1)[0]).onnx
-    trainer = Trainer(model, TrainConfig(learning_rate=1e-5))
+    session = pipeline.Training(model, pipeline.TrainConfig(learning_rate=1e-5))
     if side == "qdq_onnx_qat_images":
         x, y = ImageFolder(image_folder(), preprocess="caffe"), None
     else:
         x, y = _data(batch * (steps + 1))
-    trainer.fit(x, y, batch_size=batch, epochs=1, steps_per_epoch=1, verbose=0)
+    session.fit(x, y, pipeline.FitConfig(batch_size=batch, steps_per_epoch=1, verbose=0))
     t = time.perf_counter()
-    trainer.fit(x, y, batch_size=batch, epochs=2, steps_per_epoch=steps, verbose=0)
+    session.fit(x, y, pipeline.FitConfig(batch_size=batch, steps_per_epoch=steps, verbose=0))
     return (time.perf_counter() - t) / steps
 
 

@@ -45,8 +45,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--samples", type=int, default=100_000)
     args = ap.parse_args()
-    from qdq_onnx import quantize_model
-    from qdq_onnx.finetune import TrainConfig, Trainer
+    from qdq_onnx import pipeline, quantize_model
     from qdq_onnx.quantize.calibration import collect_stats
 
     rng = np.random.default_rng(1)
@@ -55,16 +54,17 @@ def main() -> int:
     y = rng.integers(0, 10, 512)
     q = quantize_model(model, calibration_data=x)
     # Training: batches of 32 over 512 samples = 16 steps per epoch.
-    trainer = Trainer(q.onnx, TrainConfig(learning_rate=1e-3))
+    session = pipeline.Training(q.onnx, pipeline.TrainConfig(learning_rate=1e-3))
+    epoch = pipeline.FitConfig(batch_size=32, verbose=0)
     samples = []
     epochs = args.steps // 16
     t0 = time.perf_counter()
     for e in range(1, epochs + 1):
-        trainer.fit(x, y, batch_size=32, epochs=e, verbose=0)
+        session.fit(x, y, epoch)
         if e % max(1, epochs // 20) == 0:
-            samples.append((trainer.step, rss_mib()))
+            samples.append((session.steps, rss_mib()))
     train_s = time.perf_counter() - t0
-    trainer.close()
+    session.close()
     warm = samples[1][1]  # after the first measurement window
     growth = (samples[-1][1] - warm) / warm
     # Calibration: stream `samples` images in batches of 1000 (histogram methods).
@@ -76,15 +76,15 @@ def main() -> int:
     for total in (10_000, args.samples, 3 * args.samples):
         before = rss_mib()
         t = time.perf_counter()
-        collect_stats(q.float_model, ["x", "r", "f"], batches(total), with_hist=True,
-                      show_progress=False)
+        collect_stats(q.float_model, ["x", "r", "f"], batches(total),
+                      pipeline.CalibrationConfig(show_progress=False), with_hist=True)
         cal[total] = {"rss_before_mib": before, "rss_after_mib": rss_mib(),
                       "seconds": time.perf_counter() - t}
-    write_result("soak", {"training": {"steps": trainer.step, "seconds": train_s,
+    write_result("soak", {"training": {"steps": session.steps, "seconds": train_s,
                                        "rss_mib_by_step": samples,
                                        "growth_after_warmup": growth},
                           "calibration": cal})
-    print(f"training: {trainer.step} steps in {train_s:.0f} s; RSS {samples[0][1]:.0f} -> "
+    print(f"training: {session.steps} steps in {train_s:.0f} s; RSS {samples[0][1]:.0f} -> "
           f"{samples[-1][1]:.0f} MiB, growth after warm-up {growth * 100:+.2f}% (target < 5%)")
     for total, c in cal.items():
         print(f"calibration over {total:,} samples: RSS {c['rss_before_mib']:.0f} -> "

@@ -35,11 +35,15 @@ _SIZE_LIMIT = 1 << 31  # onnxruntime writes a bigger optimized model with extern
 
 
 def layout_transposes(model: onnx.ModelProto) -> int:
-    """Transposes that read a weighted op's output or feed its data input."""
+    """Transposes inside the graph that read a weighted op's output or feed its data input.
+    One at the graph's boundary (tf2onnx's NHWC input -> NCHW, or an output changed back)
+    cannot be moved anywhere, so it does not count: the optimizer is not run for it."""
     index = GraphIndex(model.graph)
+    boundary = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
     count = 0
     for node in index.nodes:
-        if node.op_type != "Transpose":
+        if node.op_type != "Transpose" or node.input[0] in boundary \
+                or node.output[0] in boundary:
             continue
         producer = index.producer.get(node.input[0])
         feeds = any(u.node.op_type in ops.WEIGHTED_OPS and u.index == 0

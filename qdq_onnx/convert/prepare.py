@@ -23,6 +23,7 @@ from qdq_onnx.graph.batchnorm import batchnorm_affine
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.layers import read_layer_map, write_layer_map
 from qdq_onnx.graph.ops import QDQ_OPS, WEIGHTED_OPS
+from qdq_onnx.graph.weights import require_finite_weights
 
 
 def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True
@@ -35,6 +36,7 @@ def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True
         work.CopyFrom(model)
     else:
         work = model
+    require_finite_weights(work)
     work, note = ensure_supported_opset(work)
     notes = [note] if note else []
     graph = work.graph

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from onnx import numpy_helper
 
 from qdq_onnx.errors import QdqError, UnsupportedModelError
 from qdq_onnx.files.atomic import write_failed
+from qdq_onnx.files.model_checks import ITEMSIZE as _ITEMSIZE
+from qdq_onnx.files.model_checks import check_payloads, check_structure
 from qdq_onnx.files.runtime import readable_ir_version
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (axis) needs opset 13
@@ -22,22 +23,6 @@ MAX_OPSET = 21  # the newest default-domain opset onnxruntime 1.19 runs
 _PROTOBUF_LIMIT = 2**31 - 1
 
 
-def _itemsizes() -> dict[int, int]:
-    """Bytes per element of every fixed-width ONNX element type, from its name (INT32,
-    FLOAT16, FLOAT8E4M3FN, COMPLEX64, ...); packed 4-bit and string types are left out."""
-    fixed = {"FLOAT": 4, "DOUBLE": 8, "BOOL": 1}
-    out = {}
-    for value in onnx.TensorProto.DataType.values():
-        name = onnx.TensorProto.DataType.Name(value)
-        width = re.match(r"^(?:U?INT|B?FLOAT|COMPLEX)(\d+)", name)
-        if name in fixed:
-            out[value] = fixed[name]
-        elif width and int(width[1]) >= 8:
-            out[value] = int(width[1]) // 8
-    return out
-
-
-_ITEMSIZE = _itemsizes()
 
 
 @dataclass(frozen=True)
@@ -66,6 +51,7 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
     if not model.HasField("graph") or not model.graph.node:
         raise QdqError(f"{p}: not an ONNX model (no graph or an empty graph)")
     external = _load_external_data(model, p.parent)
+    check_structure(model, str(p))
     return ModelFile(model, p, external)
 
 
@@ -253,32 +239,6 @@ def skeleton(model: onnx.ModelProto, keep_bytes: int = 1024) -> onnx.ModelProto:
             skel.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
                                        raw_data=bytes(size))
     return skel
-
-
-_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
-                 "uint64_data")
-
-
-def check_payloads(model: onnx.ModelProto, what: str = "the model") -> None:
-    """Every embedded initializer holds exactly one payload of the size its dims and type
-    say (the ONNX checker reads neither)."""
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            continue
-        count = 1
-        for d in t.dims:
-            count *= d
-        fields = [f for f in _TYPED_FIELDS if len(getattr(t, f))]
-        if t.HasField("raw_data"):
-            fields.append("raw_data")
-        if len(fields) > 1 or (not fields and count):
-            raise QdqError(f"{what} fails the ONNX checker: tensor {t.name!r} holds "
-                           f"{len(fields)} payload fields ({', '.join(fields) or 'none'})")
-        size = _ITEMSIZE.get(t.data_type)
-        if fields == ["raw_data"] and size is not None and len(t.raw_data) != count * size:
-            raise QdqError(f"{what} fails the ONNX checker: tensor {t.name!r} has "
-                           f"{len(t.raw_data)} bytes of data, its dims {list(t.dims)} need "
-                           f"{count * size}")
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -1,12 +1,30 @@
 """Quantization-aware fine-tuning: the fake-quant lowering of a Q/DQ graph trained through a
-training backend (onnxruntime-training), with checkpoints, exact resume and emit."""
+training backend (onnxruntime-training), with checkpoints, exact resume and emit. The names
+below load on first use, so reading a setting's default does not import the trainer."""
 
-from qdq_onnx.errors import TrainingStopped
-from qdq_onnx.finetune.callbacks import Callback, EpochPrinter, StopAfterSteps
-from qdq_onnx.finetune.config import OPTIMIZERS, FitConfig, TrainConfig
-from qdq_onnx.finetune.history import History
-from qdq_onnx.finetune.state import RunState
-from qdq_onnx.finetune.trainer import Trainer
+from __future__ import annotations
 
-__all__ = ["OPTIMIZERS", "Callback", "EpochPrinter", "FitConfig", "History", "RunState",
-           "StopAfterSteps", "TrainConfig", "Trainer", "TrainingStopped"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "TrainingStopped": "qdq_onnx.errors",
+    "Callback": "qdq_onnx.finetune.callbacks", "EpochPrinter": "qdq_onnx.finetune.callbacks",
+    "StopAfterSteps": "qdq_onnx.finetune.callbacks",
+    "OPTIMIZERS": "qdq_onnx.finetune.config", "FitConfig": "qdq_onnx.finetune.config",
+    "TrainConfig": "qdq_onnx.finetune.config", "History": "qdq_onnx.finetune.history",
+    "RunState": "qdq_onnx.finetune.state", "Trainer": "qdq_onnx.finetune.trainer",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qdq_onnx.finetune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

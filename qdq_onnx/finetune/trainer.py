@@ -25,6 +25,7 @@ from qdq_onnx.finetune.fake_quant import TrainGraph, lower_to_fake_quant
 from qdq_onnx.finetune.history import History
 from qdq_onnx.finetune.losses import LossSpec
 from qdq_onnx.finetune.state import RunState
+from qdq_onnx.graph.weights import require_finite_weights
 from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
 from qdq_onnx.scheme import INT8
 
@@ -55,6 +56,7 @@ class Trainer:
         """`backend_factory(graph, loss, config, work_dir)` builds the training backend
         (default: the one `config.backend` names)."""
         config = config or TrainConfig()
+        require_finite_weights(qdq_model)
         self.config, self.qdq_model = config, qdq_model
         self.loss = LossSpec(config.loss, config.from_logits)
         self.graph = lower_to_fake_quant(qdq_model, config.learn_scales, config.weight_bits)

@@ -15,91 +15,63 @@ data), lint, sensitivity, report, rules. The stage steps inside `insert`: prepar
 plan_placement, measure_ranges, apply_plan.
 """
 
+from __future__ import annotations
+
+import importlib
 from typing import Any
 
-from qdq_onnx.files.atomic import write_text_atomic
-from qdq_onnx.files.onnx_files import ModelFile, check_output
-from qdq_onnx.finetune.backend import BACKENDS, register_backend, require_backend
-from qdq_onnx.finetune.callbacks import Callback, EpochPrinter, StopAfterSteps
-from qdq_onnx.finetune.history import History
-from qdq_onnx.finetune.state import RunState
-from qdq_onnx.pipeline.config import (
-    METHODS,
-    CalibrationConfig,
-    FitConfig,
-    PlacementConfig,
-    ResolvedPlacement,
-    TrainConfig,
-    default_of,
-    make_config,
-    setting_names,
-)
-from qdq_onnx.pipeline.deprecated import weight_scheme_of as weight_bits_scheme
-from qdq_onnx.pipeline.diagnostics import (
-    describe,
-    error_report,
-    error_report_chart,
-    inspect,
-    lint,
-    render_error_report,
-    report,
-    rules,
-    sensitivity,
-    sensitivity_chart,
-    sensitivity_spec,
-    write_png,
-)
-from qdq_onnx.pipeline.stages import (
-    Inserted,
-    apply_plan,
-    calibrate,
-    convert,
-    insert,
-    load,
-    measure_ranges,
-    plan_placement,
-    prepare,
-    save,
-)
-from qdq_onnx.pipeline.training import FineTuned, Training, finetune
-from qdq_onnx.placement.cases import CustomQDQInsertionCase
-from qdq_onnx.placement.plan import PlacementPlan
-from qdq_onnx.placement.rules import RuleSet
-from qdq_onnx.placement.spec import QuantizationSpec
-from qdq_onnx.quantize.insert import InsertReport
-from qdq_onnx.scheme import SCHEMES, Scheme, scheme_named
+# Public name -> the module that defines it. Loaded on first use (PEP 562), so the CLI's
+# start-up imports only what its command needs.
+_WHERE = {
+    "write_text_atomic": "qdq_onnx.files.atomic",
+    "ModelFile": "qdq_onnx.files.onnx_files", "check_output": "qdq_onnx.files.onnx_files",
+    "BACKENDS": "qdq_onnx.finetune.backend", "register_backend": "qdq_onnx.finetune.backend",
+    "require_backend": "qdq_onnx.finetune.backend",
+    "Callback": "qdq_onnx.finetune.callbacks", "EpochPrinter": "qdq_onnx.finetune.callbacks",
+    "StopAfterSteps": "qdq_onnx.finetune.callbacks",
+    "History": "qdq_onnx.finetune.history", "RunState": "qdq_onnx.finetune.state",
+    "FitConfig": "qdq_onnx.finetune.config", "TrainConfig": "qdq_onnx.finetune.config",
+    "PlacementConfig": "qdq_onnx.placement.config",
+    "ResolvedPlacement": "qdq_onnx.placement.config",
+    "METHODS": "qdq_onnx.quantize.config", "CalibrationConfig": "qdq_onnx.quantize.config",
+    "default_of": "qdq_onnx.pipeline.config", "make_config": "qdq_onnx.pipeline.config",
+    "setting_names": "qdq_onnx.pipeline.config",
+    "weight_bits_scheme": "qdq_onnx.pipeline.deprecated",
+    **dict.fromkeys(["describe", "error_report", "error_report_chart", "inspect", "lint",
+                     "render_error_report", "report", "rules", "sensitivity",
+                     "sensitivity_chart", "sensitivity_spec", "write_png"],
+                    "qdq_onnx.pipeline.diagnostics"),
+    **dict.fromkeys(["Inserted", "apply_plan", "calibrate", "convert", "insert", "load",
+                     "measure_ranges", "plan_placement", "prepare", "save"],
+                    "qdq_onnx.pipeline.stages"),
+    **dict.fromkeys(["FineTuned", "Training", "finetune"], "qdq_onnx.pipeline.training"),
+    "CustomQDQInsertionCase": "qdq_onnx.placement.cases",
+    "PlacementPlan": "qdq_onnx.placement.plan", "RuleSet": "qdq_onnx.placement.rules",
+    "QuantizationSpec": "qdq_onnx.placement.spec", "InsertReport": "qdq_onnx.quantize.insert",
+    **dict.fromkeys(["SCHEMES", "Scheme", "scheme_named"], "qdq_onnx.scheme"),
+    "run_model": "qdq_onnx.pipeline.running",
+}
+_DEPRECATED = ("quantize", "recalibrate", "plan", "Placement", "Quantized")
 
-__all__ = [
-    "BACKENDS", "METHODS", "SCHEMES", "CalibrationConfig", "Callback", "CustomQDQInsertionCase",
-    "EpochPrinter", "FineTuned", "FitConfig", "History", "InsertReport", "Inserted",
-    "ModelFile", "PlacementConfig", "PlacementPlan", "QuantizationSpec", "ResolvedPlacement",
-    "RuleSet", "RunState", "Scheme", "StopAfterSteps", "TrainConfig", "Training",
-    "apply_plan", "calibrate", "check_output", "convert", "default_of", "describe",
-    "error_report", "error_report_chart", "finetune", "insert", "inspect", "lint", "load",
-    "make_config", "measure_ranges", "plan_placement", "prepare", "register_backend",
-    "render_error_report", "report", "require_backend", "rules", "run_model", "save",
-    "scheme_named", "sensitivity", "sensitivity_chart", "sensitivity_spec", "setting_names",
-    "weight_bits_scheme", "write_png", "write_text_atomic"]
-
-
-def run_model(model: Any, x: Any) -> Any:
-    """The first output of `model` run in onnxruntime on `x` (an array, or a dict by input
-    name), inputs matched and checked as every data-taking command does."""
-    from qdq_onnx.data.feeds import match_inputs
-    from qdq_onnx.graph.sessions import inference_session
-
-    feeds = match_inputs({"": x} if not isinstance(x, dict) else dict(x), model)
-    return inference_session(model).run(None, feeds)[0]
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    """The old names (`quantize`, `recalibrate`, `plan`, `Placement`, `Quantized`), with a
-    DeprecationWarning."""
-    from qdq_onnx.pipeline import deprecated
+    """The public names, loaded on first use; the old names (`quantize`, `recalibrate`,
+    `plan`, `Placement`, `Quantized`) with a DeprecationWarning."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    if name in _DEPRECATED:
+        from qdq_onnx.pipeline import deprecated
 
-    if name in ("quantize", "recalibrate", "plan"):
+        if name in ("Placement", "Quantized"):
+            deprecated.warn(name, deprecated.RENAMED[name], stacklevel=2)
+            return __getattr__(deprecated.RENAMED[name])
         return getattr(deprecated, name)
-    if name in ("Placement", "Quantized"):
-        deprecated.warn(name, deprecated.RENAMED[name], stacklevel=2)
-        return ResolvedPlacement if name == "Placement" else Inserted
     raise AttributeError(f"module 'qdq_onnx.pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

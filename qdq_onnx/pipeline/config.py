@@ -1,5 +1,6 @@
-"""The settings objects of the pipeline stages, in one place for the front ends, and the one
-way the CLI and the Keras-style API build them from loose settings."""
+"""The one way the CLI and the Keras-style API build the stages' settings objects
+(PlacementConfig, CalibrationConfig, TrainConfig, FitConfig) from loose settings, and read
+their defaults for help texts. Nothing here imports a stage."""
 
 from __future__ import annotations
 
@@ -8,12 +9,8 @@ import difflib
 from typing import Any, TypeVar
 
 from qdq_onnx.errors import SettingError
-from qdq_onnx.finetune.config import FitConfig, TrainConfig
-from qdq_onnx.placement.config import PlacementConfig, ResolvedPlacement
-from qdq_onnx.quantize.config import METHODS, CalibrationConfig
 
-__all__ = ["METHODS", "CalibrationConfig", "FitConfig", "PlacementConfig", "ResolvedPlacement",
-           "TrainConfig", "default_of", "make_config", "setting_names"]
+__all__ = ["default_of", "make_config", "setting_names"]
 
 C = TypeVar("C")
 

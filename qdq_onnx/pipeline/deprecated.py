@@ -26,7 +26,7 @@ def warn(old: str, new: str, stacklevel: int = 3) -> None:
                   stacklevel=stacklevel)
 
 
-def weight_scheme_of(bits: int) -> str | None:
+def weight_bits_scheme(bits: int) -> str | None:
     """The weight scheme a `weight_bits` argument meant: the default scheme narrowed to
     `bits` (None for its full range: the rules' own schemes)."""
     default = scheme_named(DEFAULT_SCHEME)
@@ -46,7 +46,7 @@ def placement_with_weight_bits(placement: PlacementConfig | None,
         return placement
     warnings.warn("insert(weight_bits=N) is deprecated: use PlacementConfig(weight_scheme="
                   "'int8-Nbit')", DeprecationWarning, stacklevel=3)
-    scheme = weight_scheme_of(deprecated["weight_bits"])
+    scheme = weight_bits_scheme(deprecated["weight_bits"])
     return dataclasses.replace(placement or PlacementConfig(), weight_scheme=scheme)
 
 
@@ -58,7 +58,7 @@ def insert_plan(model, plan, amax=None, scale_source: str = "", weight_bits: int
     warnings.warn("pipeline.insert(model, plan, amax) is deprecated: use pipeline.apply_plan "
                   "(pipeline.insert now does what `qdq-onnx insert` does)",
                   DeprecationWarning, stacklevel=3)
-    scheme = weight_scheme_of(weight_bits)
+    scheme = weight_bits_scheme(weight_bits)
     if scheme is not None:
         plan = dataclasses.replace(plan, placements=[
             dataclasses.replace(p, scheme=scheme) if p.kind == "weight" else p
@@ -72,9 +72,9 @@ def quantize(model, placement=None, calibration=None, data=None, use_plan=None,
     from qdq_onnx.pipeline.stages import insert
 
     warn("quantize", "insert")
-    if weight_scheme_of(weight_bits) is not None:
+    if weight_bits_scheme(weight_bits) is not None:
         placement = dataclasses.replace(placement or PlacementConfig(),
-                                        weight_scheme=weight_scheme_of(weight_bits))
+                                        weight_scheme=weight_bits_scheme(weight_bits))
     return insert(model, placement, calibration, data, use_plan, copy)
 
 

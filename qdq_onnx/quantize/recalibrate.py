@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, SCALES_KEY, get_metadata, set_metadata
 from qdq_onnx.graph.qdq import QdqPair, qdq_pairs, strip_qdq
+from qdq_onnx.graph.weights import require_finite_weights
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_groups
 from qdq_onnx.quantize.config import CalibrationConfig
@@ -41,6 +42,7 @@ def recalibrate(model: onnx.ModelProto, data: Any, config: CalibrationConfig | N
     """A copy of the Q/DQ `model` with activation scales from `data` (weights unchanged),
     each in its pair's scheme, and the calibration result (ranges, clipping guard)."""
     config = config or CalibrationConfig()
+    require_finite_weights(model)
     pairs = [p for p in qdq_pairs(model) if not p.is_weight]
     if not pairs:
         raise QdqError("the model has no activation Q/DQ pairs to calibrate (run insert "

@@ -121,6 +121,49 @@ def _other_checkpoint(env):
     return env.onnx("other_qdq.onnx", quantize_model(other).onnx), str(ck)
 
 
+def _broken(env, name, edit):
+    m = _float_model()
+    edit(m)
+    return env.onnx(name, m)
+
+
+def _cycle(m):
+    next(n for n in m.graph.node if n.name == "c0").input[0] = "add_out"  # c0 <- ... <- add
+
+
+def _truncate_weight(m):
+    t = next(t for t in m.graph.initializer if t.name == "c1_w")
+    t.raw_data = t.raw_data[:40]
+
+
+def _poison(value):
+    def edit(m):
+        t = next(t for t in m.graph.initializer if t.name == "c1_w")
+        v = numpy_helper.to_array(t).copy()
+        v.flat[5] = value
+        t.CopyFrom(numpy_helper.from_array(v, t.name))
+    return edit
+
+
+def _qdq_with_nan(env):
+    m = onnx.load(env.qdq)
+    t = next(t for t in m.graph.initializer if t.name == "c1_w")
+    v = numpy_helper.to_array(t).copy()
+    v.flat[0] = np.nan
+    t.CopyFrom(numpy_helper.from_array(v, t.name))
+    return env.onnx("qdq_nan.onnx", m)
+
+
+def _folder(env, name):
+    folder = env.root / name
+    folder.mkdir(exist_ok=True)
+    return str(folder)
+
+
+def _val(env):
+    return env.npz("val.npz", x=np.ones((8, 3, 8, 8), np.float32), labels=np.arange(8) % 4)
+
+
 # id, description (for the README), argv builder, expected message fragment
 CASES = [
     ("empty-file", "empty file", lambda e: ["insert", e.file("e.onnx", b""), "-o", "{out}"],
@@ -238,6 +281,37 @@ CASES = [
                 "--resume", str(e.root)], "no checkpoint to resume from"),
     ("keras-wrong-extension", "convert a file that is not a Keras model",
      lambda e: ["convert", str(e.model), "-o", "{out}"], "expected a .keras or .h5 file"),
+    ("output-is-folder", "-o names an existing folder",
+     lambda e: ["insert", str(e.model), "-o", _folder(e, "outdir")], "is a folder"),
+    ("cyclic-graph", "a graph whose nodes form a cycle",
+     lambda e: ["insert", _broken(e, "cycle.onnx", _cycle), "-o", "{out}"], "form a cycle"),
+    ("truncated-weight", "an initializer whose raw payload is shorter than its dims",
+     lambda e: ["insert", _broken(e, "short_w.onnx", _truncate_weight), "-o", "{out}"],
+     "has 40 bytes of data, its dims [4, 4, 3, 3] need 576"),
+    ("nan-weight", "NaN in a weight",
+     lambda e: ["insert", _broken(e, "nan_w.onnx", _poison(np.nan)), "-o", "{out}"],
+     "weight 'c1_w' holds NaN/Inf"),
+    ("inf-weight", "Inf in a weight",
+     lambda e: ["insert", _broken(e, "inf_w.onnx", _poison(np.inf)), "-o", "{out}"],
+     "weight 'c1_w' holds NaN/Inf"),
+    ("nan-weight-calibrate", "NaN in a weight of a Q/DQ model to calibrate",
+     lambda e: ["calibrate", _qdq_with_nan(e), "--data", str(e.data), "-o", "{out}"],
+     "weight 'c1_w' holds NaN/Inf"),
+    ("sensitivity-negative-target", "sensitivity --target-drop below 0",
+     lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--target-drop", "-1",
+                "--spec-out", "{out}"], "--target-drop must be in [0, 100)"),
+    ("sensitivity-huge-target", "sensitivity --target-drop of 100 points or more",
+     lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--target-drop", "150",
+                "--spec-out", "{out}"], "--target-drop must be in [0, 100)"),
+    ("sensitivity-nan-target", "sensitivity --target-drop nan",
+     lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--target-drop", "nan",
+                "--spec-out", "{out}"], "--target-drop must be in [0, 100)"),
+    ("sensitivity-no-samples", "sensitivity --max-samples 0",
+     lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--max-samples", "0"],
+     "--max-samples must be a positive integer"),
+    ("sensitivity-spec-out-folder", "sensitivity --spec-out names a folder",
+     lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--target-drop", "1",
+                "--spec-out", _folder(e, "specdir")], "is a folder"),
 ]
 
 
@@ -309,23 +383,69 @@ def test_readme_lists_every_case():
     assert listed == {c[0] for c in CASES}
 
 
+PAUSE = Path(__file__).resolve().parents[1] / "pause.py"
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_interrupted_command_leaves_no_output(tmp_path, sig):
+    """The signal arrives while calibration is between two batches (the child says so on
+    a pipe and waits): exit 130, nothing written, no temporary left."""
     import signal
-    import time
 
     model = tmp_path / "q.onnx"
     onnx.save(quantize_model(_float_model()).onnx, model)
-    data = tmp_path / "big.npz"
-    np.savez(data, x=np.random.default_rng(0).normal(size=(60_000, 3, 8, 8)).astype("f"))
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(64, 3, 8, 8)).astype("f"))
     out = tmp_path / "out.onnx"
-    proc = subprocess.Popen([sys.executable, "-m", "qdq_onnx.cli.main", "calibrate",
-                             str(model), "--data", str(data), "-o", str(out), "--method",
-                             "entropy", "--batch-size", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)  # well into the calibration pass
+    proc = subprocess.Popen([sys.executable, str(PAUSE), "calibration-batch", "--",
+                             "calibrate", str(model), "--data", str(data), "-o", str(out),
+                             "--method", "entropy", "--batch-size", "8"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "paused"
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted; no output was written" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz", "q.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "q.onnx"]
+
+
+def _small_filesystem(folder: Path) -> bool:
+    """A 64 KiB tmpfs mounted on `folder` where the machine allows it (root with mount
+    rights); False otherwise."""
+    folder.mkdir()
+    try:
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True)
+    except OSError:  # no mount command
+        return False
+    return res.returncode == 0
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(env, tmp_path, capsys, monkeypatch):
+    """On a real 64 KiB file system where this machine can mount one, else with the write
+    failing as a full disk makes it fail (ENOSPC): exit 2, one line, no output, no
+    temporary."""
+    import errno
+
+    small = tmp_path / "small"
+    mounted = _small_filesystem(small)
+    if not mounted:
+        import qdq_onnx.files.onnx_files as files
+
+        def full_disk(model, fh, *args, **kwargs):
+            fh.write(b"\0" * 4096)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(files, "write_streaming", full_disk)
+    g = G(input_shape=(1, 64, 8, 8))  # 295 KiB of weights: more than the disk holds
+    big = env.onnx("big.onnx", g.model([g.conv("c1", g.conv("c0", "x", 64), 64)]))
+    try:
+        out = small / "out.onnx"
+        capsys.readouterr()
+        assert main(["insert", big, "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "no space left on the device" in err and len(err.splitlines()) == 1, err
+        assert list(small.iterdir()) == []
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(small)], check=True)
