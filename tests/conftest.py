@@ -24,15 +24,23 @@ def digits():
 
 @pytest.fixture(scope="session")
 def float_model(digits):
-    """The digits MLP trained in float (40 epochs), shared by the fine-tuning and
-    sensitivity tests."""
-    from helpers import mlp
+    """The digits MLP (3 hidden ReLU layers of 16) trained in float by scikit-learn, so the
+    tests that need a trained model run where onnxruntime-training is not installed."""
+    import warnings
 
-    from qdq_onnx.finetune import FitConfig, TrainConfig, Trainer
+    from helpers import mlp
+    from onnx import numpy_helper
+    from sklearn.neural_network import MLPClassifier
 
     xtr, ytr, _, _ = digits
-    trainer = Trainer(mlp(), TrainConfig(learning_rate=3e-3, weight_decay=0.0))
-    trainer.fit(xtr, ytr, FitConfig(epochs=40, verbose=0))
-    model = trainer.emit()
-    trainer.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "maximum iterations reached": meant
+        clf = MLPClassifier((16, 16, 16), learning_rate_init=3e-3, max_iter=300,
+                            random_state=1, tol=0, n_iter_no_change=1000).fit(xtr, ytr)
+    values = {}
+    for i, (w, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
+        values[f"w{i}"], values[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+    model = mlp()
+    for t in model.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(values[t.name], t.name))
     return model

@@ -62,6 +62,11 @@ def push_transposes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None
     if model.ByteSize() >= _SIZE_LIMIT:
         return model, (f"{before} layout Transpose(s) around weighted ops kept: the layout "
                        "pass does not handle models over 2 GB")
+    try:
+        import onnxruntime  # noqa: F401 - the pass is onnxruntime's optimizer
+    except ImportError:
+        return model, (f"{before} layout Transpose(s) around weighted ops kept: the layout "
+                       "pass needs onnxruntime (pip install 'qdq-onnx[runtime]')")
     optimized = _run_transpose_optimizer(model)
     reason = _rejected(model, optimized)
     if reason:

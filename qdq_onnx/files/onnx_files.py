@@ -190,7 +190,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
         external = approx_size(model) >= _PROTOBUF_LIMIT
     if check and not external:
         check_payloads(model, check)
-        check_model(skeleton(model), check)
+        check_model(checker_view(model), check)
     # Everything is written into a private folder next to the output first (the checker
     # reads external data relative to the model file), then renamed into place.
     try:
@@ -222,8 +222,8 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
 
 def skeleton(model: onnx.ModelProto, keep_bytes: int = 1024) -> onnx.ModelProto:
     """The model with every initializer over `keep_bytes` reduced to name, type, dims and a
-    one-element payload: what the checker and shape inference read of weights, without
-    copying them. Small initializers (shapes, axes) are kept whole."""
+    one-element payload, for editing the graph (onnx-graphsurgeon) without copying the
+    weights. Small initializers (shapes, axes) are kept whole."""
     skel = onnx.ModelProto()
     _copy_fields(model, skel, skip="graph")
     _copy_fields(model.graph, skel.graph, skip="initializer")
@@ -239,6 +239,30 @@ def skeleton(model: onnx.ModelProto, keep_bytes: int = 1024) -> onnx.ModelProto:
             skel.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
                                        raw_data=bytes(size))
     return skel
+
+
+def checker_view(model: onnx.ModelProto, keep_bytes: int = 1024) -> onnx.ModelProto:
+    """The model as the full ONNX checker needs to see it, without copying its weights:
+    every initializer over `keep_bytes` becomes a graph input of the same name, type and
+    shape (the checker and shape inference read no more of a weight; newer checkers refuse
+    the one-element payloads of `skeleton`). Small initializers (shapes, axes) stay whole,
+    as shape inference reads their values."""
+    view = onnx.ModelProto()
+    _copy_fields(model, view, skip="graph")
+    _copy_fields(model.graph, view.graph, skip="initializer")
+    inputs = {i.name for i in model.graph.input}
+    for t in model.graph.initializer:
+        count = 1
+        for d in t.dims:
+            count *= d
+        size = _ITEMSIZE.get(t.data_type)
+        if size is None or t.data_location == onnx.TensorProto.EXTERNAL \
+                or count * size <= keep_bytes:
+            view.graph.initializer.append(t)
+        elif t.name not in inputs:
+            view.graph.input.append(onnx.helper.make_tensor_value_info(
+                t.name, t.data_type, list(t.dims)))
+    return view
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

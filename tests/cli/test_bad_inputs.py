@@ -315,6 +315,16 @@ CASES = [
 ]
 
 
+# Cases that reach the fine-tuning engine (the others are refused before it is needed).
+NEEDS_TRAINING = {"labels-missing", "labels-range", "labels-count", "resume-other-model",
+                  "resume-empty-dir"}
+
+
+def _cases():
+    return [pytest.param(*c, id=c[0], marks=[pytest.mark.training] if c[0] in NEEDS_TRAINING
+                         else []) for c in CASES]
+
+
 def _hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -324,8 +334,7 @@ def env(tmp_path_factory):
     return Env(tmp_path_factory.mktemp("bad"))
 
 
-@pytest.mark.parametrize("case_id,description,build,message", CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case_id,description,build,message", _cases())
 def test_bad_input(env, capsys, case_id, description, build, message):
     out = env.root / f"{case_id}.out.onnx"
     argv = [a.replace("{out}", str(out)) for a in build(env)]

@@ -74,6 +74,7 @@ def test_explicit_mean_and_std_and_grayscale(tmp_path):
     assert x.shape == (18, 1, 8, 8) and np.allclose(x[0][0], (gray - 100) / 50, atol=1e-5)
 
 
+@pytest.mark.training
 def test_calibrate_and_fit_from_an_image_folder_in_python(tmp_path):
     root = _images(tmp_path)
     q = quantize_model(_model(), calibration_data=ImageFolder(root, preprocess="tf"))
@@ -84,6 +85,7 @@ def test_calibrate_and_fit_from_an_image_folder_in_python(tmp_path):
     q.save(tmp_path / "out.onnx")
 
 
+@pytest.mark.training
 def test_cli_insert_and_finetune_read_an_image_folder(tmp_path, capsys):
     root = _images(tmp_path)
     src, cal, out = tmp_path / "m.onnx", tmp_path / "cal.onnx", tmp_path / "ft.onnx"

@@ -40,6 +40,7 @@ def test_a_folder_is_memory_mapped_and_read_batch_by_batch(tmp_path):
     assert np.array_equal(batch, np.asarray(arrays["x"])[[5, 1, 3]].astype(np.float32))
 
 
+@pytest.mark.training
 def test_calibrate_and_finetune_from_a_memory_mapped_folder(tmp_path, capsys):
     folder = _folder(tmp_path)
     src = tmp_path / "m.onnx"
@@ -94,6 +95,7 @@ def _fitted(x, y=None, **kw):
     return q, history
 
 
+@pytest.mark.training
 def test_a_generator_of_batches_trains_exactly_like_the_arrays():
     x, y = _arrays()
     reference, _ = _fitted(x, y)
@@ -109,6 +111,7 @@ def test_a_generator_of_batches_trains_exactly_like_the_arrays():
     assert _same(listed.export(), reference.export())
 
 
+@pytest.mark.training
 def test_spilled_batches_are_removed_when_the_trainer_closes():
     x, y = _arrays()
     q, _ = _fitted(iter([(x, y)]))
@@ -118,6 +121,7 @@ def test_spilled_batches_are_removed_when_the_trainer_closes():
     assert not any(Path(f).exists() for f in folders)
 
 
+@pytest.mark.training
 def test_bad_batches_are_one_line_errors():
     x, y = _arrays()
     q = quantize_model(_float_model(), calibration_data=x)
@@ -144,6 +148,7 @@ def test_calibration_takes_x_y_batches_and_tensors():
     assert _same(quantize_model(_float_model(), calibration_data=batches).onnx, reference.onnx)
 
 
+@pytest.mark.training
 def test_tf_data_and_pydataset_calibrate_and_fit_like_arrays():
     tf = pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
@@ -169,6 +174,7 @@ def test_tf_data_and_pydataset_calibrate_and_fit_like_arrays():
         assert "val_loss" in history.history and len(history.history["val_loss"]) == 2
 
 
+@pytest.mark.training
 def test_pipeline_finetune_takes_a_generator_and_emits_a_checked_model():
     from qdq_onnx import pipeline
 
@@ -181,6 +187,7 @@ def test_pipeline_finetune_takes_a_generator_and_emits_a_checked_model():
     onnx.checker.check_model(tuned.model, full_check=True)
 
 
+@pytest.mark.training
 def test_a_folder_of_npz_shards_is_read_shard_by_shard(tmp_path):
     x, y = _arrays()
     shards = tmp_path / "shards"

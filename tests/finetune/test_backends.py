@@ -14,6 +14,7 @@ from qdq_onnx.finetune import FitConfig, TrainConfig, Trainer
 from qdq_onnx.finetune.backend import BACKENDS, register_backend
 
 
+@pytest.mark.training
 def test_a_registered_backend_is_selected_by_the_config(digits, float_model, monkeypatch):
     calls = []
 

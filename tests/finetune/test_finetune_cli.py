@@ -3,10 +3,13 @@ training only makes them worse, and refuses bad settings by their flags."""
 
 import numpy as np
 import onnx
+import pytest
 
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
 from qdq_onnx.diagnostics.metrics import onnx_accuracy as accuracy
+
+pytestmark = pytest.mark.training  # fine-tuning needs onnxruntime-training
 
 
 def _cli_files(digits, float_model, tmp_path):

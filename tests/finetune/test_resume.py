@@ -18,6 +18,8 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune import FitConfig, StopAfterSteps, TrainConfig, Trainer
 from qdq_onnx.finetune import checkpoints as checkpoints_module
 
+pytestmark = pytest.mark.training  # fine-tuning needs onnxruntime-training
+
 PAUSE = Path(__file__).resolve().parents[1] / "pause.py"
 CFG = TrainConfig(learning_rate=1e-3, schedule="cosine")
 BATCH = 64

@@ -15,6 +15,8 @@ from qdq_onnx.errors import QdqError, SettingError
 from qdq_onnx.finetune import FitConfig, TrainConfig, Trainer, TrainingStopped
 from qdq_onnx.graph.sessions import inference_session
 
+pytestmark = pytest.mark.training  # fine-tuning needs onnxruntime-training
+
 
 def test_qat_recovers_most_of_the_4bit_ptq_loss(digits, float_model):
     xtr, ytr, xte, yte = digits

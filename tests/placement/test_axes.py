@@ -58,6 +58,7 @@ def test_convtranspose_weights_are_per_channel_on_axis_0():
     _check_runs_close(m, q, RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32))
 
 
+@pytest.mark.training
 def test_convtranspose_axis_0_in_the_training_graph_and_refused_for_cpu_training():
     """The fake-quant lowering scales a ConvTranspose weight per channel on axis 0 and
     computes what the Q/DQ graph computes, bit for bit; training it is refused on the CPU

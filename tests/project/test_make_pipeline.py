@@ -47,6 +47,7 @@ def make(project, out, *extra, question=False):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=project)
 
 
+@pytest.mark.training
 def test_pipeline_builds_is_incremental_and_leaves_nothing_on_failure(project):
     out = project / "build"
     res = make(project, out)

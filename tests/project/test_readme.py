@@ -13,6 +13,7 @@ pytest.importorskip("mnist")
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
+@pytest.mark.training
 def test_getting_started_block_runs(tmp_path):
     text = README.read_text()
     code = re.search(r"## Getting started.*?```python\n(.*?)```", text, re.S).group(1)

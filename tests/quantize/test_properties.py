@@ -127,6 +127,7 @@ def test_insertion_properties(case):
         quantize_model(q.onnx)
 
 
+@pytest.mark.training
 @settings(max_examples=40, **COMMON)
 @given(graphs(average_pool=False))  # onnxruntime-training cannot train AveragePool
 def test_emitted_graph_equals_training_graph(case):
@@ -145,7 +146,13 @@ def test_emitted_graph_equals_training_graph(case):
     COUNT["emit"] += 1
 
 
-def test_report_generated_case_counts():
-    # Runs after the two property tests in file order: CI logs show how many cases ran.
-    print(f"\nproperty cases run: insertion {COUNT['insert']}, emit {COUNT['emit']}")
-    assert COUNT["insert"] >= 200 and COUNT["emit"] >= 30
+def test_report_insertion_case_count():
+    # Runs after the property tests in file order: CI logs show how many cases ran.
+    print(f"\nproperty cases run: insertion {COUNT['insert']}")
+    assert COUNT["insert"] >= 200
+
+
+@pytest.mark.training
+def test_report_emit_case_count():
+    print(f"\nproperty cases run: emit {COUNT['emit']}")
+    assert COUNT["emit"] >= 30
