@@ -21,8 +21,10 @@ import onnx
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex
 
-# Level-1 rewrites of onnxruntime 1.19 other than its transpose optimizer: each changes more
-# than layout (weights, node kinds or names the layer map and the placement rely on).
+# Level-1 rewrites of onnxruntime other than its transpose optimizer: each changes more than
+# layout (weights, node kinds or names the layer map and the placement rely on). Unknown
+# names are ignored by onnxruntime, and a result that changed more than Transposes is
+# refused anyway (`_rejected`).
 _OTHER_LEVEL1 = ["ConstantFolding", "ConstantSharing", "CommonSubexpressionElimination",
                  "ConvAddFusion", "ConvMulFusion", "ConvBNFusion", "MatMulAddFusion",
                  "GemmTransposeFusion", "DivMulFusion", "FuseReluClip", "NotWhereFusion",
@@ -30,7 +32,11 @@ _OTHER_LEVEL1 = ["ConstantFolding", "ConstantSharing", "CommonSubexpressionElimi
                  "ClipQuantFusion", "ReluQuantFusion", "LabelEncoderFusion",
                  "CastElimination", "ExpandElimination", "NoopElimination",
                  "EliminateSlice", "UnsqueezeElimination", "EliminateDropout",
-                 "EliminateIdentity"]
+                 "EliminateIdentity",
+                 # Newer onnxruntime (seen in 1.32): more level-1 rewrites, same reason.
+                 "Pad_Fusion", "GeluFusionL1", "LayerNormFusionL1",
+                 "SliceConcatToSpaceToDepthFusion", "WeightBiasQuantization", "WhereDummyDq",
+                 "DoubleQDQPairsRemover", "CastChainElimination", "PreShapeNodeElimination"]
 _SIZE_LIMIT = 1 << 31  # onnxruntime writes a bigger optimized model with external data
 
 

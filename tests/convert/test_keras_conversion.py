@@ -36,9 +36,10 @@ def test_exact_gelu_converts_and_matches_keras():
     assert np.abs(got - m(xs).numpy()).max() < 1e-5
 
 
-@pytest.mark.slow
-def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(tmp_path):
-    from qdq_onnx import pipeline, quantize_model
+@pytest.fixture(scope="module")
+def encoder():
+    """A transformer encoder block with exact GELU, converted and quantized once."""
+    from qdq_onnx import quantize_model
 
     keras = _keras()
     L = keras.layers
@@ -50,6 +51,14 @@ def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(tmp_path)
     x = L.Add(name="res2")([x, L.Dense(32, name="mlp_down")(h)])
     model = keras.Model(inp, L.Dense(10, name="head")(L.GlobalAveragePooling1D()(x)))
     x = np.random.default_rng(1).normal(size=(8, 16, 32)).astype(np.float32)
+    return model, x, quantize_model(model, calibration_data=x)
+
+
+@pytest.mark.slow
+def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(encoder):
+    from qdq_onnx import pipeline
+
+    model, x, q = encoder
     onx = pipeline.convert(model)
     ops = [n.op_type for n in onx.graph.node]
     assert onx.opset_import[0].version == 17 and ops.count("LayerNormalization") == 2
@@ -58,7 +67,6 @@ def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(tmp_path)
 
     got = inference_session(onx).run(None, {onx.graph.input[0].name: x})[0]
     assert np.abs(got - model(x).numpy()).max() < 1e-5
-    q = quantize_model(model, calibration_data=x)
     report = pipeline.lint(q.onnx)
     assert report.errors == [] and all(layer.quantized for layer in report.layers)
     # Lint sees Keras's attention through tf2onnx's einsum Reshapes: complete INT8 MHA Q/DQ
@@ -66,6 +74,12 @@ def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(tmp_path)
     assert [(f.id, "head size 8" in f.message) for f in report.findings] == [("TRT-L017", True)]
     assert {"mlp_up", "mlp_down", "head"} <= {p.layer for p in q.plan.weights()}
     assert not [p for p in q.plan.placements if p.layer in ("ln1", "ln2")]
+
+
+@pytest.mark.slow
+@pytest.mark.training
+def test_transformer_encoder_fine_tunes(encoder, tmp_path):
+    _, x, q = encoder
     q.compile(learning_rate=1e-3)  # opset-17 LayerNormalization trains in onnxruntime-training
     y = np.random.default_rng(2).integers(0, 10, 8)
     history = q.fit(x, y, batch_size=4, epochs=2, verbose=0)

@@ -80,6 +80,21 @@ class OrtTrainingBackend:
             first = str(exc).strip().splitlines()[-1][:300]
             raise QdqError(f"onnxruntime-training cannot build the training graph: {first}"
                            ) from exc
+        self._readable_optimizer()
+
+    def _readable_optimizer(self) -> None:
+        """generate_artifacts writes the optimizer graph at the installed onnx's IR version,
+        which onnxruntime-training 1.19 refuses above 10: lower it to what it reads."""
+        import onnx
+
+        from qdq_onnx.files.runtime import readable_ir_version
+
+        path = self._artifacts / "optimizer_model.onnx"
+        model = onnx.load(str(path))
+        readable = readable_ir_version(model.ir_version)
+        if readable != model.ir_version:
+            model.ir_version = readable
+            onnx.save(model, str(path))
 
     # -- state ---------------------------------------------------------------------------
     def load_checkpoint(self, path: Path) -> None:
