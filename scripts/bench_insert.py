@@ -161,6 +161,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
+    # Start-up as an installed qdq-onnx has it: pip byte-compiles a wheel's modules, an
+    # editable install does not (and PYTHONDONTWRITEBYTECODE keeps Python from caching them).
+    import compileall
+
+    import qdq_onnx
+
+    compileall.compile_dir(str(Path(qdq_onnx.__file__).parent), quiet=1)
     files = {"converted by qdq-onnx": keras_application_onnx("ResNet50"),
              "exported by tf2onnx (NHWC input)": tf2onnx_application_onnx("ResNet50")}
     mem = {kind: memory(src) for kind, src in files.items()}  # first, while this is small
