@@ -2,36 +2,30 @@
 early exit that stops the reader."""
 
 import threading
-import time
 
 import pytest
 
 from qdq_onnx.data.prefetch import Prefetch
 
 
-def _wait_for(condition, timeout=5.0):
-    end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        time.sleep(0.005)
-    return condition()
-
-
 def test_items_come_in_order_and_are_read_ahead():
-    read = []
+    read, loaded = [], {k: threading.Event() for k in range(6)}
 
     def load(k):
         read.append(k)
+        loaded[k].set()
         return k * 10
 
     with Prefetch(load, range(6), depth=2) as ahead:
         it = iter(ahead)
         assert next(it) == 0
         # While the caller works on item 0, the thread queues 1 and 2 (depth 2), reads 3
-        # and waits with it: memory is bounded by depth + 1 batches.
-        assert _wait_for(lambda: len(read) == 4)
-        time.sleep(0.05)
-        assert read == [0, 1, 2, 3]
-        assert list(it) == [10, 20, 30, 40, 50]
+        # and waits with it: memory is bounded by depth + 1 batches. Sequenced on events.
+        assert loaded[3].wait(timeout=60)
+        assert read[:4] == [0, 1, 2, 3] and not loaded[5].is_set()
+        assert next(it) == 10  # frees a place: 3 goes in, 4 is read
+        assert loaded[4].wait(timeout=60) and read[:5] == [0, 1, 2, 3, 4]
+        assert list(it) == [20, 30, 40, 50]
 
 
 def test_a_read_error_reaches_the_caller_at_its_item():
