@@ -17,7 +17,8 @@ class ExitCode(IntEnum):
 EXIT_CODE_MEANINGS = {
     ExitCode.OK: "success",
     ExitCode.FINDINGS: "the command ran and found problems (`lint`: errors in the model)",
-    ExitCode.BAD_INPUT: "bad input or usage: a one-line message naming the problem, no "
+    ExitCode.BAD_INPUT: "bad input or usage, or the environment refused (disk full, "
+                        "permissions): a one-line message naming the problem, no "
                         "traceback unless --debug, no output written",
     ExitCode.INTERNAL: "internal error, a bug in qdq-onnx: the traceback is printed",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C or SIGTERM): no output written, except "
