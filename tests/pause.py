@@ -57,6 +57,11 @@ def _pause_at_step(step: int) -> None:
 
 
 def main() -> int:
+    import signal
+
+    # A test started from a background job inherits SIGINT ignored (POSIX), and Python then
+    # keeps it ignored: give the child the handler an interactive `qdq-onnx` has.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     point, sep, *argv = sys.argv[1:]
     assert sep == "--", "usage: pause.py POINT -- ARGS..."
     if point == "calibration-batch":
