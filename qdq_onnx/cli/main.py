@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 def _report(exc: Exception, args: argparse.Namespace) -> int:
     """Print the error the way its kind wants and return its exit code: one line for bad
     input and the environment (disk full, permissions), the traceback for a bug."""
+    from qdq_onnx.pipeline import runtime_failure
+
+    original, exc = exc, runtime_failure(exc) or exc  # onnxruntime's: one line naming the node
     if isinstance(exc, QdqError):
         message = _message(exc, args)
     elif isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRORS:
@@ -107,7 +110,7 @@ def _report(exc: Exception, args: argparse.Namespace) -> int:
               "with the traceback above)", file=sys.stderr)
         return ExitCode.INTERNAL
     if args.debug:
-        traceback.print_exception(exc)
+        traceback.print_exception(original)
     print(f"qdq-onnx {args.command}: error: {message}", file=sys.stderr)
     return ExitCode.BAD_INPUT
 

@@ -16,9 +16,18 @@ from typing import Any
 
 import onnx
 
+from qdq_onnx.convert.keras_check import (
+    SHAPE_OPTIMIZERS,
+    conversion_problem,
+    keras_reference,
+    reference_batch,
+    without_optimizers,
+)
+from qdq_onnx.convert.keras_inputs import input_structure
 from qdq_onnx.convert.keras_rewrite import (
     BY_VALUE_BYTES,
     depthwise_for_grouped,
+    plain_grouped_convolutions,
     weight_bytes,
     weights_by_value,
 )
@@ -76,30 +85,6 @@ def _flat_layers(model: Any) -> list[Any]:
     return out
 
 
-def _input_specs(model: Any, input_shape: Any, tf: Any) -> list[Any]:
-    inputs = getattr(model, "inputs", None)
-    if inputs:
-        specs = []
-        for i, t in enumerate(inputs):
-            name = getattr(t, "name", "") or ""
-            if not name or name.startswith("keras_tensor"):
-                name = "input" if len(inputs) == 1 else f"input_{i}"
-            shape = (None, *tuple(t.shape)[1:])
-            specs.append(tf.TensorSpec(shape, tf.as_dtype(t.dtype), name=name))
-        return specs
-    if input_shape is None:
-        shapes_dict = getattr(model, "_build_shapes_dict", None) or {}
-        if len(shapes_dict) == 1:
-            input_shape = next(iter(shapes_dict.values()))
-    if input_shape is None:
-        raise QdqError("the model has no symbolic inputs (subclassed and never built): pass "
-                       "input_shape=(None, H, W, C) or call the model on a batch first")
-    shapes = input_shape if isinstance(input_shape, list) else [input_shape]
-    return [tf.TensorSpec((None, *tuple(s)[1:]), tf.float32,
-                          name="input" if len(shapes) == 1 else f"input_{i}")
-            for i, s in enumerate(shapes)]
-
-
 def _scope_owner(text: str, names: set[str]) -> str | None:
     """The layer a TF name scope belongs to.
 
@@ -125,10 +110,17 @@ def _inbound(layer: Any) -> list[str]:
     if not nodes:
         return []
     names = []
-    for tensor in getattr(nodes[0], "input_tensors", []) or []:
+    tensors = getattr(nodes[0], "input_tensors", None)
+    if tensors is None:
+        tensors = []
+    elif not isinstance(tensors, (list, tuple)):  # tf_keras: a single tensor as it is
+        tensors = [tensors]
+    for tensor in tensors:
         history = getattr(tensor, "_keras_history", None)
-        if history is not None:
-            names.append(history.operation.name)
+        if history is not None:  # Keras 3 records the operation, tf_keras the layer
+            source = getattr(history, "operation", None) or getattr(history, "layer", None)
+            if source is not None:
+                names.append(source.name)
     return names
 
 
@@ -188,10 +180,12 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return folded
 
 
-def _rename_outputs(model: onnx.ModelProto) -> None:
+def _rename_outputs(model: onnx.ModelProto, names: list[str] | None = None) -> None:
+    """Outputs named `output` / `output_<i>` (Keras order), or `names` (a dict's keys)."""
     outs = list(model.graph.output)
-    mapping = {o.name: ("output" if len(outs) == 1 else f"output_{i}")
-               for i, o in enumerate(outs)}
+    if names is None or len(names) != len(outs):
+        names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    mapping = {o.name: name for o, name in zip(outs, names)}
     taken = {t for n in model.graph.node for t in (*n.input, *n.output)}
     for old, new in list(mapping.items()):
         if new in taken and new != old:
@@ -249,9 +243,8 @@ def _layer_of_tf_node(node_name: str, keras_layers: list[Any]) -> str:
     return f"layer {owner!r} ({by_name[owner].__class__.__name__})"
 
 
-_NESTED_CALL = (" (a nested, XLA-compiled function: Keras's TensorFlow backend compiles "
-                "grouped convolutions this way; only one input channel per group converts, as "
-                "a depthwise convolution)")
+_NESTED_CALL = (" (a nested, XLA-compiled function inside the layer, which tf2onnx leaves "
+                "unconverted)")
 
 
 def _run_tf2onnx(tf2onnx: Any, function: Any, specs: list, opset: int,
@@ -269,8 +262,7 @@ def _run_tf2onnx(tf2onnx: Any, function: Any, specs: list, opset: int,
                 function, input_signature=specs, opset=opset,
                 custom_op_handlers=custom_op_handlers())
     except Exception as exc:  # tf2onnx raises many types
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc)
-        raise QdqError(f"tf2onnx could not convert the model: {first}") from None
+        raise QdqError(f"tf2onnx could not convert the model: {failure_cause(exc)}") from exc
     finally:
         tf_log.handlers, tf_log.propagate = saved[0], saved[1]
         tf_log.setLevel(saved[2])
@@ -286,6 +278,41 @@ def _run_tf2onnx(tf2onnx: Any, function: Any, specs: list, opset: int,
     return onnx_model
 
 
+_TRACE_NOISE = re.compile(r"^(in user code:|File \"|\s*$|During handling|Traceback)")
+
+
+def failure_cause(exc: BaseException) -> str:
+    """The line of a TensorFlow/tf2onnx exception that says what went wrong: TF's traced
+    errors open with "in user code:" and the stack, and end with the actual message."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines()]
+    useful = [ln for ln in lines if ln and not _TRACE_NOISE.match(ln)
+              and not ln.startswith(("return ", "raise ", "outputs = ", "x = "))]
+    cause = useful[-1] if useful else (lines[0] if lines else "")
+    cause = re.sub(rf"^{type(exc).__name__}: ", "", cause)  # TF repeats the type in the text
+    return f"{type(exc).__name__}: {cause}"[:400] if cause else type(exc).__name__
+
+
+def _checked(converted: Any, call: Any, specs: list, tf: Any, tf2onnx: Any) -> onnx.ModelProto:
+    """`converted()`, checked against Keras on a random batch (keras_check); redone without
+    tf2onnx's shape optimizers when it does not match, an error when that does not help."""
+    onnx_model = converted()
+    batch = reference_batch(specs)
+    expected = keras_reference(call, batch, tf) if batch is not None else None
+    if expected is None:
+        return onnx_model
+    problem = conversion_problem(onnx_model, batch, expected)
+    if problem is None:
+        return onnx_model
+    with without_optimizers(tf2onnx, SHAPE_OPTIMIZERS):
+        retry = converted()
+    if conversion_problem(retry, batch, expected) is None:
+        return retry
+    raise QdqError(f"tf2onnx {tf2onnx.__version__} wrote a graph that does not compute what "
+                   f"the Keras model does: {problem} (checked on a random batch of two; "
+                   "converting again without its shape optimizers did not help)")
+
+
 _OPSET_FOR = {"LayerNormalization": 17}  # the layer fuses into one op from this opset on
 
 
@@ -293,6 +320,20 @@ def choose_opset(keras_layers: list[Any]) -> int:
     """13 (per-channel Q/DQ), or the newer opset a layer class needs to stay one op."""
     classes = {la.__class__.__name__ for la in keras_layers}
     return max([13, *(v for k, v in _OPSET_FOR.items() if k in classes)])
+
+
+def _saved_model_call(model: Any, tf: Any) -> tuple[Any, list[Any]]:
+    """The serving signature of a loaded SavedModel as a positional call, and its specs."""
+    fn = model.signatures.get("serving_default") or model.signatures.get("serve")
+    if fn is None:
+        raise QdqError("the SavedModel has no serving_default/serve signature")
+    specs = [tf.TensorSpec(s.shape, s.dtype, name=name)
+             for name, s in fn.structured_input_signature[1].items()]
+
+    def call(*xs):
+        return fn(**{s.name: x for s, x in zip(specs, xs)})
+
+    return call, specs
 
 
 def keras_to_onnx(model: Any, opset: int | None = None, input_shape: Any = None,
@@ -312,34 +353,38 @@ def keras_to_onnx(model: Any, opset: int | None = None, input_shape: Any = None,
         raise QdqError(f"opset {opset} is not supported for Keras conversion "
                        "(tf2onnx 1.17 writes opsets 13-18; per-channel Q/DQ needs >= 13)")
     if hasattr(model, "signatures") and not hasattr(model, "layers"):
-        fn = model.signatures.get("serving_default") or model.signatures.get("serve")
-        if fn is None:
-            raise QdqError("the SavedModel has no serving_default/serve signature")
-        specs = [tf.TensorSpec(s.shape, s.dtype, name=name)
-                 for name, s in fn.structured_input_signature[1].items()]
-        function = tf.function(lambda *xs: fn(**{s.name: x for s, x in zip(specs, xs)}))
+        call, specs = _saved_model_call(model, tf)
         keras_layers: list[Any] = []
         model_name = "saved_model"
     else:
-        specs = _input_specs(model, input_shape, tf)
+        structure = input_structure(model, input_shape, tf)
+        specs = structure.specs
         model, _ = depthwise_for_grouped(model)
 
         def call(*xs):
-            return model(list(xs) if len(xs) > 1 else xs[0], training=False)
+            return model(structure.pack(xs), training=False)
 
-        function = tf.function(call)
         keras_layers = _flat_layers(model)
         model_name = getattr(model, "name", "model")
         if by_value is None:
             by_value = weight_bytes(model) > BY_VALUE_BYTES
+    function = tf.function(call)
+
+    def converted() -> onnx.ModelProto:
+        with plain_grouped_convolutions():
+            if by_value:
+                with weights_by_value(model):
+                    function.get_concrete_function(*specs)  # tf2onnx reuses this trace
+            onnx_model = _run_tf2onnx(tf2onnx, function, specs, opset, keras_layers)
+        _constants_from_captures(onnx_model, function, specs, tf)
         if by_value:
-            with weights_by_value(model):
-                function.get_concrete_function(*specs)  # tf2onnx reuses this trace
-    onnx_model = _run_tf2onnx(tf2onnx, function, specs, opset, keras_layers)
-    _constants_from_captures(onnx_model, function, specs, tf)
-    if by_value:
-        onnx_model = fold_constants(onnx_model)
-    _rename_outputs(onnx_model)
+            onnx_model = fold_constants(onnx_model)
+        outputs = function.get_concrete_function(*specs).structured_outputs
+        _rename_outputs(onnx_model, sorted(outputs) if keras_layers and
+                        isinstance(outputs, dict) else None)
+        return onnx_model
+
+    onnx_model = _checked(converted, call, specs, tf, tf2onnx)
     onnx_model.producer_name = "qdq-onnx (tf2onnx)"
     if keras_layers:
         write_layer_map(onnx_model, build_layer_map(onnx_model, keras_layers, model_name))

@@ -6,12 +6,17 @@ Keras 3's TensorFlow backend runs a grouped convolution (Conv2D with groups > 1,
 7x7 depthwise convolutions) through a nested function compiled with XLA
 (`tf.function(jit_compile=True)`, because TensorFlow's CPU kernels lack grouped
 convolution), and tf2onnx 1.17 leaves that nested call unconverted. When every group has
-one input channel the layer is a depthwise convolution, which TensorFlow runs natively.
+one input channel the layer is a depthwise convolution, which TensorFlow runs natively
+(rewritten on a clone, as before). Any other group size is traced as the plain TF `Conv2D`
+op, whose filter then has fewer input channels than the input: a graph never executed by
+TensorFlow's CPU kernels, and tf2onnx's Conv handler writes it as one ONNX `Conv` with
+`group` = input channels / filter input channels (see `plain_grouped_convolutions`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,10 +81,51 @@ def depthwise_for_grouped(model: Any) -> tuple[Any, list[str]]:
 BY_VALUE_BYTES = 300 * 2**20
 
 
+def _itemsize(dtype: Any) -> int:
+    # Keras 3 variables name their dtype by string, tf_keras ones by tf.DType.
+    return np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).itemsize
+
+
 def weight_bytes(model: Any) -> int:
     """Bytes of all the model's weights (trainable and not)."""
-    return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize
+    return int(sum(math.prod(tuple(v.shape)) * _itemsize(v.dtype)
                    for v in getattr(model, "weights", [])))
+
+
+@contextlib.contextmanager
+def plain_grouped_convolutions() -> Iterator[None]:
+    """While the block traces, Keras 3's TensorFlow `conv` emits a grouped convolution as
+    one plain TF `Conv2D` op instead of an XLA-compiled nested call (which tf2onnx cannot
+    convert). Other convolutions, and channels-first 3-D ones, keep Keras's own path.
+    Tracing only: TensorFlow's CPU kernels cannot run the traced op, ONNX can."""
+    try:
+        from keras.src.backend.tensorflow import nn as tf_nn
+    except ImportError:  # not Keras 3 on TensorFlow: nothing to patch
+        yield
+        return
+    import tensorflow as tf
+
+    original = tf_nn.conv
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None,
+             dilation_rate=1):
+        from keras.src import backend
+
+        fmt = backend.standardize_data_format(data_format)
+        channels = inputs.shape[-1] if fmt == "channels_last" else inputs.shape[1]
+        grouped = channels is not None and channels != kernel.shape[-2]
+        if not grouped or (fmt == "channels_first" and len(inputs.shape) == 5):
+            return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+        return tf.nn.convolution(
+            inputs, kernel, strides, padding.upper(),
+            data_format=tf_nn._convert_data_format(data_format, len(inputs.shape)),
+            dilations=dilation_rate)
+
+    tf_nn.conv = conv
+    try:
+        yield
+    finally:
+        tf_nn.conv = original
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qdq_onnx.convert.flatten_layout import fold_flatten_transposes
 from qdq_onnx.convert.layernorm import LAYERNORM_OPSET, fuse_layernorm
 from qdq_onnx.convert.layout import push_transposes, removed_nodes
 from qdq_onnx.errors import QdqError
@@ -72,6 +73,7 @@ def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True
     if n:
         notes.append(f"un-shared {n} initializer use(s) that several weighted ops read "
                      "(they would be tied during fine-tuning)")
+    notes += _fold_flatten_layout(work, layer_map) if layout else []
     removed = _fold_affine_into_weighted(graph)
     if removed:
         notes.append(f"folded {len(removed)} BatchNorm/affine node(s) into the preceding "
@@ -81,6 +83,16 @@ def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True
     if layer_map:
         write_layer_map(work, layer_map)
     return work, notes
+
+
+def _fold_flatten_layout(model: onnx.ModelProto, layer_map) -> list[str]:
+    folded = fold_flatten_transposes(model)
+    if not folded:
+        return []
+    if layer_map:
+        layer_map.drop_nodes(folded)
+    return [f"folded {len(folded)} layout Transpose(s) before a Flatten into the Dense "
+            "weights after it"]
 
 
 def has_qdq(model: onnx.ModelProto) -> bool:

@@ -14,10 +14,22 @@ import numpy as np
 import onnx
 
 from qdq_onnx.data.images import ImageArray, ImageFolder, is_image_folder
-from qdq_onnx.data.iterables import split_batch
+from qdq_onnx.data.iterables import POSITION, as_named, is_positional, split_batch
 from qdq_onnx.errors import QdqError
 
 LABEL_KEYS = ("labels", "y")
+
+
+def _by_position(arrays: dict[str, Any], names: list[str], source: str) -> dict[str, Any]:
+    keys = [POSITION.format(i) for i in range(len(arrays))]
+    if not arrays or set(arrays) != set(keys):
+        return arrays
+    if len(keys) != len(names):
+        raise QdqError(f"{source}: {len(keys)} arrays given by position, but the model has "
+                       f"{len(names)} input(s) {names} (give them in this order, or as a "
+                       "dict by name)")
+    return {n: np.asarray(arrays[k]) if not hasattr(arrays[k], "ndim") else arrays[k]
+            for n, k in zip(names, keys)}
 
 
 def numpy_dtype(elem_type: int) -> type:
@@ -115,6 +127,7 @@ def match_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, source: 
     inputs = model_inputs(model)
     names = list(inputs)
     feeds: dict[str, np.ndarray] = {}
+    arrays = _by_position(arrays, names, source)
     data_keys = [k for k in arrays if k not in allow_extra]
     if len(names) == 1 and len(data_keys) == 1:
         feeds[names[0]] = arrays[data_keys[0]]
@@ -247,8 +260,8 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
         feeds = match_inputs(load_arrays(data), model, source=where)
     elif isinstance(data, np.ndarray):
         feeds = match_inputs({"": data}, model, source=source)
-    elif isinstance(data, dict):
-        feeds = match_inputs(dict(data), model, source=source)
+    elif isinstance(data, dict) or is_positional(data) and len(model_inputs(model)) > 1:
+        feeds = match_inputs(as_named(data), model, source=source)
     else:
         names = list(model_inputs(model))
 
@@ -256,8 +269,7 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
             seen = 0
             for i, item in enumerate(data):
                 x, _ = split_batch(item, f"{source} batch {i}")  # labels are not needed
-                arrays = x if isinstance(x, dict) else {"": x}
-                feed = match_inputs(arrays, model, source=f"{source} batch {i}")
+                feed = match_inputs(as_named(x), model, source=f"{source} batch {i}")
                 if set(feed) != set(names):
                     raise QdqError(f"{source} batch {i}: inputs {sorted(feed)} != {names}")
                 yield feed

@@ -19,6 +19,32 @@ import numpy as np
 
 from qdq_onnx.errors import QdqError
 
+# Arrays given by position (a list or tuple, Keras order) are keyed "@0", "@1", ... until
+# they meet the model, whose graph inputs they are matched to in order.
+POSITION = "@{}"
+
+
+def _array_like(v: Any) -> bool:
+    return hasattr(v, "shape") and hasattr(v, "dtype") and len(getattr(v, "shape", ())) >= 1
+
+
+def is_positional(x: Any) -> bool:
+    """Whether `x` is several inputs given by position: a list or tuple of two or more
+    arrays (or tensors) with the same number of samples, as Keras takes `[images, meta]`."""
+    if not isinstance(x, (list, tuple)) or len(x) < 2 or not all(map(_array_like, x)):
+        return False
+    return len({v.shape[0] for v in x}) == 1
+
+
+def as_named(x: Any) -> dict[str, Any]:
+    """The inputs in `x` by name: a dict as it is, a positional list/tuple keyed by
+    position, one array under ""."""
+    if isinstance(x, dict):
+        return dict(x)
+    if is_positional(x):
+        return {POSITION.format(i): v for i, v in enumerate(x)}
+    return {"": x}
+
 
 def is_batch_source(data: Any) -> bool:
     """True for an iterable of batches, False for arrays, dicts of arrays and paths."""
@@ -128,7 +154,7 @@ def _write(data: Any, folder: Path, where: str, max_batches: int | None,
     ys: _Column | None = None
     for i, (x, y) in enumerate(iter_batches(data, where, max_batches)):
         at = f"{where} batch {i}"
-        arrays = x if isinstance(x, dict) else {"": x}
+        arrays = as_named(x)
         if i == 0:
             for k in arrays:
                 xs[k] = _Column(folder / f"x{len(xs)}.raw", f"input {k!r}" if k else "x")

@@ -43,7 +43,7 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
                  max_samples: int | None = None, show_progress: bool = True
                  ) -> dict[str, Any]:
     from qdq_onnx.data.feeds import as_batches
-    from qdq_onnx.graph.sessions import inference_session, with_outputs
+    from qdq_onnx.graph.sessions import inference_session, run_checked, with_outputs
 
     index = GraphIndex(model.graph)
     pairs = qdq_pairs(model)
@@ -81,8 +81,8 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
                                    limit=max_samples, source="report data")
     with progress(total=total, desc="report", unit="sample", enable=show_progress) as bar:
         for feed in batch_iter:
-            f_vals = dict(zip(fetch_f, f_sess.run(fetch_f, feed))) if fetch_f else {}
-            q_vals = dict(zip(fetch_q, q_sess.run(fetch_q, feed))) if fetch_q else {}
+            f_vals = dict(zip(fetch_f, run_checked(f_sess, fetch_f, feed))) if fetch_f else {}
+            q_vals = dict(zip(fetch_q, run_checked(q_sess, fetch_q, feed))) if fetch_q else {}
             for t, s in act_scale.items():
                 x = (f_vals[t] if t in f_vals else feed[t]).astype(np.float32)
                 fq, clipped = quantize_dequantize(x, s.reshape(()), scheme[t])

@@ -57,13 +57,13 @@ class _Evaluator:
         self.reference = self.outputs(float_model)
 
     def outputs(self, model: onnx.ModelProto) -> np.ndarray:
-        from qdq_onnx.graph.sessions import inference_session
+        from qdq_onnx.graph.sessions import inference_session, run_checked
 
         sess = inference_session(model)
         name = sess.get_outputs()[0].name
         n = next(iter(self.x.values())).shape[0]
-        return np.concatenate([sess.run([name], {k: v[i:i + self.batch]
-                                                 for k, v in self.x.items()})[0]
+        return np.concatenate([run_checked(sess, [name], {k: v[i:i + self.batch]
+                                                     for k, v in self.x.items()})[0]
                                for i in range(0, n, self.batch)])
 
     def metric(self, model: onnx.ModelProto) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from qdq_onnx.data.feeds import match_inputs
+from qdq_onnx.data.feeds import as_named, match_inputs
 from qdq_onnx.data.images import ImageFolder
 from qdq_onnx.data.iterables import is_batch_source, spill, spill_folder
 from qdq_onnx.errors import QdqError
@@ -111,8 +111,10 @@ class Trainer:
 
     # -- data ----------------------------------------------------------------------------
     def _inputs(self, x: Any) -> dict[str, np.ndarray]:
-        arrays = x if isinstance(x, dict) else {"": np.asarray(x)}
-        return match_inputs(dict(arrays), self.qdq_model, source="training data")
+        arrays = as_named(x)
+        if not isinstance(x, dict) and set(arrays) == {""}:
+            arrays = {"": np.asarray(x)}
+        return match_inputs(arrays, self.qdq_model, source="training data")
 
     def args(self, feeds: dict[str, np.ndarray], idx, labels: np.ndarray) -> list:
         """The backend's input arrays for rows `idx` of `feeds` and `labels`."""

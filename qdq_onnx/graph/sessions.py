@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from qdq_onnx.errors import QdqError
 
 
 def with_outputs(model: Any, outputs: list[str]) -> Any:
@@ -55,3 +58,32 @@ def inference_session(model: Any, threads: int = 0, optimize: bool = True) -> An
     if keep is not None:
         session._qdq_onnx_tmp = keep  # external data must outlive the session
     return session
+
+
+_NODE_FAILURE = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)", re.S)
+
+
+def runtime_failure(exc: BaseException) -> QdqError | None:
+    """An onnxruntime error as one QdqError naming the node that failed, or None when `exc`
+    is not onnxruntime's (its errors are its own types, not a Python hierarchy to catch)."""
+    if not type(exc).__module__.startswith("onnxruntime"):
+        return None
+    text = str(exc).strip()
+    found = _NODE_FAILURE.search(text)
+    if found:
+        op, name, message = found.groups()
+        message = message.strip().splitlines()[0] if message.strip() else ""
+        return QdqError(f"onnxruntime cannot run node {name!r} ({op}): {message}")
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    return QdqError(f"onnxruntime cannot run the model: {text.splitlines()[0] if text else ''}")
+
+
+def run_checked(session: Any, fetch: list[str] | None, feed: dict[str, Any]) -> list[Any]:
+    """`session.run`, with an onnxruntime failure raised as a QdqError naming the node."""
+    try:
+        return session.run(fetch, feed)
+    except Exception as exc:  # onnxruntime's own exception types
+        converted = runtime_failure(exc)
+        if converted is None:
+            raise
+        raise converted from exc

@@ -50,6 +50,7 @@ _WHERE = {
     "QuantizationSpec": "qdq_onnx.placement.spec", "InsertReport": "qdq_onnx.quantize.insert",
     **dict.fromkeys(["SCHEMES", "Scheme", "scheme_named"], "qdq_onnx.scheme"),
     "run_model": "qdq_onnx.pipeline.running",
+    "runtime_failure": "qdq_onnx.graph.sessions",
 }
 _DEPRECATED = ("quantize", "recalibrate", "plan", "Placement", "Quantized")
 

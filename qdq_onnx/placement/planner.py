@@ -10,12 +10,13 @@ from dataclasses import replace
 import onnx
 
 from qdq_onnx.errors import QdqError, SpecError
+from qdq_onnx.graph.dtypes import non_float_tensors
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.layers import LayerGraph
 from qdq_onnx.placement.cases import BUILTIN_CASES, CustomQDQInsertionCase
 from qdq_onnx.placement.config import ResolvedPlacement
 from qdq_onnx.placement.patterns import PATTERN_KINDS
-from qdq_onnx.placement.plan import Placement, PlacementPlan
+from qdq_onnx.placement.plan import FloatDecision, Placement, PlacementPlan
 from qdq_onnx.placement.proposals import PRIORITY_CASE, PRIORITY_OP_RULE, Proposal, resolve
 from qdq_onnx.placement.rules import OpRule, RuleSet
 from qdq_onnx.placement.slots import slot_proposal
@@ -134,6 +135,7 @@ def plan_placement(model: onnx.ModelProto, placement: ResolvedPlacement) -> Plac
         proposals.extend(spec_proposals(user_spec, layers, rules))
     order = {n.name: i for i, n in enumerate(index.nodes)}
     placements, left, notes = resolve(proposals, order)
+    placements, left = _keep_non_float(placements, left, model.graph, rules)
     placements = share_through_neutral(placements, index, rules)
     placements, scheme_notes = assign_schemes(placements, index, rules,
                                               placement.weight_scheme)
@@ -150,6 +152,22 @@ def plan_placement(model: onnx.ModelProto, placement: ResolvedPlacement) -> Plac
                        f"{rules.name!r} or a spec entry (ops: {', '.join(ops[:12])}); check "
                        "the rules, the spec and the mode")
     return plan
+
+
+def _keep_non_float(placements: list[Placement], left: list[FloatDecision],
+                    graph: onnx.GraphProto, rules: RuleSet
+                    ) -> tuple[list[Placement], list[FloatDecision]]:
+    """Placements on integer or boolean tensors (token ids, shape arithmetic, masks) left
+    float by the rule file's never rule for them: QuantizeLinear takes floating point."""
+    rule = rules.never_rule_for_tensors("non-float")
+    if rule is None:
+        return placements, left
+    non_float = non_float_tensors(graph)
+    kept = [p for p in placements if p.tensor not in non_float]
+    left = left + [FloatDecision(consumer=p.consumer, input=p.input, tensor=p.tensor,
+                                 rule=rule.id, reason=rule.reason, layer=p.layer)
+                   for p in placements if p.tensor in non_float]
+    return kept, left
 
 
 def share_through_neutral(placements: list[Placement], index: GraphIndex,

@@ -62,7 +62,7 @@ def auto_amax(model: onnx.ModelProto, groups: dict[str, list[str]],
     calibration samples (batches of `config.batch_size`), each key quantized in its
     scheme."""
     from qdq_onnx.data.feeds import as_batches
-    from qdq_onnx.graph.sessions import inference_session, with_outputs
+    from qdq_onnx.graph.sessions import inference_session, run_checked, with_outputs
 
     index = GraphIndex(model.graph)
     inputs = {i.name for i in model.graph.input}
@@ -86,7 +86,7 @@ def auto_amax(model: onnx.ModelProto, groups: dict[str, list[str]],
     batches, _ = as_batches(data, model, batch_size=config.batch_size, limit=probe_samples,
                             source="calibration data")
     for feed in batches:
-        values = {**feed, **dict(zip(fetch, session.run(fetch, feed)))}
+        values = {**feed, **dict(zip(fetch, run_checked(session, fetch, feed)))}
         for key, (tensors, node, probe, live, candidates) in plans.items():
             reference = values[node.output[0]].astype(np.float64)
             signal[key] += float(np.sum(reference ** 2))

@@ -74,6 +74,7 @@ def _rereadable(data: Any) -> bool:
 def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: CalibrationConfig,
           stats: dict[str, TensorStats], with_hist: bool, desc: str) -> None:
     from qdq_onnx.data.feeds import as_batches
+    from qdq_onnx.graph.sessions import run_checked
 
     inputs = {i.name for i in model.graph.input}
     fetch = [t for t in tensors if t not in inputs]
@@ -87,7 +88,7 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
     seen = 0
     with progress(total=total, desc=desc, unit="sample", enable=config.show_progress) as bar:
         for feed in batch_iter:
-            current = dict(zip(fetch, session.run(names, feed) if fetch else []))
+            current = dict(zip(fetch, run_checked(session, names, feed) if fetch else []))
             for t in tensors:
                 try:
                     stats[t].update(current[t] if t in current else feed[t], with_hist)

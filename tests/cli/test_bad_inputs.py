@@ -38,6 +38,21 @@ def _mlp():
     return m
 
 
+def _fixed_reshape():
+    """x [N, 4] -> Reshape to a constant [3, 4] -> MatMul: runs only at batch 3."""
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([3, 4], np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["h"], name="flatten"),
+             helper.make_node("MatMul", ["h", "w"], ["y"], name="fc")]
+    g = helper.make_graph(nodes, "m",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+                          [w, shape])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
 class Env:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -288,6 +303,11 @@ CASES = [
     ("truncated-weight", "an initializer whose raw payload is shorter than its dims",
      lambda e: ["insert", _broken(e, "short_w.onnx", _truncate_weight), "-o", "{out}"],
      "has 40 bytes of data, its dims [4, 4, 3, 3] need 576"),
+    ("runtime-failure", "a graph onnxruntime cannot run on the data (a Reshape that "
+     "captured a batch of 3)",
+     lambda e: ["insert", e.onnx("fixed_reshape.onnx", _fixed_reshape()), "-o", "{out}",
+                "--calib", e.npz("c4.npz", x=np.ones((4, 4), np.float32))],
+     "onnxruntime cannot run node 'flatten' (Reshape)"),
     ("nan-weight", "NaN in a weight",
      lambda e: ["insert", _broken(e, "nan_w.onnx", _poison(np.nan)), "-o", "{out}"],
      "weight 'c1_w' holds NaN/Inf"),

@@ -189,17 +189,42 @@ def test_grouped_convolution_converts_as_depthwise_on_a_clone(multiplier):
     assert pipeline.lint(q.onnx).findings == []
 
 
-@pytest.mark.slow
-def test_grouped_convolution_with_several_channels_per_group_is_one_line():
+@pytest.mark.parametrize("per_group,multiplier", [(2, 1), (4, 1), (4, 2), (8, 1)])
+def test_grouped_convolution_of_any_group_size_is_one_onnx_conv(per_group, multiplier):
+    """Keras's TensorFlow backend XLA-compiles Conv2D(groups>1), which tf2onnx cannot
+    convert; tracing with a plain TF conv instead gives one ONNX Conv with `group`
+    (ResNeXt, RegNet), numerically equal to Keras."""
     from qdq_onnx import pipeline
+    from qdq_onnx.graph.sessions import inference_session
 
     keras = _keras()
-    inp = keras.Input((12, 12, 8))
-    m = keras.Model(inp, keras.layers.Conv2D(8, 3, groups=4, name="grouped")(inp))
-    with pytest.raises(QdqError) as err:
-        pipeline.convert(m)
-    text = str(err.value)
-    assert "'grouped' (Conv2D)" in text and "grouped convolutions" in text and "\n" not in text
+    L = keras.layers
+    inp = keras.Input((10, 10, 16))
+    x = L.Conv2D(16 * multiplier // per_group * per_group, 3, padding="same",
+                 groups=16 // per_group, name="grouped", activation="relu")(inp)
+    model = keras.Model(inp, L.Conv2D(4, 1, name="pw")(x))
+    xs = np.random.default_rng(1).normal(size=(3, 10, 10, 16)).astype(np.float32)
+    onx = pipeline.convert(model)
+    got = inference_session(onx).run(None, {onx.graph.input[0].name: xs})[0]
+    assert np.abs(got - model(xs).numpy()).max() < 1e-5
+    groups = sorted(next((a.i for a in n.attribute if a.name == "group"), 1)
+                    for n in onx.graph.node if n.op_type == "Conv")
+    assert groups == [1, 16 // per_group]
+    q = pipeline.insert(onx, data=xs)
+    assert pipeline.lint(q.qdq).findings == []
+
+
+def test_tensorflow_failure_is_one_line_with_the_cause_not_the_first_line():
+    from qdq_onnx.convert.keras_model import failure_cause
+
+    traced = ValueError('in user code:\n\n    File "/x/model.py", line 3, in call\n'
+                        '        return self.dense(x)\n\n    ValueError: Input 0 of layer '
+                        '"dense" is incompatible with the layer: expected axis -1 to have '
+                        'value 8, but received input with shape (None, 4)\n')
+    cause = failure_cause(traced)
+    assert cause.startswith("ValueError: Input 0") and "expected axis -1 to have value 8" in cause
+    assert "in user code" not in cause and "\n" not in cause
+    assert failure_cause(RuntimeError("")) == "RuntimeError"
 
 
 @pytest.mark.slow

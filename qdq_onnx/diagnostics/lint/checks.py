@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import onnx
 
 from qdq_onnx.diagnostics.lint.context import LintContext
 from qdq_onnx.files.onnx_files import MIN_OPSET, default_opset
@@ -235,9 +236,22 @@ def _reaches_output(ctx: LintContext, tensor: str, max_hops: int = 8) -> bool:
     return False
 
 
+def _tokens(ctx: LintContext, transposes: list[onnx.NodeProto]) -> set[str]:
+    """The Transposes whose only reader is a Reshape to rank 3: feature maps turned into
+    tokens (a patch embedding), the model's own layout change, not a removable shuffle."""
+    reshapes = {}
+    for t in transposes:
+        readers = ctx.index.consumers.get(t.output[0], ())
+        if len(readers) == 1 and readers[0].node.op_type == "Reshape":
+            reshapes[t.name] = readers[0].node.output[0]
+    ranks = ctx.shapes_of(sorted(set(reshapes.values())))
+    return {name for name, out in reshapes.items() if len(ranks.get(out) or ()) == 3}
+
+
 @check("layout-transpose-after-weighted")
 def layout_transpose_after_weighted(ctx: LintContext) -> Iterator[Hit]:
     fused = ctx.rules.fusible_followers
+    found = []
     for row in ctx.weighted:
         node, tensor = row["node"], row["node"].output[0]
         for _ in range(8):  # through the followers TensorRT would fuse into the op
@@ -247,12 +261,16 @@ def layout_transpose_after_weighted(ctx: LintContext) -> Iterator[Hit]:
             after = readers[0].node
             if after.op_type == "Transpose":
                 if not _reaches_output(ctx, after.output[0]):
-                    yield node.name, (f"Transpose {after.name!r} reads the output of "
-                                      f"{node.op_type} (a layout shuffle inside the network)")
+                    found.append((node, after))
                 break
             if after.op_type not in fused:
                 break
             tensor = after.output[0]
+    tokens = _tokens(ctx, [after for _, after in found]) if found else set()
+    for node, after in found:
+        if after.name not in tokens:
+            yield node.name, (f"Transpose {after.name!r} reads the output of "
+                              f"{node.op_type} (a layout shuffle inside the network)")
 
 
 @check("quantized-normalization-internals")

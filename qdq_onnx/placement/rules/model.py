@@ -68,13 +68,15 @@ class OpRule:
 
 @dataclass(frozen=True)
 class NeverRule:
-    """Ops that never get Q/DQ of their own."""
+    """Ops that never get Q/DQ of their own, or (`tensors: non-float`) tensors of a kind
+    that never do, whatever reads them."""
 
     id: str
     name: str
     ops: tuple[str, ...]
     reason: str
     why: str
+    tensors: str | None = None  # "non-float": integer and boolean tensors
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,10 @@ class RuleSet:
             if op_type in rule.ops:
                 return rule
         return None
+
+    def never_rule_for_tensors(self, kind: str) -> NeverRule | None:
+        """The never rule for tensors of `kind` ("non-float"), or None."""
+        return next((r for r in self.never if r.tensors == kind), None)
 
     def weighted_ops(self) -> frozenset[str]:
         """Op types whose weight input this rule set quantizes (TensorRT's weighted layers)."""

@@ -24,7 +24,8 @@ _TOP_KEYS = {"schema", "name", "description", "scheme", "op_rules", "never", "ta
              "patterns", "lint"}
 _OP_KEYS = {"id", "name", "ops", "inputs", "weight_input", "weight_axis", "keras_classes",
             "live_weight", "scheme", "reason", "why"}
-_NEVER_KEYS = {"id", "name", "ops", "reason", "why"}
+_NEVER_KEYS = {"id", "name", "ops", "tensors", "reason", "why"}
+_TENSOR_KINDS = ("non-float",)
 _TAXONOMY_KEYS = {"fusible_followers", "precision_neutral"}
 _PATTERN_KEYS = {"id", "name", "enabled", "reason", "why"}
 _LINT_KEYS = {"id", "name", "severity", "reason", "why"}
@@ -175,14 +176,18 @@ def _never_rules(ctx: _Ctx, items: list, op_rules: list[OpRule]) -> list[NeverRu
         ctx.keys(item, _NEVER_KEYS, "a never rule")
         rule_id = ctx.text(item, "id", "a never rule")
         ctx.claim(item, rule_id)
-        ops = ctx.str_list(item, "ops", f"never rule {rule_id}")
+        tensors = item.get("tensors")
+        if tensors is not None and tensors not in _TENSOR_KINDS:
+            raise ctx.fail(item, f"never rule {rule_id}: 'tensors' must be one of "
+                                 f"{', '.join(_TENSOR_KINDS)}")
+        ops = ctx.str_list(item, "ops", f"never rule {rule_id}", required=tensors is None)
         for op in ops:
             if op in quantized:
                 raise ctx.fail(item, f"op {op!r} is both quantized ({quantized[op]}) and "
                                      f"never quantized ({rule_id})")
         out.append(NeverRule(id=rule_id, name=ctx.text(item, "name", f"never rule {rule_id}"),
                              ops=ops, reason=ctx.text(item, "reason", f"never rule {rule_id}"),
-                             why=str(item.get("why", "")).strip()))
+                             why=str(item.get("why", "")).strip(), tensors=tensors))
     return out
 
 
