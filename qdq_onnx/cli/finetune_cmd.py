@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "weights; activation scales fixed unless --learn-scales), and write the "
                     "trained Q/DQ model after checking it computes what the training graph "
                     "computes. Data files hold the model inputs under their names and the "
-                    "labels under the key 'labels' (or 'y'). Needs the qdq-onnx[train] "
-                    "extra (onnxruntime-training, Python 3.10-3.12).")
+                    "labels under the key 'labels' (or 'y'; 'labels/<output>' for each "
+                    "output of a model with several); --distill needs no labels. Needs the "
+                    "qdq-onnx[train] extra (onnxruntime-training, Python 3.10-3.12).")
     p.add_argument("model", help="a Q/DQ ONNX file (qdq-onnx insert / calibrate)")
     p.add_argument("--data", required=True, metavar="TRAIN.npz",
                    help="training inputs (named like the model inputs) and 'labels': .npz, "
@@ -58,10 +59,23 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help=f"default {default(TRAIN, 'optimizer')}")
     p.add_argument("--weight-decay", type=float, default=None,
                    help=f"AdamW only (default {default(TRAIN, 'weight_decay')})")
-    p.add_argument("--loss", default=None,
-                   choices=("sparse_categorical_crossentropy", "categorical_crossentropy",
-                            "binary_crossentropy", "mse"),
-                   help=f"default {default(TRAIN, 'loss')}")
+    p.add_argument("--loss", default=None, metavar="LOSS",
+                   help="sparse_categorical_crossentropy, categorical_crossentropy, "
+                        "binary_crossentropy or mse, for every output, or OUT=LOSS,... per "
+                        f"output (default {default(TRAIN, 'loss')})")
+    p.add_argument("--loss-weights", default=None, metavar="OUT=W,...",
+                   help="weight of each output's loss in the total (default 1 each)")
+    g = p.add_argument_group(
+        "distillation", "train without labels: the float model (the Q/DQ model with its "
+        "Q/DQ removed) gives the targets, computed once over the data")
+    g.add_argument("--distill", action="store_true", default=None,
+                   help="self-distillation from the FP32 model; the data needs no labels")
+    g.add_argument("--distill-loss", default=None, metavar="LOSS",
+                   help="mse (outputs) or kl (softened logits, over the last axis), for "
+                        "every output or OUT=LOSS,... per output (default "
+                        f"{default(TRAIN, 'distill_loss')})")
+    g.add_argument("--temperature", type=float, default=None,
+                   help=f"of the kl loss (default {default(TRAIN, 'temperature')})")
     p.add_argument("--from-probabilities", dest="from_logits", action="store_false",
                    default=None,
                    help="the model outputs probabilities (softmax/sigmoid), not logits")
@@ -105,12 +119,34 @@ def configs(args: argparse.Namespace):
     if args.resume and args.checkpoint_dir and args.resume != args.checkpoint_dir:
         raise QdqError("--resume DIR already names the checkpoint directory; drop "
                        "--checkpoint-dir or give the same folder")
-    train = pipeline.make_config(TRAIN, settings(args, TRAIN))
+    given = settings(args, TRAIN)
+    for name in ("loss", "distill_loss"):
+        given[name] = _per_output(given.get(name), f"--{name.replace('_', '-')}")
+    given["loss_weights"] = _per_output(given.get("loss_weights"), "--loss-weights", float)
+    train = pipeline.make_config(TRAIN, given)
     fit = pipeline.make_config(FIT, {**settings(args, FIT),
                                      "checkpoint_dir": args.resume or args.checkpoint_dir,
                                      "resume": bool(args.resume) or None,
                                      "verbose": 0 if args.quiet else None})
     return train, fit
+
+
+def _per_output(text: str | None, flag: str, kind: type = str):
+    """'VALUE' as it is, 'OUT=VALUE,...' as a dict by output name."""
+    from qdq_onnx.errors import QdqError
+
+    if text is None or ("=" not in text and kind is str):
+        return text
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise QdqError(f"{flag}: expected OUT=VALUE,... got {text!r}")
+        try:
+            out[name.strip()] = kind(value.strip())
+        except ValueError:
+            raise QdqError(f"{flag}: {value!r} is not a number") from None
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
     train, fit = configs(args)
     pipeline.require_backend(train.backend)  # a missing engine: one line, no data read
     source = pipeline.load(args.model)
-    x, y = load_labelled(args.data, source.model)
-    val = load_labelled(args.val, source.model) if args.val else None
+    need = not train.distill
+    x, y = load_labelled(args.data, source.model, need_labels=need)
+    val = load_labelled(args.val, source.model, need_labels=need) if args.val else None
     callbacks = [] if args.quiet else [pipeline.EpochPrinter()]
     tuned = pipeline.finetune(source.model, x, y, train, fit, validation_data=val,
                               callbacks=callbacks, provenance={"source": str(args.model)})

@@ -46,8 +46,23 @@ class QuantizedModel:
             pipeline.TrainConfig, {"optimizer": optimizer, "loss": loss, "metrics": metrics,
                                    **settings}, "compile()")
         self._close()
-        self._training = pipeline.Training(self.onnx, config, work_dir)
+        self._training = pipeline.Training(self.onnx, config, work_dir,
+                                           teacher=self.float_model)
+        self._work_dir = work_dir
         return self
+
+    def _distilling(self, distill: bool) -> None:
+        """Rebuild the (untrained) session for distillation, or refuse mid-training."""
+        current = self._training
+        if current is not None and current.config.distill == distill:
+            return
+        if current is not None and current.steps:
+            raise QdqError("fit(distill=...) changes the loss of a model already trained; "
+                           "compile(distill=...) before the first fit instead")
+        base = current.config if current is not None else pipeline.TrainConfig()
+        settings = {k: getattr(base, k) for k in pipeline.setting_names(pipeline.TrainConfig)}
+        self.compile(work_dir=getattr(self, "_work_dir", None),
+                     **{**settings, "distill": distill})
 
     def _session(self) -> pipeline.Training:
         if self._training is None:
@@ -56,7 +71,8 @@ class QuantizedModel:
 
     def fit(self, x: Any, y: Any = None, batch_size: int | None = None,
             epochs: int | None = None, *, validation_data: Any = None,
-            callbacks: Sequence[pipeline.Callback] = (), **settings: Any):
+            callbacks: Sequence[pipeline.Callback] = (), distill: bool | None = None,
+            **settings: Any):
         """Train; returns a Keras-like History (`history.history["loss"]`). The keyword
         settings are those of `pipeline.FitConfig`: validation_split, shuffle,
         checkpoint_dir, resume, checkpoint_every_steps, checkpoint_every_minutes,
@@ -68,16 +84,24 @@ class QuantizedModel:
         at epoch ends and at an interruption) and `resume=True` continues from the newest
         one exactly. Ctrl-C stops at the next step boundary (`history.stopped`). As in
         Keras, `x` may be a `tf.data.Dataset`, `PyDataset`, generator or list of (x, y)
-        batches with `y` None (and `validation_data` likewise)."""
+        batches with `y` None (and `validation_data` likewise).
+
+        `distill=True` needs no labels: the float model's outputs are the targets (MSE, or
+        `compile(distill_loss="kl", temperature=T)`), for any number of outputs. Several
+        outputs with labels: `y` a dict by output name or a list in output order, with
+        `compile(loss={...}, loss_weights={...})`."""
+        if distill is not None:
+            self._distilling(distill)
         fit = pipeline.make_config(pipeline.FitConfig, {"batch_size": batch_size,
                                                         "epochs": epochs, **settings}, "fit()")
         extra = [pipeline.EpochPrinter()] if fit.verbose else []
         return self._session().fit(x, y, fit, validation_data, [*callbacks, *extra])
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> list[float]:
-        """[loss, accuracy] (accuracy omitted for MSE), like Keras."""
+    def evaluate(self, x: Any, y: Any = None, batch_size: int = 256) -> list[float]:
+        """[loss, accuracy] (accuracy omitted for MSE; one per output of several), like
+        Keras; `y` None when distilling."""
         logs = self._session().evaluate(x, y, batch_size)
-        return [logs[k] for k in ("loss", "accuracy") if k in logs]
+        return [logs["loss"], *(v for k, v in logs.items() if k.endswith("accuracy"))]
 
     def predict(self, x: Any, batch_size: int = 256):
         """Model outputs: the training graph's eval mode once compiled, else the Q/DQ graph."""

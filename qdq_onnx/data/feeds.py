@@ -286,9 +286,15 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
     return batches(feeds, batch_size, limit), total
 
 
-def split_labels(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
-                                                       np.ndarray | None]:
-    """(the arrays without the labels, the labels stored under 'labels' or 'y', or None)."""
+def split_labels(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Any]:
+    """(the arrays without the labels, the labels stored under 'labels' or 'y', or None).
+    A model with several outputs has its labels under 'labels/<output name>': they come
+    back as a dict by output name."""
+    per_output = {k.split("/", 1)[1]: k for k in arrays
+                  if k.split("/", 1)[0] in LABEL_KEYS and "/" in k}
+    if per_output:
+        rest = dict(arrays)
+        return rest, {name: rest.pop(key) for name, key in per_output.items()}
     key = next((k for k in LABEL_KEYS if k in arrays), None)
     if key is None:
         return arrays, None
@@ -301,6 +307,7 @@ def load_labelled(path: str | Path, model: onnx.ModelProto, need_labels: bool = 
     """Model inputs (matched and checked) and labels from a data file or folder."""
     arrays, labels = split_labels(load_arrays(path))
     if labels is None and need_labels:
-        raise QdqError(f"{path}: no labels: store them under the key 'labels' (or 'y'); "
-                       f"found {sorted(arrays)}")
+        raise QdqError(f"{path}: no labels: store them under the key 'labels' (or 'y'; "
+                       f"'labels/<output>' for each output of a model with several), or "
+                       f"fine-tune by distillation (--distill); found {sorted(arrays)}")
     return match_inputs(arrays, model, source=str(path)), labels

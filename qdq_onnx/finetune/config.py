@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass
 from qdq_onnx.errors import SettingError
 from qdq_onnx.finetune.backend import BACKENDS
 from qdq_onnx.finetune.losses import LOSSES
+from qdq_onnx.finetune.objective import DISTILL_LOSSES
 from qdq_onnx.finetune.schedules import SCHEDULES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 METRICS = ("accuracy", "acc")
 # Settings that change what is trained: a checkpoint made with others cannot be resumed.
 FINGERPRINTED = ("loss", "from_logits", "optimizer", "weight_decay", "learn_scales",
-                 "weight_bits")
+                 "weight_bits", "loss_weights", "distill", "distill_loss", "temperature")
 # Settings that say where training runs, not what it computes: kept out of the emitted
 # file's training record and of the checkpoint fingerprint.
 _PLACE_ONLY = ("device", "backend", "weight_bits")
@@ -50,8 +51,14 @@ class TrainConfig:
     # setting that helped or held on both a converged and a less-trained MNIST CNN; 1e-3 and
     # 1e-4 constant lost 0.86 and 0.26 points on the converged one.
     learning_rate: float = 1e-5
-    loss: str = "sparse_categorical_crossentropy"
+    # one loss for every output, a list in output order, or a dict by output name
+    loss: str | dict | tuple = "sparse_categorical_crossentropy"
     from_logits: bool = True
+    loss_weights: dict | tuple | None = None  # per output (list or dict), default 1 each
+    # Self-distillation: the float model's outputs are the targets (no labels needed).
+    distill: bool = False
+    distill_loss: str | dict | tuple = "mse"  # "mse" or "kl" (softened logits), per output
+    temperature: float = 2.0  # of the KL distillation loss
     metrics: tuple[str, ...] = ("accuracy",)
     weight_decay: float = 0.01  # AdamW only; "adam" means 0
     schedule: str = "cosine"
@@ -74,9 +81,18 @@ class TrainConfig:
         if not (_number(self.learning_rate) and self.learning_rate > 0):
             raise SettingError("learning_rate", f"must be a positive number, got "
                                                 f"{self.learning_rate!r}")
-        if self.loss not in LOSSES:
-            raise SettingError("loss", f"must be one of {', '.join(sorted(LOSSES))}, got "
-                                       f"{self.loss!r}")
+        self._check_per_output("loss", LOSSES, allow_none=True)
+        self._check_per_output("distill_loss", DISTILL_LOSSES)
+        weights = self.loss_weights
+        if weights is not None:
+            values = list(weights.values()) if isinstance(weights, dict) else weights
+            if not isinstance(values, (list, tuple)) or not all(
+                    _number(w) and w >= 0 for w in values):
+                raise SettingError("loss_weights", f"must be numbers >= 0 by output (a list "
+                                                   f"or dict), got {weights!r}")
+        if not (_number(self.temperature) and self.temperature > 0):
+            raise SettingError("temperature", f"must be a positive number, got "
+                                              f"{self.temperature!r}")
         if self.schedule not in SCHEDULES:
             raise SettingError("schedule", f"must be one of {', '.join(SCHEDULES)}, got "
                                            f"{self.schedule!r}")
@@ -105,6 +121,19 @@ class TrainConfig:
                           "PlacementConfig(weight_scheme='int8-4bit') instead",
                           DeprecationWarning, stacklevel=3)
 
+    def _check_per_output(self, name: str, allowed, allow_none: bool = False) -> None:
+        value = getattr(self, name)
+        if isinstance(value, list):
+            object.__setattr__(self, name, tuple(value))
+            value = tuple(value)
+        values = list(value.values()) if isinstance(value, dict) else (
+            list(value) if isinstance(value, tuple) else [value])
+        bad = [v for v in values if not (v in allowed or (allow_none and v is None
+                                                         and len(values) > 1))]
+        if bad or not values:
+            raise SettingError(name, f"must be one of {', '.join(sorted(allowed))} (or one "
+                                     f"per output, as a list or a dict), got {value!r}")
+
     def fingerprint_fields(self) -> dict:
         """The settings recorded with checkpoints and in the emitted model (not where
         training ran)."""
@@ -112,6 +141,12 @@ class TrainConfig:
         d["metrics"] = list(self.metrics)
         for name in _PLACE_ONLY:
             d.pop(name)
+        # Recorded when used: a file trained without them keeps the record it always had.
+        if d["loss_weights"] is None:
+            d.pop("loss_weights")
+        if not d["distill"]:
+            for name in ("distill", "distill_loss", "temperature"):
+                d.pop(name)
         return d
 
 

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import TRAINING_KEY, set_metadata
 from qdq_onnx.finetune.fake_quant import TrainGraph
+from qdq_onnx.finetune.lowering import restore_originals
 from qdq_onnx.graph.batch import fixed_batch
 from qdq_onnx.graph.sessions import inference_session
 from qdq_onnx.quantize.scales import weight_scale
@@ -26,7 +27,8 @@ def emitted_model(qdq_model: onnx.ModelProto, graph: TrainGraph, params: dict[st
     out.CopyFrom(qdq_model)
     values = dict(params)
     for wq in graph.weights:  # reshaped below to the Q/DQ scale's own shape
-        values[wq.scale] = weight_scale(values[wq.weight], wq.axis, wq.qmax)
+        if wq.weight in values:  # a frozen weight (no loss reaches it) keeps its scale
+            values[wq.scale] = weight_scale(values[wq.weight], wq.axis, wq.qmax)
     for t in out.graph.initializer:
         if t.name in values:
             v = np.asarray(values[t.name], dtype=np.float32).reshape(tuple(t.dims))
@@ -36,12 +38,14 @@ def emitted_model(qdq_model: onnx.ModelProto, graph: TrainGraph, params: dict[st
 
 
 def fake_quant_model(graph: TrainGraph, params: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """The training graph's forward pass with `params`, as a plain inference model."""
+    """The training graph's forward pass with `params`, as a plain inference model, with
+    the ops rewritten for training (lowering.py) back as they were."""
     model = onnx.ModelProto()
     model.CopyFrom(graph.model)
     for t in model.graph.initializer:
         if t.name in params:
             t.CopyFrom(numpy_helper.from_array(params[t.name], t.name))
+    restore_originals(model, graph.lowered)
     return model
 
 

@@ -23,11 +23,18 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.finetune.lowering import (
+    AVERAGE_POOL,
+    LOWERED,
+    lower_average_pool,
+    lower_conv_transpose,
+)
 from qdq_onnx.graph.batch import relax_batch
 from qdq_onnx.graph.batchnorm import batchnorm_affine
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.ops import WEIGHTED_OPS
 from qdq_onnx.graph.qdq import qdq_pairs
+from qdq_onnx.graph.shapes import tensor_shapes
 from qdq_onnx.quantize.scales import weight_scale
 from qdq_onnx.quantize.schemes import pair_schemes
 from qdq_onnx.scheme import Scheme
@@ -57,6 +64,9 @@ class TrainGraph:
     weights: list[WeightQuant] = field(default_factory=list)
     activation_scales: list[str] = field(default_factory=list)
     output: str = ""
+    outputs: list[str] = field(default_factory=list)
+    # original node name -> the node, for the ops rewritten for training (lowering.py)
+    lowered: dict[str, onnx.NodeProto] = field(default_factory=dict)
 
     @property
     def weight_bits(self) -> int | list[int] | None:
@@ -83,9 +93,6 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
     graph = model.graph
     index = GraphIndex(graph)
     pairs = qdq_pairs(model)
-    if len(graph.output) != 1:
-        raise QdqError(f"fine-tuning needs a single-output model; this one has "
-                       f"{len(graph.output)} outputs ({', '.join(o.name for o in graph.output)})")
     schemes = pair_schemes(qdq_model, pairs, index)
     m = _const(graph, f"{PREFIX}_rounder", ROUNDER)
     bounds = _Bounds(graph)
@@ -119,16 +126,47 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
                 result.activation_scales.append(s)
         new_nodes += _fake_quant_nodes(tag, p.source, s, m, lo, hi, p.output)
     kept = [n for n in graph.node if n.name not in drop]
-    kept = [x for n in kept for x in _inference_form(n, index, graph)]
+    lowering = _Lowering(model, kept)
+    kept = [x for n in kept for x in lowering.nodes(n, _inference_form(n, index, graph))]
+    result.lowered = lowering.originals
     del graph.node[:]
     graph.node.extend(_toposort(kept + new_nodes, graph))
     used = {t for n in graph.node for t in n.input}
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
-    result.output = graph.output[0].name
-    _choose_parameters(result, GraphIndex(graph), learn_scales)
+    result.outputs = [o.name for o in graph.output]
+    result.output = result.outputs[0]
+    _choose_parameters(result, GraphIndex(graph), learn_scales, lowering.weights)
     return result
+
+
+class _Lowering:
+    """The training-graph rewrites of the ops onnxruntime-training cannot differentiate
+    (lowering.py), with the input shapes they need found once for all of them."""
+
+    def __init__(self, model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> None:
+        self.model, self.graph = model, model.graph
+        self.originals: dict[str, onnx.NodeProto] = {}
+        self.weights: list[str] = []  # weights the rewrites read (they stay trainable)
+        wanted = [t for n in nodes if n.op_type in LOWERED for t in n.input[:2]]
+        self.shapes = tensor_shapes(model, sorted(set(wanted))) if wanted else {}
+
+    def nodes(self, node: onnx.NodeProto, default: list[onnx.NodeProto]
+              ) -> list[onnx.NodeProto]:
+        if node.op_type not in LOWERED:
+            return default
+        dims = self.shapes.get(node.input[0])
+        if node.op_type == AVERAGE_POOL:
+            out = lower_average_pool(node, dims, self.graph)
+        else:
+            weight_shape = self.shapes.get(node.input[1])
+            if not weight_shape or None in weight_shape:
+                raise QdqError(f"{node.name}: the ConvTranspose weight's shape is not known")
+            out = lower_conv_transpose(node, dims, weight_shape, self.graph)
+            self.weights.append(node.input[1])
+        self.originals[node.name] = node
+        return out
 
 
 def _fake_quant_nodes(tag: str, source: str, scale: str, rounder: str, lo: str, hi: str,
@@ -212,10 +250,11 @@ def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.
     return [nodes[i] for i in order]
 
 
-def _choose_parameters(result: TrainGraph, index: GraphIndex, learn_scales: bool) -> None:
+def _choose_parameters(result: TrainGraph, index: GraphIndex, learn_scales: bool,
+                       lowered_weights: list[str]) -> None:
     """Trainable: quantized weights, weights/biases of weighted ops and the bias Add after
     them, and activation scales when learned. Everything else is a frozen parameter."""
-    trainable: list[str] = [w.weight for w in result.weights]
+    trainable: list[str] = [w.weight for w in result.weights] + lowered_weights
     for node in index.nodes:
         if node.op_type in WEIGHTED_OPS:
             for t in node.input[1:]:
@@ -235,3 +274,23 @@ def _choose_parameters(result: TrainGraph, index: GraphIndex, learn_scales: bool
     result.trainable = trainable
     chosen = set(trainable)
     result.frozen = [t.name for t in index.graph.initializer if t.name not in chosen]
+
+
+def freeze_unreached(result: TrainGraph, outputs: list[str]) -> None:
+    """Freeze the trainable parameters no trained output depends on (an output without a
+    loss: onnxruntime-training refuses a gradient it cannot reach)."""
+    producer = {o: n for n in result.model.graph.node for o in n.output}
+    seen: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        node = producer.get(t)
+        if node is not None:
+            stack.extend(node.input)
+    unreached = [t for t in result.trainable if t not in seen]
+    if unreached:
+        result.trainable = [t for t in result.trainable if t in seen]
+        result.frozen = result.frozen + unreached

@@ -32,11 +32,12 @@ log = logging.getLogger("qdq_onnx.finetune")
 class FitLoop:
     """One call of `Trainer.fit`: the data, the run state, checkpoints and callbacks."""
 
-    def __init__(self, trainer: Any, feeds: dict[str, np.ndarray], labels: np.ndarray,
-                 val: tuple | None, fit: FitConfig, callbacks: list[Callback]) -> None:
-        self.t, self.feeds, self.labels, self.val = trainer, feeds, labels, val
+    def __init__(self, trainer: Any, feeds: dict[str, np.ndarray],
+                 targets: dict[str, np.ndarray], val: tuple | None, fit: FitConfig,
+                 callbacks: list[Callback]) -> None:
+        self.t, self.feeds, self.targets, self.val = trainer, feeds, targets, val
         self.fit, self.callbacks = fit, callbacks
-        self.n = labels.shape[0]
+        self.n = next(iter(feeds.values())).shape[0]
         self.steps_per_epoch = math.ceil(self.n / fit.batch_size)
         if fit.steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, fit.steps_per_epoch)
@@ -103,7 +104,7 @@ class FitLoop:
         rows = [order[b * bs:(b + 1) * bs] for b in steps]
         with progress(total=self.steps_per_epoch, desc=f"epoch {state.epoch + 1}/{state.epochs}",
                       unit="step", enable=self.fit.verbose > 0) as bar, \
-                Prefetch(lambda idx: t.args(self.feeds, idx, self.labels), rows) as ahead:
+                Prefetch(lambda idx: t.args(self.feeds, idx, self.targets), rows) as ahead:
             bar.update(state.batch_in_epoch)
             for b, idx, args in zip(steps, rows, ahead):
                 if interrupt.requested or state.stop_requested:
@@ -120,7 +121,7 @@ class FitLoop:
         state.lr = learning_rate(cfg.learning_rate, state.step, total, cfg.schedule,
                                  cfg.warmup_steps, cfg.step_size, cfg.gamma,
                                  self.steps_per_epoch)
-        loss, out = t.backend.forward_backward(args)
+        loss, outs = t.backend.forward_backward(args)
         if not math.isfinite(loss):
             t.restore(self.last_good)
             self.checkpoint()
@@ -135,7 +136,11 @@ class FitLoop:
         state.step += 1
         state.batch_in_epoch = b + 1
         state.history.batch_loss.append(loss)
-        state.add_batch(loss, len(idx), t.loss.correct(out, self.labels[idx]))
+        correct = t.objective.correct(t.outputs_by_name(outs),
+                                      {k: v[idx] for k, v in self.targets.items()})
+        # the running accuracy of one trained output (validation reports each output's)
+        state.add_batch(loss, len(idx), next(iter(correct.values())) if len(correct) == 1
+                        and len(t.objective.parts) == 1 else None)
         for cb in self.callbacks:
             cb.on_step_end(state, loss)
         if self.policy.due(state.step) and state.batch_in_epoch < self.steps_per_epoch:

@@ -41,32 +41,36 @@ class LossSpec:
             return onnxblock.loss.BCEWithLogitsLoss()
         return onnxblock.loss.MSELoss()
 
-    def add_loss_input(self, model: onnx.ModelProto, output: str) -> str:
+    def add_loss_input(self, model: onnx.ModelProto, output: str, tag: str = "") -> str:
         """Append the ops that turn probabilities into the logits the loss blocks expect;
-        returns the tensor the loss reads."""
+        returns the tensor the loss reads. `tag` keeps the names of several outputs' ops
+        apart."""
         if self.from_logits or self.kind == "mse":
             return output
         g = model.graph
-        eps = "qdq_onnx_loss_eps"
-        one = "qdq_onnx_loss_one"
+
+        def name(base: str) -> str:
+            return f"{base}{tag}"
+
+        eps, one = name("qdq_onnx_loss_eps"), name("qdq_onnx_loss_one")
         g.initializer.extend([numpy_helper.from_array(np.float32(1e-7), eps),
                               numpy_helper.from_array(np.float32(1.0 - 1e-7), one)])
-        clipped = "qdq_onnx_loss_clipped"
+        clipped = name("qdq_onnx_loss_clipped")
         g.node.append(helper.make_node("Clip", [output, eps, one], [clipped],
-                                       name="qdq_onnx_loss_clip"))
-        logits = "qdq_onnx_loss_logits"
+                                       name=name("qdq_onnx_loss_clip")))
+        logits = name("qdq_onnx_loss_logits")
         if self.kind == "ce":  # softmax(log p) = p, so log-probabilities act as logits
-            g.node.append(helper.make_node("Log", [clipped], [logits], name="qdq_onnx_loss_log"))
+            g.node.append(helper.make_node("Log", [clipped], [logits],
+                                           name=name("qdq_onnx_loss_log")))
         else:  # logit(p) = log p - log(1 - p)
-            unit = "qdq_onnx_loss_unit"
+            unit, q = name("qdq_onnx_loss_unit"), name("qdq_onnx_loss_q")
+            logp, logq = name("qdq_onnx_loss_logp"), name("qdq_onnx_loss_logq")
             g.initializer.append(numpy_helper.from_array(np.float32(1.0), unit))
             g.node.extend([
-                helper.make_node("Sub", [unit, clipped], ["qdq_onnx_loss_q"], name="ql_sub"),
-                helper.make_node("Log", [clipped], ["qdq_onnx_loss_logp"], name="ql_logp"),
-                helper.make_node("Log", ["qdq_onnx_loss_q"], ["qdq_onnx_loss_logq"],
-                                 name="ql_logq"),
-                helper.make_node("Sub", ["qdq_onnx_loss_logp", "qdq_onnx_loss_logq"], [logits],
-                                 name="ql_logit")])
+                helper.make_node("Sub", [unit, clipped], [q], name=name("ql_sub")),
+                helper.make_node("Log", [clipped], [logp], name=name("ql_logp")),
+                helper.make_node("Log", [q], [logq], name=name("ql_logq")),
+                helper.make_node("Sub", [logp, logq], [logits], name=name("ql_logit"))])
         info = onnx.ValueInfoProto()  # same type and shape as the probabilities
         info.CopyFrom(next(o for o in g.output if o.name == output))
         info.name = logits

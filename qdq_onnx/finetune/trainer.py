@@ -21,10 +21,11 @@ from qdq_onnx.finetune.backend import BACKENDS
 from qdq_onnx.finetune.callbacks import Callback
 from qdq_onnx.finetune.config import FINGERPRINTED, FitConfig, TrainConfig
 from qdq_onnx.finetune.emit import emitted_difference, emitted_model, fake_quant_model
-from qdq_onnx.finetune.fake_quant import TrainGraph, lower_to_fake_quant
+from qdq_onnx.finetune.fake_quant import TrainGraph, freeze_unreached, lower_to_fake_quant
 from qdq_onnx.finetune.history import History
-from qdq_onnx.finetune.losses import LossSpec
+from qdq_onnx.finetune.objective import Objective, Targets
 from qdq_onnx.finetune.state import RunState
+from qdq_onnx.finetune.teacher import float_teacher, teacher_outputs
 from qdq_onnx.graph.weights import require_finite_weights
 from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
 from qdq_onnx.scheme import INT8
@@ -51,21 +52,21 @@ class Trainer:
     """Fine-tunes the fake-quant lowering of a Q/DQ model and emits the trained Q/DQ model."""
 
     def __init__(self, qdq_model: onnx.ModelProto, config: TrainConfig | None = None,
-                 work_dir: str | os.PathLike | None = None, backend_factory: Any = None
-                 ) -> None:
-        """`backend_factory(graph, loss, config, work_dir)` builds the training backend
-        (default: the one `config.backend` names)."""
+                 work_dir: str | os.PathLike | None = None, backend_factory: Any = None,
+                 teacher: onnx.ModelProto | None = None) -> None:
+        """`backend_factory(graph, objective, config, work_dir)` builds the training backend
+        (default: the one `config.backend` names). `teacher`: the float model whose outputs
+        are the targets when `config.distill` (default: the Q/DQ model without its Q/DQ)."""
         config = config or TrainConfig()
         require_finite_weights(qdq_model)
         self.config, self.qdq_model = config, qdq_model
-        self.loss = LossSpec(config.loss, config.from_logits)
         self.graph = lower_to_fake_quant(qdq_model, config.learn_scales, config.weight_bits)
-        out_info = next(o for o in self.graph.model.graph.output if o.name == self.graph.output)
-        self.output_shape = tuple(d.dim_value if d.HasField("dim_value") else -1
-                                  for d in out_info.type.tensor_type.shape.dim)
+        self.objective = Objective.from_config(config, self.graph.model)
+        freeze_unreached(self.graph, [p.output for p in self.objective.parts])
+        self.teacher = (teacher or float_teacher(qdq_model)) if config.distill else None
         self.fingerprint = _fingerprint(self.graph, qdq_model, config)
         factory = backend_factory or BACKENDS[config.backend]
-        self.backend = factory(self.graph, self.loss, config, work_dir)
+        self.backend = factory(self.graph, self.objective, config, work_dir)
         self.state = RunState(epochs=0)
         self.steps_done = self.epochs_done = 0  # over every run of this trainer
         self._spills: list[str] = []
@@ -116,38 +117,52 @@ class Trainer:
             arrays = {"": np.asarray(x)}
         return match_inputs(arrays, self.qdq_model, source="training data")
 
-    def args(self, feeds: dict[str, np.ndarray], idx, labels: np.ndarray) -> list:
-        """The backend's input arrays for rows `idx` of `feeds` and `labels`."""
-        label_name = "labels" if self.loss.kind == "ce" else "target"
-        return [labels[idx] if name == label_name else feeds[name][idx]
+    def args(self, feeds: dict[str, np.ndarray], idx, targets: dict[str, np.ndarray]
+             ) -> list:
+        """The backend's input arrays for rows `idx` of `feeds` and `targets` (labels or
+        distillation targets, by the backend's input name)."""
+        return [targets[name][idx] if name in targets else feeds[name][idx]
                 for name in self.backend.input_names]
 
-    def _dummy_labels(self, n: int) -> np.ndarray:
-        if self.loss.kind == "ce":
-            return np.zeros(n, np.int64)
-        return np.zeros((n, *[max(d, 1) for d in self.output_shape[1:]]), np.float32)
+    def outputs_by_name(self, outs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The backend's outputs (graph output order) by output name."""
+        return dict(zip(self.graph.outputs, outs))
 
-    def _labelled(self, x: Any, y: Any, what: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _labelled(self, x: Any, y: Any, what: str
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(inputs, targets): the labels of `y`, or the teacher's outputs when distilling."""
         feeds = self._inputs(x)
         n = next(iter(feeds.values())).shape[0]
-        labels = self.loss.labels(y, self.output_shape, f"{what} labels")
-        if labels.shape[0] != n:
-            raise QdqError(f"{what} data has {n} samples but {labels.shape[0]} labels")
-        return feeds, labels
+        if isinstance(y, Targets):
+            targets = dict(y)
+        elif self.objective.distill:
+            folder = spill_folder()
+            self._spills.append(folder)
+            outputs = [p.output for p in self.objective.parts]
+            by_output = teacher_outputs(self.teacher, feeds, folder, outputs,
+                                        desc=f"{what} targets")
+            targets = {p.target: by_output[p.output] for p in self.objective.parts}
+        else:
+            targets = self.objective.labels(y, f"{what} labels")
+        for v in targets.values():
+            if v.shape[0] != n:
+                raise QdqError(f"{what} data has {n} samples but {v.shape[0]} labels")
+        return feeds, targets
 
     def _materialise(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
         """(x, y) as arrays: an iterable of (x, y) batches is spilled to a temporary
         folder and memory-mapped (removed by `close`)."""
+        distill = self.objective.distill
         if isinstance(x, ImageFolder) and y is None:
-            return x.inputs_and_labels()
+            return (x.inputs_and_labels()[0], None) if distill else x.inputs_and_labels()
         if y is not None or not is_batch_source(x):
-            if y is None:
+            if y is None and not distill:
                 raise QdqError(f"{what} labels are missing: pass y, or an iterable of "
-                               "(x, y) batches as x")
+                               "(x, y) batches as x (or distill from the float model)")
             return x, y
         folder = spill_folder()
         self._spills.append(folder)
-        return spill(x, folder, f"{what} data")
+        return spill(x, folder, f"{what} data", need_labels=not distill)
 
     def training_data(self, x: Any, y: Any, validation_split: float, validation_data: Any
                       ) -> tuple[dict, np.ndarray, tuple | None]:
@@ -155,15 +170,19 @@ class Trainer:
         x, y = self._materialise(x, y, "training")
         if validation_data is not None and not isinstance(validation_data, (tuple, list)):
             validation_data = self._materialise(validation_data, None, "validation")
-        feeds, labels = self._labelled(x, y, "training")
+        feeds, targets = self._labelled(x, y, "training")
         self.fitted_x = feeds  # matched to the model inputs (an image folder is sized)
         val = validation_data
         if val is None and validation_split > 0:
-            n = labels.shape[0]
+            n = next(iter(feeds.values())).shape[0]
             cut = n - max(1, int(round(n * validation_split)))
-            val = ({k: v[cut:] for k, v in feeds.items()}, np.asarray(y)[cut:])
-            feeds, labels = {k: v[:cut] for k, v in feeds.items()}, labels[:cut]
-        return feeds, labels, val
+            val = ({k: v[cut:] for k, v in feeds.items()},
+                   Targets({k: v[cut:] for k, v in targets.items()}))
+            feeds = {k: v[:cut] for k, v in feeds.items()}
+            targets = {k: v[:cut] for k, v in targets.items()}
+        elif val is not None and self.objective.distill and isinstance(val, (tuple, list)):
+            val = (val[0], None)  # distillation compares with the teacher, not labels
+        return feeds, targets, val
 
     def sample(self, n: int = 64) -> Any:
         """The first `n` samples of the last `fit`'s inputs as plain arrays (read now from
@@ -174,33 +193,39 @@ class Trainer:
         return None if x is None else np.array(x[:n])
 
     # -- evaluation ----------------------------------------------------------------------
-    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
+    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray | list[np.ndarray]:
         """Model outputs for `x` from the training graph's eval mode (batches of
-        `batch_size`)."""
+        `batch_size`): one array, or a list in output order for several outputs."""
         feeds = self._inputs(x)
         n = next(iter(feeds.values())).shape[0]
-        labels = self._dummy_labels(n)
-        return np.concatenate([
-            self.backend.evaluate(self.args(feeds, slice(s, min(s + batch_size, n)),
-                                            labels))[1]
-            for s in range(0, n, batch_size)])
+        dummy = self.objective.dummy(n)
+        batches = [self.backend.evaluate(self.args(feeds, slice(s, min(s + batch_size, n)),
+                                                   dummy))[1]
+                   for s in range(0, n, batch_size)]
+        outs = [np.concatenate([b[i] for b in batches]) for i in range(len(self.graph.outputs))]
+        return outs[0] if len(outs) == 1 else outs
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
         """{'loss': ..., 'accuracy': ...} of the eval mode on (x, y); accuracy is
         omitted where undefined (MSE)."""
-        feeds, labels = self._labelled(x, y, "evaluation")
-        n = labels.shape[0]
-        total_loss, hits, count = 0.0, 0, 0
+        feeds, targets = self._labelled(x, y, "evaluation")
+        n = next(iter(feeds.values())).shape[0]
+        total_loss, counts = 0.0, {}
         for start in range(0, n, batch_size):
             idx = slice(start, min(start + batch_size, n))
-            loss, out = self.backend.evaluate(self.args(feeds, idx, labels))
+            loss, outs = self.backend.evaluate(self.args(feeds, idx, targets))
             total_loss += loss * (idx.stop - idx.start)
-            c = self.loss.correct(out, labels[idx])
-            if c is not None:
-                hits, count = hits + c[0], count + c[1]
+            batch = {k: v[idx] for k, v in targets.items()}
+            for output, (hits, count) in self.objective.correct(self.outputs_by_name(outs),
+                                                                batch).items():
+                old = counts.get(output, (0, 0))
+                counts[output] = (old[0] + hits, old[1] + count)
         logs = {"loss": total_loss / n}
-        if count and self.config.metrics:
-            logs["accuracy"] = hits / count
+        if self.config.metrics:
+            for output, (hits, count) in counts.items():
+                if count:
+                    key = "accuracy" if len(self.objective.parts) == 1 else f"{output}_accuracy"
+                    logs[key] = hits / count
         return logs
 
     # -- training ------------------------------------------------------------------------
@@ -213,8 +238,8 @@ class Trainer:
         from qdq_onnx.finetune.loop import FitLoop
 
         fit = fit or FitConfig()
-        feeds, labels, val = self.training_data(x, y, fit.validation_split, validation_data)
-        loop = FitLoop(self, feeds, labels, val, fit, list(callbacks))
+        feeds, targets, val = self.training_data(x, y, fit.validation_split, validation_data)
+        loop = FitLoop(self, feeds, targets, val, fit, list(callbacks))
         history = loop.run()
         # A resumed run counts the steps it continued from: the emitted training record is
         # the same as the uninterrupted run's.

@@ -23,15 +23,17 @@ class Training:
     writes the trained weights back into the Q/DQ model (checked against training)."""
 
     def __init__(self, qdq_model: onnx.ModelProto, config: TrainConfig | None = None,
-                 work_dir: str | os.PathLike | None = None, backend_factory: Any = None
-                 ) -> None:
+                 work_dir: str | os.PathLike | None = None, backend_factory: Any = None,
+                 teacher: onnx.ModelProto | None = None) -> None:
+        """`teacher`: the float model distillation (`config.distill`) learns from (default:
+        `qdq_model` with its Q/DQ removed)."""
         from qdq_onnx.finetune.trainer import Trainer
 
         config = config or TrainConfig()
         if backend_factory is None:
             require_backend(config.backend)
         self.config = config
-        self._trainer = Trainer(qdq_model, config, work_dir, backend_factory)
+        self._trainer = Trainer(qdq_model, config, work_dir, backend_factory, teacher)
 
     @property
     def steps(self) -> int:
@@ -48,8 +50,9 @@ class Training:
         """One run of `fit.epochs` epochs (see FitConfig); the History."""
         return self._trainer.fit(x, y, fit, validation_data, callbacks)
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
-        """{'loss', 'accuracy'} of the eval mode on (x, y)."""
+    def evaluate(self, x: Any, y: Any = None, batch_size: int = 256) -> dict[str, float]:
+        """{'loss', 'accuracy'} of the eval mode on (x, y) ('<output>_accuracy' for each
+        output of several; `y` None when distilling)."""
         return self._trainer.evaluate(x, y, batch_size)
 
     def predict(self, x: Any, batch_size: int = 256):
@@ -79,13 +82,15 @@ class FineTuned:
 def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any = None,
              config: TrainConfig | None = None, fit: FitConfig | None = None,
              validation_data: Any = None, callbacks: Sequence[Callback] = (),
-             provenance: dict | None = None, **deprecated: Any) -> FineTuned:
+             provenance: dict | None = None, teacher: onnx.ModelProto | None = None,
+             **deprecated: Any) -> FineTuned:
     """Quantization-aware fine-tuning of a Q/DQ model, then emit (even after Ctrl-C: the
     History says `interrupted` and the model holds the weights reached). `x` with `y` None
-    may be an iterable of (x, y) batches."""
+    may be an iterable of (x, y) batches; with `config.distill`, `y` is not needed (the
+    targets are `teacher`'s outputs, by default the Q/DQ model without its Q/DQ)."""
     callbacks = list(callbacks) + _old_epoch_callback(deprecated)
     fit = fit or FitConfig()
-    session = Training(qdq_model, config)
+    session = Training(qdq_model, config, teacher=teacher)
     try:
         history = session.fit(x, y, fit, validation_data, callbacks)
         return FineTuned(session.emit(provenance, fit.sample_size), history)

@@ -59,13 +59,12 @@ def test_convtranspose_weights_are_per_channel_on_axis_0():
 
 
 @pytest.mark.training
-def test_convtranspose_axis_0_in_the_training_graph_and_refused_for_cpu_training():
-    """The fake-quant lowering scales a ConvTranspose weight per channel on axis 0 and
-    computes what the Q/DQ graph computes, bit for bit; training it is refused on the CPU
-    (onnxruntime-training 1.19 has no CPU ConvTransposeGrad) with a message."""
-    import pytest
-
-    from qdq_onnx.errors import QdqError
+def test_convtranspose_axis_0_in_the_training_graph_and_trained_through_its_rewrite():
+    """The fake-quant lowering scales a ConvTranspose weight per channel on axis 0. Its
+    inference form computes what the Q/DQ graph computes, bit for bit; the training graph
+    runs the ConvTranspose as a Conv over the upsampled input (onnxruntime-training 1.19
+    has no CPU ConvTransposeGrad), equal up to float32 rounding before the next Q/DQ."""
+    from qdq_onnx.finetune.emit import fake_quant_model
     from qdq_onnx.finetune.fake_quant import lower_to_fake_quant
     from qdq_onnx.graph.sessions import inference_session
 
@@ -78,13 +77,21 @@ def test_convtranspose_axis_0_in_the_training_graph_and_refused_for_cpu_training
     assert ct.axis == 0
     scale = next(t for t in train.model.graph.initializer if t.name == ct.train_scale)
     assert list(scale.dims) == [4, 1, 1, 1]
+    assert "ConvTranspose" not in {n.op_type for n in train.model.graph.node}
+    inference = fake_quant_model(train, {})
+    assert "ConvTranspose" in {n.op_type for n in inference.graph.node}
     for _ in range(5):
         x = RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)
         expected = inference_session(q.onnx, optimize=False).run(None, {"x": x})[0]
-        got = inference_session(train.model, optimize=False).run([train.output], {"x": x})[0]
+        got = inference_session(inference, optimize=False).run([train.output], {"x": x})[0]
         assert np.array_equal(got, expected)
-    with pytest.raises(QdqError, match="ConvTranspose cannot be fine-tuned on the CPU"):
-        q.compile(loss="mse")
+        lowered = inference_session(train.model, optimize=False).run([train.output],
+                                                                      {"x": x})[0]
+        assert np.abs(lowered - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
+    q.compile(loss="mse", learning_rate=1e-3)
+    x = RNG.uniform(-1, 1, (16, 4, 8, 8)).astype(np.float32)
+    q.fit(x, RNG.normal(size=(16, 6, 8, 8)).astype(np.float32), batch_size=8, verbose=0)
+    assert "ConvTranspose" in {n.op_type for n in q.export().graph.node}
 
 
 def _dense_model(op: str, trans_b: int | None):

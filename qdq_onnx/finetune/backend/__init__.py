@@ -1,5 +1,5 @@
 """Training backends by name: `TrainConfig(backend=NAME)` selects one. A backend is a
-factory `(graph, loss, config, work_dir) -> TrainingBackend` (see `base.py`);
+factory `(graph, objective, config, work_dir) -> TrainingBackend` (see `base.py`);
 `register_backend` adds one. Nothing here imports a training engine: the factory does, when
 it is called."""
 
@@ -11,10 +11,10 @@ from typing import Any
 BackendFactory = Callable[[Any, Any, Any, Any], Any]
 
 
-def _onnxruntime(graph, loss, config, work_dir):
+def _onnxruntime(graph, objective, config, work_dir):
     from qdq_onnx.finetune.backend.ort_backend import OrtTrainingBackend
 
-    return OrtTrainingBackend(graph, loss, config.optimizer, config.weight_decay,
+    return OrtTrainingBackend(graph, objective, config.optimizer, config.weight_decay,
                               config.device, work_dir)
 
 

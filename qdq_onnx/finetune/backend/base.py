@@ -14,15 +14,15 @@ class TrainingBackend(Protocol):
 
     input_names: list[str]  # the order `forward_backward`/`evaluate` take arrays in
 
-    def forward_backward(self, args: list[np.ndarray]) -> tuple[float, np.ndarray]:
-        """Loss and model output of one batch in training mode; gradients are kept for
-        `step`."""
+    def forward_backward(self, args: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
+        """Loss and model outputs (in graph output order) of one batch in training mode;
+        gradients are kept for `step`."""
 
     def step(self, learning_rate: float) -> None:
         """Apply the optimizer to the kept gradients, then clear them."""
 
-    def evaluate(self, args: list[np.ndarray]) -> tuple[float, np.ndarray]:
-        """Loss and model output of one batch in evaluation mode (no gradients)."""
+    def evaluate(self, args: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
+        """Loss and model outputs of one batch in evaluation mode (no gradients)."""
 
     def get_parameter(self, name: str) -> np.ndarray: ...
 

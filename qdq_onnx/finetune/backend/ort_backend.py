@@ -12,30 +12,8 @@ import numpy as np
 from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.backend import ort_imports
 from qdq_onnx.finetune.fake_quant import TrainGraph
-from qdq_onnx.finetune.losses import LossSpec
-from qdq_onnx.graph import ops
+from qdq_onnx.finetune.objective import Objective
 from qdq_onnx.progress import captured_stderr
-
-# Gradients onnxruntime-training 1.19's CPU build lacks or gets wrong: refused with a message
-# instead of a C++ error or a dead process.
-_CPU_UNTRAINABLE = {
-    "AveragePool": "its CPU AveragePoolGrad returns a wrong gradient shape (with padding the "
-                   "process dies of SIGFPE, even for the float graph); GlobalAveragePool "
-                   "trains fine",
-    ops.CONV_TRANSPOSE: "its CPU build has no ConvTransposeGrad kernel (NOT_IMPLEMENTED)",
-}
-
-
-def refuse_untrainable(graph: TrainGraph, device: str) -> None:
-    """QdqError naming the first op this backend cannot train on `device`."""
-    if device != "cpu":
-        return
-    for node in graph.model.graph.node:
-        why = _CPU_UNTRAINABLE.get(node.op_type)
-        if why is not None:
-            raise QdqError(f"{node.name}: a model with {node.op_type} cannot be fine-tuned on "
-                           f"the CPU: onnxruntime-training 1.19 {why}; insert and calibrate "
-                           "work")
 
 
 def _quiet_ort() -> None:
@@ -48,9 +26,9 @@ class OrtTrainingBackend:
     """Builds the artifacts of `graph` in a work folder (removed by `close` when it made
     one) and trains its trainable parameters."""
 
-    def __init__(self, graph: TrainGraph, loss: LossSpec, optimizer: str, weight_decay: float,
+    def __init__(self, graph: TrainGraph, objective: Objective, optimizer: str,
+                 weight_decay: float,
                  device: str = "cpu", work_dir: str | Path | None = None) -> None:
-        refuse_untrainable(graph, device)
         self.device = device
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="qdq-onnx-train-"))
@@ -58,13 +36,13 @@ class OrtTrainingBackend:
         self._artifacts = self.work_dir / "artifacts"
         self._artifacts.mkdir(exist_ok=True)
         _quiet_ort()
-        self._generate(graph, loss, optimizer, weight_decay)
+        self._generate(graph, objective, optimizer, weight_decay)
         self.load_checkpoint(self._artifacts / "checkpoint")
 
-    def _generate(self, graph: TrainGraph, loss: LossSpec, optimizer: str,
+    def _generate(self, graph: TrainGraph, objective: Objective, optimizer: str,
                   weight_decay: float) -> None:
         art, block = ort_imports.artifacts(), ort_imports.onnxblock()
-        loss_input = loss.add_loss_input(graph.model, graph.output)
+        loss_inputs = objective.add_loss_inputs(graph.model)
         if optimizer == "sgd":
             optim = block.optim.SGD()
         else:
@@ -73,9 +51,9 @@ class OrtTrainingBackend:
             with captured_stderr():
                 art.generate_artifacts(
                     graph.model, requires_grad=graph.trainable, frozen_params=graph.frozen,
-                    loss=loss.block(block), optimizer=optim,
+                    loss=objective.block(block), optimizer=optim,
                     artifact_directory=str(self._artifacts),
-                    additional_output_names=[graph.output], loss_input_names=[loss_input])
+                    additional_output_names=graph.outputs, loss_input_names=loss_inputs)
         except Exception as exc:  # gradient building errors come as bare RuntimeErrors
             first = str(exc).strip().splitlines()[-1][:300]
             raise QdqError(f"onnxruntime-training cannot build the training graph: {first}"
@@ -134,20 +112,20 @@ class OrtTrainingBackend:
                                               trainable_only=True)
 
     # -- steps ---------------------------------------------------------------------------
-    def forward_backward(self, args: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    def forward_backward(self, args: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
         self.module.train()
-        loss, out = self.module(*args)
-        return float(loss), np.asarray(out)
+        loss, *outs = self.module(*args)
+        return float(loss), [np.asarray(o) for o in outs]
 
     def step(self, learning_rate: float) -> None:
         self.optimizer.set_learning_rate(learning_rate)
         self.optimizer.step()
         self.module.lazy_reset_grad()
 
-    def evaluate(self, args: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    def evaluate(self, args: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
         self.module.eval()
-        loss, out = self.module(*args)
-        return float(loss), np.asarray(out)
+        loss, *outs = self.module(*args)
+        return float(loss), [np.asarray(o) for o in outs]
 
     def close(self) -> None:
         if self._own_dir:

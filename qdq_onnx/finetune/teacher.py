@@ -1,0 +1,48 @@
+"""The float model's outputs as distillation targets: computed once over the training data,
+in batches, into memory-mapped files (RAM stays bounded by one batch, and shuffled steps
+read their rows from the page cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from qdq_onnx.graph.batch import relax_batch
+from qdq_onnx.graph.qdq import strip_qdq
+from qdq_onnx.graph.sessions import inference_session, run_checked
+from qdq_onnx.progress import progress
+
+
+def float_teacher(qdq_model: onnx.ModelProto) -> onnx.ModelProto:
+    """The FP32 model behind a Q/DQ model (every Q/DQ pair bypassed): the teacher when the
+    caller has no float model of its own."""
+    return strip_qdq(qdq_model)
+
+
+def teacher_outputs(teacher: onnx.ModelProto, feeds: dict[str, np.ndarray], folder: str,
+                    outputs: list[str], batch_size: int = 256, show_progress: bool = False,
+                    desc: str = "teacher") -> dict[str, np.ndarray]:
+    """The teacher's `outputs` on every row of `feeds`, as read-only memory-mapped arrays
+    in `folder`."""
+    session = inference_session(relax_batch(teacher))
+    inputs = [i.name for i in session.get_inputs()]
+    n = next(iter(feeds.values())).shape[0]
+    maps: dict[str, np.ndarray] = {}
+    with progress(total=n, desc=desc, unit="sample", enable=show_progress) as bar:
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            values = run_checked(session, outputs, {k: np.asarray(feeds[k][rows])
+                                                    for k in inputs})
+            for name, value in zip(outputs, values):
+                if name not in maps:
+                    path = Path(folder) / f"teacher_{len(maps)}.npy"
+                    maps[name] = np.lib.format.open_memmap(
+                        path, mode="w+", dtype=np.float32, shape=(n, *value.shape[1:]))
+                maps[name][rows] = value
+            bar.update(rows.stop - rows.start)
+    for m in maps.values():
+        m.flush()
+    return {name: np.load(Path(folder) / f"teacher_{i}.npy", mmap_mode="r", allow_pickle=False)
+            for i, name in enumerate(maps)}
