@@ -203,14 +203,20 @@ def _inference_form(node: onnx.NodeProto, index: GraphIndex,
     LayerNormalization gets the outputs its gradient needs."""
     if node.op_type == "Dropout":
         return [helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)]
-    if node.op_type == "LayerNormalization" and len(node.output) < 3:
+    if node.op_type == "LayerNormalization" and (len(node.output) < 3 or len(node.input) < 3):
         # onnxruntime-training's LayerNormalizationGrad reads the optional Mean and
-        # InvStdDev outputs; the emitted model keeps the single-output op TensorRT parses.
+        # InvStdDev outputs and the optional bias; the emitted model keeps the op as it was.
         full = onnx.NodeProto()
         full.CopyFrom(node)
         while len(full.output) < 3:
             full.output.append(f"{node.name}__{('', 'mean', 'inv_std_dev')[len(full.output)]}")
+        scale = index.initializers.get(node.input[1])
+        if len(full.input) < 3 and scale is not None:
+            full.input.append(_const(graph, f"{node.name}__zero_bias",
+                                     np.zeros(tuple(scale.dims), np.float32)))
         return [full]
+    if node.op_type in _RECURRENT:
+        return [_default_activations_dropped(node)]
     if node.op_type != "BatchNormalization":
         return [node]
     affine = batchnorm_affine(index, node)
@@ -222,6 +228,29 @@ def _inference_form(node: onnx.NodeProto, index: GraphIndex,
     mid = f"{node.name}__bn_mid"
     return [helper.make_node("Mul", [node.input[0], mul], [mid], name=f"{node.name}__mul"),
             helper.make_node("Add", [mid, add], [node.output[0]], name=f"{node.name}__add")]
+
+
+_RECURRENT = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
+
+
+def _default_activations_dropped(node: onnx.NodeProto) -> onnx.NodeProto:
+    """An LSTM/GRU whose `activations` attribute spells out ONNX's defaults, without it:
+    onnxruntime-training's LSTMGrad compares the names case-sensitively with "sigmoid" and
+    refuses tf2onnx's "Sigmoid", though they mean the same."""
+    acts = next((a for a in node.attribute if a.name == "activations"), None)
+    if acts is None:
+        return node
+    names = [s.decode().lower() for s in acts.strings]
+    default = _RECURRENT[node.op_type]
+    direction = next((a.s.decode() for a in node.attribute if a.name == "direction"), "")
+    if names != default * (2 if direction == "bidirectional" else 1):
+        return node
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    keep = [a for a in out.attribute if a.name != "activations"]
+    del out.attribute[:]
+    out.attribute.extend(keep)
+    return out
 
 
 def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:

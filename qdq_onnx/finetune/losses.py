@@ -110,7 +110,8 @@ class LossSpec:
         want = tuple(output_shape[1:])
         if y.ndim == 1 and want == (1,):
             y = y[:, None]
-        if tuple(y.shape[1:]) != want:
+        if len(y.shape[1:]) != len(want) or any(
+                w not in (-1, g) for g, w in zip(y.shape[1:], want)):  # -1: not fixed
             raise QdqError(f"{source}: labels have shape {list(y.shape)} but the model "
                            f"output is [N, {', '.join(map(str, want))}]")
         return y

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from qdq_onnx.data.feeds import as_named, match_inputs
+from qdq_onnx.data.feeds import as_named, match_inputs, model_inputs
 from qdq_onnx.data.images import ImageFolder
-from qdq_onnx.data.iterables import is_batch_source, spill, spill_folder
+from qdq_onnx.data.iterables import is_batch_source, is_positional, spill, spill_folder
 from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.backend import BACKENDS
 from qdq_onnx.finetune.callbacks import Callback
@@ -149,13 +149,18 @@ class Trainer:
                 raise QdqError(f"{what} data has {n} samples but {v.shape[0]} labels")
         return feeds, targets
 
+    def _by_position(self, x: Any) -> bool:
+        """Whether `x` is the model's inputs as a list in input order (Keras's
+        `[images, meta]`) rather than a list of batches."""
+        return is_positional(x) and len(x) == len(model_inputs(self.qdq_model)) > 1
+
     def _materialise(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
         """(x, y) as arrays: an iterable of (x, y) batches is spilled to a temporary
         folder and memory-mapped (removed by `close`)."""
         distill = self.objective.distill
         if isinstance(x, ImageFolder) and y is None:
             return (x.inputs_and_labels()[0], None) if distill else x.inputs_and_labels()
-        if y is not None or not is_batch_source(x):
+        if y is not None or not is_batch_source(x) or self._by_position(x):
             if y is None and not distill:
                 raise QdqError(f"{what} labels are missing: pass y, or an iterable of "
                                "(x, y) batches as x (or distill from the float model)")
