@@ -86,6 +86,9 @@ bench: $(STAMP)
 	$(PY) scripts/bench_transformer.py
 	$(PY) scripts/bench_qat_low_bits.py --weight-bits 4
 	$(PY) scripts/bench_qat_low_bits.py --weight-bits 3
+	$(PY) scripts/bench_qat_low_bits.py --weight-bits 8
+	$(PY) scripts/bench_segmentation.py
+	$(PY) scripts/bench_bert.py
 	$(PY) scripts/bench_finetune.py
 	$(PY) scripts/bench_streaming.py
 	$(PY) scripts/bench_resnet50_qat.py  # real size: about 15 minutes on 2 cores

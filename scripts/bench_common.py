@@ -129,3 +129,28 @@ def keras_application_onnx(name: str) -> Path:
                 f"{str(path)!r}, check='the converted model')")
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return path
+
+
+def compile_cosine(keras: Any, model: Any, lr: float, steps: int) -> None:
+    """Compile a Keras model as qdq-onnx fine-tunes (Adam, cosine decay from `lr` over
+    `steps`, sparse cross-entropy on logits): the float training and the float control."""
+    schedule = keras.optimizers.schedules.CosineDecay(lr, steps)
+    model.compile(keras.optimizers.Adam(schedule),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+def qat_benchmark_args(train: int, epochs: int) -> Any:
+    """The options of the QAT benchmarks (training size, float epochs, QAT epochs and
+    learning rate), parsed, with warnings and TensorFlow's log quiet."""
+    import argparse
+    import warnings
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train", type=int, default=train)
+    ap.add_argument("--epochs", type=int, default=epochs, help="float training epochs")
+    ap.add_argument("--qat-epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-4, help="QAT and control learning rate")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return args

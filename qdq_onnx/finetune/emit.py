@@ -46,6 +46,15 @@ def fake_quant_model(graph: TrainGraph, params: dict[str, np.ndarray]) -> onnx.M
         if t.name in params:
             t.CopyFrom(numpy_helper.from_array(params[t.name], t.name))
     restore_originals(model, graph.lowered)
+    if graph.inputs:  # the loss's label inputs (and the nodes reading them) are not part of it
+        keep = set(graph.inputs)
+        extra = {i.name for i in model.graph.input if i.name not in keep}
+        nodes = [n for n in model.graph.node if not extra & set(n.input)]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        inputs = [i for i in model.graph.input if i.name in keep]
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
     return model
 
 

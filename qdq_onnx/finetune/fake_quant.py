@@ -65,6 +65,7 @@ class TrainGraph:
     activation_scales: list[str] = field(default_factory=list)
     output: str = ""
     outputs: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # the model's (the loss adds labels)
     # original node name -> the node, for the ops rewritten for training (lowering.py)
     lowered: dict[str, onnx.NodeProto] = field(default_factory=dict)
 
@@ -136,6 +137,7 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
     del graph.initializer[:]
     graph.initializer.extend(keep)
     result.outputs = [o.name for o in graph.output]
+    result.inputs = [i.name for i in graph.input]
     result.output = result.outputs[0]
     _choose_parameters(result, GraphIndex(graph), learn_scales, lowering.weights)
     return result

@@ -41,13 +41,17 @@ class LossSpec:
             return onnxblock.loss.BCEWithLogitsLoss()
         return onnxblock.loss.MSELoss()
 
-    def add_loss_input(self, model: onnx.ModelProto, output: str, tag: str = "") -> str:
+    def add_loss_input(self, model: onnx.ModelProto, output: str, tag: str = "",
+                       labels: str = "labels") -> str:
         """Append the ops that turn probabilities into the logits the loss blocks expect;
         returns the tensor the loss reads. `tag` keeps the names of several outputs' ops
         apart."""
+        g = model.graph
+        rank = len(next(o for o in g.output if o.name == output).type.tensor_type.shape.dim)
+        if self.kind == "ce" and rank > 2:
+            output = _classes_to_axis_1(model, output, rank, tag, labels)
         if self.from_logits or self.kind == "mse":
             return output
-        g = model.graph
 
         def name(base: str) -> str:
             return f"{base}{tag}"
@@ -86,19 +90,22 @@ class LossSpec:
         if not np.all(np.isfinite(y)):
             raise QdqError(f"{source}: labels hold NaN/Inf")
         classes = output_shape[-1] if output_shape else None
+        dense = tuple(output_shape[1:-1])  # per-position classes (segmentation)
         if self.name == "sparse_categorical_crossentropy":
-            if y.ndim == 2 and y.shape[1] == 1:
+            if y.ndim == 2 and y.shape[1] == 1 and not dense:
                 y = y[:, 0]
-            if y.ndim != 1:
+            if y.ndim != 1 + len(dense) or any(
+                    d not in (-1, g) for g, d in zip(y.shape[1:], dense)):
                 raise QdqError(f"{source}: sparse categorical labels are class indices of "
-                               f"shape [N], got {list(y.shape)}")
+                               f"shape [N{''.join(f', {d}' for d in dense)}], got "
+                               f"{list(y.shape)}")
             y = y.astype(np.int64)
             if classes and (y.min() < 0 or y.max() >= classes):
                 raise QdqError(f"{source}: class indices span {y.min()}..{y.max()} but the "
                                f"model has {classes} outputs")
             return y
         if self.name == "categorical_crossentropy":
-            if y.ndim != 2 or (classes and y.shape[1] != classes):
+            if y.ndim != 2 or (classes and y.shape[1] != classes) or dense:
                 raise QdqError(f"{source}: categorical labels are one-hot [N, {classes}], "
                                f"got {list(y.shape)}")
             hard = np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)
@@ -119,9 +126,38 @@ class LossSpec:
     def correct(self, output: np.ndarray, y: np.ndarray) -> tuple[int, int] | None:
         """(correct predictions, predictions), or None where accuracy is undefined (MSE)."""
         kind = self.kind
-        if kind == "ce":
-            return int(np.sum(np.argmax(output, axis=-1) == y)), int(y.shape[0])
+        if kind == "ce":  # per sample, or per position of a segmentation
+            return int(np.sum(np.argmax(output, axis=-1) == y)), int(y.size)
         if kind == "bce":
             threshold = 0.0 if self.from_logits else 0.5
             return int(np.sum((output > threshold) == (y > 0.5))), int(y.size)
         return None
+
+
+def _classes_to_axis_1(model: onnx.ModelProto, output: str, rank: int, tag: str,
+                       labels: str) -> str:
+    """A channels-last output [N, ..., C] transposed to [N, C, ...], the layout
+    SoftmaxCrossEntropyLoss takes for per-position classes, and its labels input [N, ...]
+    (declared here: onnxruntime-training's block would drop the scores' last dimension)."""
+    moved = f"qdq_onnx_loss_classes_first{tag}"
+    model.graph.node.append(helper.make_node(
+        "Transpose", [output], [moved], perm=[0, rank - 1, *range(1, rank - 1)],
+        name=f"qdq_onnx_loss_transpose{tag}"))
+    source = next(o for o in model.graph.output if o.name == output)
+    dims = list(source.type.tensor_type.shape.dim)
+    info = onnx.ValueInfoProto()
+    info.CopyFrom(source)
+    info.name = moved
+    del info.type.tensor_type.shape.dim[:]
+    info.type.tensor_type.shape.dim.extend([dims[0], dims[-1], *dims[1:-1]])
+    model.graph.output.append(info)
+    label = onnx.ValueInfoProto()
+    label.CopyFrom(source)
+    label.name = labels
+    label.type.tensor_type.elem_type = onnx.TensorProto.INT64
+    del label.type.tensor_type.shape.dim[-1]
+    model.graph.input.append(label)
+    # the block looks for an existing input among the nodes' inputs only
+    model.graph.node.append(helper.make_node("Identity", [labels], [f"{labels}__seen"],
+                                             name=f"qdq_onnx_loss_labels{tag}"))
+    return moved

@@ -123,7 +123,8 @@ class Objective:
         """The tensor each part's loss reads (probabilities turned into logits where the
         loss block needs them), added to `model`."""
         return [p.output if p.spec is None else
-                p.spec.add_loss_input(model, p.output, tag="" if i == 0 else f"_{i}")
+                p.spec.add_loss_input(model, p.output, tag="" if i == 0 else f"_{i}",
+                                      labels=p.target)
                 for i, p in enumerate(self.parts)]
 
     def block(self, onnxblock: Any) -> Any:
@@ -158,8 +159,8 @@ class Objective:
         """Placeholder targets for running the eval graph where only outputs matter."""
         out = {}
         for p in self.parts:
-            if p.kind == "ce":
-                out[p.target] = np.zeros(n, np.int64)
+            if p.kind == "ce":  # class indices, per position for a segmentation
+                out[p.target] = np.zeros((n, *[max(d, 1) for d in p.shape[1:-1]]), np.int64)
             else:
                 out[p.target] = np.zeros((n, *[max(d, 1) for d in p.shape[1:]]), np.float32)
         return out

@@ -153,3 +153,26 @@ def test_cli_distill_and_per_output_labels(digits, tmp_path, capsys):
                  "classes=sparse_categorical_crossentropy,halves=mse", "--loss-weights",
                  "halves=2", "--epochs", "1", "--quiet"]) == 0
     assert "loss" in capsys.readouterr().out
+
+
+def test_per_pixel_class_labels_train_a_segmentation_output():
+    """A channels-last [N, H, W, C] output with [N, H, W] class indices: cross-entropy per
+    pixel (the classes moved to axis 1 for SoftmaxCrossEntropyLoss), accuracy per pixel."""
+    from helpers import G
+
+    g = G(input_shape=("N", 1, 8, 8))
+    logits = g.conv("head", g.unary("Relu", "r", g.conv("c", "x", 8)), 3)
+    nhwc = g.node("Transpose", "to_nhwc", [logits], perm=[0, 2, 3, 1])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (64, 1, 8, 8)).astype(np.float32)
+    y = np.digitize(x[:, 0], [0.33, 0.66]).astype(np.int64)  # 3 classes by intensity
+    q = quantize_model(g.model([nhwc]), calibration_data=x)
+    q.compile(learning_rate=3e-2, schedule="constant")
+    history = q.fit(x, y, batch_size=16, epochs=15, verbose=0)
+    assert history.history["loss"][-1] < 0.6 * history.history["loss"][0]
+    loss, acc = q.evaluate(x, y)
+    assert acc == pytest.approx(np.mean(q.predict(x).argmax(-1) == y)) and acc > 0.6
+    emitted = q.export()  # checked against the training graph on a sample
+    assert emitted.graph.output[0].type.tensor_type.shape.dim[3].dim_value == 3
+    with pytest.raises(QdqError, match=r"class indices of shape \[N, 8, 8\]"):
+        q.fit(x, y[:, 0], verbose=0)
