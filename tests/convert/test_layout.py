@@ -95,3 +95,36 @@ def test_cli_keep_layout(tmp_path, flag, count):
     onnx.save(nhwc_model(), src)
     assert main(["insert", str(src), "-o", str(out), *flag]) == 0
     assert len(transposes(onnx.load(out))) == count
+
+
+@pytest.mark.parametrize("op,trans_b", [("MatMul", 0), ("Gemm", 0), ("Gemm", 1)])
+def test_transpose_before_a_flatten_is_folded_into_the_dense_weights(op, trans_b):
+    """Conv (NCHW) -> Transpose to NHWC -> Flatten's Reshape -> Dense: the weight rows are
+    permuted to (c, h, w) order and the Transpose goes, with the same outputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qdq_onnx.convert.prepare import prepare_model
+    from qdq_onnx.graph.sessions import inference_session
+
+    rng = np.random.default_rng(0)
+    c, h, w, out = 3, 4, 5, 6
+    wt = rng.normal(size=(c * h * w, out)).astype(np.float32)
+    dense = numpy_helper.from_array(wt.T.copy() if trans_b else wt, "fc_w")
+    nodes = [helper.make_node("Transpose", ["x"], ["nhwc"], perm=[0, 2, 3, 1], name="t"),
+             helper.make_node("Reshape", ["nhwc", "shape"], ["flat"], name="flatten"),
+             helper.make_node(op, ["flat", "fc_w"], ["y"], name="fc",
+                              **({"transB": trans_b} if op == "Gemm" else {}))]
+    g = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, c, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, out])],
+        [dense, numpy_helper.from_array(np.array([-1, c * h * w], np.int64), "shape")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    prepared, notes = prepare_model(model)
+    assert "Transpose" not in {n.op_type for n in prepared.graph.node}
+    assert any("before a Flatten" in n for n in notes)
+    x = rng.normal(size=(2, c, h, w)).astype(np.float32)
+    want = inference_session(model).run(None, {"x": x})[0]
+    got = inference_session(prepared).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(model.graph.node) == 3  # the input model is untouched
