@@ -1,8 +1,10 @@
 # qdq-onnx.mk: the qdq-onnx pipeline as file targets, for `include` in your own Makefile.
 #
 #   MODEL    Keras model (.keras / .h5 file or SavedModel folder)         [required]
-#   DATA     .npz with the model inputs (by name) and `labels`: used to
-#            calibrate (inputs only) and to fine-tune                       [required]
+#   DATA     .npz with the model inputs (by name) and `labels` (`labels/<output>`
+#            for several outputs; none with DISTILL=1): used to calibrate
+#            (inputs only) and to fine-tune                                 [required]
+#   DISTILL  1: fine-tune by self-distillation from the float model, no labels
 #   VAL      validation .npz, same layout                                   [optional]
 #   SPEC     quantization spec YAML                                         [optional]
 #   RULES    rule file or bundled rule set            (default: tensorrt)
@@ -46,4 +48,4 @@ $(OUT)/calibrated.onnx: $(OUT)/qdq.onnx $(DATA)
 	$(QDQ_ONNX) calibrate $< --data $(DATA) -o $@
 
 $(OUT)/int8.onnx: $(OUT)/calibrated.onnx $(DATA) $(VAL)
-	$(QDQ_ONNX) finetune $< --data $(DATA) $(if $(VAL),--val $(VAL)) --epochs $(EPOCHS) $(if $(LR),--lr $(LR)) --quiet -o $@
+	$(QDQ_ONNX) finetune $< --data $(DATA) $(if $(VAL),--val $(VAL)) --epochs $(EPOCHS) $(if $(LR),--lr $(LR)) $(if $(filter 1,$(DISTILL)),--distill) --quiet -o $@

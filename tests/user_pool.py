@@ -168,6 +168,14 @@ def lstm_text():
     return k.Model(i, k.layers.Dense(4, name="fc")(x), name="lstm_text")
 
 
+def gru_text():
+    k = _keras()
+    i = k.Input((12,), dtype="int32", name="tokens")
+    x = k.layers.Embedding(50, 16, name="embed")(i)
+    x = k.layers.GRU(16, name="gru")(x)
+    return k.Model(i, k.layers.Dense(4, name="fc")(x), name="gru_text")
+
+
 def lstm_tokens(n: int) -> np.ndarray:
     return _rng(n, 3).integers(0, 50, (n, 12)).astype(np.int32)
 
@@ -201,6 +209,7 @@ POOL = [
     PoolModel("two_inputs", two_inputs, two_inputs_data, "image + features (list inputs)"),
     PoolModel("two_outputs", two_outputs, _img((16, 16, 3)), "class and box heads"),
     PoolModel("lstm_text", lstm_text, lstm_tokens, "Embedding + LSTM text classifier"),
+    PoolModel("gru_text", gru_text, lstm_tokens, "Embedding + GRU text classifier"),
     PoolModel("tf_keras_cnn", tf_keras_cnn, _img((16, 16, 3)), "Keras 2 (tf_keras) model"),
 ]
 

@@ -86,6 +86,15 @@ def test_list_data_is_matched_to_the_inputs_in_keras_order(converted):
         pipeline.insert(onx, data=[images, meta, meta])
 
 
+def test_a_gru_converts_as_a_loop_that_stays_float(converted):
+    _, _, onx = converted("gru_text")
+    q = pipeline.insert(onx, data=BY_NAME["gru_text"].inputs(8))
+    loops = [n for n in q.qdq.graph.node if n.op_type == "Loop"]
+    assert len(loops) == 1 and not [a for a in loops[0].attribute if a.name == "body"
+                                    for n in a.g.node if n.op_type == "QuantizeLinear"]
+    assert any("control-flow ops (Loop)" in note for note in q.notes)
+
+
 def test_recurrent_layers_stay_float(converted):
     _, _, onx = converted("lstm_text")
     q = pipeline.insert(onx, data=BY_NAME["lstm_text"].inputs(8))

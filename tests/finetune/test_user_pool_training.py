@@ -12,9 +12,13 @@ pytest.importorskip("tf_keras")
 from user_pool import POOL, keras_outputs  # noqa: E402
 
 from qdq_onnx import pipeline, quantize_model  # noqa: E402
+from qdq_onnx.errors import QdqError  # noqa: E402
 
 pytestmark = pytest.mark.training
 STEPS = 3
+# Refused with a message (README, Limits): tf2onnx writes Keras 3's GRU as a Loop, and
+# onnxruntime-training 1.19 aborts the process building a gradient for control flow.
+UNTRAINABLE = {"gru_text": r"a model with Loop \(tf2onnx 1.17 writes a Keras 3 GRU as a Loop"}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,10 @@ def _targets(model, x):
 @pytest.mark.parametrize("how", ["labels", "distill"])
 def test_fine_tunes_and_emits_a_clean_file(quantized, entry, how):
     model, x, q = quantized(entry)
+    if entry.name in UNTRAINABLE:
+        with pytest.raises(QdqError, match=UNTRAINABLE[entry.name]):
+            q.compile(loss="mse", distill=how == "distill")
+        return
     targets = _targets(model, x)
     if how == "labels":
         q.compile(loss="mse", learning_rate=1e-3)

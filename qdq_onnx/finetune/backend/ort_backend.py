@@ -13,7 +13,21 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.backend import ort_imports
 from qdq_onnx.finetune.fake_quant import TrainGraph
 from qdq_onnx.finetune.objective import Objective
+from qdq_onnx.graph import ops
 from qdq_onnx.progress import captured_stderr
+
+
+def refuse_control_flow(graph: TrainGraph) -> None:
+    """QdqError for a Loop/If/Scan: onnxruntime-training 1.19 has no gradient for control
+    flow and aborts the whole process (SIGABRT) while building one, so it is refused first."""
+    for node in graph.model.graph.node:
+        if node.op_type in ops.CONTROL_FLOW_OPS:
+            why = (" (tf2onnx 1.17 writes a Keras 3 GRU as a Loop, not as ONNX GRU)"
+                   if node.op_type == "Loop" else "")
+            raise QdqError(f"{node.name}: a model with {node.op_type}{why} cannot be "
+                           "fine-tuned: onnxruntime-training 1.19 has no gradient for "
+                           "control flow (it aborts the process building one); insert and "
+                           "calibrate work")
 
 
 def _quiet_ort() -> None:
@@ -29,6 +43,7 @@ class OrtTrainingBackend:
     def __init__(self, graph: TrainGraph, objective: Objective, optimizer: str,
                  weight_decay: float,
                  device: str = "cpu", work_dir: str | Path | None = None) -> None:
+        refuse_control_flow(graph)
         self.device = device
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="qdq-onnx-train-"))
