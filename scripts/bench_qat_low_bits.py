@@ -70,16 +70,18 @@ def main() -> int:
     recovered_distill = (acc["qat_distill"] - acc["ptq"]) / gap
     # what PTQ lost against the starting FP32 model, won back (distillation's ceiling is its
     # teacher, the starting model; label QAT also gains what the extra training gives)
-    ptq_loss = max(acc["fp32"] - acc["ptq"], 1e-9)
-    of_ptq_loss = {how: (acc[how] - acc["ptq"]) / ptq_loss for how in ("qat", "qat_distill")}
+    ptq_loss = acc["fp32"] - acc["ptq"]
+    of_ptq_loss = {how: (acc[how] - acc["ptq"]) / ptq_loss if ptq_loss >= 1e-3 else None
+                   for how in ("qat", "qat_distill")}  # undefined when PTQ loses nothing
     for k, v in acc.items():
         print(f"{k:13} {v * 100:6.2f}%  ({(v - acc['fp32']) * 100:+.2f} vs FP32)")
     print(f"{args.weight_bits}-bit weights: PTQ loses {(acc['fp32'] - acc['ptq']) * 100:.2f} "
           f"points; QAT ({args.epochs} epoch, {qat_s:.0f} s) recovers {recovered * 100:.0f}% of "
           "the gap to the float control (target >= 80%); by distillation, with no labels, "
-          f"{recovered_distill * 100:.0f}% ({distill_s:.0f} s). Of the PTQ loss against the "
-          f"starting FP32: labels {of_ptq_loss['qat'] * 100:.0f}%, distillation "
-          f"{of_ptq_loss['qat_distill'] * 100:.0f}%")
+          f"{recovered_distill * 100:.0f}% ({distill_s:.0f} s)")
+    if of_ptq_loss["qat"] is not None:
+        print(f"of the PTQ loss against the starting FP32: labels {of_ptq_loss['qat'] * 100:.0f}%"
+              f", distillation {of_ptq_loss['qat_distill'] * 100:.0f}%")
     path = write_result(f"qat_{args.weight_bits}bit_weights", {
         "weight_bits": args.weight_bits, "epochs": args.epochs, "lr": args.lr, "accuracy": acc,
         "recovered_fraction_of_gap_to_control": recovered, "qat_seconds": qat_s,
