@@ -64,7 +64,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                         "binary_crossentropy or mse, for every output, or OUT=LOSS,... per "
                         f"output (default {default(TRAIN, 'loss')})")
     p.add_argument("--loss-weights", default=None, metavar="OUT=W,...",
-                   help="weight of each output's loss in the total (default 1 each)")
+                   help="weight of each output's loss in the total, by output name or "
+                        "W1,W2,... in output order (default 1 each)")
     g = p.add_argument_group(
         "distillation", "train without labels: the float model (the Q/DQ model with its "
         "Q/DQ removed) gives the targets, computed once over the data")
@@ -132,11 +133,18 @@ def configs(args: argparse.Namespace):
 
 
 def _per_output(text: str | None, flag: str, kind: type = str):
-    """'VALUE' as it is, 'OUT=VALUE,...' as a dict by output name."""
+    """'VALUE' as it is ('V1,V2,...' a list in output order for numbers), 'OUT=VALUE,...'
+    a dict by output name."""
     from qdq_onnx.errors import QdqError
 
     if text is None or ("=" not in text and kind is str):
         return text
+    if "=" not in text:
+        try:
+            return [kind(v) for v in text.split(",")]
+        except ValueError:
+            raise QdqError(f"{flag}: expected numbers in output order or OUT=VALUE,... got "
+                           f"{text!r}") from None
     out = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")

@@ -2,6 +2,8 @@
 (Keras's compile(loss={...}, loss_weights={...})), and self-distillation from the float model
 (no labels, MSE or KL with a temperature), in Python and on the command line."""
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -37,6 +39,10 @@ def _two_heads(seed=0):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
+
+
+def onnx_metadata(path):
+    return {p.key: p.value for p in onnx.load(path).metadata_props}
 
 
 def _halves(x):
@@ -153,6 +159,15 @@ def test_cli_distill_and_per_output_labels(digits, tmp_path, capsys):
                  "classes=sparse_categorical_crossentropy,halves=mse", "--loss-weights",
                  "halves=2", "--epochs", "1", "--quiet"]) == 0
     assert "loss" in capsys.readouterr().out
+    assert main(["finetune", str(src), "--data", str(tmp_path / "labelled.npz"), "-o",
+                 str(tmp_path / "listed.onnx"), "--loss",
+                 "classes=sparse_categorical_crossentropy,halves=mse", "--loss-weights", "1,2",
+                 "--epochs", "1", "--quiet"]) == 0  # weights in output order
+    training = json.loads(onnx_metadata(tmp_path / "listed.onnx")["qdq_onnx.training"])
+    assert training["loss_weights"] == [1.0, 2.0]
+    assert main(["finetune", str(src), "--data", str(tmp_path / "labelled.npz"), "-o",
+                 str(tmp_path / "bad.onnx"), "--loss-weights", "1,x", "--quiet"]) == 2
+    assert "--loss-weights: expected numbers" in capsys.readouterr().err
 
 
 def test_per_pixel_class_labels_train_a_segmentation_output():
