@@ -160,20 +160,21 @@ def two_outputs():
     return k.Model(i, [cls, box], name="two_outputs")
 
 
-def lstm_text():
+def _recurrent_text(layer: str):
+    """Embedding over int32 tokens -> a recurrent layer -> Dense."""
     k = _keras()
     i = k.Input((12,), dtype="int32", name="tokens")
     x = k.layers.Embedding(50, 16, name="embed")(i)
-    x = k.layers.LSTM(16, name="lstm")(x)
-    return k.Model(i, k.layers.Dense(4, name="fc")(x), name="lstm_text")
+    x = getattr(k.layers, layer)(16, name=layer.lower())(x)
+    return k.Model(i, k.layers.Dense(4, name="fc")(x), name=f"{layer.lower()}_text")
+
+
+def lstm_text():
+    return _recurrent_text("LSTM")
 
 
 def gru_text():
-    k = _keras()
-    i = k.Input((12,), dtype="int32", name="tokens")
-    x = k.layers.Embedding(50, 16, name="embed")(i)
-    x = k.layers.GRU(16, name="gru")(x)
-    return k.Model(i, k.layers.Dense(4, name="fc")(x), name="gru_text")
+    return _recurrent_text("GRU")
 
 
 def lstm_tokens(n: int) -> np.ndarray:

@@ -32,6 +32,7 @@ class QuantizedModel:
         self.report = report
         self.notes = notes
         self._training: pipeline.Training | None = None
+        self._work_dir: str | os.PathLike | None = None
 
     # -- Keras-like training ---------------------------------------------------------------
     def compile(self, optimizer: str | None = None, loss: str | None = None,
@@ -61,7 +62,7 @@ class QuantizedModel:
                            "compile(distill=...) before the first fit instead")
         base = current.config if current is not None else pipeline.TrainConfig()
         settings = {k: getattr(base, k) for k in pipeline.setting_names(pipeline.TrainConfig)}
-        self.compile(work_dir=getattr(self, "_work_dir", None),
+        self.compile(work_dir=self._work_dir,
                      **{**settings, "distill": distill})
 
     def _session(self) -> pipeline.Training:

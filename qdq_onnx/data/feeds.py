@@ -20,6 +20,12 @@ from qdq_onnx.errors import QdqError
 LABEL_KEYS = ("labels", "y")
 
 
+def given_by_position(x: Any, model: onnx.ModelProto) -> bool:
+    """Whether `x` is a multi-input model's inputs as a list/tuple in input order (Keras's
+    `[images, meta]`), not a list of batches."""
+    return is_positional(x) and len(model_inputs(model)) > 1
+
+
 def _by_position(arrays: dict[str, Any], names: list[str], source: str) -> dict[str, Any]:
     keys = [POSITION.format(i) for i in range(len(arrays))]
     if not arrays or set(arrays) != set(keys):
@@ -260,7 +266,7 @@ def as_batches(data: Any, model: onnx.ModelProto, batch_size: int = 32,
         feeds = match_inputs(load_arrays(data), model, source=where)
     elif isinstance(data, np.ndarray):
         feeds = match_inputs({"": data}, model, source=source)
-    elif isinstance(data, dict) or is_positional(data) and len(model_inputs(model)) > 1:
+    elif isinstance(data, dict) or given_by_position(data, model):
         feeds = match_inputs(as_named(data), model, source=source)
     else:
         names = list(model_inputs(model))

@@ -58,10 +58,11 @@ def fake_quant_model(graph: TrainGraph, params: dict[str, np.ndarray]) -> onnx.M
     return model
 
 
-def emitted_difference(emitted: onnx.ModelProto, reference: onnx.ModelProto, output: str,
-                       feeds: dict[str, np.ndarray]) -> float:
-    """Max |emitted - reference| on `feeds`, both run op for op (no fusions, which can
-    change the last bit); raises QdqError above 1e-6 relative to the output's magnitude."""
+def emitted_difference(emitted: onnx.ModelProto, reference: onnx.ModelProto,
+                       outputs: list[str], feeds: dict[str, np.ndarray]) -> float:
+    """Max |emitted - reference| over every one of `outputs` on `feeds`, both run op for op
+    (no fusions, which can change the last bit); raises QdqError above 1e-6 relative to an
+    output's magnitude."""
     batch = fixed_batch(emitted)  # the emitted file keeps the user's (fixed) input shape
     if batch:
         n = next(iter(feeds.values())).shape[0] // batch * batch
@@ -69,15 +70,20 @@ def emitted_difference(emitted: onnx.ModelProto, reference: onnx.ModelProto, out
             raise QdqError(f"the check batch has fewer samples than the model's fixed batch "
                            f"size {batch}")
         feeds = {k: v[:n] for k, v in feeds.items()}
-    expected = inference_session(reference, optimize=False).run([output], feeds)[0]
+    expected = inference_session(reference, optimize=False).run(outputs, feeds)
     run = inference_session(emitted, optimize=False)
     total = next(iter(feeds.values())).shape[0]
     step = batch or total
-    got = np.concatenate([run.run([output], {k: v[i:i + step] for k, v in feeds.items()})[0]
-                          for i in range(0, total, step)])
-    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
-    tol = 1e-6 * max(1.0, float(np.max(np.abs(expected))))
-    if diff > tol:
-        raise QdqError(f"the emitted Q/DQ model differs from the training graph by "
-                       f"{diff:.3g} (> {tol:.3g}) on the check batch; not writing it")
-    return diff
+    parts = [run.run(outputs, {k: v[i:i + step] for k, v in feeds.items()})
+             for i in range(0, total, step)]
+    worst = 0.0
+    for j, (name, want) in enumerate(zip(outputs, expected)):
+        got = np.concatenate([p[j] for p in parts])
+        diff = float(np.max(np.abs(got - want))) if got.size else 0.0
+        tol = 1e-6 * max(1.0, float(np.max(np.abs(want)))) if want.size else 0.0
+        if diff > tol:
+            raise QdqError(f"the emitted Q/DQ model differs from the training graph by "
+                           f"{diff:.3g} (> {tol:.3g}) on output {name!r} of the check batch; "
+                           "not writing it")
+        worst = max(worst, diff)
+    return worst

@@ -63,11 +63,15 @@ class TrainGraph:
     frozen: list[str]
     weights: list[WeightQuant] = field(default_factory=list)
     activation_scales: list[str] = field(default_factory=list)
-    output: str = ""
     outputs: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)  # the model's (the loss adds labels)
     # original node name -> the node, for the ops rewritten for training (lowering.py)
     lowered: dict[str, onnx.NodeProto] = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        """The first output (a single-output model's only one)."""
+        return self.outputs[0]
 
     @property
     def weight_bits(self) -> int | list[int] | None:
@@ -138,7 +142,6 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
     graph.initializer.extend(keep)
     result.outputs = [o.name for o in graph.output]
     result.inputs = [i.name for i in graph.input]
-    result.output = result.outputs[0]
     _choose_parameters(result, GraphIndex(graph), learn_scales, lowering.weights)
     return result
 
@@ -310,7 +313,7 @@ def _choose_parameters(result: TrainGraph, index: GraphIndex, learn_scales: bool
 def freeze_unreached(result: TrainGraph, outputs: list[str]) -> None:
     """Freeze the trainable parameters no trained output depends on (an output without a
     loss: onnxruntime-training refuses a gradient it cannot reach)."""
-    producer = {o: n for n in result.model.graph.node for o in n.output}
+    producer = GraphIndex(result.model.graph).producer
     seen: set[str] = set()
     stack = list(outputs)
     while stack:

@@ -110,14 +110,6 @@ class Objective:
     def distill(self) -> bool:
         return self.parts[0].distill
 
-    @property
-    def targets(self) -> list[str]:
-        return [p.target for p in self.parts]
-
-    def describe(self) -> str:
-        return ", ".join(f"{p.output}: {p.kind}" + (f" x{p.weight:g}" if p.weight != 1 else "")
-                         for p in self.parts)
-
     # -- the loss graph ------------------------------------------------------------------
     def add_loss_inputs(self, model: onnx.ModelProto) -> list[str]:
         """The tensor each part's loss reads (probabilities turned into logits where the

@@ -10,15 +10,8 @@ import numpy as np
 import onnx
 
 from qdq_onnx.graph.batch import relax_batch
-from qdq_onnx.graph.qdq import strip_qdq
 from qdq_onnx.graph.sessions import inference_session, run_checked
 from qdq_onnx.progress import progress
-
-
-def float_teacher(qdq_model: onnx.ModelProto) -> onnx.ModelProto:
-    """The FP32 model behind a Q/DQ model (every Q/DQ pair bypassed): the teacher when the
-    caller has no float model of its own."""
-    return strip_qdq(qdq_model)
 
 
 def teacher_outputs(teacher: onnx.ModelProto, feeds: dict[str, np.ndarray], folder: str,

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from qdq_onnx.data.feeds import as_named, match_inputs, model_inputs
+from qdq_onnx.data.feeds import as_named, given_by_position, match_inputs
 from qdq_onnx.data.images import ImageFolder
-from qdq_onnx.data.iterables import is_batch_source, is_positional, spill, spill_folder
+from qdq_onnx.data.iterables import is_batch_source, spill, spill_folder
 from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.backend import BACKENDS
 from qdq_onnx.finetune.callbacks import Callback
@@ -25,7 +25,8 @@ from qdq_onnx.finetune.fake_quant import TrainGraph, freeze_unreached, lower_to_
 from qdq_onnx.finetune.history import History
 from qdq_onnx.finetune.objective import Objective, Targets
 from qdq_onnx.finetune.state import RunState
-from qdq_onnx.finetune.teacher import float_teacher, teacher_outputs
+from qdq_onnx.finetune.teacher import teacher_outputs
+from qdq_onnx.graph.qdq import strip_qdq
 from qdq_onnx.graph.weights import require_finite_weights
 from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
 from qdq_onnx.scheme import INT8
@@ -63,7 +64,7 @@ class Trainer:
         self.graph = lower_to_fake_quant(qdq_model, config.learn_scales, config.weight_bits)
         self.objective = Objective.from_config(config, self.graph.model)
         freeze_unreached(self.graph, [p.output for p in self.objective.parts])
-        self.teacher = (teacher or float_teacher(qdq_model)) if config.distill else None
+        self.teacher = (teacher or strip_qdq(qdq_model)) if config.distill else None
         self.fingerprint = _fingerprint(self.graph, qdq_model, config)
         factory = backend_factory or BACKENDS[config.backend]
         self.backend = factory(self.graph, self.objective, config, work_dir)
@@ -149,18 +150,13 @@ class Trainer:
                 raise QdqError(f"{what} data has {n} samples but {v.shape[0]} labels")
         return feeds, targets
 
-    def _by_position(self, x: Any) -> bool:
-        """Whether `x` is the model's inputs as a list in input order (Keras's
-        `[images, meta]`) rather than a list of batches."""
-        return is_positional(x) and len(x) == len(model_inputs(self.qdq_model)) > 1
-
     def _materialise(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
         """(x, y) as arrays: an iterable of (x, y) batches is spilled to a temporary
         folder and memory-mapped (removed by `close`)."""
         distill = self.objective.distill
         if isinstance(x, ImageFolder) and y is None:
             return (x.inputs_and_labels()[0], None) if distill else x.inputs_and_labels()
-        if y is not None or not is_batch_source(x) or self._by_position(x):
+        if y is not None or not is_batch_source(x) or given_by_position(x, self.qdq_model):
             if y is None and not distill:
                 raise QdqError(f"{what} labels are missing: pass y, or an iterable of "
                                "(x, y) batches as x (or distill from the float model)")
@@ -275,7 +271,7 @@ class Trainer:
 
     def check_emitted(self, emitted: onnx.ModelProto, sample: Any) -> float:
         """Max |emitted - training graph| on `sample`; QdqError above 1e-6 (relative)."""
-        return emitted_difference(emitted, self.fake_quant_model(), self.graph.output,
+        return emitted_difference(emitted, self.fake_quant_model(), self.graph.outputs,
                                   self._inputs(sample))
 
     def close(self) -> None:

@@ -74,6 +74,12 @@ def test_a_loss_per_output_with_weights_is_the_weighted_total(digits):
     assert acc == pytest.approx(np.mean(classes.argmax(1) == yte))
     emitted = q.export()  # checked against the training graph on every output
     got = inference_session(emitted).run(None, {"x": xte[:8]})
+    broken = onnx.ModelProto()
+    broken.CopyFrom(emitted)
+    bias = next(t for t in broken.graph.initializer if t.name == "br")
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.5, "br"))
+    with pytest.raises(QdqError, match="on output 'halves'"):
+        q._training._trainer.check_emitted(broken, xte[:32])
     assert [o.name for o in emitted.graph.output] == ["classes", "halves"]
     assert got[1].shape == (8, 2)
 
