@@ -184,3 +184,23 @@ def mlp(widths=(16, 16, 16), seed=1, softmax=False):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
+
+
+def fp16_overflow_model(weight_scale: float = 30.0, extra=()):
+    """x -> MatMul (INT8) -> y * y -> Sqrt -> Relu: with `weight_scale` 30, |y| reaches
+    ~400 and the square ~1.6e5, past FP16's 65504, although input and output are small."""
+    w = (np.random.default_rng(3).normal(size=(16, 8)) * weight_scale).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc"),
+             helper.make_node("Mul", ["y", "y"], ["big"], name="square"),
+             helper.make_node("Sqrt", ["big"], ["back"], name="root"),
+             helper.make_node("Relu", ["back"], ["out"], name="relu")]
+    for node, init in extra:
+        nodes.insert(-1, node)
+        inits.append(init)
+    g = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [None, 16])], [helper.make_tensor_value_info(
+            "out", TensorProto.FLOAT, [None, 8])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qdq_onnx.cli.options import add_calibration, add_output, calibration_config, check_in_out
+from qdq_onnx.cli.options import (
+    add_calibration,
+    add_output,
+    add_precision,
+    calibration_config,
+    check_in_out,
+    precision_config,
+    print_typing,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a Q/DQ ONNX file (from qdq-onnx insert)")
     add_output(p, "calibrated Q/DQ ONNX file")
     add_calibration(p, flag="--data", required=True)
+    add_precision(p)
     p.set_defaults(run=run)
 
 
@@ -24,10 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
 
     check_in_out(args.model, args.output)
-    calibration = calibration_config(args)
+    calibration, precision = calibration_config(args), precision_config(args)
     source = pipeline.load(args.model)
     out, result = pipeline.calibrate(source.model, args.data, calibration)
-    pipeline.save(out, args.output, check="the calibrated model", like=source)
+    typed = pipeline.type_remainder(out, precision, data=args.data, calibration=calibration)
+    pipeline.save(typed.model, args.output, check="the calibrated model", like=source)
+    print_typing(typed)
     for line in result.notes:
         print(f"note: {line}", file=sys.stderr)
     for line in result.warnings:

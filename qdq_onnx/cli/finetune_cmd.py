@@ -6,7 +6,16 @@ import argparse
 import sys
 
 from qdq_onnx import pipeline
-from qdq_onnx.cli.options import add_image_options, add_output, check_in_out, default, settings
+from qdq_onnx.cli.options import (
+    add_image_options,
+    add_output,
+    add_precision,
+    check_in_out,
+    default,
+    precision_config,
+    print_typing,
+    settings,
+)
 
 TRAIN, FIT = pipeline.TrainConfig, pipeline.FitConfig
 
@@ -27,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training inputs (named like the model inputs) and 'labels': .npz, "
                         "a folder of .npy or .npz shards, or a folder of class image folders")
     add_output(p, "fine-tuned Q/DQ ONNX file")
+    add_precision(p)
     _loop_options(p)
     _training_options(p)
     _checkpoint_options(p)
@@ -163,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_in_out(args.model, args.output)
     train, fit = configs(args)
+    precision = precision_config(args)
     pipeline.require_backend(train.backend)  # a missing engine: one line, no data read
     source = pipeline.load(args.model)
     need = not train.distill
@@ -171,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     callbacks = [] if args.quiet else [pipeline.EpochPrinter()]
     tuned = pipeline.finetune(source.model, x, y, train, fit, validation_data=val,
                               callbacks=callbacks, provenance={"source": str(args.model)})
-    pipeline.save(tuned.model, args.output, check="the fine-tuned model", like=source)
+    typed = pipeline.type_remainder(tuned.model, precision, data=x)
+    pipeline.save(typed.model, args.output, check="the fine-tuned model", like=source)
+    print_typing(typed)
     history = tuned.history
     if history.stopped == "interrupted":
         where = f"; resume with --resume {fit.checkpoint_dir}" if fit.checkpoint_dir else ""

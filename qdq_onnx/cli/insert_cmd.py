@@ -9,9 +9,12 @@ from qdq_onnx.cli.options import (
     add_calibration,
     add_output,
     add_placement,
+    add_precision,
     calibration_config,
     check_in_out,
     placement_config,
+    precision_config,
+    print_typing,
 )
 
 
@@ -27,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output(p, "Q/DQ ONNX file")
     add_placement(p)
     add_calibration(p)
+    add_precision(p)
     p.add_argument("--plan", metavar="PLAN.json", help="also write the placement plan here")
     p.add_argument("--use-plan", metavar="PLAN.json",
                    help="apply this saved (possibly hand-edited) plan instead of planning")
@@ -42,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_in_out(args.model, args.output)
     placement, calibration = placement_config(args), calibration_config(args)
+    precision = precision_config(args)
     source = pipeline.load(args.model)
     q = pipeline.insert(source.model, placement, calibration, data=args.data,
                         use_plan=args.use_plan, copy=False)
-    pipeline.save(q.qdq, args.output, check="the quantized model", like=source)
+    typed = pipeline.type_remainder(q.qdq, precision, data=args.data, calibration=calibration)
+    q.plan.high_precision, q.plan.kept_fp32 = typed.report.high_precision, typed.kept_fp32
+    pipeline.save(typed.model, args.output, check="the quantized model", like=source)
     if args.plan:
         q.plan.save(args.plan)
     for line in q.notes + q.report.lines():
@@ -54,12 +61,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {line}", file=sys.stderr)
     for line in q.calibration.warnings if q.calibration else []:
         print(f"warning: {line}", file=sys.stderr)
+    print_typing(typed)
     if args.explain:
         print(render_explain(q.plan))
     c = q.plan.counts()
     print(f"wrote {args.output}: {c['activation_qdq_pairs']} activation Q/DQ pairs "
           f"({c['activation_inputs']} inputs), {c['weights']} per-channel weights "
-          f"[rules: {q.plan.rules.get('name')}, mode: {q.plan.mode}]")
+          f"[rules: {q.plan.rules.get('name')}, mode: {q.plan.mode}]; float remainder "
+          f"{q.plan.high_precision}, {len(q.plan.kept_fp32)} op(s) kept FP32 by the range guard")
     return 0
 
 
@@ -71,4 +80,6 @@ def render_explain(plan) -> str:
                      f"{p.reason}")
     for f in plan.left_float:
         lines.append(f"float  {f.consumer}[{f.input}]  {f.rule}: {f.reason}")
+    for k in plan.kept_fp32:
+        lines.append(f"fp32   {k.node} ({k.op})  {k.rule}: {k.reason}")
     return "\n".join(lines)

@@ -49,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{info['quantized_nodes']} quantized nodes, {len(rows)} quantized inputs, "
           f"{info['quantize_linear']} QuantizeLinear / {info['dequantize_linear']} "
           "DequantizeLinear")
+    per = ", ".join(f"{n} {k}" for k, n in sorted(info["compute_ops"].items()))
+    print(f"float remainder {info['high_precision']}; compute ops in a strongly typed build: "
+          f"{per or 'none'}")
+    for k in info["kept_fp32"]:
+        print(f"fp32   {k['node']} ({k['op']})  {k['rule']}: {k['reason']}")
     return 0
 
 

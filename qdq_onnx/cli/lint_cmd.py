@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a Q/DQ ONNX file")
     p.add_argument("--rules", metavar="RULES.yaml", help="rule file (default: tensorrt)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--typing", choices=("strong", "weak"), default="strong",
+                   help="strong (default): the build is strongly typed, as every TensorRT 11 "
+                        "build is: report each compute op that runs in FP32 (warning; ops the "
+                        "range guard kept FP32 are listed with their rule instead), Q/DQ "
+                        "whose types do not match their neighbours (error) and Cast chains; "
+                        "weak: TensorRT 10 and older with --fp16/--int8, no type checks")
     p.set_defaults(run=run)
 
 
@@ -26,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
     from qdq_onnx.errors import ExitCode
 
-    report = pipeline.lint(pipeline.load(args.model).model, args.rules)
+    report = pipeline.lint(pipeline.load(args.model).model, args.rules, args.typing)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -42,6 +48,10 @@ def render(report) -> str:
         lines.append(f"{r.node[:50]:50} {r.op_type:13} {r.scheme or 'FLOAT':9} "
                      f"{'q' if r.data_quantized else '-':5} "
                      f"{'q' if r.weight_quantized else '-':6} {axis}")
+    if report.kept_fp32:
+        lines.append("")
+        lines.extend(f"fp32    {rule} {node} ({op}): {reason}"
+                     for node, op, rule, reason in report.kept_fp32)
     if report.findings:
         lines.append("")
         for f in report.findings:

@@ -137,3 +137,39 @@ def calibration_config(args: argparse.Namespace):
         return None
     return pipeline.make_config(pipeline.CalibrationConfig,
                                 settings(args, pipeline.CalibrationConfig))
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """The float remainder's type (dest names: high_precision, keep_io_types, range_guard)."""
+    g = parser.add_argument_group(
+        "float remainder", "TensorRT 11 builds only strongly typed networks: every tensor not "
+        "between a QuantizeLinear and its DequantizeLinear runs in the type the file gives it")
+    g.add_argument("--high-precision", choices=pipeline.HIGH_PRECISIONS, default=None,
+                   help="type of the float remainder: fp16 (default of the bundled rules: "
+                        "FP16 engines), bf16 (FP32's range, 8 significant bits; opset 22), "
+                        "fp32 (as before; TensorRT 11 then runs it in FP32). Ops the range "
+                        "guard keeps FP32 are recorded in the plan with the guard's rule id")
+    g.add_argument("--keep-io-types", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep graph inputs and outputs FP32, with a Cast at the boundary "
+                        "(default: on); --no-keep-io-types types them too")
+    g.add_argument("--range-guard", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep FP32 the ops whose measured activations or weights would "
+                        "overflow or underflow in FP16, and the rule file's unsafe ops "
+                        "(default: on)")
+
+
+def precision_config(args: argparse.Namespace):
+    """The PrecisionConfig of the float-remainder options."""
+    return pipeline.make_config(pipeline.PrecisionConfig,
+                                settings(args, pipeline.PrecisionConfig))
+
+
+def print_typing(typed, explain: bool = False) -> None:
+    """The typing's notes on stderr; with `explain`, each FP32 island and its rule."""
+    import sys
+
+    for line in typed.lines():
+        print(f"note: {line}", file=sys.stderr)
+    if explain:
+        for k in typed.kept_fp32:
+            print(f"fp32   {k.node} ({k.op})  {k.rule}: {k.reason}")

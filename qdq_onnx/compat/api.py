@@ -31,6 +31,7 @@ class QuantizedModel:
         self.onnx = qdq_model
         self.report = report
         self.notes = notes
+        self._range_data: Any = None  # the calibration data, read again by the range guard
         self._training: pipeline.Training | None = None
         self._work_dir: str | os.PathLike | None = None
 
@@ -111,18 +112,30 @@ class QuantizedModel:
         return self._training.predict(x, batch_size)
 
     # -- output ------------------------------------------------------------------------------
-    def export(self) -> onnx.ModelProto:
+    def export(self, high_precision: str | None = None, keep_io_types: bool = True,
+               range_guard: bool = True) -> onnx.ModelProto:
         """The TensorRT Q/DQ model: trained weights and scales once fitted, checked against
-        the training graph's eval output on a sample batch."""
+        the training graph's eval output on a sample batch, with the float remainder in
+        `high_precision` (fp16, bf16, fp32; None: the rule file's default, fp16); the range
+        guard reads the calibration data. `keep_io_types`: graph I/O stays FP32."""
+        precision = pipeline.PrecisionConfig(high_precision, keep_io_types, range_guard)
+        return pipeline.type_remainder(self.export_fp32(), precision,
+                                       data=self._range_data).model
+
+    def export_fp32(self) -> onnx.ModelProto:
+        """The Q/DQ model with its float remainder FP32 (the working form)."""
         if self._training is None or self._training.steps == 0:
             return self.onnx
         return self._training.emit({"rules": self.plan.rules, "spec": self.plan.spec,
                                     "cases": self.plan.cases})
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the TensorRT Q/DQ ONNX file atomically (full ONNX checker first)."""
+    def save(self, path: str | os.PathLike, high_precision: str | None = None,
+             keep_io_types: bool = True, range_guard: bool = True) -> Path:
+        """Write the TensorRT Q/DQ ONNX file atomically (full ONNX checker first), its
+        float remainder typed as `export` says (FP16 by default)."""
         pipeline.check_output(path)
-        return pipeline.save(self.export(), path, check="the quantized model")
+        return pipeline.save(self.export(high_precision, keep_io_types, range_guard), path,
+                             check="the quantized model")
 
     def summary(self) -> str:
         """One line: activation Q/DQ pairs, quantized inputs, weights, inputs left float."""
@@ -191,7 +204,9 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                                              percentile=calibration_percentile,
                                              batch_size=calibration_batch_size)
     q = pipeline.insert(_as_onnx(model, opset), placement, calibration, data=calibration_data)
-    return QuantizedModel(q.float_model, q.plan, q.qdq, q.report, q.notes)
+    out = QuantizedModel(q.float_model, q.plan, q.qdq, q.report, q.notes)
+    out._range_data = calibration_data
+    return out
 
 
 def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99.99,

@@ -74,7 +74,9 @@ def _summary(model, rows, plan, lint) -> list[str]:
                ["Q/DQ pairs", sum(n.op_type == "QuantizeLinear" for n in model.graph.node)],
                ["lint", lint.summary()]]
     if plan is not None:
-        summary += [["rules", plan.rules.get("name", "?")], ["mode", plan.mode]]
+        summary += [["rules", plan.rules.get("name", "?")], ["mode", plan.mode],
+                    ["float remainder", f"{plan.high_precision}, {len(plan.kept_fp32)} op(s) "
+                                        "kept FP32 by the range guard"]]
     return ["<h2 id='summary'>Summary</h2>", _table(["", ""], summary)]
 
 
@@ -91,6 +93,7 @@ def _placement(rows, plan) -> list[str]:
              p.rule, p.reason] for p in plan.placements]
     prow += [[f.consumer, f.input, "float", "-", f.layer or "-", f.rule, f.reason]
              for f in plan.left_float]
+    prow += [[k.node, "-", "fp32 island", "-", k.op, k.rule, k.reason] for k in plan.kept_fp32]
     out.append(_table(["node", "input", "kind", "axis", "layer", "rule", "why"], prow))
     return out
 

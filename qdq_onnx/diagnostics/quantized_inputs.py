@@ -63,9 +63,22 @@ def quantized_inputs(model: onnx.ModelProto) -> list[QuantizedInput]:
 
 
 def summary(model: onnx.ModelProto) -> dict:
+    """Quantized inputs, Q/DQ node counts and the float remainder: its type, the compute
+    ops per precision of a strongly typed build, and the FP32 islands the plan records."""
+    import json
+
+    from qdq_onnx.diagnostics.op_precision import op_precisions, precision_counts
+    from qdq_onnx.files.metadata import HIGH_PRECISION_KEY, PLAN_KEY
+    from qdq_onnx.placement.rules import default_rules
+
     rows = quantized_inputs(model)
     index = GraphIndex(model.graph)
+    precisions = op_precisions(model, default_rules().weighted_ops())
+    plan = json.loads(get_metadata(model, PLAN_KEY) or "{}")
     return {
+        "high_precision": get_metadata(model, HIGH_PRECISION_KEY) or "fp32",
+        "compute_ops": precision_counts(precisions),
+        "kept_fp32": plan.get("kept_fp32", []),
         "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in index.nodes),
         "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in index.nodes),
         "quantized_inputs": [asdict(r) for r in rows],

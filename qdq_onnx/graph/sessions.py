@@ -23,11 +23,17 @@ def inference_session(model: Any, threads: int = 0, optimize: bool = True) -> An
     """A CPU session for a path, serialised bytes or an onnx.ModelProto (a proto over 2 GB is
     written with external data to a temporary folder, which the session keeps alive).
     `optimize=False` turns graph optimizations off: no kernel fusions, so two graphs that
-    compute the same thing op for op give bit-identical results."""
+    compute the same thing op for op give bit-identical results. A model whose
+    QuantizeLinear nodes read FP16/BF16 runs with the ONNX-defined rounding
+    (`qdq_onnx.graph.runtime_view`)."""
     from qdq_onnx.files.runtime import import_onnxruntime, readable_ir_version
 
     ort = import_onnxruntime()
     keep = None
+    if not isinstance(model, (bytes, str)):
+        from qdq_onnx.graph.runtime_view import exact_rounding_view
+
+        model = exact_rounding_view(model)
     if not isinstance(model, (bytes, str)) and \
             readable_ir_version(model.ir_version) != model.ir_version:
         import onnx

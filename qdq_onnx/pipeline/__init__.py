@@ -12,7 +12,9 @@ use. One function per stage and per CLI verb, each taking the settings object of
 
 CLI verb -> function: convert, insert, calibrate, finetune, inspect (and error_report with
 data), lint, sensitivity, report, rules. The stage steps inside `insert`: prepare,
-plan_placement, measure_ranges, apply_plan.
+plan_placement, measure_ranges, apply_plan. Before a file is written: type_remainder (the
+float remainder FP16 by default, with the range guard); `widen` turns a typed file back
+into the FP32 working form.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ _WHERE = {
                      "sensitivity_chart", "sensitivity_spec", "write_png"],
                     "qdq_onnx.pipeline.diagnostics"),
     **dict.fromkeys(["Inserted", "apply_plan", "calibrate", "convert", "insert", "load",
-                     "measure_ranges", "plan_placement", "prepare", "save"],
-                    "qdq_onnx.pipeline.stages"),
+                     "measure_ranges", "plan_placement", "prepare", "save", "type_remainder",
+                     "widen"], "qdq_onnx.pipeline.stages"),
+    "PrecisionConfig": "qdq_onnx.precision.config", "Typed": "qdq_onnx.precision.stage",
+    "HIGH_PRECISIONS": "qdq_onnx.graph.float_types",
     **dict.fromkeys(["FineTuned", "Training", "finetune"], "qdq_onnx.pipeline.training"),
     "CustomQDQInsertionCase": "qdq_onnx.placement.cases",
     "PlacementPlan": "qdq_onnx.placement.plan", "RuleSet": "qdq_onnx.placement.rules",

@@ -54,11 +54,13 @@ def error_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
                         show_progress=show_progress)
 
 
-def lint(model: onnx.ModelProto, rules: RuleSet | str | os.PathLike | None = None):
-    """TensorRT INT8 and fusion check of any Q/DQ model (a LintReport)."""
+def lint(model: onnx.ModelProto, rules: RuleSet | str | os.PathLike | None = None,
+         typing: str = "strong"):
+    """TensorRT INT8 and fusion check of any Q/DQ model (a LintReport); `typing` strong
+    (TensorRT 11) also checks what the float remainder runs in, weak does not."""
     from qdq_onnx.diagnostics.lint import lint_model
 
-    return lint_model(model, _rule_set(rules))
+    return lint_model(model, _rule_set(rules), typing)
 
 
 def sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], labels: np.ndarray | None,

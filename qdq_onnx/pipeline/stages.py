@@ -19,6 +19,9 @@ from qdq_onnx.placement.config import PlacementConfig, ResolvedPlacement
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.placement.planner import check_plan_matches
 from qdq_onnx.placement.planner import plan_placement as _plan_placement
+from qdq_onnx.precision.config import PrecisionConfig
+from qdq_onnx.precision.stage import Typed, type_model
+from qdq_onnx.precision.widen import widen
 from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_plan
 from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.insert import InsertReport, insert_qdq
@@ -149,4 +152,13 @@ def calibrate(qdq_model: onnx.ModelProto, data: Any,
                       "pipeline.measure_ranges (pipeline.calibrate now calibrates a Q/DQ "
                       "model, like `qdq-onnx calibrate`)", DeprecationWarning, stacklevel=2)
         return calibrate_plan(qdq_model, data, calibration, *more)
-    return _recalibrate(qdq_model, data, calibration)
+    return _recalibrate(widen(qdq_model), data, calibration)
+
+
+def type_remainder(qdq_model: onnx.ModelProto, precision: PrecisionConfig | None = None,
+                   data: Any = None, calibration: CalibrationConfig | None = None) -> Typed:
+    """The last step before a file is written for TensorRT: the float remainder typed
+    FP16 (default), BF16 or FP32, with the range guard's FP32 islands (from `data`, read in
+    `calibration`'s batches, and from the weights) recorded in the embedded plan.
+    `.model` is the typed model, `.lines()` what was done."""
+    return type_model(qdq_model, precision, data, calibration)

@@ -26,10 +26,14 @@ class Training:
                  work_dir: str | os.PathLike | None = None, backend_factory: Any = None,
                  teacher: onnx.ModelProto | None = None) -> None:
         """`teacher`: the float model distillation (`config.distill`) learns from (default:
-        `qdq_model` with its Q/DQ removed)."""
+        `qdq_model` with its Q/DQ removed). A model with an FP16/BF16 remainder trains in
+        its FP32 form (`pipeline.widen`); `emit` gives FP32: type it with
+        `pipeline.type_remainder` before writing it for TensorRT."""
         from qdq_onnx.finetune.trainer import Trainer
+        from qdq_onnx.precision.widen import widen
 
         config = config or TrainConfig()
+        qdq_model = widen(qdq_model)  # a typed (FP16/BF16) file trains in its FP32 form
         if backend_factory is None:
             require_backend(config.backend)
         self.config = config

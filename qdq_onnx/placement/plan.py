@@ -54,12 +54,28 @@ class FloatDecision:
     layer: str | None = None
 
 
+@dataclass(frozen=True)
+class KeptFP32:
+    """A node the range guard keeps in FP32 while the rest of the float remainder is typed
+    lower (an FP32 island), the guard rule that decided it and why; `tensor` and `value`
+    are what it measured (a tensor's observed max |x|, a weight's, a reduction's size)."""
+
+    node: str
+    op: str
+    rule: str
+    reason: str
+    tensor: str | None = None
+    value: float | None = None
+
+
 @dataclass
 class PlacementPlan:
     """The whole placement decision for one model: `placements` (Q/DQ on which consumer
     input, activation or weight, axis, rule, reason), `left_float` (slots a rule kept
     float on purpose), the mode, the rule file, spec and cases used, notes on conflicts,
-    and a fingerprint of the model it was made for. JSON-serialisable (`save`/`load`)."""
+    and a fingerprint of the model it was made for; once the float remainder is typed,
+    its type (`high_precision`: fp16, bf16, fp32) and the nodes the range guard kept FP32
+    (`kept_fp32`). JSON-serialisable (`save`/`load`)."""
 
     placements: list[Placement] = field(default_factory=list)
     left_float: list[FloatDecision] = field(default_factory=list)
@@ -69,6 +85,8 @@ class PlacementPlan:
     cases: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)
+    high_precision: str = "fp32"
+    kept_fp32: list[KeptFP32] = field(default_factory=list)
 
     # -- queries ---------------------------------------------------------------------------
     def activations(self) -> list[Placement]:
@@ -101,6 +119,7 @@ class PlacementPlan:
             "activation_qdq_pairs": len(self.activation_groups()),
             "weights": len(self.weights()),
             "left_float": len(self.left_float),
+            "kept_fp32": len(self.kept_fp32),
         }
 
     # -- serialisation ---------------------------------------------------------------------
@@ -117,6 +136,8 @@ class PlacementPlan:
             "counts": self.counts(),
             "placements": [asdict(p) for p in self.placements],
             "left_float": [asdict(f) for f in self.left_float],
+            "high_precision": self.high_precision,
+            "kept_fp32": [asdict(k) for k in self.kept_fp32],
             "notes": self.notes,
         }
 
@@ -132,6 +153,7 @@ class PlacementPlan:
         try:
             placements = [Placement(**p) for p in data.get("placements", [])]
             left = [FloatDecision(**f) for f in data.get("left_float", [])]
+            kept = [KeptFP32(**k) for k in data.get("kept_fp32", [])]
         except TypeError as exc:
             raise QdqError(f"{source}: malformed plan entry: {exc}") from None
         for p in placements:
@@ -146,7 +168,8 @@ class PlacementPlan:
         return cls(placements=placements, left_float=left, mode=data.get("mode", "full"),
                    rules=data.get("rules", {}), spec=data.get("spec", []),
                    cases=data.get("cases", []), notes=data.get("notes", []),
-                   model=data.get("model", {}))
+                   model=data.get("model", {}),
+                   high_precision=data.get("high_precision", "fp32"), kept_fp32=kept)
 
     def to_json(self) -> str:
         """The plan as indented JSON text."""

@@ -67,7 +67,7 @@ def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(encoder):
 
     got = inference_session(onx).run(None, {onx.graph.input[0].name: x})[0]
     assert np.abs(got - model(x).numpy()).max() < 1e-5
-    report = pipeline.lint(q.onnx)
+    report = pipeline.lint(q.export())
     assert report.errors == [] and all(layer.quantized for layer in report.layers)
     # Lint sees Keras's attention through tf2onnx's einsum Reshapes: complete INT8 MHA Q/DQ
     # (no TRT-L016), and head size 8 is outside TensorRT's fused INT8 MHA (TRT-L017).
@@ -153,7 +153,7 @@ def test_hand_built_shapes_convert_and_lint_clean(build):
     model = build(keras.layers, keras)
     x = np.random.default_rng(0).normal(size=(4, *model.input_shape[1:])).astype(np.float32)
     q = quantize_model(model, calibration_data=x)
-    report = pipeline.lint(q.onnx)
+    report = pipeline.lint(q.export())
     assert report.findings == [] and report.layers and all(la.quantized for la in report.layers)
     from qdq_onnx.graph.sessions import inference_session
 
@@ -186,7 +186,7 @@ def test_grouped_convolution_converts_as_depthwise_on_a_clone(multiplier):
     assert model.get_layer("dw").__class__.__name__ == "Conv2D"  # the user's model is kept
     q = quantize_model(model, calibration_data=xs)
     assert "dw" in {p.layer for p in q.plan.weights()}
-    assert pipeline.lint(q.onnx).findings == []
+    assert pipeline.lint(q.export()).findings == []
 
 
 @pytest.mark.parametrize("per_group,multiplier", [(2, 1), (4, 1), (4, 2), (8, 1)])
@@ -211,7 +211,7 @@ def test_grouped_convolution_of_any_group_size_is_one_onnx_conv(per_group, multi
                     for n in onx.graph.node if n.op_type == "Conv")
     assert groups == [1, 16 // per_group]
     q = pipeline.insert(onx, data=xs)
-    assert pipeline.lint(q.qdq).findings == []
+    assert pipeline.lint(pipeline.type_remainder(q.qdq, data=xs).model).findings == []
 
 
 def test_tensorflow_failure_is_one_line_with_the_cause_not_the_first_line():
@@ -253,6 +253,6 @@ def test_weights_captured_by_value_convert_like_frozen_weights():
         kinds[by_value] = sorted(n.op_type for n in onx.graph.node)
         q = quantize_model(onx, calibration_data=xs)
         assert {p.layer for p in q.plan.weights()} == {"c", "dw", "pw", "head"}
-        assert pipeline.lint(q.onnx).findings == []
+        assert pipeline.lint(q.export()).findings == []
     assert kinds[True] == kinds[False]
     assert all(type(v._value).__name__ != "EagerTensor" for v in model.weights)

@@ -52,12 +52,12 @@ def test_quantized_output_fuses_and_lints_clean_only_after_the_pass():
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 4)).astype(np.float32)
     rules = load_rules("tensorrt")
     pushed = quantize_model(nhwc_model(), calibration_data=x)
-    assert lint_model(pushed.onnx, rules).findings == []
+    assert lint_model(pushed.export(), rules).findings == []
     add = next(p for p in pushed.plan.placements if p.consumer == "add")
     assert add.rule == "TRT-R001" and len([p for p in pushed.plan.placements
                                            if p.consumer == "add"]) == 1
     kept = quantize_model(nhwc_model(), calibration_data=x, keep_layout=True)
-    found = {f.id for f in lint_model(kept.onnx, rules).findings}
+    found = {f.id for f in lint_model(kept.export(), rules).findings}
     assert {"TRT-L014", "TRT-L018"} <= found
 
 

@@ -26,8 +26,10 @@ def clean():
     return quantize_model(g.model([g.conv("c2", p, 4)])).onnx
 
 
-def names(model):
-    return {f.name for f in lint_model(model, RULES).findings}
+def names(model, typing="weak"):
+    """The checks that fire; weak typing (no float-remainder checks) for the hand-built
+    FP32 graphs of the placement checks."""
+    return {f.name for f in lint_model(model, RULES, typing).findings}
 
 
 def node(model, name):
@@ -70,9 +72,18 @@ def add_qdq(model, tensor, consumer_names, scale=0.05, axis=None, zp=0, zp_dtype
 
 
 def test_clean_output_has_no_findings():
-    report = lint_model(clean(), RULES)
+    report = lint_model(clean(), RULES, "weak")
     assert report.findings == []
     assert report.summary().startswith("3 of 3 weighted layers INT8, 0 fusions broken")
+    shipped = lint_model(typed(clean()), RULES)  # what qdq-onnx writes: strongly typed clean
+    assert shipped.findings == [] and shipped.fp32_compute_ops == 0
+
+
+def typed(model):
+    """The file qdq-onnx writes for `model`: its float remainder FP16."""
+    from qdq_onnx import pipeline
+
+    return pipeline.type_remainder(model).model
 
 
 # Every lint check, proven both ways: name -> a function returning (a model the check must
@@ -92,7 +103,7 @@ def case(name):
 def _data_not_quantized():
     m = clean()
     node(m, "c2").input[0] = pair_for(m, "c2", 0).source
-    assert not lint_model(m, RULES).layers[-1].quantized
+    assert not lint_model(m, RULES, "weak").layers[-1].quantized
     return clean(), m
 
 
@@ -201,16 +212,18 @@ def _requantization():
 def test_every_check_passes_its_clean_case_and_flags_its_broken_one(check):
     assert check in CASES, f"lint check {check!r} has no case in CASES"
     negative, positive = CASES[check]()
-    assert check not in names(negative)
-    assert check in names(positive)
+    typing = "strong" if check in STRONG_CHECKS else "weak"
+    assert check not in names(negative, typing)
+    assert check in names(positive, typing)
 
 
 def test_residual_behind_layout_op_names_the_add_and_the_transpose():
     negative, m = CASES["residual-behind-layout-op"]()
-    hits = [f for f in lint_model(m, RULES).findings if f.name == "residual-behind-layout-op"]
+    hits = [f for f in lint_model(m, RULES, "weak").findings
+            if f.name == "residual-behind-layout-op"]
     assert [(f.id, f.node) for f in hits] == [("TRT-L018", "add")]
     assert "'c1'" in hits[0].message and "'to_nchw'" in hits[0].message
-    assert hits[0] in lint_model(m, RULES).broken_fusions
+    assert hits[0] in lint_model(m, RULES, "weak").broken_fusions
 
 
 @case("residual-behind-layout-op")
@@ -249,7 +262,7 @@ def test_qdq_on_a_weighted_output_read_by_several_ops_is_not_a_broken_fusion():
     assert ("avg", 0) in {(n.name, i) for n in m.graph.node for i, t in enumerate(n.input)
                           if t.endswith("_dequantized")}
     assert "qdq-on-weighted-output" not in names(m)
-    assert lint_model(m, RULES).findings == []
+    assert lint_model(m, RULES, "weak").findings == []
 
 
 def _conv_transpose_chain(final_transpose_only: bool):
@@ -306,7 +319,7 @@ def _attention(seq: int = 4, head: int = 8):
                                             (513, 32, "sequence 513")])
 def test_mha_outside_fused_int8_limits(seq, head, found):
     m = quantize_model(_attention(seq, head)).onnx
-    hits = [f.message for f in lint_model(m, RULES).findings
+    hits = [f.message for f in lint_model(m, RULES, "weak").findings
             if f.name == "mha-outside-fused-int8-limits"]
     if found is None:
         assert hits == []
@@ -358,7 +371,7 @@ def test_concat_of_new_features_is_not_requantization():
     scale = {p.output: numpy_helper.to_array(init(m, p.scale)) for p in qdq_pairs(m)}
     first, last = node(m, "pool").input[0], node(m, "bn3").input[0]
     assert scale[first] != scale[last]  # the Concat chain reaches a different range
-    assert lint_model(m, RULES).findings == []
+    assert lint_model(m, RULES, "weak").findings == []
 
 
 def test_concat_of_quantized_inputs_with_another_scale_is_requantization():
@@ -371,3 +384,69 @@ def test_concat_of_quantized_inputs_with_another_scale_is_requantization():
         add_qdq(m, cat2.input[0], {"cat2"}, scale=same)
         add_qdq(m, cat2.input[1], {"cat2"}, scale=scale)  # every cat2 input dequantized
         assert ("requantization" in names(m)) == found
+
+
+# -- strongly typed checks (TensorRT 11) ------------------------------------------------------
+STRONG_CHECKS = {"fp32-compute-op", "qdq-type-mismatch", "cast-chain"}
+
+
+@case("fp32-compute-op")
+def _fp32_compute_op():
+    return typed(clean()), clean()  # the FP32 remainder: every float op runs FP32
+
+
+def test_fp32_ops_the_range_guard_recorded_are_listed_not_flagged():
+    from helpers import fp16_overflow_model
+
+    from qdq_onnx import pipeline
+
+    x = np.random.default_rng(3).normal(size=(64, 16)).astype(np.float32)
+    t = pipeline.type_remainder(pipeline.insert(fp16_overflow_model(), data=x).qdq, data=x)
+    report = lint_model(t.model, RULES)
+    assert report.findings == []
+    assert [(node, rule) for node, _, rule, _ in report.kept_fp32] == \
+        [("square", "TRT-H001"), ("root", "TRT-H001")]
+    assert report.fp32_compute_ops == 2 and "2 FP32 by the range guard" in report.summary()
+
+
+@case("qdq-type-mismatch")
+def _qdq_type_mismatch():
+    m = typed(clean())
+    pair = pair_for(m, "c2", 0)
+    dq = node(m, pair.dequantize)
+    wide = numpy_helper.from_array(numpy_helper.to_array(init(m, pair.scale)).astype(
+        np.float32), "wide_scale")
+    m.graph.initializer.append(wide)
+    dq.input[1] = "wide_scale"  # the DQ outputs FP32, its Q reads an FP16 scale
+    cast = helper.make_node("Cast", [dq.output[0]], ["c2_in16"], name="retype",
+                            to=onnx.TensorProto.FLOAT16)
+    m.graph.node.insert(list(m.graph.node).index(dq) + 1, cast)
+    node(m, "c2").input[0] = "c2_in16"
+    hits = [f.message for f in lint_model(m, RULES).findings if f.name == "qdq-type-mismatch"]
+    assert any("scale is FLOAT16 and its DequantizeLinear scale FLOAT" in h for h in hits)
+    assert any("a Cast (retype) retypes it" in h for h in hits)
+    return typed(clean()), m
+
+
+@case("cast-chain")
+def _cast_chain():
+    m = typed(clean())
+    first = next(n for n in m.graph.node if n.op_type == "Cast")
+    second = helper.make_node("Cast", [first.output[0]], ["again"], name="again",
+                              to=onnx.TensorProto.FLOAT16)
+    for n in m.graph.node:
+        for i, t in enumerate(n.input):
+            if t == first.output[0]:
+                n.input[i] = "again"
+    m.graph.node.insert(list(m.graph.node).index(first) + 1, second)
+    return typed(clean()), m
+
+
+def test_lint_typing_option_and_its_default(tmp_path, capsys):
+    src = tmp_path / "fp32.onnx"
+    onnx.save(clean(), src)
+    assert main(["lint", str(src)]) == 0
+    strong = capsys.readouterr().out
+    assert "TRT-L019 fp32-compute-op" in strong
+    assert main(["lint", str(src), "--typing", "weak"]) == 0
+    assert "TRT-L019" not in capsys.readouterr().out

@@ -62,7 +62,7 @@ def test_diverging_fine_tuning_returns_the_starting_model_and_says_so(digits, fl
     out = tmp_path / "ft.onnx"
     assert main(["finetune", str(src), "--data", str(train), "--val", str(val), "-o",
                  str(out), "--epochs", "2", "--lr", "5", "--optimizer", "sgd",
-                 "--quiet"]) == 0
+                 "--quiet", "--high-precision", "fp32"]) == 0
     err = capsys.readouterr().err
     assert "kept the starting weights" in err
     start = {t.name: t.raw_data for t in start_model.graph.initializer}

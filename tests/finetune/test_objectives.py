@@ -72,7 +72,7 @@ def test_a_loss_per_output_with_weights_is_the_weighted_total(digits):
     loss, acc = q.evaluate(xte, [yte, _halves(xte)])
     assert loss == pytest.approx(ce + 4.0 * mse, rel=1e-4)
     assert acc == pytest.approx(np.mean(classes.argmax(1) == yte))
-    emitted = q.export()  # checked against the training graph on every output
+    emitted = q.export_fp32()  # checked against the training graph on every output
     got = inference_session(emitted).run(None, {"x": xte[:8]})
     broken = onnx.ModelProto()
     broken.CopyFrom(emitted)
@@ -90,7 +90,7 @@ def test_an_output_without_a_loss_is_not_trained_on(digits):
     q.compile(loss={"classes": "sparse_categorical_crossentropy"}, learning_rate=1e-2)
     q.fit(xtr[:256], {"classes": ytr[:256]}, epochs=1, verbose=0)
     start = {t.name: numpy_helper.to_array(t) for t in q.onnx.graph.initializer}
-    trained = {t.name: numpy_helper.to_array(t) for t in q.export().graph.initializer}
+    trained = {t.name: numpy_helper.to_array(t) for t in q.export_fp32().graph.initializer}
     assert np.array_equal(trained["wr"], start["wr"])  # no gradient reaches the other head
     assert not np.array_equal(trained["wc"], start["wc"])
 

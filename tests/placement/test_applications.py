@@ -104,7 +104,7 @@ def test_tensorrt_placement_on_applications(name, record_property):
     from qdq_onnx.diagnostics.lint import lint_model
     from qdq_onnx.placement.rules import load_rules
 
-    report = lint_model(q.onnx, load_rules("tensorrt"))
+    report = lint_model(q.export(), load_rules("tensorrt"))
     assert report.findings == [], [f.message for f in report.findings[:5]]
     assert all(r.quantized for r in report.layers)
     counts = q.plan.counts()
@@ -228,6 +228,6 @@ def test_own_output_lints_clean_with_calibrated_scales(name):
     size = [d or 224 for d in model.input_shape[1:3]]
     x = np.random.default_rng(0).random((2, *size, 3), dtype=np.float32)
     q = quantize_model(model, calibration_data=x)
-    report = pipeline.lint(q.onnx)
+    report = pipeline.lint(q.export())
     assert report.findings == [], [(f.id, f.node, f.message) for f in report.findings[:5]]
     assert report.layers and all(layer.quantized for layer in report.layers)

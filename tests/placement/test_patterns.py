@@ -183,7 +183,7 @@ def test_tensor_after_a_maxpool_shares_the_scale_of_its_quantized_input():
     groups = q.plan.activation_groups()
     shared = [k for k, members in groups.items() if {m.tensor for m in members} >= {out, pool}]
     assert shared, groups.keys()
-    assert lint_model(q.onnx, load_rules("tensorrt")).findings == []
+    assert lint_model(q.export(), load_rules("tensorrt")).findings == []
 
 
 def test_shared_concat_scale_reaches_its_quantized_output():
@@ -205,7 +205,7 @@ def test_shared_concat_scale_reaches_its_quantized_output():
     groups = {p.tensor: p.scale_group for p in q.plan.placements if p.kind == "activation"}
     assert groups == {"x": None, "r0_out": "concat:cat", "r1_out": "concat:cat",
                       cat: "concat:cat"}
-    assert lint_model(q.onnx, rules).findings == []
+    assert lint_model(q.export(), rules).findings == []
 
 
 def test_decomposed_layer_normalisation_stays_float_below_opset_17():

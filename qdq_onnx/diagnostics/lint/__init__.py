@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import onnx
 
+from qdq_onnx.diagnostics.lint import checks_typing  # noqa: F401 - registers its checks
 from qdq_onnx.diagnostics.lint.checks import CHECKS, check
-from qdq_onnx.diagnostics.lint.context import LintContext
+from qdq_onnx.diagnostics.lint.context import TYPINGS, LintContext
 from qdq_onnx.diagnostics.lint.report import Finding, LintReport, WeightedLayer
 from qdq_onnx.errors import QdqError
 from qdq_onnx.placement.rules import RuleSet
@@ -21,11 +22,15 @@ from qdq_onnx.placement.rules import RuleSet
 __all__ = ["CHECKS", "Finding", "LintReport", "WeightedLayer", "check", "lint_model"]
 
 
-def lint_model(model: onnx.ModelProto, rules: RuleSet) -> LintReport:
+def lint_model(model: onnx.ModelProto, rules: RuleSet, typing: str = "strong") -> LintReport:
     """Lint `model` against `rules`: the weighted layers with their prediction (quantized,
-    and in which scheme), and one finding per hit of every check the rule file lists."""
-    ctx = LintContext(model, rules)
-    report = LintReport()
+    and in which scheme), and one finding per hit of every check the rule file lists.
+    `typing` strong (TensorRT 11) also counts the precision every compute op runs in and
+    checks the float remainder's types; weak skips that."""
+    if typing not in TYPINGS:
+        raise QdqError(f"typing must be one of {', '.join(TYPINGS)}, got {typing!r}")
+    ctx = LintContext(model, rules, typing)
+    report = LintReport(typing=typing)
     for row in ctx.weighted:
         node, data, weight = row["node"], row["data"], row["weight"]
         axis_ok = row["axis"] is None or row["expected"] is None \
@@ -42,4 +47,10 @@ def lint_model(model: onnx.ModelProto, rules: RuleSet) -> LintReport:
                            f"implementation; known checks: {', '.join(sorted(CHECKS))}")
         report.findings.extend(Finding(rule.id, name, rule.severity, node, message)
                                for node, message in fn(ctx))
+    if typing == "strong":
+        from qdq_onnx.diagnostics.op_precision import precision_counts
+
+        report.precisions = precision_counts(ctx.precisions)
+        report.kept_fp32 = [(r.node, r.op, r.rule, r.reason) for r in ctx.precisions
+                            if r.rule is not None]
     return report

@@ -18,12 +18,21 @@ from qdq_onnx.placement.slots import node_attrs
 from qdq_onnx.quantize.schemes import zero_point_scheme
 from qdq_onnx.scheme import scheme_named
 
+TYPINGS = ("strong", "weak")
+
 
 class LintContext:
-    def __init__(self, model: onnx.ModelProto, rules: RuleSet) -> None:
-        self.model, self.rules = model, rules
+    def __init__(self, model: onnx.ModelProto, rules: RuleSet, typing: str = "strong") -> None:
+        self.model, self.rules, self.typing = model, rules, typing
         self.index = GraphIndex(model.graph)
         self.weighted_ops = rules.weighted_ops()
+
+    @functools.cached_property
+    def precisions(self) -> list:
+        """Each compute op's precision in a strongly typed build (OpPrecision rows)."""
+        from qdq_onnx.diagnostics.op_precision import op_precisions
+
+        return op_precisions(self.model, self.weighted_ops)
 
     def shapes_of(self, tensors: list[str]) -> dict[str, list[int | None]]:
         """Shapes of `tensors` at batch 1 (None where not knowable); a model run only when

@@ -43,6 +43,14 @@ class LintReport:
 
     layers: list[WeightedLayer] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    typing: str = "strong"
+    precisions: dict[str, int] = field(default_factory=dict)  # compute ops per precision
+    kept_fp32: list[tuple[str, str, str, str]] = field(default_factory=list)  # recorded
+
+    @property
+    def fp32_compute_ops(self) -> int:
+        """Compute ops a strongly typed build runs in FP32 (recorded islands included)."""
+        return self.precisions.get("fp32", 0) + self.precisions.get("mixed", 0)
 
     @property
     def errors(self) -> list[Finding]:
@@ -55,18 +63,28 @@ class LintReport:
         return [f for f in self.findings if f.name in FUSION_CHECKS]
 
     def summary(self) -> str:
-        """One line: INT8 weighted layers, broken fusions, errors and warnings."""
+        """One line: INT8 weighted layers, broken fusions, errors and warnings (and, strongly
+        typed, the compute ops per precision)."""
         schemes = sorted({r.scheme.split("-")[0].upper() for r in self.layers if r.scheme})
         quantized = sum(r.quantized for r in self.layers)
+        typed = ""
+        if self.typing == "strong":
+            per = ", ".join(f"{n} {k}" for k, n in sorted(self.precisions.items()))
+            typed = (f"; compute ops: {per or 'none'} ({len(self.kept_fp32)} FP32 by the "
+                     f"range guard)")
         return (f"{quantized} of {len(self.layers)} weighted layers "
                 f"{'/'.join(schemes) or 'quantized'}, "
                 f"{len(self.broken_fusions)} fusions broken, {len(self.errors)} errors, "
-                f"{len(self.findings) - len(self.errors)} warnings")
+                f"{len(self.findings) - len(self.errors)} warnings{typed}")
 
     def to_dict(self) -> dict:
         """The report as plain data (for --format json)."""
         return {"summary": self.summary(), "weighted_layers": len(self.layers),
                 "int8_layers": sum(r.quantized for r in self.layers),
                 "broken_fusions": len(self.broken_fusions), "errors": len(self.errors),
+                "typing": self.typing, "compute_ops": self.precisions,
+                "fp32_compute_ops": self.fp32_compute_ops,
+                "kept_fp32": [dict(zip(("node", "op", "rule", "reason"), k))
+                              for k in self.kept_fp32],
                 "layers": [asdict(r) for r in self.layers],
                 "findings": [asdict(f) for f in self.findings]}

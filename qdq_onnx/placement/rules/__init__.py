@@ -21,6 +21,8 @@ from qdq_onnx.placement.rules.model import (
     NeverRule,
     OpRule,
     PatternRule,
+    PrecisionGuard,
+    PrecisionPolicy,
     RuleSet,
     Taxonomy,
     WeightAxis,
@@ -29,7 +31,8 @@ from qdq_onnx.placement.rules.parse import parse_rules
 
 DEFAULT_RULES = "tensorrt"
 
-__all__ = ["DEFAULT_RULES", "LintRule", "NeverRule", "OpRule", "PatternRule", "RuleSet",
+__all__ = ["DEFAULT_RULES", "LintRule", "NeverRule", "OpRule", "PatternRule",
+           "PrecisionGuard", "PrecisionPolicy", "RuleSet",
            "Taxonomy", "WeightAxis", "bundled_rule_files", "default_rules", "load_rules",
            "parse_rules", "rules_dir"]
 
@@ -66,18 +69,24 @@ def default_rules() -> RuleSet:
     return load_rules(DEFAULT_RULES)
 
 
-def _default_taxonomy() -> Taxonomy:
+@functools.lru_cache(maxsize=1)
+def _bundled_defaults() -> tuple[Taxonomy, PrecisionPolicy]:
     p = _find(DEFAULT_RULES)
-    return parse_rules(load_yaml(p), source=str(p)).taxonomy
+    rules = parse_rules(load_yaml(p), source=str(p))
+    return rules.taxonomy, rules.precision
 
 
 def load_rules(path_or_name: str | Path | None = None) -> RuleSet:
     """Load a rule file by path, or a bundled one by name (default "tensorrt").
 
-    A file without a `taxonomy` section inherits the bundled TensorRT taxonomy, so the op
-    facts TensorRT fuses and propagates through are written down once."""
+    A file without a `taxonomy` (`precision`) section inherits the bundled TensorRT one, so
+    the op facts TensorRT fuses and propagates through, and the range guard, are written
+    down once."""
     p = _find(DEFAULT_RULES if path_or_name is None else path_or_name)
     raw = load_yaml(p)
-    default = None if isinstance(raw, dict) and "taxonomy" in raw else _default_taxonomy()
+    own = raw if isinstance(raw, dict) else {}
+    taxonomy, precision = (None, None) if {"taxonomy", "precision"} <= set(own) \
+        else _bundled_defaults()
     return parse_rules(raw, source=str(p), sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
-                       default_taxonomy=default)
+                       default_taxonomy=None if "taxonomy" in own else taxonomy,
+                       default_precision=None if "precision" in own else precision)

@@ -104,6 +104,35 @@ class LintRule:
 
 
 @dataclass(frozen=True)
+class PrecisionGuard:
+    """A range-guard rule: which ops stay FP32 when the float remainder is typed in one of
+    `types` (fp16, bf16). `kind` says what it measures (activation_max,
+    activation_subnormal, weight_max, weight_subnormal, reduction, no_low_precision_type),
+    `limit` its threshold and `ops` the op types it is limited to (reduction)."""
+
+    id: str
+    name: str
+    kind: str
+    types: tuple[str, ...]
+    reason: str
+    why: str
+    limit: float | None = None
+    ops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """The float remainder: its default type and the guards that keep ops FP32."""
+
+    high_precision: str = "fp16"
+    guards: tuple[PrecisionGuard, ...] = ()
+
+    def guards_for(self, type_name: str) -> list[PrecisionGuard]:
+        """The guards that apply when the remainder is `type_name`."""
+        return [g for g in self.guards if type_name in g.types]
+
+
+@dataclass(frozen=True)
 class Taxonomy:
     """TensorRT's view of op types beyond the op rules.
 
@@ -131,6 +160,7 @@ class RuleSet:
     lint: dict[str, LintRule] = field(default_factory=dict)  # by name
     taxonomy: Taxonomy = field(default_factory=Taxonomy)
     scheme: str = DEFAULT_SCHEME  # the precision of every Q/DQ no op rule sets otherwise
+    precision: PrecisionPolicy = field(default_factory=PrecisionPolicy)
 
     def scheme_for(self, op_type: str | None) -> str:
         """The precision scheme of Q/DQ on the inputs of an `op_type` node: its op rule's,
@@ -180,11 +210,13 @@ class RuleSet:
         rule = self.patterns.get(kind)
         return rule if rule is not None and rule.enabled else None
 
-    def all_rules(self) -> list[OpRule | NeverRule | PatternRule | LintRule]:
+    def all_rules(self) -> list[OpRule | NeverRule | PatternRule | LintRule | PrecisionGuard]:
         """Every rule with an id, in file order by section."""
-        return [*self.op_rules, *self.never, *self.patterns.values(), *self.lint.values()]
+        return [*self.op_rules, *self.never, *self.patterns.values(), *self.lint.values(),
+                *self.precision.guards]
 
-    def by_id(self, rule_id: str) -> OpRule | NeverRule | PatternRule | LintRule | None:
+    def by_id(self, rule_id: str
+              ) -> OpRule | NeverRule | PatternRule | LintRule | PrecisionGuard | None:
         """The rule with this id, or None."""
         for rule in self.all_rules():
             if rule.id == rule_id:

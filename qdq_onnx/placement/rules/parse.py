@@ -14,6 +14,8 @@ from qdq_onnx.placement.rules.model import (
     NeverRule,
     OpRule,
     PatternRule,
+    PrecisionGuard,
+    PrecisionPolicy,
     RuleSet,
     Taxonomy,
     WeightAxis,
@@ -21,7 +23,7 @@ from qdq_onnx.placement.rules.model import (
 from qdq_onnx.scheme import DEFAULT_SCHEME, scheme_named
 
 _TOP_KEYS = {"schema", "name", "description", "scheme", "op_rules", "never", "taxonomy",
-             "patterns", "lint"}
+             "patterns", "lint", "precision"}
 _OP_KEYS = {"id", "name", "ops", "inputs", "weight_input", "weight_axis", "keras_classes",
             "live_weight", "scheme", "reason", "why"}
 _NEVER_KEYS = {"id", "name", "ops", "tensors", "reason", "why"}
@@ -30,6 +32,12 @@ _TAXONOMY_KEYS = {"fusible_followers", "precision_neutral"}
 _PATTERN_KEYS = {"id", "name", "enabled", "reason", "why"}
 _LINT_KEYS = {"id", "name", "severity", "reason", "why"}
 _INPUT_WORDS = {"data", "weight", "live"}
+_PRECISION_KEYS = {"high_precision", "guards"}
+_GUARD_KEYS = {"id", "name", "kind", "types", "limit", "ops", "reason", "why"}
+GUARD_KINDS = ("activation_max", "activation_subnormal", "weight_max", "weight_subnormal",
+               "reduction", "no_low_precision_type")
+_NEEDS_LIMIT = {"activation_max", "weight_max", "reduction"}
+_REMAINDER_TYPES = ("fp16", "bf16", "fp32")
 
 
 class _Ctx:
@@ -85,11 +93,12 @@ class _Ctx:
 
 
 def parse_rules(raw: Any, source: str = "<rules>", sha256: str = "",
-                default_taxonomy: Taxonomy | None = None) -> RuleSet:
+                default_taxonomy: Taxonomy | None = None,
+                default_precision: PrecisionPolicy | None = None) -> RuleSet:
     """Validate a parsed rule document and build a RuleSet (errors carry file:line).
 
-    A file without a `taxonomy` section takes `default_taxonomy` (the bundled TensorRT
-    rules' taxonomy when loaded through `load_rules`)."""
+    A file without a `taxonomy` (`precision`) section takes `default_taxonomy`
+    (`default_precision`): the bundled TensorRT rules' when loaded through `load_rules`."""
     ctx = _Ctx(source)
     ctx.keys(raw, _TOP_KEYS, "the rule file")
     if raw.get("schema") != 1:
@@ -107,6 +116,10 @@ def parse_rules(raw: Any, source: str = "<rules>", sha256: str = "",
         rules.taxonomy = default_taxonomy
     rules.patterns = _patterns(ctx, raw, raw.get("patterns") or {})
     rules.lint = _lint(ctx, raw.get("lint") or [])
+    if "precision" in raw:
+        rules.precision = _precision(ctx, raw["precision"])
+    elif default_precision is not None:
+        rules.precision = default_precision
     return rules
 
 
@@ -261,3 +274,37 @@ def _lint(ctx: _Ctx, items: list) -> dict[str, LintRule]:
                              reason=ctx.text(item, "reason", f"lint check {rule_id}"),
                              why=str(item.get("why", "")).strip())
     return out
+
+
+def _precision(ctx: _Ctx, item: Any) -> PrecisionPolicy:
+    ctx.keys(item, _PRECISION_KEYS, "the precision section")
+    default = item.get("high_precision", "fp16")
+    if default not in _REMAINDER_TYPES:
+        raise ctx.fail(item, f"precision: high_precision must be one of "
+                             f"{', '.join(_REMAINDER_TYPES)}, got {default!r}")
+    guards = []
+    for g in item.get("guards") or []:
+        ctx.keys(g, _GUARD_KEYS, "a precision guard")
+        rule_id = ctx.text(g, "id", "a precision guard")
+        ctx.claim(g, rule_id)
+        kind = g.get("kind")
+        if kind not in GUARD_KINDS:
+            raise ctx.fail(g, f"precision guard {rule_id}: kind must be one of "
+                              f"{', '.join(GUARD_KINDS)}, got {kind!r}")
+        types = ctx.str_list(g, "types", f"precision guard {rule_id}")
+        bad = [t for t in types if t not in _REMAINDER_TYPES[:2]]
+        if bad:
+            raise ctx.fail(g, f"precision guard {rule_id}: types must be fp16 and/or bf16, "
+                              f"got {bad[0]!r}")
+        limit = g.get("limit")
+        if (kind in _NEEDS_LIMIT) != (limit is not None) or (
+                limit is not None and not (isinstance(limit, (int, float)) and limit > 0)):
+            wanted = "needs a positive limit" if kind in _NEEDS_LIMIT else "takes no limit"
+            raise ctx.fail(g, f"precision guard {rule_id}: kind {kind} {wanted}")
+        guards.append(PrecisionGuard(
+            id=rule_id, name=ctx.text(g, "name", f"precision guard {rule_id}"), kind=kind,
+            types=types, limit=None if limit is None else float(limit),
+            ops=ctx.str_list(g, "ops", f"precision guard {rule_id}", required=False),
+            reason=ctx.text(g, "reason", f"precision guard {rule_id}"),
+            why=str(g.get("why", "")).strip()))
+    return PrecisionPolicy(high_precision=default, guards=tuple(guards))

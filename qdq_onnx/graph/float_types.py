@@ -1,0 +1,119 @@
+"""The float types a remainder can have, and storing values in them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from qdq_onnx.errors import SettingError
+
+
+@dataclass(frozen=True)
+class FloatType:
+    """A floating-point element type: its ONNX type, largest finite value, smallest
+    normal value and smallest positive (subnormal) value."""
+
+    name: str
+    elem_type: int
+    max: float
+    min_normal: float
+    min_positive: float
+    mantissa_bits: int
+
+    @property
+    def is_fp32(self) -> bool:
+        """Whether this is FP32 (nothing to convert)."""
+        return self.elem_type == onnx.TensorProto.FLOAT
+
+
+FP32 = FloatType("fp32", onnx.TensorProto.FLOAT, float(np.finfo(np.float32).max),
+                 float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).smallest_subnormal),
+                 23)
+FP16 = FloatType("fp16", onnx.TensorProto.FLOAT16, 65504.0, 2.0**-14, 2.0**-24, 10)
+# BF16 has FP32's exponent range with 7 stored mantissa bits.
+BF16 = FloatType("bf16", onnx.TensorProto.BFLOAT16, float.fromhex("0x1.fep127"), 2.0**-126,
+                 2.0**-133, 7)
+FLOAT_TYPES = {t.name: t for t in (FP16, BF16, FP32)}
+HIGH_PRECISIONS = tuple(FLOAT_TYPES)
+REDUCED_ELEM_TYPES = frozenset({FP16.elem_type, BF16.elem_type})
+
+
+def float_type(name: str | FloatType, setting: str = "high_precision") -> FloatType:
+    """The float type called `name` (fp16, bf16, fp32); SettingError otherwise."""
+    if isinstance(name, FloatType):
+        return name
+    if name not in FLOAT_TYPES:
+        raise SettingError(setting, f"must be one of {', '.join(HIGH_PRECISIONS)}, got "
+                                    f"{name!r}")
+    return FLOAT_TYPES[name]
+
+
+def _bf16_bits(values: np.ndarray) -> np.ndarray:
+    """FP32 values as BF16 bit patterns, rounded to nearest even (NaN stays NaN)."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    bits = v.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(v)
+    if nan.any():
+        rounded[nan] = 0x7FC0
+    return rounded
+
+
+def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
+    """BF16 bit patterns as FP32 values (exact)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def rounded(values: np.ndarray, kind: FloatType) -> np.ndarray:
+    """`values` rounded to `kind`, returned as FP32 (what the file will hold)."""
+    v = np.asarray(values, dtype=np.float32)
+    if kind is FP16 or kind.elem_type == FP16.elem_type:
+        return v.astype(np.float16).astype(np.float32)
+    if kind.elem_type == BF16.elem_type:
+        return from_bf16_bits(_bf16_bits(v))
+    return v
+
+
+def stored(values: np.ndarray, name: str, kind: FloatType) -> onnx.TensorProto:
+    """An initializer of `values` (float) stored in `kind`."""
+    v = np.asarray(values, dtype=np.float32)
+    if kind.elem_type == FP16.elem_type:
+        return onnx.numpy_helper.from_array(v.astype(np.float16), name)
+    if kind.elem_type == BF16.elem_type:
+        t = onnx.TensorProto(name=name, data_type=kind.elem_type, dims=list(v.shape))
+        t.raw_data = _bf16_bits(v).tobytes()
+        return t
+    return onnx.numpy_helper.from_array(v, name)
+
+
+def as_fp32(tensor: onnx.TensorProto) -> np.ndarray:
+    """An initializer's values as FP32, whatever float type it is stored in."""
+    if tensor.data_type == BF16.elem_type:
+        if tensor.raw_data:
+            return from_bf16_bits(np.frombuffer(tensor.raw_data, np.uint16)).reshape(
+                tuple(tensor.dims))
+        return from_bf16_bits(np.asarray(tensor.int32_data, np.uint16)).reshape(
+            tuple(tensor.dims))
+    return onnx.numpy_helper.to_array(tensor).astype(np.float32)
+
+
+def scale_in(scale: np.ndarray, kind: FloatType) -> np.ndarray:
+    """A Q/DQ scale made representable in `kind`, rounded up (never down, so no value the
+    FP32 scale kept in range is clipped), and at least `kind`'s smallest positive value."""
+    s = np.maximum(np.asarray(scale, dtype=np.float32), np.float32(kind.min_positive))
+    r = rounded(s, kind)
+    low = r < s
+    while low.any():
+        r = np.where(low, _next_up(r, kind), r)
+        low = r < s
+    return r
+
+
+def _next_up(values: np.ndarray, kind: FloatType) -> np.ndarray:
+    if kind.elem_type == FP16.elem_type:
+        return np.nextafter(values.astype(np.float16), np.float16(np.inf)).astype(np.float32)
+    if kind.elem_type == BF16.elem_type:
+        return from_bf16_bits(_bf16_bits(values) + np.uint16(1))
+    return np.nextafter(values, np.float32(np.inf))

@@ -1,0 +1,94 @@
+"""Element types of every tensor of a graph, and what each op's ONNX definition allows."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import onnx
+
+from qdq_onnx.files.onnx_files import checker_view, default_opset
+
+FLOAT = onnx.TensorProto.FLOAT
+_TYPE_STR = {onnx.TensorProto.FLOAT16: "tensor(float16)",
+             onnx.TensorProto.BFLOAT16: "tensor(bfloat16)", FLOAT: "tensor(float)"}
+
+
+def element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name -> ONNX element type, from shape inference on a weightless view of the
+    model (a tensor inference cannot type takes the type of its producer's first typed
+    input, as the elementwise and layout ops do)."""
+    view = checker_view(model)
+    with contextlib.suppress(Exception):  # what is known is used; the rest is filled below
+        view = onnx.shape_inference.infer_shapes(view)
+    types: dict[str, int] = {}
+    for vi in (*view.graph.input, *view.graph.value_info, *view.graph.output):
+        if vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for t in view.graph.initializer:
+        types[t.name] = t.data_type
+    for node in view.graph.node:
+        known = next((types[i] for i in node.input if i in types), None)
+        for out in node.output:
+            if out and out not in types and known is not None:
+                types[out] = known
+    return types
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema(op_type: str, domain: str, opset: int):
+    try:
+        return onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return None
+
+
+def _allowed(schema, type_str: str) -> frozenset[str] | None:
+    for c in schema.type_constraints:
+        if c.type_param_str == type_str:
+            return frozenset(c.allowed_type_strs)
+    return None  # a fixed type such as tensor(float)
+
+
+class OpTypes:
+    """What the ONNX definitions at one opset let each op slot hold."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.opset = default_opset(model)
+
+    def schema(self, node: onnx.NodeProto):
+        """The node's ONNX schema, or None (a custom-domain op)."""
+        if node.domain not in ("", "ai.onnx"):
+            return None
+        return _schema(node.op_type, "", self.opset)
+
+    def _formal(self, node: onnx.NodeProto, index: int, outputs: bool) -> str | None:
+        schema = self.schema(node)
+        if schema is None:
+            return None
+        formals = schema.outputs if outputs else schema.inputs
+        if not formals:
+            return None
+        return formals[min(index, len(formals) - 1)].type_str
+
+    def convertible(self, node: onnx.NodeProto, index: int, elem_type: int,
+                    outputs: bool = False) -> bool:
+        """Whether input (output) `index` of `node` may hold `elem_type` where it now holds
+        FP32 (False for a slot fixed to tensor(float), such as Resize's scales)."""
+        formal = self._formal(node, index, outputs)
+        if formal is None:
+            return False
+        allowed = _allowed(self.schema(node), formal)
+        return allowed is not None and _TYPE_STR[elem_type] in allowed
+
+    def takes(self, node: onnx.NodeProto, elem_type: int, types: dict[str, int]) -> bool:
+        """Whether every FP32 slot of `node` could hold `elem_type` (its definition has a
+        reduced-precision variant)."""
+        if self.schema(node) is None:
+            return False
+        slots = [(i, False) for i, t in enumerate(node.input) if types.get(t) == FLOAT]
+        slots += [(j, True) for j, t in enumerate(node.output) if types.get(t) == FLOAT]
+        fixed = [s for s in slots if self._formal(node, s[0], s[1]) not in
+                 {c.type_param_str for c in self.schema(node).type_constraints}]
+        return all(self.convertible(node, i, elem_type, out) for i, out in slots
+                   if (i, out) not in fixed) and len(fixed) < len(slots)

@@ -1,0 +1,93 @@
+"""The typing stage: range guard, then the remainder typed, and the plan updated (the
+type and every FP32 island with its rule) in the file's embedded plan."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from qdq_onnx.files.metadata import PLAN_KEY, get_metadata, set_metadata
+from qdq_onnx.graph.float_types import float_type
+from qdq_onnx.placement.plan import KeptFP32, PlacementPlan
+from qdq_onnx.placement.rules import RuleSet
+from qdq_onnx.precision.config import RANGE_GUARD_SAMPLES, PrecisionConfig
+from qdq_onnx.precision.guard import guard_decisions, measure_ranges
+from qdq_onnx.precision.remainder import TypingReport, opset_for, type_remainder
+from qdq_onnx.precision.widen import widen
+
+
+@dataclass
+class Typed:
+    """What the typing made: the model, the FP32 islands and the report."""
+
+    model: onnx.ModelProto
+    kept_fp32: list[KeptFP32]
+    report: TypingReport
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Notes for the CLI."""
+        return [*self.report.lines(), *self.notes]
+
+
+def rules_of(model: onnx.ModelProto) -> RuleSet:
+    """The rule set the model's embedded plan names (bundled by name, else its path), else
+    the bundled TensorRT rules."""
+    from pathlib import Path
+
+    from qdq_onnx.placement.rules import bundled_rule_files, default_rules, load_rules
+
+    text = get_metadata(model, PLAN_KEY)
+    rules = json.loads(text).get("rules", {}) if text else {}
+    name, path = rules.get("name"), rules.get("path")
+    if name in bundled_rule_files():
+        return load_rules(name)
+    if path and Path(path).is_file():
+        return load_rules(path)
+    return default_rules()
+
+
+def type_model(model: onnx.ModelProto, config: PrecisionConfig | None = None,
+               data: Any = None, calibration: Any = None, rules: RuleSet | None = None
+               ) -> Typed:
+    """`model` (a Q/DQ model, any remainder type) with its remainder in the configured type;
+    activation ranges for the guard from `data` (at most RANGE_GUARD_SAMPLES samples, in
+    `calibration`'s batches)."""
+    from dataclasses import replace
+
+    config = config or PrecisionConfig()
+    rules = rules or rules_of(model)
+    kind = float_type(config.high_precision or rules.precision.high_precision)
+    model = widen(model)
+    measured = model  # onnxruntime 1.19 runs opsets up to 21: ranges before any upgrade
+    model, upgraded = opset_for(model, kind)  # the guard judges ops at the new opset
+    notes: list[str] = [upgraded] if upgraded else []
+    kept: list[KeptFP32] = []
+    if config.range_guard and not kind.is_fp32:
+        ranges = None
+        if data is not None:
+            from qdq_onnx.quantize.config import CalibrationConfig
+
+            c = calibration or CalibrationConfig()
+            limit = min(c.max_samples or RANGE_GUARD_SAMPLES, RANGE_GUARD_SAMPLES)
+            ranges = measure_ranges(measured, data, replace(c, max_samples=limit))
+        else:
+            notes.append(f"range guard: no data, so activation ranges were not checked (only "
+                         f"weights and op definitions); give calibration data to check that "
+                         f"no {kind.name} activation overflows")
+        kept = guard_decisions(model, kind, rules.precision, ranges)
+    typed, report = type_remainder(model, kind, {k.node for k in kept}, config.keep_io_types)
+    _record(typed, kind.name, kept)
+    return Typed(typed, kept, report, notes)
+
+
+def _record(model: onnx.ModelProto, high_precision: str, kept: list[KeptFP32]) -> None:
+    text = get_metadata(model, PLAN_KEY)
+    if not text:
+        return
+    plan = PlacementPlan.from_dict(json.loads(text))
+    plan.high_precision, plan.kept_fp32 = high_precision, list(kept)
+    set_metadata(model, PLAN_KEY, plan.to_json())
