@@ -27,8 +27,9 @@ PER_CHANNEL = "per-channel"
 
 @dataclass(frozen=True)
 class Scheme:
-    """A symmetric integer quantization: `element_type` (onnx.TensorProto type of the
-    quantized tensor), `bits` of range used in it (qmax = 2**(bits-1) - 1), and the scale
+    """A symmetric quantization: `element_type` (onnx.TensorProto type of the quantized
+    tensor), `bits` of range used in it (an integer scheme's qmax = 2**(bits-1) - 1; a
+    float scheme's is `float_max`, the largest finite value of its type), and the scale
     layout of activations and weights."""
 
     name: str
@@ -37,15 +38,27 @@ class Scheme:
     symmetric: bool = True
     activation_axis: str = PER_TENSOR
     weight_axis: str = PER_CHANNEL
+    float_max: float | None = None  # set for a floating-point quantized type (FP8)
 
     @property
-    def qmax(self) -> int:
-        """The largest quantized value (127 for INT8)."""
+    def is_float(self) -> bool:
+        """Whether the quantized type is floating point (FP8): scales are amax / float_max,
+        values are rounded to the type's grid, not to integers."""
+        return self.float_max is not None
+
+    @property
+    def qmax(self) -> float:
+        """The largest quantized value (127 for INT8, 448 for FP8 E4M3)."""
+        if self.float_max is not None:
+            return self.float_max
         return 2 ** (self.bits - 1) - 1
 
     @property
-    def qmin(self) -> int:
-        """The smallest quantized value (-128 for INT8: saturation is asymmetric)."""
+    def qmin(self) -> float:
+        """The smallest quantized value (-128 for INT8: saturation is asymmetric; -448 for
+        FP8 E4M3)."""
+        if self.float_max is not None:
+            return -self.float_max
         return -(self.qmax + 1)
 
     @property
@@ -55,7 +68,10 @@ class Scheme:
 
     @property
     def zero_point_dtype(self) -> np.dtype:
-        """The numpy dtype of this scheme's zero points (and quantized tensors)."""
+        """The numpy dtype of this scheme's zero points (and quantized tensors); for FP8,
+        uint8 holding the bit patterns (numpy has no FP8 type)."""
+        if self.is_float:
+            return np.dtype(np.uint8)
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.element_type))
 
     @property
@@ -66,6 +82,9 @@ class Scheme:
     def with_bits(self, bits: int) -> Scheme:
         """This scheme with a narrower range inside the same element type (experiments: a
         4-bit range in int8 Q/DQ)."""
+        if self.is_float:
+            raise SettingError("weight_bits", f"{self.name} has no narrower range; "
+                                              f"narrow ranges are for integer schemes")
         if not 2 <= bits <= self._container_bits():
             raise SettingError("weight_bits", f"must be 2-{self._container_bits()}, got {bits}")
         if bits == self._container_bits():
@@ -80,7 +99,7 @@ class Scheme:
 
     def describe(self) -> str:
         """One line for listings."""
-        return (f"{self.name}: {self.element_name} Q/DQ, range [{self.qmin}, {self.qmax}], "
+        return (f"{self.name}: {self.element_name} Q/DQ, range [{self.qmin:g}, {self.qmax:g}], "
                 f"{'symmetric (zero point 0)' if self.symmetric else 'asymmetric'}, "
                 f"activations {self.activation_axis}, weights {self.weight_axis}")
 
@@ -88,7 +107,11 @@ class Scheme:
 # TensorRT's explicit quantization: signed 8-bit, zero point 0, per-tensor activations,
 # per-channel weights (developer guide, "Explicit quantization").
 INT8 = Scheme("int8", onnx.TensorProto.INT8, bits=8)
-SCHEMES: dict[str, Scheme] = {INT8.name: INT8}
+# FP8 E4M3 (float8e4m3fn: no infinities, saturating at +-448): TensorRT's FP8, symmetric,
+# per-tensor activations (scale amax / 448) and per-channel weights ("Working with
+# Quantized Types": per-tensor, per-channel or block scaling depending on layer and type).
+FP8 = Scheme("fp8", onnx.TensorProto.FLOAT8E4M3FN, bits=8, float_max=448.0)
+SCHEMES: dict[str, Scheme] = {INT8.name: INT8, FP8.name: FP8}
 DEFAULT_SCHEME = INT8.name
 _NARROW = re.compile(r"^(?P<family>[a-z0-9]+)-(?P<bits>\d+)bit$")
 
@@ -107,9 +130,13 @@ def scheme_named(name: str, setting: str = "scheme") -> Scheme:
                                 f"{', '.join(SCHEMES)} (or e.g. int8-4bit)")
 
 
-def scheme_of_zero_point(dtype: np.dtype) -> Scheme | None:
-    """The full-range scheme whose quantized type is `dtype`, or None."""
+def scheme_of_zero_point(dtype: np.dtype | int) -> Scheme | None:
+    """The full-range scheme whose quantized type is `dtype` (a numpy dtype of an integer
+    scheme, or an onnx.TensorProto element type), or None."""
     for scheme in SCHEMES.values():
-        if scheme.zero_point_dtype == np.dtype(dtype):
+        if isinstance(dtype, int):
+            if scheme.element_type == dtype:
+                return scheme
+        elif not scheme.is_float and scheme.zero_point_dtype == np.dtype(dtype):
             return scheme
     return None

@@ -185,7 +185,8 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                    calibration_method: str = "max", calibration_percentile: float = 99.99,
                    calibration_batch_size: int = 32, opset: int | None = None,
                    force: bool = False, weight_scheme: str | None = None,
-                   keep_layout: bool = False, weight_bits: int | None = None) -> QuantizedModel:
+                   keep_layout: bool = False, weight_bits: int | None = None,
+                   dtype: str | None = None) -> QuantizedModel:
     """Insert Q/DQ following TensorRT's placement policy (or the given rules).
 
     `model` is a Keras model, an `onnx.ModelProto` or a path (.onnx, .keras, .h5, SavedModel);
@@ -195,11 +196,13 @@ def quantize_model(model: Any, quantization_mode: str = "full",
     otherwise they are placeholders. `weight_scheme` puts every weight in another precision
     scheme than its rule's ("int8-4bit": a 4-bit range in int8 Q/DQ, an experiment;
     `weight_bits=4`, the older form, still works). Layout Transposes a converter left
-    around weighted ops are moved to the graph's edges unless `keep_layout`."""
+    around weighted ops are moved to the graph's edges unless `keep_layout`. `dtype` "fp8"
+    quantizes every pair to FP8 E4M3 instead of the rules' INT8 (calibration max or
+    percentile)."""
     placement = pipeline.PlacementConfig(
         rules=rules, mode=quantization_mode, spec=quantization_spec,
         cases=tuple(custom_qdq_cases or ()), force=force, keep_layout=keep_layout,
-        weight_scheme=_weight_scheme(weight_bits, weight_scheme))
+        weight_scheme=_weight_scheme(weight_bits, weight_scheme), scheme=dtype)
     calibration = pipeline.CalibrationConfig(method=calibration_method,
                                              percentile=calibration_percentile,
                                              batch_size=calibration_batch_size)

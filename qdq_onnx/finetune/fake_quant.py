@@ -129,7 +129,11 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
             lo, hi = bounds.of("a", schemes[p.source])
             if s not in result.activation_scales:
                 result.activation_scales.append(s)
-        new_nodes += _fake_quant_nodes(tag, p.source, s, m, lo, hi, p.output)
+        if schemes[p.source].is_float:
+            new_nodes += _fake_quant_float_nodes(tag, p.source, s, m, lo, hi, p.output,
+                                                 bounds)
+        else:
+            new_nodes += _fake_quant_nodes(tag, p.source, s, m, lo, hi, p.output)
     kept = [n for n in graph.node if n.name not in drop]
     lowering = _Lowering(model, kept)
     kept = [x for n in kept for x in lowering.nodes(n, _inference_form(n, index, graph))]
@@ -186,11 +190,59 @@ def _fake_quant_nodes(tag: str, source: str, scale: str, rounder: str, lo: str, 
     ]
 
 
+# FP8 E4M3: exponents -6 (the subnormal range) to 8, 3 mantissa bits.
+_FP8_MIN_EXPONENT, _FP8_MAX_EXPONENT, _FP8_MANTISSA = -6, 8, 3
+
+
+def _fake_quant_float_nodes(tag: str, source: str, scale: str, rounder: str, lo: str,
+                            hi: str, output: str, bounds: _Bounds) -> list[onnx.NodeProto]:
+    """FP8 E4M3 fake quantization from ops onnxruntime-training differentiates:
+    v = x / s; e = -6 + sum_k [|v| >= 2**k] (k = -5..8: the exponent, clipped to E4M3's
+    range, from comparisons, so no gradient flows into it); step q = 2**(e - 3);
+    y = Clip(((v / q) + M - M) * q, -448, 448) * s. v / q is exact (q is a power of two) and
+    the rounder rounds it half to even, so the forward pass is bit-identical to
+    QuantizeLinear/DequantizeLinear(float8e4m3fn, saturate); the gradient passes straight
+    through inside the range, as for INT8."""
+    c = bounds.constant
+    nodes = [helper.make_node("Div", [source, scale], [f"{tag}_v"], name=f"{tag}_div"),
+             helper.make_node("Abs", [f"{tag}_v"], [f"{tag}_abs"], name=f"{tag}_abs")]
+    steps = []
+    for k in range(_FP8_MIN_EXPONENT + 1, _FP8_MAX_EXPONENT + 1):
+        ge, step = f"{tag}_ge{k + 6}", f"{tag}_step{k + 6}"
+        nodes += [helper.make_node("GreaterOrEqual", [f"{tag}_abs", c(f"pow2_{k + 6}", 2.0 ** k)],
+                                   [ge], name=ge),
+                  helper.make_node("Cast", [ge], [step], name=step, to=onnx.TensorProto.FLOAT)]
+        steps.append(step)
+    low = float(_FP8_MIN_EXPONENT - _FP8_MANTISSA)
+    nodes += [
+        helper.make_node("Sum", steps, [f"{tag}_count"], name=f"{tag}_count"),
+        helper.make_node("Add", [f"{tag}_count", c("fp8_low", low)], [f"{tag}_e"],
+                         name=f"{tag}_e"),
+        helper.make_node("Pow", [c("two", 2.0), f"{tag}_e"], [f"{tag}_q"], name=f"{tag}_q"),
+        helper.make_node("Div", [f"{tag}_v", f"{tag}_q"], [f"{tag}_vq"], name=f"{tag}_vq"),
+        helper.make_node("Add", [f"{tag}_vq", rounder], [f"{tag}_add"], name=f"{tag}_add"),
+        helper.make_node("Sub", [f"{tag}_add", rounder], [f"{tag}_round"],
+                         name=f"{tag}_round"),
+        helper.make_node("Mul", [f"{tag}_round", f"{tag}_q"], [f"{tag}_grid"],
+                         name=f"{tag}_grid"),
+        helper.make_node("Clip", [f"{tag}_grid", lo, hi], [f"{tag}_clip"], name=f"{tag}_clip"),
+        helper.make_node("Mul", [f"{tag}_clip", scale], [output], name=f"{tag}_scale"),
+    ]
+    return nodes
+
+
 class _Bounds:
     """The clip-range constants of the training graph, one pair per role and scheme."""
 
     def __init__(self, graph: onnx.GraphProto) -> None:
         self.graph, self.made = graph, {}
+
+    def constant(self, name: str, value: float) -> str:
+        """A shared FP32 scalar of the training graph."""
+        key = ("const", name)
+        if key not in self.made:
+            self.made[key] = _const(self.graph, f"{PREFIX}_{name}", np.float32(value))
+        return self.made[key]
 
     def of(self, role: str, scheme: Scheme) -> tuple[str, str]:
         key = (role, scheme.name)

@@ -3,18 +3,23 @@
 onnxruntime's CPU QuantizeLinear for float16 inputs truncates x / scale toward zero instead
 of rounding to nearest even as the ONNX definition says (microsoft/onnxruntime#18576 and
 #22741; fixed by pull request #32452, after 1.29). Measured here on 1.19.2: half the weights
-of a ResNet50 convolution came out one step toward zero. TensorRT rounds to nearest even, so
-every figure qdq-onnx takes from onnxruntime would be wrong. Sessions therefore run a view
+of a ResNet50 convolution came out one step toward zero; 1.32 rounds correctly. TensorRT
+rounds to nearest even, so every figure qdq-onnx takes from a truncating onnxruntime would
+be wrong. Where one probe shows the truncation, sessions run a view
 of such a model in which each reduced-precision QuantizeLinear reads its input through a
 Cast to FP32 and takes an FP32 copy of its scale: the same values (FP16 and BF16 widen to
 FP32 exactly) with the defined rounding. The file written to disk is never changed."""
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import onnx
 from onnx import helper
 
 from qdq_onnx.graph.float_types import REDUCED_ELEM_TYPES, as_fp32
+from qdq_onnx.scheme import INT8
 
 
 def reduced_quantize_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -24,13 +29,35 @@ def reduced_quantize_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
             and n.input[1] in inits and inits[n.input[1]].data_type in REDUCED_ELEM_TYPES]
 
 
+@functools.lru_cache(maxsize=1)
+def runtime_truncates() -> bool:
+    """Whether the installed onnxruntime's CPU QuantizeLinear truncates FP16 inputs (1.19.2
+    does; 1.32 rounds to nearest even): one QuantizeLinear on 0.5 steps, run once."""
+    from onnx import numpy_helper
+
+    from qdq_onnx.files.runtime import import_onnxruntime
+
+    ort = import_onnxruntime()
+    g = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])], "probe",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [2])],
+        [helper.make_tensor_value_info("q", INT8.element_type, [2])],
+        [numpy_helper.from_array(np.float16(1.0), "s"),
+         numpy_helper.from_array(np.zeros((), INT8.zero_point_dtype), "z")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    m.ir_version = 9
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    q = session.run(None, {"x": np.array([1.75, -1.75], np.float16)})[0]
+    return q.tolist() != [2, -2]
+
+
 def exact_rounding_view(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` unchanged when no QuantizeLinear reads FP16/BF16; else a copy in which each
     such pair runs in FP32 between Casts: Cast(x, FP32) -> Q -> DQ (FP32 copies of the
     scale) -> Cast back. q * scale is exact in FP32, so the Cast back rounds it as an FP16
     DequantizeLinear does, and the QuantizeLinear rounds to nearest even."""
     nodes = reduced_quantize_nodes(model)
-    if not nodes:
+    if not nodes or not runtime_truncates():
         return model
     view = onnx.ModelProto()
     view.CopyFrom(model)
@@ -64,3 +91,17 @@ def exact_rounding_view(model: onnx.ModelProto) -> onnx.ModelProto:
     del view.graph.node[:]
     view.graph.node.extend(out)
     return view
+
+
+def has_float8_qdq(model: onnx.ModelProto) -> bool:
+    """Whether a QuantizeLinear/DequantizeLinear of the model quantizes to FP8. onnxruntime
+    1.19's graph optimizations miscompute such graphs (a small CNN: 1.8 dB output SQNR
+    with them, 30.2 dB without, where each pair alone matches the ONNX definition), so
+    sessions for them run without graph optimizations."""
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2
+               and inits.get(n.input[2]) in FLOAT8_TYPES for n in model.graph.node)
+
+
+FLOAT8_TYPES = frozenset({onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ,
+                          onnx.TensorProto.FLOAT8E5M2, onnx.TensorProto.FLOAT8E5M2FNUZ})

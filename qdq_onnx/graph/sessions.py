@@ -31,8 +31,9 @@ def inference_session(model: Any, threads: int = 0, optimize: bool = True) -> An
     ort = import_onnxruntime()
     keep = None
     if not isinstance(model, (bytes, str)):
-        from qdq_onnx.graph.runtime_view import exact_rounding_view
+        from qdq_onnx.graph.runtime_view import exact_rounding_view, has_float8_qdq
 
+        optimize = optimize and not has_float8_qdq(model)
         model = exact_rounding_view(model)
     if not isinstance(model, (bytes, str)) and \
             readable_ir_version(model.ir_version) != model.ir_version:

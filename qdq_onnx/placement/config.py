@@ -27,6 +27,7 @@ class ResolvedPlacement:
     force: bool
     keep_layout: bool = False
     weight_scheme: Scheme | None = None
+    scheme: Scheme | None = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class PlacementConfig:
     `force`: insert into a model that already holds Q/DQ. `keep_layout`: leave the layout
     Transposes a converter put around weighted ops. `weight_scheme`: the precision scheme
     of every weight instead of its rule's (e.g. "int8-4bit" for a 4-bit range in int8
-    Q/DQ, an experiment)."""
+    Q/DQ, an experiment). `scheme`: the precision of every placement instead of its
+    rule's ("fp8": FP8 E4M3 everywhere the rules put Q/DQ)."""
 
     rules: RuleSet | str | os.PathLike | None = None
     mode: str | None = None
@@ -48,6 +50,7 @@ class PlacementConfig:
     force: bool = False
     keep_layout: bool = False
     weight_scheme: str | None = None
+    scheme: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:
@@ -55,6 +58,8 @@ class PlacementConfig:
         object.__setattr__(self, "cases", tuple(self.cases or ()))
         if self.weight_scheme is not None:
             scheme_named(self.weight_scheme, "weight_scheme")
+        if self.scheme is not None:
+            scheme_named(self.scheme, "scheme")
 
     def resolve(self) -> ResolvedPlacement:
         """Read the rule and spec files; QdqError names what is wrong in them."""
@@ -67,4 +72,6 @@ class PlacementConfig:
         return ResolvedPlacement(rules=rules, mode=self.mode or spec_mode or "full",
                                  spec=spec, cases=(*spec_cases, *self.cases),
                                  force=self.force, keep_layout=self.keep_layout,
-                                 weight_scheme=weight)
+                                 weight_scheme=weight,
+                                 scheme=None if self.scheme is None else scheme_named(
+                                     self.scheme, "scheme"))

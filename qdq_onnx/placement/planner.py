@@ -138,7 +138,7 @@ def plan_placement(model: onnx.ModelProto, placement: ResolvedPlacement) -> Plac
     placements, left = _keep_non_float(placements, left, model.graph, rules)
     placements = share_through_neutral(placements, index, rules)
     placements, scheme_notes = assign_schemes(placements, index, rules,
-                                              placement.weight_scheme)
+                                              placement.weight_scheme, placement.scheme)
     notes += scheme_notes
     plan = PlacementPlan(placements=placements, left_float=left, mode=mode,
                          rules=rules.summary(), spec=user_spec.to_list() if user_spec else [],
@@ -200,15 +200,17 @@ def share_through_neutral(placements: list[Placement], index: GraphIndex,
 
 
 def assign_schemes(placements: list[Placement], index: GraphIndex, rules: RuleSet,
-                   weight_scheme: Scheme | None = None) -> tuple[list[Placement], list[str]]:
-    """Each placement's precision: the op rule of its consumer's op (else the rule file's
-    default), `weight_scheme` for every weight when given. The inputs sharing one scale
+                   weight_scheme: Scheme | None = None, scheme_all: Scheme | None = None
+                   ) -> tuple[list[Placement], list[str]]:
+    """Each placement's precision: `scheme_all` when given, else the op rule of its
+    consumer's op (else the rule file's default); `weight_scheme` for every weight when
+    given. The inputs sharing one scale
     share one Q/DQ pair, so they take the scheme of the group's first member (a note says
     where a member's rule wanted another)."""
     out, notes, group_scheme = [], [], {}
     for p in placements:
         op = index.by_name[p.consumer].op_type if p.consumer in index.by_name else None
-        scheme = rules.scheme_for(op)
+        scheme = scheme_all.name if scheme_all is not None else rules.scheme_for(op)
         if p.kind == "weight" and weight_scheme is not None:
             scheme = weight_scheme.name
         if p.kind == "activation":

@@ -17,8 +17,8 @@ from qdq_onnx.files.onnx_files import default_opset
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, scale_in, stored
 from qdq_onnx.graph.index import GraphIndex
+from qdq_onnx.graph.opset import upgrade_opset
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes, element_types
-from qdq_onnx.precision.opset import upgrade_opset
 
 # Q/DQ with FP16/BF16 scales and inputs need opset 19; most ops take BF16 from opset 22.
 NEEDED_OPSET = {"fp16": 19, "bf16": 22}

@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.histogram import TensorStats
-from qdq_onnx.quantize.methods import SINGLE_METHODS, amax_from_stats
+from qdq_onnx.quantize.methods import FLOAT_METHODS, SINGLE_METHODS, amax_from_stats
 from qdq_onnx.quantize.scales import amax_to_scale, quantize_dequantize
 from qdq_onnx.scheme import INT8, Scheme
 
@@ -73,7 +73,8 @@ def auto_amax(model: onnx.ModelProto, groups: dict[str, list[str]],
         probe, live = _probe(model, index, node)
         candidates = {}
         scheme = schemes.get(key, INT8)
-        for method in SINGLE_METHODS:  # dedupe equal thresholds, keep the first method
+        methods = FLOAT_METHODS if scheme.is_float else SINGLE_METHODS
+        for method in methods:  # dedupe equal thresholds, keep the first method
             value = max(amax_from_stats(stats[t], method, config.percentile, scheme)
                         for t in tensors)
             candidates.setdefault(value, method)

@@ -19,6 +19,8 @@ from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
 from qdq_onnx.scheme import DEFAULT_SCHEME, Scheme, scheme_named
 
+FLOAT_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear to FP8 (float8e4m3fn)
+
 
 @dataclass
 class InsertReport:
@@ -56,8 +58,8 @@ class _Names:
 
 
 def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
-          label: str, rule: str, provenance: dict[str, str], scheme: Scheme
-          ) -> tuple[list[gs.Node], gs.Variable]:
+          label: str, rule: str, provenance: dict[str, str], scheme: Scheme,
+          retyped: dict[str, int]) -> tuple[list[gs.Node], gs.Variable]:
     zp = np.zeros(scale.shape, dtype=scheme.zero_point_dtype)
     s_const = gs.Constant(names(f"{label}_scale"), scale.astype(np.float32))
     z_const = gs.Constant(names(f"{label}_zero_point"), zp)
@@ -70,7 +72,21 @@ def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
                  [q_out, s_const, z_const], [dq_out])
     provenance[q.name] = rule
     provenance[dq.name] = rule
+    if scheme.is_float:  # numpy has no FP8: uint8 zeros, retyped after export
+        retyped[z_const.name] = retyped[q_out.name] = scheme.element_type
     return [q, dq], dq_out
+
+
+def _retype_float_zero_points(model: onnx.ModelProto, typed: dict[str, int]) -> None:
+    """Give the FP8 pairs' zero points and quantized tensors their ONNX element type."""
+    if not typed:
+        return
+    for t in model.graph.initializer:
+        if t.name in typed:
+            t.data_type = typed[t.name]
+    for vi in model.graph.value_info:
+        if vi.name in typed:
+            vi.type.tensor_type.elem_type = typed[vi.name]
 
 
 def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
@@ -83,6 +99,11 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     first unless `in_place`."""
     if default_opset(model) < MIN_OPSET:
         raise QdqError(f"insertion needs opset >= {MIN_OPSET}; prepare the model first")
+    floats = any(scheme_named(p.scheme).is_float for p in plan.placements)
+    if floats and default_opset(model) < FLOAT_QDQ_OPSET:
+        from qdq_onnx.graph.opset import upgrade_opset
+
+        model, in_place = upgrade_opset(model, FLOAT_QDQ_OPSET), True
     if not in_place:
         work = onnx.ModelProto()
         work.CopyFrom(model)
@@ -95,6 +116,7 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     _insert_weights(edit, plan, initializers, report)
     edit.graph.cleanup().toposort()
     _merge_into(model, gs.export_onnx(edit.graph, do_type_check=False))
+    _retype_float_zero_points(model, edit.retyped)
     for node in model.graph.node:
         rule = edit.provenance.get(node.name)
         if rule is not None:
@@ -109,7 +131,8 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
 def weight_bits_record(plan: PlacementPlan) -> str:
     """The file's `weight_bits` record: the bits of the weights' range (kept for readers
     of files from before plans named schemes)."""
-    bits = sorted({scheme_named(p.scheme).bits for p in plan.weights()})
+    bits = sorted({scheme_named(p.scheme).bits for p in plan.weights()
+                   if not scheme_named(p.scheme).is_float})
     if not bits:
         bits = [scheme_named(DEFAULT_SCHEME).bits]
     return ",".join(map(str, bits))
@@ -124,6 +147,7 @@ class _Edit:
         self.nodes = {n.name: n for n in graph.nodes}
         self.names = _Names({n.name for n in graph.nodes} | set(self.tensors))
         self.provenance: dict[str, str] = {}
+        self.retyped: dict[str, int] = {}  # FP8 zero points and quantized tensors
 
     def slot(self, consumer: str, index: int) -> gs.Node:
         node = self.nodes.get(consumer)
@@ -134,7 +158,7 @@ class _Edit:
     def pair(self, src: gs.Tensor, scale: np.ndarray, axis: int | None, label: str,
              rule: str, scheme: Scheme) -> gs.Variable:
         new_nodes, dq_out = _pair(self.names, src, scale, axis, label, rule, self.provenance,
-                                  scheme)
+                                  scheme, self.retyped)
         self.graph.nodes.extend(new_nodes)
         return dq_out
 

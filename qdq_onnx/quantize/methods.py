@@ -147,9 +147,20 @@ def amax_entropy(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP,
     return entropy_threshold(s, max_clip, scheme)[0]
 
 
+# FP8's grid is logarithmic: its relative error is the same at every magnitude, so the
+# clipping/rounding trade-off entropy and mse search on INT8's uniform grid does not apply;
+# NVIDIA's FP8 PTQ recipes (Model Optimizer, TensorRT-LLM) calibrate with max.
+FLOAT_METHODS = ("max", "percentile")
+
+
 def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.99,
                     scheme: Scheme = INT8) -> float:
-    """The threshold of `method` for one tensor's statistics, in `scheme`'s levels."""
+    """The threshold of `method` for one tensor's statistics, in `scheme`'s levels. A float
+    scheme (FP8) takes max and percentile only (FLOAT_METHODS)."""
+    if scheme.is_float and method not in FLOAT_METHODS:
+        raise QdqError(f"calibration method {method!r} searches a clipping range on an "
+                       f"integer grid; {scheme.name} takes {' or '.join(FLOAT_METHODS)} "
+                       f"(amax / {scheme.qmax:g}, as NVIDIA's FP8 recipes calibrate)")
     if method == "max":
         return s.amax
     if method == "percentile":

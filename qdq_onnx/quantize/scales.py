@@ -41,10 +41,25 @@ def quantize_dequantize(x: np.ndarray, scale: np.ndarray, scheme: Scheme = INT8
                         ) -> tuple[np.ndarray, int]:
     """Reference Q->DQ in numpy (round half to even, saturate), zero point 0, and the number
     of values that saturated."""
+    if scheme.is_float:
+        v = np.asarray(x / scale, np.float32)
+        clipped = int(np.count_nonzero(np.abs(v) > scheme.qmax))
+        return (fp8_round(v, scheme.qmax) * scale).astype(np.float32), clipped
     q = np.rint(x / scale)
     lo, hi = scheme.qmin, scheme.qmax
     clipped = int(np.count_nonzero((q < lo) | (q > hi)))
     return (np.clip(q, lo, hi) * scale).astype(np.float32), clipped
+
+
+def fp8_round(v: np.ndarray, limit: float = 448.0) -> np.ndarray:
+    """`v` rounded to FP8 E4M3 (round half to even, saturating at +-`limit`), as FP32:
+    the grid step is 2**(e - 3) for the exponent e = floor(log2 |v|) clipped to [-6, 8]
+    (below 2**-6 the subnormal step 2**-9)."""
+    v = np.asarray(v, np.float32)
+    with np.errstate(divide="ignore"):
+        e = np.clip(np.floor(np.log2(np.abs(v))), -6, 8)
+    step = np.exp2(e - 3).astype(np.float32)
+    return np.clip(np.rint(v / step) * step, -limit, limit).astype(np.float32)
 
 
 def fake_quant(x: np.ndarray, scale: np.ndarray, scheme: Scheme = INT8) -> np.ndarray:

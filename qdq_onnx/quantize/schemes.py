@@ -35,8 +35,12 @@ def planned_schemes(model: onnx.ModelProto) -> dict[str, Scheme]:
 
 def zero_point_scheme(index: GraphIndex, node: onnx.NodeProto) -> Scheme:
     """The scheme a Q or DQ node's zero point type says (the default without one)."""
-    zp = index.constant_value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    found = scheme_of_zero_point(zp.dtype) if zp is not None else None
+    name = node.input[2] if len(node.input) > 2 else ""
+    if name in index.initializers:  # by ONNX type: numpy has no FP8 dtype
+        found = scheme_of_zero_point(index.initializers[name].data_type)
+    else:
+        zp = index.constant_value(name) if name else None
+        found = scheme_of_zero_point(zp.dtype) if zp is not None else None
     return found or scheme_named(DEFAULT_SCHEME)
 
 

@@ -65,10 +65,12 @@ def uint8_quantization(ctx: LintContext) -> Iterator[Hit]:
     """A quantized type no scheme of the rule file has (uint8 from onnxruntime's defaults)."""
     accepted = ctx.accepted_zero_point_types
     for node in ctx.qdq_nodes():
-        zp = ctx.zero_point(node)
-        if zp is not None and zp.dtype not in accepted:
-            names = ", ".join(sorted(str(t) for t in accepted))
-            yield node.name, f"{zp.dtype} zero point (the rules' schemes quantize to {names})"
+        elem = ctx.zero_point_type(node)
+        if elem is not None and elem not in accepted:
+            names = ", ".join(sorted(onnx.TensorProto.DataType.Name(t).lower()
+                                     for t in accepted))
+            yield node.name, (f"{onnx.TensorProto.DataType.Name(elem).lower()} zero point "
+                              f"(TensorRT quantizes to {names})")
 
 
 @check("per-channel-needs-opset-13")

@@ -16,7 +16,7 @@ from qdq_onnx.placement.patterns import branch_path, weighted_branch
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.slots import node_attrs
 from qdq_onnx.quantize.schemes import zero_point_scheme
-from qdq_onnx.scheme import scheme_named
+from qdq_onnx.scheme import SCHEMES, scheme_named, scheme_of_zero_point
 
 TYPINGS = ("strong", "weak")
 
@@ -43,14 +43,30 @@ class LintContext:
         return dequantized(self.index, tensor)
 
     def zero_point(self, node: onnx.NodeProto) -> np.ndarray | None:
+        """A Q/DQ node's zero point (an FP8 one as its bit patterns, 0 for +0.0)."""
         if len(node.input) > 2 and node.input[2]:
+            t = self.index.initializers.get(node.input[2])
+            if t is not None and scheme_of_zero_point(t.data_type) is not None \
+                    and scheme_of_zero_point(t.data_type).is_float:
+                return np.frombuffer(t.raw_data, np.uint8) if t.raw_data else \
+                    np.asarray(t.int32_data, np.uint8)
             return self.index.constant_value(node.input[2])
         return None
 
+    def zero_point_type(self, node: onnx.NodeProto) -> int | None:
+        """The ONNX element type of a Q/DQ node's zero point (None without one)."""
+        name = node.input[2] if len(node.input) > 2 else ""
+        if name in self.index.initializers:
+            return self.index.initializers[name].data_type
+        zp = self.index.constant_value(name) if name else None
+        return None if zp is None else onnx.helper.np_dtype_to_tensor_dtype(zp.dtype)
+
     @functools.cached_property
-    def accepted_zero_point_types(self) -> frozenset[np.dtype]:
-        """The quantized element types of the rule file's precision schemes."""
-        return frozenset(scheme_named(name).zero_point_dtype for name in self.rules.schemes())
+    def accepted_zero_point_types(self) -> frozenset[int]:
+        """The quantized ONNX element types TensorRT takes: the rule file's schemes and the
+        full-range schemes qdq-onnx knows (INT8, FP8 E4M3)."""
+        names = {*self.rules.schemes(), *SCHEMES}
+        return frozenset(scheme_named(name).element_type for name in names)
 
     def scheme_of(self, dq: onnx.NodeProto) -> str:
         """The precision scheme a DequantizeLinear's zero point says (TensorRT reads only
@@ -58,9 +74,10 @@ class LintContext:
         return zero_point_scheme(self.index, dq).name
 
     def zp_ok(self, node: onnx.NodeProto) -> bool:
-        """No zero point, or zeros of a type one of the rules' schemes quantizes to."""
+        """No zero point, or zeros of a type TensorRT quantizes to."""
         zp = self.zero_point(node)
-        return zp is None or (zp.dtype in self.accepted_zero_point_types and not np.any(zp))
+        return zp is None or (self.zero_point_type(node) in self.accepted_zero_point_types
+                              and not np.any(zp))
 
     def scale_count(self, node: onnx.NodeProto) -> int:
         return int(np.prod(self.index.constant_shape(node.input[1]) or (1,)))
