@@ -108,9 +108,11 @@ class Scheme:
 # per-channel weights (developer guide, "Explicit quantization").
 INT8 = Scheme("int8", onnx.TensorProto.INT8, bits=8)
 # FP8 E4M3 (float8e4m3fn: no infinities, saturating at +-448): TensorRT's FP8, symmetric,
-# per-tensor activations (scale amax / 448) and per-channel weights ("Working with
-# Quantized Types": per-tensor, per-channel or block scaling depending on layer and type).
-FP8 = Scheme("fp8", onnx.TensorProto.FLOAT8E4M3FN, bits=8, float_max=448.0)
+# per-tensor activations (scale amax / 448) and per-tensor weights, as Model Optimizer's
+# FP8_DEFAULT_CFG: TensorRT added per-channel FP8 scales only for GEMMs on Hopper (10.6
+# release notes), while per-tensor FP8 runs wherever FP8 does.
+FP8 = Scheme("fp8", onnx.TensorProto.FLOAT8E4M3FN, bits=8, weight_axis=PER_TENSOR,
+             float_max=448.0)
 SCHEMES: dict[str, Scheme] = {INT8.name: INT8, FP8.name: FP8}
 DEFAULT_SCHEME = INT8.name
 _NARROW = re.compile(r"^(?P<family>[a-z0-9]+)-(?P<bits>\d+)bit$")

@@ -21,7 +21,7 @@ from qdq_onnx.placement.proposals import PRIORITY_CASE, PRIORITY_OP_RULE, Propos
 from qdq_onnx.placement.rules import OpRule, RuleSet
 from qdq_onnx.placement.slots import slot_proposal
 from qdq_onnx.placement.spec import QuantizationSpec, spec_proposals
-from qdq_onnx.scheme import Scheme
+from qdq_onnx.scheme import PER_TENSOR, Scheme, scheme_named
 
 
 def model_fingerprint(graph: onnx.GraphProto) -> str:
@@ -220,6 +220,8 @@ def assign_schemes(placements: list[Placement], index: GraphIndex, rules: RuleSe
                 notes.append(f"{p.consumer}[{p.input}]: shares the scale of {key} and so its "
                              f"scheme {chosen} (its rule gives {scheme})")
             scheme = chosen
+        if p.kind == "weight" and scheme_named(scheme).weight_axis == PER_TENSOR:
+            p = replace(p, axis=None)  # the scheme's weights take one scale
         out.append(replace(p, scheme=scheme))
     return out, notes
 

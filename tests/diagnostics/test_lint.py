@@ -16,14 +16,19 @@ from qdq_onnx.placement.rules import load_rules
 RULES = load_rules("tensorrt")
 
 
-def clean():
-    """Conv(c0)->Relu->[Conv(c1)] + skip -> Add -> MaxPool -> Conv(c2): qdq-onnx placement."""
+def clean_float():
+    """Conv(c0)->Relu->[Conv(c1)] + skip -> Add -> MaxPool -> Conv(c2), float."""
     g = G(input_shape=(1, 4, 8, 8))
     a = g.unary("Relu", "r0", g.conv("c0", "x", 4))
     y = g.binary("Add", "add", a, g.conv("c1", a, 4))
     p = g.node("MaxPool", "pool", [y], kernel_shape=[2, 2])
     g.channels[p] = 4
-    return quantize_model(g.model([g.conv("c2", p, 4)])).onnx
+    return g.model([g.conv("c2", p, 4)])
+
+
+def clean():
+    """`clean_float` with qdq-onnx's placement (FP32 remainder)."""
+    return quantize_model(clean_float()).onnx
 
 
 def names(model, typing="weak"):
@@ -450,3 +455,42 @@ def test_lint_typing_option_and_its_default(tmp_path, capsys):
     assert "TRT-L019 fp32-compute-op" in strong
     assert main(["lint", str(src), "--typing", "weak"]) == 0
     assert "TRT-L019" not in capsys.readouterr().out
+
+
+# -- FP8 checks ------------------------------------------------------------------------------
+def _retyped_to_fp8(model, pairs):
+    """`model` with the zero points of `pairs` turned into FP8 zeros (another tool's FP8)."""
+    for p in pairs:
+        for n in (node(model, p.quantize), node(model, p.dequantize)):
+            zp = init(model, n.input[2])
+            zp.CopyFrom(helper.make_tensor(zp.name, onnx.TensorProto.FLOAT8E4M3FN, zp.dims,
+                                           [0.0] * int(np.prod(zp.dims or [1]))))
+    return model
+
+
+@case("fp8-per-channel-weight")
+def _fp8_per_channel_weight():
+    fp8 = quantize_model(clean_float(), dtype="fp8")  # qdq-onnx's FP8: one weight scale
+    assert all(p.axis is None for p in fp8.plan.weights())
+    per_tensor = fp8.onnx
+    m = clean()  # INT8 per-channel weights, retyped to FP8
+    _retyped_to_fp8(m, [p for p in qdq_pairs(m) if p.is_weight])
+    return per_tensor, m
+
+
+@case("mixed-precision-attention")
+def _mixed_precision_attention():
+    fp8 = quantize_model(_attention(4, 16), dtype="fp8").onnx
+    m = quantize_model(_attention(4, 16)).onnx
+    _retyped_to_fp8(m, [pair_for(m, "bmm2", 0)])  # the softmax output in FP8, the rest INT8
+    return fp8, m
+
+
+@pytest.mark.parametrize("seq,head,found", [(3072, 64, None), (4, 128, "head size 128"),
+                                            (3073, 32, "sequence 3073")])
+def test_fp8_attention_has_the_fp8_fused_limits(seq, head, found):
+    m = quantize_model(_attention(seq, head), dtype="fp8").onnx
+    hits = [f.message for f in lint_model(m, RULES, "weak").findings
+            if f.name == "mha-outside-fused-int8-limits"]
+    assert hits == [] if found is None else (len(hits) == 1 and found in hits[0]
+                                             and "FP8 products" in hits[0]), hits

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx
 
-from qdq_onnx.diagnostics.lint import checks_typing  # noqa: F401 - registers its checks
+from qdq_onnx.diagnostics.lint import checks_fp8, checks_typing  # noqa: F401 - registers
 from qdq_onnx.diagnostics.lint.checks import CHECKS, check
 from qdq_onnx.diagnostics.lint.context import TYPINGS, LintContext
 from qdq_onnx.diagnostics.lint.report import Finding, LintReport, WeightedLayer

@@ -305,22 +305,35 @@ def incomplete_mha_qdq(ctx: LintContext) -> Iterator[Hit]:
 
 FUSED_MHA_HEAD_SIZES = (16, 32, 64)  # TensorRT's fused INT8 MHA (developer guide)
 FUSED_MHA_MAX_SEQUENCE = 512
+# TensorRT's fused FP8 MHA (10.6 release notes, Ada): head sizes up to 64, sequences up to
+# 3072.
+FP8_MHA_MAX_HEAD, FP8_MHA_MAX_SEQUENCE = 64, 3072
+
+
+def _mha_problems(scheme: str, head: int | None, seq: int | None) -> list[str]:
+    if scheme == "fp8":
+        return [*([f"head size {head} (fused FP8: <= {FP8_MHA_MAX_HEAD})"]
+                  if head is not None and head > FP8_MHA_MAX_HEAD else []),
+                *([f"sequence {seq} (fused FP8: <= {FP8_MHA_MAX_SEQUENCE})"]
+                  if seq is not None and seq > FP8_MHA_MAX_SEQUENCE else [])]
+    return [*([f"head size {head} (fused: 16, 32, 64)"]
+              if head is not None and head not in FUSED_MHA_HEAD_SIZES else []),
+            *([f"sequence {seq} (fused: <= {FUSED_MHA_MAX_SEQUENCE})"]
+              if seq is not None and seq > FUSED_MHA_MAX_SEQUENCE else [])]
 
 
 @check("mha-outside-fused-int8-limits")
 def mha_outside_fused_limits(ctx: LintContext) -> Iterator[Hit]:
-    quantized = [(node, ctx.dq(bmm1.input[0]).source, bmm1.output[0])
+    quantized = [(node, ctx.dq(bmm1.input[0]), bmm1.output[0])
                  for node, bmm1, bmm2 in ctx.attentions
                  if all(ctx.dq(t) for m in (bmm1, bmm2) for t in m.input[:2])]
-    shapes = ctx.shapes_of([t for _, q_in, scores in quantized for t in (q_in, scores)])
+    shapes = ctx.shapes_of([t for _, q_in, scores in quantized for t in (q_in.source, scores)])
     for node, q_in, scores in quantized:
-        head = (shapes.get(q_in) or [None])[-1]  # BMM1 contracts over the head size
+        head = (shapes.get(q_in.source) or [None])[-1]  # BMM1 contracts over the head size
         seqs = [d for d in (shapes.get(scores) or [])[-2:] if d is not None]
-        problems = []
-        if head is not None and head not in FUSED_MHA_HEAD_SIZES:
-            problems.append(f"head size {head} (fused: 16, 32, 64)")
-        if seqs and max(seqs) > FUSED_MHA_MAX_SEQUENCE:
-            problems.append(f"sequence {max(seqs)} (fused: <= {FUSED_MHA_MAX_SEQUENCE})")
+        scheme = ctx.scheme_of(q_in.dq).split("-")[0]
+        problems = _mha_problems(scheme, head, max(seqs) if seqs else None)
         if problems:
             yield node.name, (f"attention around {node.name!r}: {' and '.join(problems)}; "
-                              "TensorRT runs its INT8 products as separate kernels")
+                              f"TensorRT runs its {scheme.upper()} products as separate "
+                              "kernels")
