@@ -94,6 +94,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_resnet50_qat.py  # real size: about 15 minutes on 2 cores
 	$(PY) scripts/bench_inference.py
 	$(PY) scripts/bench_lint.py  # add --modelopt-python PATH for the Model Optimizer column
+	$(PY) scripts/bench_strong_typing.py  # add --modelopt-python PATH likewise
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             print(textwrap.fill(rule.why, 88))
         return 0
     print(f"{rules.name}: {rules.description}\n")
-    for name in rules.schemes():
+    for name in dict.fromkeys([*rules.schemes(), *pipeline.SCHEMES]):
         print(f"{'scheme':10} {pipeline.scheme_named(name).describe()}")
     for r in rules.op_rules:
         axis = f" {r.weight_axis.describe()}" if r.weight_axis is not None else ""
@@ -49,4 +49,9 @@ def run(args: argparse.Namespace) -> int:
         state = "on" if r.enabled else "off"
         opts = r.options.get("mode")
         print(f"{r.id:10} {r.name:32} pattern {r.kind} ({state}{', ' + opts if opts else ''})")
+    print(f"{'remainder':10} {'default type':32} {rules.precision.high_precision} "
+          "(--high-precision)")
+    for g in rules.precision.guards:
+        limit = f" > {g.limit:g}" if g.limit is not None else ""
+        print(f"{g.id:10} {g.name:32} guard {g.kind}{limit} ({', '.join(g.types)})")
     return 0

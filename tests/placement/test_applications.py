@@ -228,6 +228,30 @@ def test_own_output_lints_clean_with_calibrated_scales(name):
     size = [d or 224 for d in model.input_shape[1:3]]
     x = np.random.default_rng(0).random((2, *size, 3), dtype=np.float32)
     q = quantize_model(model, calibration_data=x)
-    report = pipeline.lint(q.export())
+    shipped = q.export()  # INT8 with the FP16 remainder: what qdq-onnx writes
+    report = pipeline.lint(shipped)  # strongly typed: an unrecorded FP32 op is a finding
     assert report.findings == [], [(f.id, f.node, f.message) for f in report.findings[:5]]
     assert report.layers and all(layer.quantized for layer in report.layers)
+    assert report.precisions.get("fp16", 0) > 0
+    _check_typed_file(shipped, q.float_model, x)
+
+
+def _check_typed_file(typed, float_model, x):
+    """Valid for the installed onnx (full check) and run by the installed onnxruntime (CI
+    runs this on the newest too), graph I/O types as the float model's, no Cast chain."""
+    import numpy as np
+    import onnx
+
+    from qdq_onnx.graph.sessions import inference_session
+
+    onnx.checker.check_model(typed, full_check=True)
+    name = typed.graph.input[0].name
+    got = inference_session(typed).run(None, {name: x})[0]
+    want = inference_session(float_model).run(None, {name: x})[0]
+    assert got.dtype == want.dtype and got.shape == want.shape and np.isfinite(got).all()
+    io = [v.type.tensor_type.elem_type for v in (*typed.graph.input, *typed.graph.output)]
+    assert io == [v.type.tensor_type.elem_type
+                  for v in (*float_model.graph.input, *float_model.graph.output)]
+    producers = {o: n for n in typed.graph.node for o in n.output}
+    assert not [n.name for n in typed.graph.node if n.op_type == "Cast"
+                and getattr(producers.get(n.input[0]), "op_type", None) == "Cast"]
