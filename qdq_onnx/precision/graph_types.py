@@ -8,6 +8,7 @@ import functools
 import onnx
 
 from qdq_onnx.files.onnx_files import checker_view, default_opset
+from qdq_onnx.graph import ops
 
 FLOAT = onnx.TensorProto.FLOAT
 _TYPE_STR = {onnx.TensorProto.FLOAT16: "tensor(float16)",
@@ -83,8 +84,8 @@ class OpTypes:
 
     def takes(self, node: onnx.NodeProto, elem_type: int, types: dict[str, int]) -> bool:
         """Whether every FP32 slot of `node` could hold `elem_type` (its definition has a
-        reduced-precision variant)."""
-        if self.schema(node) is None:
+        reduced-precision variant; a control-flow op never: its subgraphs keep their types)."""
+        if self.schema(node) is None or node.op_type in ops.CONTROL_FLOW_OPS:
             return False
         slots = [(i, False) for i, t in enumerate(node.input) if types.get(t) == FLOAT]
         slots += [(j, True) for j, t in enumerate(node.output) if types.get(t) == FLOAT]

@@ -76,7 +76,9 @@ def guard_decisions(model: onnx.ModelProto, kind: FloatType, policy: PrecisionPo
                 if node.op_type not in ops.QDQ_OPS and node.op_type != "Cast" and \
                         any(types.get(t) == FLOAT for t in [*node.input, *node.output]) \
                         and not op_types.takes(node, kind.elem_type, types):
-                    found.keep(node, guard, guard.reason)
+                    found.keep(node, guard, guard.reason + (
+                        " (a control-flow op: its subgraphs keep their own types)"
+                        if node.op_type in ops.CONTROL_FLOW_OPS else ""))
     return list(found.kept.values())
 
 

@@ -19,6 +19,7 @@ from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, scale_in, store
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.opset import upgrade_opset
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes, element_types
+from qdq_onnx.precision.subgraphs import implicit_inputs, rename_implicit
 
 # Q/DQ with FP16/BF16 scales and inputs need opset 19; most ops take BF16 from opset 22.
 NEEDED_OPSET = {"fp16": 19, "bf16": 22}
@@ -169,6 +170,8 @@ class _Typer:
             for i, t in enumerate(node.input):
                 if t in self.index.initializers and self.types.get(t) == FLOAT:
                     wants.setdefault(t, set()).add(self._slot_type(node, i))
+            for t in implicit_inputs(node) & set(self.index.initializers):
+                wants.setdefault(t, set()).add(FLOAT)  # a subgraph keeps its FP32 reads
         renamed: dict[str, str] = {}
         for name, types in wants.items():
             if self.low not in types:
@@ -199,7 +202,7 @@ class _Typer:
         return self.precision.get(node.name, FLOAT)
 
     def _inputs_of(self, node: onnx.NodeProto) -> list[onnx.NodeProto]:
-        added = []
+        added = self._implicit_inputs_of(node)
         for i, t in enumerate(node.input):
             if not t or t in self.index.initializers or node.op_type == "Cast":
                 continue
@@ -212,6 +215,18 @@ class _Typer:
                 node.input[i] = name
                 if cast is not None:
                     added.append(cast)
+        return added
+
+    def _implicit_inputs_of(self, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """FP32 Casts of the reduced outer tensors a control-flow op's subgraphs read."""
+        added, renamed = [], {}
+        for t in sorted(implicit_inputs(node)):
+            if t in self.index.initializers or self.typed.get(t) != self.low:
+                continue
+            renamed[t], cast = self._cast(t, FLOAT)
+            if cast is not None:
+                added.append(cast)
+        rename_implicit(node, renamed)
         return added
 
     def _outputs_of(self, node: onnx.NodeProto) -> None:

@@ -59,6 +59,28 @@ def test_calibrated_output_lints_clean_with_no_qdq_on_integers(converted, name):
     assert not quantized & integers
 
 
+@pytest.mark.parametrize("name", [p.name for p in POOL])
+def test_the_fp16_remainder_runs_and_stays_close_to_the_fp32_one(converted, name):
+    """Valid ONNX onnxruntime runs, integer inputs still integer, every output within 30 dB
+    of the FP32-remainder Q/DQ model (control flow kept FP32 with its subgraph)."""
+    import onnx
+
+    entry, _, onx = converted(name)
+    x = entry.inputs(8)
+    q = pipeline.insert(onx, data=x)
+    typed = pipeline.type_remainder(q.qdq, data=x).model
+    onnx.checker.check_model(typed, full_check=True)
+    assert [i.type.tensor_type.elem_type for i in typed.graph.input] == \
+        [i.type.tensor_type.elem_type for i in onx.graph.input]
+    feeds = match_inputs(as_named(x), onx)
+    want = inference_session(q.qdq).run(None, feeds)
+    got = inference_session(typed).run(None, feeds)
+    for w, g in zip(want, got):
+        assert g.dtype == w.dtype
+        noise = np.sum((w.astype(np.float64) - g) ** 2)
+        assert 10 * np.log10(np.sum(w.astype(np.float64) ** 2) / max(noise, 1e-30)) > 30
+
+
 def test_dict_integer_inputs_stay_integer_and_outputs_keep_their_keys(converted):
     _, model, onx = converted("bert")
     assert {i.name: i.type.tensor_type.elem_type for i in onx.graph.input} == {
