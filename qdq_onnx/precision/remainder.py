@@ -17,6 +17,7 @@ from qdq_onnx.files.onnx_files import default_opset
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, scale_in, stored
 from qdq_onnx.graph.index import GraphIndex
+from qdq_onnx.graph.names import FreshNames
 from qdq_onnx.graph.opset import upgrade_opset
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes, element_types
 from qdq_onnx.precision.subgraphs import implicit_inputs, rename_implicit
@@ -92,8 +93,9 @@ class _Typer:
         self.precision = self._precisions()
         self.typed: dict[str, int] = {}
         self.casts: dict[tuple[str, int], str] = {}
-        self.taken = {o for n in self.index.nodes for o in n.output} | \
-            {i.name for i in self.graph.input} | set(self.index.initializers)
+        self._fresh = FreshNames({o for n in self.index.nodes for o in n.output}
+                                 | {i.name for i in self.graph.input}
+                                 | set(self.index.initializers))
 
     # -- per-node precision -----------------------------------------------------------------
     def _base_precisions(self) -> dict[str, int]:
@@ -295,13 +297,6 @@ class _Typer:
             self.report.boundary_casts += 1
             added.append(cast)
         return added
-
-    def _fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
 
 
 def _split_mixed_pairs(model: onnx.ModelProto, index: GraphIndex, base: dict[str, int]) -> bool:

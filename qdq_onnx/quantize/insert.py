@@ -15,6 +15,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, RULE_KEY, SCALES_KEY, WEIGHT_BITS_KEY, set_metadata
 from qdq_onnx.files.onnx_files import MIN_OPSET, default_opset, skeleton
 from qdq_onnx.files.runtime import readable_ir_version
+from qdq_onnx.graph.names import FreshNames
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
 from qdq_onnx.scheme import DEFAULT_SCHEME, Scheme, scheme_named
@@ -45,19 +46,7 @@ class InsertReport:
         return out
 
 
-class _Names:
-    def __init__(self, taken: set[str]) -> None:
-        self.taken = taken
-
-    def __call__(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
-
-
-def _pair(names: _Names, src: gs.Tensor, scale: np.ndarray, axis: int | None,
+def _pair(names: FreshNames, src: gs.Tensor, scale: np.ndarray, axis: int | None,
           label: str, rule: str, provenance: dict[str, str], scheme: Scheme,
           retyped: dict[str, int]) -> tuple[list[gs.Node], gs.Variable]:
     zp = np.zeros(scale.shape, dtype=scheme.zero_point_dtype)
@@ -145,7 +134,7 @@ class _Edit:
         self.graph = graph
         self.tensors = graph.tensors()
         self.nodes = {n.name: n for n in graph.nodes}
-        self.names = _Names({n.name for n in graph.nodes} | set(self.tensors))
+        self.names = FreshNames({n.name for n in graph.nodes} | set(self.tensors))
         self.provenance: dict[str, str] = {}
         self.retyped: dict[str, int] = {}  # FP8 zero points and quantized tensors
 

@@ -11,7 +11,6 @@ import onnx
 from qdq_onnx.diagnostics.lint.checks import Hit, check
 from qdq_onnx.diagnostics.lint.context import LintContext
 from qdq_onnx.graph import ops
-from qdq_onnx.precision.graph_types import element_types
 
 # Casts between these are reformats of data; integer Casts are shape arithmetic.
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
@@ -32,7 +31,7 @@ def fp32_compute_op(ctx: LintContext) -> Iterator[Hit]:
 def qdq_type_mismatch(ctx: LintContext) -> Iterator[Hit]:
     if ctx.typing != "strong":
         return
-    types = element_types(ctx.model)
+    types = ctx.element_types
     index = ctx.index
     for node in ctx.qdq_nodes():
         scale = types.get(node.input[1])
@@ -56,7 +55,7 @@ def qdq_type_mismatch(ctx: LintContext) -> Iterator[Hit]:
 def cast_chain(ctx: LintContext) -> Iterator[Hit]:
     if ctx.typing != "strong":
         return
-    types = element_types(ctx.model)
+    types = ctx.element_types
     floats = set(FLOAT_TYPES)
     for node in ctx.index.nodes:
         producer = ctx.index.producer.get(node.input[0]) if node.input else None

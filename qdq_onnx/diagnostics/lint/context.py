@@ -28,6 +28,13 @@ class LintContext:
         self.weighted_ops = rules.weighted_ops()
 
     @functools.cached_property
+    def element_types(self) -> dict[str, int]:
+        """Tensor name -> ONNX element type (shape inference on a weightless view)."""
+        from qdq_onnx.precision.graph_types import element_types
+
+        return element_types(self.model)
+
+    @functools.cached_property
     def precisions(self) -> list:
         """Each compute op's precision in a strongly typed build (OpPrecision rows)."""
         from qdq_onnx.diagnostics.op_precision import op_precisions
