@@ -1,7 +1,8 @@
 """Which precision each compute op of a Q/DQ model runs in under a strongly typed TensorRT
-build (the only kind TensorRT 11 makes): quantized when its float inputs are all
-dequantized (and, for a weighted op, its weight too), else the type its float inputs
-carry. Layout and data-movement ops are not compute."""
+build (the only kind TensorRT 11 makes): a weighted op is quantized when its data and weight
+are dequantized; another op when all its float inputs are dequantized and its outputs are
+quantized again (DQ -> op -> Q); every other op runs in the type its float inputs carry.
+Layout and data-movement ops are not compute."""
 
 from __future__ import annotations
 
@@ -75,6 +76,13 @@ def _quantized(index: GraphIndex, node: onnx.NodeProto, live: list[str],
     found = [dequantized(index, t) for t in live]
     if not live or any(d is None for d in found):
         return None
+    # Not a weighted op: quantized only between Q/DQ (TensorRT fuses DQ -> op -> Q); one
+    # whose output is read as float runs in its DequantizeLinear's output type.
+    for out in node.output:
+        uses = index.consumers.get(out, [])
+        if out in index.graph_outputs or not uses or \
+                any(u.node.op_type != ops.QUANTIZE for u in uses):
+            return None
     return _element(index, found[0].dq)
 
 
