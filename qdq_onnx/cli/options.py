@@ -31,8 +31,8 @@ def add_placement(parser: argparse.ArgumentParser) -> None:
                         "ResNetV1QDQCase")
     g.add_argument("--dtype", dest="scheme", choices=tuple(pipeline.SCHEMES), default=None,
                    help="quantized type of every Q/DQ pair: int8 (the bundled rules' scheme) "
-                        "or fp8 (FP8 E4M3, Hopper/Ada/Blackwell: per-tensor activation scales "
-                        "amax/448, per-channel weights; calibrate with max or percentile)")
+                        "or fp8 (FP8 E4M3, Hopper/Ada/Blackwell: per-tensor scales amax/448 for "
+                        "activations and weights; calibrate with max or percentile)")
     g.add_argument("--keep-layout", action="store_true", default=None,
                    help="keep the layout Transposes a converter left around weighted ops "
                         "(by default they are moved to the graph's edges and cancelled, so "
