@@ -78,22 +78,35 @@ save_model_atomic(model, sys.argv[1])  # over 2 GB: external data chosen automat
 
 @pytest.mark.slow
 def test_model_over_2gb(tmp_path):
+    """A model over protobuf's 2 GB limit, through insert: with the FP32 remainder the
+    output is over 2 GB too (written with external data); with the default FP16 remainder
+    its weights halve and stay external, like the input's."""
     import subprocess
     import sys
 
+    from qdq_onnx.graph.float_types import FP16, scale_in
+
     # Subprocesses keep the multi-GB objects out of the test process (and its reports).
-    src, out = tmp_path / "big.onnx", tmp_path / "big_q.onnx"
+    src = tmp_path / "big.onnx"
     subprocess.run([sys.executable, "-c", _BUILD_BIG, str(src)], check=True)
     assert (tmp_path / "big.onnx.data").stat().st_size > 2**31
-    res = subprocess.run([sys.executable, "-m", "qdq_onnx.cli.main", "insert", str(src),
-                          "-o", str(out)], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert (tmp_path / "big_q.onnx.data").stat().st_size > 2**31
-    assert out.stat().st_size < 10 * 2**20
-    onnx.checker.check_model(str(out))
-    q = onnx.load(str(out), load_external_data=False)
-    ops = [nd.op_type for nd in q.graph.node]
-    assert ops.count("QuantizeLinear") == 2 and ops.count("DequantizeLinear") == 2
-    scale = next(t for t in q.graph.initializer if t.name.endswith("w_scale"))
-    values = onnx.numpy_helper.to_array(scale, base_dir=str(tmp_path))
-    assert values.shape == (23_200,) and values[0] == np.float32(2.0) / 127
+    for name, flags, size, dtype in (("big_q32.onnx", ["--high-precision", "fp32"], 2**31,
+                                      np.float32),
+                                     ("big_q16.onnx", [], 2**30, np.float16)):
+        out = tmp_path / name
+        res = subprocess.run([sys.executable, "-m", "qdq_onnx.cli.main", "insert", str(src),
+                              "-o", str(out), *flags], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert (tmp_path / f"{name}.data").stat().st_size > size
+        assert out.stat().st_size < 10 * 2**20
+        onnx.checker.check_model(str(out))
+        q = onnx.load(str(out), load_external_data=False)
+        ops = [nd.op_type for nd in q.graph.node]
+        assert ops.count("QuantizeLinear") == 2 and ops.count("DequantizeLinear") == 2
+        scale = next(t for t in q.graph.initializer if t.name.endswith("w_scale"))
+        values = onnx.numpy_helper.to_array(scale, base_dir=str(tmp_path))
+        want = np.float32(2.0) / 127
+        if dtype is np.float16:
+            want = scale_in(np.float32(want), FP16)
+        assert values.dtype == dtype and values.shape == (23_200,) and values[0] == want
+        (tmp_path / f"{name}.data").unlink()  # the disk holds one output at a time
