@@ -51,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
     q = pipeline.insert(source.model, placement, calibration, data=args.data,
                         use_plan=args.use_plan, copy=False)
     typed = pipeline.type_remainder(q.qdq, precision, data=args.data, calibration=calibration)
-    q.plan.high_precision, q.plan.kept_fp32 = typed.report.high_precision, typed.kept_fp32
+    plan = typed.plan or q.plan
     pipeline.save(typed.model, args.output, check="the quantized model", like=source)
     if args.plan:
-        q.plan.save(args.plan)
+        plan.save(args.plan)
     for line in q.notes + q.report.lines():
         print(f"note: {line}", file=sys.stderr)
     for line in q.calibration.notes if q.calibration else []:
@@ -63,12 +63,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {line}", file=sys.stderr)
     print_typing(typed)
     if args.explain:
-        print(render_explain(q.plan))
-    c = q.plan.counts()
+        print(render_explain(plan))
+    c = plan.counts()
     print(f"wrote {args.output}: {c['activation_qdq_pairs']} activation Q/DQ pairs "
           f"({c['activation_inputs']} inputs), {c['weights']} per-channel weights "
-          f"[rules: {q.plan.rules.get('name')}, mode: {q.plan.mode}]; float remainder "
-          f"{q.plan.high_precision}, {len(q.plan.kept_fp32)} op(s) kept FP32 by the range guard")
+          f"[rules: {plan.rules.get('name')}, mode: {plan.mode}]; float remainder "
+          f"{plan.high_precision}, {len(plan.kept_fp32)} op(s) kept FP32 by the range guard")
     return 0
 
 

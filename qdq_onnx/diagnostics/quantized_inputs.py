@@ -68,7 +68,7 @@ def summary(model: onnx.ModelProto) -> dict:
     import json
 
     from qdq_onnx.diagnostics.op_precision import op_precisions, precision_counts
-    from qdq_onnx.files.metadata import HIGH_PRECISION_KEY, PLAN_KEY
+    from qdq_onnx.files.metadata import PLAN_KEY
     from qdq_onnx.placement.rules import default_rules
 
     rows = quantized_inputs(model)
@@ -76,7 +76,7 @@ def summary(model: onnx.ModelProto) -> dict:
     precisions = op_precisions(model, default_rules().weighted_ops())
     plan = json.loads(get_metadata(model, PLAN_KEY) or "{}")
     return {
-        "high_precision": get_metadata(model, HIGH_PRECISION_KEY) or "fp32",
+        "high_precision": plan.get("high_precision", "fp32" if plan else "not recorded"),
         "compute_ops": precision_counts(precisions),
         "kept_fp32": plan.get("kept_fp32", []),
         "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in index.nodes),

@@ -10,7 +10,6 @@ SCALES_KEY = "qdq_onnx.activation_scales"
 WEIGHT_BITS_KEY = "qdq_onnx.weight_bits"
 TRAINING_KEY = "qdq_onnx.training"
 RULE_KEY = "qdq_onnx.rule"  # on each inserted QuantizeLinear/DequantizeLinear node
-HIGH_PRECISION_KEY = "qdq_onnx.high_precision"  # the float remainder's type
 CAST_KEY = "qdq_onnx.cast"  # on each Cast the remainder typing inserted: boundary | island
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from qdq_onnx.files.metadata import CAST_KEY, HIGH_PRECISION_KEY, set_metadata
+from qdq_onnx.files.metadata import CAST_KEY
 from qdq_onnx.files.onnx_files import default_opset
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, scale_in, stored
@@ -61,7 +61,6 @@ def type_remainder(model: onnx.ModelProto, kind: FloatType, kept: set[str] | fro
     out, note = opset_for(out, kind)
     report.notes += [note] if note else []
     _Typer(out, kind, set(kept), keep_io_types, report).run()
-    set_metadata(out, HIGH_PRECISION_KEY, kind.name)
     return out, report
 
 

@@ -9,24 +9,27 @@ from typing import Any
 
 import onnx
 
-from qdq_onnx.files.metadata import PLAN_KEY, get_metadata, set_metadata
+from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
 from qdq_onnx.graph.float_types import float_type
 from qdq_onnx.placement.plan import KeptFP32, PlacementPlan
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.precision.config import RANGE_GUARD_SAMPLES, PrecisionConfig
 from qdq_onnx.precision.guard import guard_decisions, measure_ranges
+from qdq_onnx.precision.record import record_remainder
 from qdq_onnx.precision.remainder import TypingReport, opset_for, type_remainder
 from qdq_onnx.precision.widen import widen
 
 
 @dataclass
 class Typed:
-    """What the typing made: the model, the FP32 islands and the report."""
+    """What the typing made: the model, the FP32 islands, the report and the embedded plan
+    as updated (None for a file without one)."""
 
     model: onnx.ModelProto
     kept_fp32: list[KeptFP32]
     report: TypingReport
     notes: list[str] = field(default_factory=list)
+    plan: PlacementPlan | None = None  # the file's plan with the type and islands recorded
 
     def lines(self) -> list[str]:
         """Notes for the CLI."""
@@ -80,14 +83,5 @@ def type_model(model: onnx.ModelProto, config: PrecisionConfig | None = None,
                          f"no {kind.name} activation overflows")
         kept = guard_decisions(model, kind, rules.precision, ranges)
     typed, report = type_remainder(model, kind, {k.node for k in kept}, config.keep_io_types)
-    _record(typed, kind.name, kept)
-    return Typed(typed, kept, report, notes)
-
-
-def _record(model: onnx.ModelProto, high_precision: str, kept: list[KeptFP32]) -> None:
-    text = get_metadata(model, PLAN_KEY)
-    if not text:
-        return
-    plan = PlacementPlan.from_dict(json.loads(text))
-    plan.high_precision, plan.kept_fp32 = high_precision, list(kept)
-    set_metadata(model, PLAN_KEY, plan.to_json())
+    plan = record_remainder(typed, kind.name, kept)
+    return Typed(typed, kept, report, notes, plan)

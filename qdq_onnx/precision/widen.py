@@ -3,19 +3,12 @@ BF16 values widen to FP32 exactly; the Casts the typing added are removed."""
 
 from __future__ import annotations
 
-import json
-
 import onnx
 
-from qdq_onnx.files.metadata import (
-    CAST_KEY,
-    HIGH_PRECISION_KEY,
-    PLAN_KEY,
-    get_metadata,
-    set_metadata,
-)
+from qdq_onnx.files.metadata import CAST_KEY
 from qdq_onnx.graph.float_types import REDUCED_ELEM_TYPES, as_fp32
 from qdq_onnx.precision.graph_types import FLOAT
+from qdq_onnx.precision.record import record_remainder
 
 
 def is_reduced(model: onnx.ModelProto) -> bool:
@@ -53,12 +46,7 @@ def widen(model: onnx.ModelProto) -> onnx.ModelProto:
     for v in (*g.input, *g.output, *g.value_info):
         if v.type.tensor_type.elem_type in REDUCED_ELEM_TYPES:
             v.type.tensor_type.elem_type = FLOAT
-    set_metadata(out, HIGH_PRECISION_KEY, "fp32")
-    text = get_metadata(out, PLAN_KEY)
-    if text:
-        plan = json.loads(text)
-        plan["high_precision"], plan["kept_fp32"] = "fp32", []
-        set_metadata(out, PLAN_KEY, json.dumps(plan, indent=1))
+    record_remainder(out, "fp32", [])
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 
 from qdq_onnx.diagnostics.lint import checks_fp8, checks_typing  # noqa: F401 - registers
-from qdq_onnx.diagnostics.lint.checks import CHECKS, check
+from qdq_onnx.diagnostics.lint.checks import CHECKS, STRONG_TYPING_CHECKS, check
 from qdq_onnx.diagnostics.lint.context import TYPINGS, LintContext
 from qdq_onnx.diagnostics.lint.report import Finding, LintReport, WeightedLayer
 from qdq_onnx.errors import QdqError
@@ -29,7 +29,7 @@ def lint_model(model: onnx.ModelProto, rules: RuleSet, typing: str = "strong") -
     checks the float remainder's types; weak skips that."""
     if typing not in TYPINGS:
         raise QdqError(f"typing must be one of {', '.join(TYPINGS)}, got {typing!r}")
-    ctx = LintContext(model, rules, typing)
+    ctx = LintContext(model, rules)
     report = LintReport(typing=typing)
     for row in ctx.weighted:
         node, data, weight = row["node"], row["data"], row["weight"]
@@ -45,6 +45,8 @@ def lint_model(model: onnx.ModelProto, rules: RuleSet, typing: str = "strong") -
         if fn is None:
             raise QdqError(f"{rules.path}: lint check {rule.id} ({name}) has no "
                            f"implementation; known checks: {', '.join(sorted(CHECKS))}")
+        if typing != "strong" and name in STRONG_TYPING_CHECKS:
+            continue
         report.findings.extend(Finding(rule.id, name, rule.severity, node, message)
                                for node, message in fn(ctx))
     if typing == "strong":

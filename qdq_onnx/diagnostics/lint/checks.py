@@ -17,12 +17,17 @@ from qdq_onnx.graph.index import Use
 Hit = tuple[str, str]
 Check = Callable[[LintContext], Iterator[Hit]]
 CHECKS: dict[str, Check] = {}
+# Checks of the float remainder's types: run only for a strongly typed build.
+STRONG_TYPING_CHECKS: set[str] = set()
 
 
-def check(name: str) -> Callable[[Check], Check]:
-    """Register a check under the name of its `lint:` entry in the rule file."""
+def check(name: str, strong_typing: bool = False) -> Callable[[Check], Check]:
+    """Register a check under the name of its `lint:` entry in the rule file
+    (`strong_typing`: only for `lint --typing strong`)."""
     def register(fn: Check) -> Check:
         CHECKS[name] = fn
+        if strong_typing:
+            STRONG_TYPING_CHECKS.add(name)
         return fn
     return register
 

@@ -1,6 +1,7 @@
 """The strongly typed checks (`lint --typing strong`, the default): what a TensorRT 11
 build runs in FP32, Q/DQ whose types do not match their neighbours, and Cast chains.
-Under `--typing weak` (TensorRT 10 and older with --fp16/--int8) they report nothing."""
+Registered as strongly typed: under `--typing weak` (TensorRT 10 and older with
+--fp16/--int8) lint does not run them."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ import onnx
 from qdq_onnx.diagnostics.lint.checks import Hit, check
 from qdq_onnx.diagnostics.lint.context import LintContext
 from qdq_onnx.graph import ops
+from qdq_onnx.graph.float_types import FP32, REDUCED_ELEM_TYPES
 
 # Casts between these are reformats of data; integer Casts are shape arithmetic.
-FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+FLOAT_TYPES = frozenset({FP32.elem_type, *REDUCED_ELEM_TYPES})
 
 
-@check("fp32-compute-op")
+@check("fp32-compute-op", strong_typing=True)
 def fp32_compute_op(ctx: LintContext) -> Iterator[Hit]:
-    if ctx.typing != "strong":
-        return
     for row in ctx.precisions:
         if row.runs_in in ("fp32", "mixed") and row.rule is None:
             yield row.node, (f"{row.op} runs in FP32 in a strongly typed build: its float "
@@ -27,10 +27,8 @@ def fp32_compute_op(ctx: LintContext) -> Iterator[Hit]:
                              "--high-precision fp16)")
 
 
-@check("qdq-type-mismatch")
+@check("qdq-type-mismatch", strong_typing=True)
 def qdq_type_mismatch(ctx: LintContext) -> Iterator[Hit]:
-    if ctx.typing != "strong":
-        return
     types = ctx.element_types
     index = ctx.index
     for node in ctx.qdq_nodes():
@@ -51,16 +49,13 @@ def qdq_type_mismatch(ctx: LintContext) -> Iterator[Hit]:
                                   "cannot fuse the DQ into the op that reads it")
 
 
-@check("cast-chain")
+@check("cast-chain", strong_typing=True)
 def cast_chain(ctx: LintContext) -> Iterator[Hit]:
-    if ctx.typing != "strong":
-        return
     types = ctx.element_types
-    floats = set(FLOAT_TYPES)
     for node in ctx.index.nodes:
         producer = ctx.index.producer.get(node.input[0]) if node.input else None
         if node.op_type == "Cast" and producer is not None and producer.op_type == "Cast" \
-                and {types.get(producer.output[0]), types.get(node.output[0])} <= floats:
+                and {types.get(producer.output[0]), types.get(node.output[0])} <= FLOAT_TYPES:
             yield node.name, f"Cast reads the Cast {producer.name}: one Cast (or none) does it"
 
 

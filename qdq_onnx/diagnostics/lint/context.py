@@ -22,8 +22,8 @@ TYPINGS = ("strong", "weak")
 
 
 class LintContext:
-    def __init__(self, model: onnx.ModelProto, rules: RuleSet, typing: str = "strong") -> None:
-        self.model, self.rules, self.typing = model, rules, typing
+    def __init__(self, model: onnx.ModelProto, rules: RuleSet) -> None:
+        self.model, self.rules = model, rules
         self.index = GraphIndex(model.graph)
         self.weighted_ops = rules.weighted_ops()
 
