@@ -13,8 +13,8 @@ PY_NEWEST := $(VENV_NEWEST)/bin/python
 STAMP := $(VENV)/.installed-stamp
 STAMP_NEWEST := $(VENV_NEWEST)/.installed-stamp
 # The extras each environment installs (tests/project/test_dependencies.py reads these).
-EXTRAS = train,keras,report,images,test
-EXTRAS_NEWEST = runtime,keras,report,images,test
+EXTRAS = train,keras,report,images,distributed,test
+EXTRAS_NEWEST = runtime,keras,report,images,distributed,test
 # Models for the conformance pool (tests/pool), built from config: nothing downloads.
 POOL = keras-hub tf-keras regex tokenizers sentencepiece
 # Each pytest run: exit code 5 (nothing collected) is a failure, not a pass.
@@ -95,6 +95,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_inference.py
 	$(PY) scripts/bench_lint.py  # add --modelopt-python PATH for the Model Optimizer column
 	$(PY) scripts/bench_strong_typing.py  # add --modelopt-python PATH likewise
+	$(PY) scripts/bench_distributed.py --accuracy  # 1 and 2 MPI ranks, side by side
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

@@ -11,6 +11,7 @@ class ExitCode(IntEnum):
     FINDINGS = 1  # the command ran and found problems (lint errors)
     BAD_INPUT = 2  # the input or the request is wrong: a one-line message says what
     INTERNAL = 3  # a bug in qdq-onnx: the traceback is shown
+    WORKER_FAILED = 4  # a rank of a distributed run died or stopped answering
     INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
@@ -21,6 +22,9 @@ EXIT_CODE_MEANINGS = {
                         "permissions): a one-line message naming the problem, no "
                         "traceback unless --debug, no output written",
     ExitCode.INTERNAL: "internal error, a bug in qdq-onnx: the traceback is printed",
+    ExitCode.WORKER_FAILED: "a rank of a distributed run (--workers) died or stopped "
+                            "answering: one line names it; every rank was stopped and "
+                            "the last checkpoint is kept",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C or SIGTERM): no output written, except "
                           "`finetune`, which writes the weights reached and keeps the "
                           "checkpoint",

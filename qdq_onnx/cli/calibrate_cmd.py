@@ -9,6 +9,7 @@ from qdq_onnx.cli.options import (
     add_calibration,
     add_output,
     add_precision,
+    add_workers,
     calibration_config,
     check_in_out,
     precision_config,
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output(p, "calibrated Q/DQ ONNX file")
     add_calibration(p, flag="--data", required=True)
     add_precision(p)
+    add_workers(p, "Each rank collects the statistics of its share of the batches; maxima "
+                "and histograms are reduced, so the scales equal one process's exactly; "
+                "rank 0 writes.")
     p.set_defaults(run=run)
 
 
@@ -36,8 +40,11 @@ def run(args: argparse.Namespace) -> int:
     calibration, precision = calibration_config(args), precision_config(args)
     source = pipeline.load(args.model)
     out, result = pipeline.calibrate(source.model, args.data, calibration)
+    # Every rank runs each step (the range guard's pass is a collective too); rank 0 writes.
     typed = pipeline.type_remainder(out, precision, data=args.data, calibration=calibration)
     pipeline.save(typed.model, args.output, check="the calibrated model", like=source)
+    if not pipeline.world().is_root:
+        return 0
     print_typing(typed)
     for line in result.notes:
         print(f"note: {line}", file=sys.stderr)

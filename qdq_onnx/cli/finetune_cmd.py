@@ -10,6 +10,7 @@ from qdq_onnx.cli.options import (
     add_image_options,
     add_output,
     add_precision,
+    add_workers,
     check_in_out,
     default,
     precision_config,
@@ -40,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _loop_options(p)
     _training_options(p)
     _checkpoint_options(p)
+    add_workers(p, "Synchronous data-parallel QAT: --batch-size is per rank (a step trains "
+                "N x batch samples); each rank trains a disjoint shard of every epoch's "
+                "shuffled order, the gradients are averaged before every step, validation "
+                "is reduced, and only rank 0 writes checkpoints and the output. Resume with "
+                "the same or another number of ranks.")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     add_image_options(p)
     p.set_defaults(run=run)
@@ -179,13 +185,18 @@ def run(args: argparse.Namespace) -> int:
     need = not train.distill
     x, y = load_labelled(args.data, source.model, need_labels=need)
     val = load_labelled(args.val, source.model, need_labels=need) if args.val else None
+    # Every rank of a data-parallel run goes through the same steps (the range guard's data
+    # pass is one more collective); rank 0 alone writes and prints (`pipeline.save`, main).
+    root = pipeline.world().is_root
     callbacks = [] if args.quiet else [pipeline.EpochPrinter()]
     tuned = pipeline.finetune(source.model, x, y, train, fit, validation_data=val,
                               callbacks=callbacks, provenance={"source": str(args.model)})
     typed = pipeline.type_remainder(tuned.model, precision, data=x)
     pipeline.save(typed.model, args.output, check="the fine-tuned model", like=source)
-    print_typing(typed)
     history = tuned.history
+    if not root:
+        return ExitCode.INTERRUPTED if history.stopped == "interrupted" else 0
+    print_typing(typed)
     if history.stopped == "interrupted":
         where = f"; resume with --resume {fit.checkpoint_dir}" if fit.checkpoint_dir else ""
         print(f"interrupted at step {history.steps}: wrote {args.output} from the current "

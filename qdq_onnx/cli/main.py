@@ -84,19 +84,79 @@ def main(argv: list[str] | None = None) -> int:
 
     # Commands print the library's warnings (the clipping guard) as their own lines.
     warnings.filterwarnings("ignore", message="calibration .* clips")
+    launched = _launched(args, sys.argv[1:] if argv is None else list(argv))
+    if launched is not None:
+        return launched
+    code, line = _command(args)
+    if line:
+        print(line, file=sys.stderr)
+    if getattr(args, "workers", None) is None:
+        return code
+    from qdq_onnx import pipeline
+
+    return pipeline.finish_rank(pipeline.world(), code, line)
+
+
+def _command(args: argparse.Namespace) -> tuple[int, str | None]:
+    """Run the command: (exit code, the one error line to print, if any)."""
     try:
+        if getattr(args, "workers", None) is not None:
+            from qdq_onnx import pipeline
+
+            world = pipeline.world()
+            pipeline.record_rank(world)
+            if not world.is_root:  # rank 0 prints the run's lines; errors still show
+                import os
+
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - until the process ends
         open_image_folders(args)
-        return int(args.run(args) or 0)
+        return int(args.run(args) or 0), None
     except KeyboardInterrupt:
-        print(f"qdq-onnx {args.command}: interrupted; no output was written", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+        return (ExitCode.INTERRUPTED,
+                f"qdq-onnx {args.command}: interrupted; no output was written")
     except Exception as exc:  # noqa: BLE001 - every error gets its exit code here
         return _report(exc, args)
 
 
-def _report(exc: Exception, args: argparse.Namespace) -> int:
-    """Print the error the way its kind wants and return its exit code: one line for bad
-    input and the environment (disk full, permissions), the traceback for a bug."""
+def _launched(args: argparse.Namespace, argv: list[str]) -> int | None:
+    """`--workers N` (N > 1) outside an MPI launcher: the exit code of the same command in
+    N local ranks; None to run the command here."""
+    workers = getattr(args, "workers", None)
+    if workers is None:
+        return None
+    from qdq_onnx import pipeline
+
+    if workers < 1 or pipeline.launched_by_mpi() or workers == 1:
+        if workers < 1:
+            print(f"qdq-onnx {args.command}: error: --workers must be at least 1, got "
+                  f"{workers}", file=sys.stderr)
+            return ExitCode.BAD_INPUT
+        return None
+    try:
+        result = pipeline.launch(_without_workers(argv), workers, args.collective_timeout)
+    except QdqError as exc:
+        print(f"qdq-onnx {args.command}: error: {exc}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    if result.failure:
+        print(f"qdq-onnx {args.command}: error: {result.failure}", file=sys.stderr)
+    return result.code
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
+
+
+def _report(exc: Exception, args: argparse.Namespace) -> tuple[int, str | None]:
+    """(exit code, one error line) the way the error's kind wants: one line for bad input
+    and the environment (disk full, permissions), the traceback (printed) for a bug."""
     from qdq_onnx.pipeline import runtime_failure
 
     original, exc = exc, runtime_failure(exc) or exc  # onnxruntime's: one line naming the node
@@ -106,13 +166,12 @@ def _report(exc: Exception, args: argparse.Namespace) -> int:
         message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
     else:
         traceback.print_exception(exc)
-        print(f"qdq-onnx {args.command}: internal error (a bug in qdq-onnx; please report it "
-              "with the traceback above)", file=sys.stderr)
-        return ExitCode.INTERNAL
+        return ExitCode.INTERNAL, (f"qdq-onnx {args.command}: internal error (a bug in "
+                                   "qdq-onnx; please report it with the traceback above)")
     if args.debug:
         traceback.print_exception(original)
-    print(f"qdq-onnx {args.command}: error: {message}", file=sys.stderr)
-    return ExitCode.BAD_INPUT
+    code = getattr(exc, "exit_code", ExitCode.BAD_INPUT)  # a distributed run's own failures
+    return code, f"qdq-onnx {args.command}: error: {message}"
 
 if __name__ == "__main__":
     sys.exit(main())

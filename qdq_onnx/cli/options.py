@@ -39,6 +39,20 @@ def add_placement(parser: argparse.ArgumentParser) -> None:
                         "TensorRT can fuse each op with its activation and residual Add)")
 
 
+def add_workers(parser: argparse.ArgumentParser, what: str) -> None:
+    """Data-parallel ranks (dest names: workers, collective_timeout)."""
+    g = parser.add_argument_group(
+        "scaling out", f"{what} Needs the qdq-onnx[distributed] extra (mpi4py and MPICH). "
+        "On several machines, start the same command under an MPI launcher instead, e.g. "
+        "'mpiexec -hosts a,b -n 16 qdq-onnx ...' or 'srun -n 16 qdq-onnx ...': its ranks are "
+        "used and --workers is ignored; every rank must see the same paths.")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run N local ranks (mpiexec -n N); default 1, in this process")
+    g.add_argument("--collective-timeout", type=float, default=None, metavar="S",
+                   help="a rank waiting over S seconds for the others stops the run "
+                        "(default 600)")
+
+
 def add_image_options(parser: argparse.ArgumentParser) -> None:
     """How a data folder of images (one sub-folder per class) becomes model input."""
     g = parser.add_argument_group(

@@ -24,6 +24,7 @@ class RunState:
     epoch: int = 0
     batch_in_epoch: int = 0
     step: int = 0
+    offset: int = 0  # samples of this epoch trained at an earlier global batch size
     totals: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     lr: float = 0.0
     history: History = field(default_factory=History)
@@ -61,15 +62,23 @@ class RunState:
     def next_epoch(self) -> None:
         """Count the epoch done; the next starts at its first batch with fresh metrics."""
         self.epoch += 1
-        self.batch_in_epoch = 0
+        self.batch_in_epoch = self.offset = 0
         self.totals = [0.0, 0.0, 0.0, 0.0]
+
+    def resize(self, old_batch: int, new_batch: int) -> None:
+        """Resumed with another global batch (another number of workers): continue at the
+        same sample of the epoch's order, in batches of the new size."""
+        if old_batch != new_batch:
+            self.offset += self.batch_in_epoch * old_batch
+            self.batch_in_epoch = 0
 
     # -- checkpoints ---------------------------------------------------------------------
     def record(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-able position and records, weight snapshots) for a checkpoint."""
         arrays: dict[str, np.ndarray] = {}
         record = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                  "step": self.step, "epochs": self.epochs, "totals": list(self.totals),
+                  "step": self.step, "offset": self.offset, "epochs": self.epochs,
+                  "totals": list(self.totals),
                   "lr": self.lr, "history": self.history.to_dict(),
                   "stopped": self.history.stopped}
         for name, tracker in (("keep", self.keep), ("early", self.early)):
@@ -89,6 +98,7 @@ class RunState:
             history.stopped = "completed"
         state = cls(epochs=epochs, epoch=int(record["epoch"]),
                     batch_in_epoch=int(record["batch_in_epoch"]), step=int(record["step"]),
+                    offset=int(record.get("offset", 0)),
                     totals=[float(v) for v in record.get("totals", [0.0] * 4)],
                     lr=float(record.get("lr", 0.0)), history=history)
         if "keep" in record:

@@ -28,6 +28,7 @@ from qdq_onnx.finetune.state import RunState
 from qdq_onnx.finetune.teacher import teacher_outputs
 from qdq_onnx.graph.qdq import strip_qdq
 from qdq_onnx.graph.weights import require_finite_weights
+from qdq_onnx.parallel import world
 from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
 from qdq_onnx.scheme import INT8
 
@@ -72,6 +73,7 @@ class Trainer:
         self.steps_done = self.epochs_done = 0  # over every run of this trainer
         self._spills: list[str] = []
         self.fitted_x: Any = None
+        self.sync_seconds = 0.0  # the last data-parallel fit's time reducing gradients
         self.refresh_weight_scales()
 
     @property
@@ -100,7 +102,9 @@ class Trainer:
             for name in self.graph.activation_scales:
                 v = b.get_parameter(name)
                 if np.any(v < MIN_SCALE):
-                    b.set_parameter(name, np.maximum(v, MIN_SCALE).astype(np.float32))
+                    # a 0-d scale stays an array (np.maximum returns a scalar)
+                    clamped = np.array(np.maximum(v, MIN_SCALE), np.float32).reshape(v.shape)
+                    b.set_parameter(name, clamped)
 
     def restore(self, snapshot: np.ndarray) -> None:
         """Put a `backend.snapshot()` back (weight scales follow)."""
@@ -208,25 +212,30 @@ class Trainer:
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
         """{'loss': ..., 'accuracy': ...} of the eval mode on (x, y); accuracy is
-        omitted where undefined (MSE)."""
+        omitted where undefined (MSE). In a data-parallel run each rank evaluates every
+        N-th batch and the sums are reduced: every rank gets the figures of all of (x, y)."""
         feeds, targets = self._labelled(x, y, "evaluation")
         n = next(iter(feeds.values())).shape[0]
-        total_loss, counts = 0.0, {}
-        for start in range(0, n, batch_size):
+        w = world()
+        keys = [p.output for p in self.objective.parts]
+        sums = np.zeros(1 + 2 * len(keys))
+        for start in list(range(0, n, batch_size))[w.rank::w.size]:
             idx = slice(start, min(start + batch_size, n))
             loss, outs = self.backend.evaluate(self.args(feeds, idx, targets))
-            total_loss += loss * (idx.stop - idx.start)
+            sums[0] += loss * (idx.stop - idx.start)
             batch = {k: v[idx] for k, v in targets.items()}
             for output, (hits, count) in self.objective.correct(self.outputs_by_name(outs),
                                                                 batch).items():
-                old = counts.get(output, (0, 0))
-                counts[output] = (old[0] + hits, old[1] + count)
-        logs = {"loss": total_loss / n}
+                i = 1 + 2 * keys.index(output)
+                sums[i:i + 2] += (hits, count)
+        sums = w.allreduce_sum(sums, "the validation reduction")
+        logs = {"loss": float(sums[0]) / n}
         if self.config.metrics:
-            for output, (hits, count) in counts.items():
+            for k, output in enumerate(keys):
+                hits, count = sums[1 + 2 * k:3 + 2 * k]
                 if count:
-                    key = "accuracy" if len(self.objective.parts) == 1 else f"{output}_accuracy"
-                    logs[key] = hits / count
+                    key = "accuracy" if len(keys) == 1 else f"{output}_accuracy"
+                    logs[key] = float(hits / count)
         return logs
 
     # -- training ------------------------------------------------------------------------
@@ -242,6 +251,7 @@ class Trainer:
         feeds, targets, val = self.training_data(x, y, fit.validation_split, validation_data)
         loop = FitLoop(self, feeds, targets, val, fit, list(callbacks))
         history = loop.run()
+        self.sync_seconds = loop.sync.seconds if loop.sync is not None else 0.0
         # A resumed run counts the steps it continued from: the emitted training record is
         # the same as the uninterrupted run's.
         self.steps_done += loop.state.step

@@ -55,8 +55,11 @@ def inference_session(model: Any, threads: int = 0, optimize: bool = True) -> An
             path = save_model_atomic(model, f"{keep.name}/model.onnx", external=True)
             model = str(path)
 
+    from qdq_onnx.parallel.world import threads_per_rank
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    threads = threads or threads_per_rank()
     if threads:
         opts.intra_op_num_threads = threads
     if not optimize:

@@ -54,6 +54,8 @@ _WHERE = {
     "QuantizationSpec": "qdq_onnx.placement.spec", "InsertReport": "qdq_onnx.quantize.insert",
     **dict.fromkeys(["SCHEMES", "Scheme", "scheme_named"], "qdq_onnx.scheme"),
     "run_model": "qdq_onnx.pipeline.running",
+    **dict.fromkeys(["world", "launched_by_mpi"], "qdq_onnx.parallel.world"),
+    **dict.fromkeys(["launch", "record_rank", "finish_rank"], "qdq_onnx.parallel.launch"),
     "runtime_failure": "qdq_onnx.graph.sessions",
 }
 _DEPRECATED = ("quantize", "recalibrate", "plan", "Placement", "Quantized")

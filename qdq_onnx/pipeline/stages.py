@@ -37,7 +37,13 @@ def load(path: str | os.PathLike) -> ModelFile:
 def save(model: onnx.ModelProto, path: str | os.PathLike, check: str = "the model",
          like: ModelFile | None = None) -> Path:
     """Write `model` atomically after the full ONNX checker; with external data when it is
-    over 2 GB or when `like` (the input it was made from) had external data."""
+    over 2 GB or when `like` (the input it was made from) had external data. In a
+    data-parallel run (several MPI ranks) only rank 0 writes: the others hold the same
+    model and return the path unwritten."""
+    from qdq_onnx.parallel import world
+
+    if not world().is_root:
+        return Path(path)
     return save_model_atomic(model, path, check=check,
                              external=True if like is not None and like.external else None)
 

@@ -26,6 +26,7 @@ import onnx
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.batch import fixed_batch, relax_batch
+from qdq_onnx.parallel import shard_batches, world
 from qdq_onnx.progress import progress
 from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS, CalibrationConfig
 from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
@@ -82,11 +83,14 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
     batch_iter, total = as_batches(data, model, batch_size=config.batch_size,
                                    limit=config.max_samples, source="calibration data",
                                    any_batch=relaxed)
+    w = world()
+    batch_iter = shard_batches(batch_iter, w.rank, w.size)  # whole batches per rank
     # Without histograms only max |x| is needed: onnxruntime reduces each tensor itself.
     session, names = _session(relax_batch(model) if relaxed else model, fetch,
                               reduce_max=not with_hist)
     seen = 0
-    with progress(total=total, desc=desc, unit="sample", enable=config.show_progress) as bar:
+    with progress(total=total and -(-total // w.size), desc=desc, unit="sample",
+                  enable=config.show_progress and w.is_root) as bar:
         for feed in batch_iter:
             current = dict(zip(fetch, run_checked(session, names, feed) if fetch else []))
             for t in tensors:
@@ -100,8 +104,28 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
             n = next(iter(feed.values())).shape[0]
             seen += n
             bar.update(n)
+    if w.size > 1:
+        seen = _reduce(stats, tensors, with_hist, seen, w)
     if seen == 0:
         raise QdqError("calibration data is empty")
+
+
+def _reduce(stats: dict[str, TensorStats], tensors: list[str], with_hist: bool, seen: int,
+            w) -> int:
+    """Every rank's statistics summed (counts, histograms) or maximised (max |x|): the
+    statistics of all the batches, as one process would have them (integer sums over a
+    range fixed by the first pass: exact). The samples seen by all ranks."""
+    amax = w.allreduce_max(np.array([stats[t].amax for t in tensors], np.float64),
+                           "the calibration maxima")
+    counts = w.allreduce_sum(np.array([stats[t].count for t in tensors] + [seen], np.int64),
+                             "the calibration counts")
+    hist = (w.allreduce_sum(np.stack([stats[t].hist for t in tensors]),
+                            "the calibration histograms") if with_hist and tensors else None)
+    for i, t in enumerate(tensors):
+        stats[t].amax, stats[t].count = float(amax[i]), int(counts[i])
+        if hist is not None:
+            stats[t].hist = hist[i].copy()
+    return int(counts[-1])
 
 
 def _runs_relaxed(model: onnx.ModelProto, data: Any) -> bool:
@@ -132,6 +156,10 @@ def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
     config = config or CalibrationConfig()
     tensors = sorted(set(tensors))
     two_pass = with_hist and _rereadable(data)
+    if with_hist and not two_pass and world().size > 1:
+        raise QdqError("calibration with several ranks needs data that can be read twice "
+                       "(files or arrays, not a one-shot iterator): the histograms of a "
+                       "one-pass growing range cannot be reduced exactly")
     stats = {t: TensorStats(bins=bins) for t in tensors}
     _pass(model, tensors, data, config, stats, with_hist and not two_pass,
           "calibrate" if not two_pass else "calibrate (1/2: ranges)")

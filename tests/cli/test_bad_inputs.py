@@ -336,6 +336,9 @@ CASES = [
     ("sensitivity-spec-out-folder", "sensitivity --spec-out names a folder",
      lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--target-drop", "1",
                 "--spec-out", _folder(e, "specdir")], "is a folder"),
+    ("workers-zero", "calibrate or finetune --workers below 1",
+     lambda e: ["calibrate", str(e.qdq), "--data", str(e.data), "-o", "{out}", "--workers",
+                "0"], "--workers must be at least 1"),
 ]
 
 

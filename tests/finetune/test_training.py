@@ -181,3 +181,22 @@ def test_fixed_batch_1_model_calibrates_and_fine_tunes_at_batch_8(tmp_path, caps
     history = quantize_model(model, calibration_data=x, calibration_batch_size=8)
     history.compile(learning_rate=1e-3)
     assert history.fit(x, labels, batch_size=8, epochs=1, verbose=0).steps == 8
+
+
+def test_a_learned_scale_driven_below_the_minimum_is_clamped(digits, float_model):
+    """A per-tensor (0-d) learned scale pushed under MIN_SCALE comes back at MIN_SCALE, still
+    a 0-d float32 array (np.maximum returns a scalar, which onnxruntime refuses)."""
+    from qdq_onnx.finetune import TrainConfig, Trainer
+    from qdq_onnx.quantize.scales import MIN_SCALE
+
+    q = quantize_model(float_model, calibration_data=digits[0][:256])
+    t = Trainer(q.onnx, TrainConfig(learn_scales=True))
+    try:
+        name = t.graph.activation_scales[0]
+        t.backend.set_parameter(name, np.zeros((), np.float32))
+        t.refresh_weight_scales()
+        value = t.backend.get_parameter(name)
+        assert value.shape == () and value.dtype == np.float32
+        assert float(value) == np.float32(MIN_SCALE)
+    finally:
+        t.close()

@@ -26,6 +26,13 @@ class TrainingBackend(Protocol):
 
     def get_parameter(self, name: str) -> np.ndarray: ...
 
+    def gradients(self, names: list[str]) -> list[np.ndarray]:
+        """The kept gradients of `names` (data-parallel runs reduce them); valid until the
+        next step: copy to keep."""
+
+    def set_gradients(self, names: list[str], values: list[np.ndarray]) -> None:
+        """Replace the kept gradients that `step` applies."""
+
     def set_parameter(self, name: str, value: np.ndarray) -> None: ...
 
     def snapshot(self) -> np.ndarray:

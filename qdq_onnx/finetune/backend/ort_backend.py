@@ -91,12 +91,19 @@ class OrtTrainingBackend:
 
     # -- state ---------------------------------------------------------------------------
     def load_checkpoint(self, path: Path) -> None:
+        import onnxruntime
+
+        from qdq_onnx.parallel.world import threads_per_rank
+
         api = ort_imports.api()
         self.state = api.CheckpointState.load_checkpoint(str(path))
+        options = onnxruntime.SessionOptions()
+        if threads_per_rank():  # ranks sharing a machine share its cores
+            options.intra_op_num_threads = threads_per_rank()
         try:
             self.module = api.Module(str(self._artifacts / "training_model.onnx"), self.state,
                                      str(self._artifacts / "eval_model.onnx"),
-                                     device=self.device)
+                                     device=self.device, session_options=options)
         except Exception as exc:
             if self.device == "cpu":
                 raise
@@ -125,6 +132,17 @@ class OrtTrainingBackend:
 
         self.module.copy_buffer_to_parameters(OrtValue.ortvalue_from_numpy(snapshot)._ortvalue,
                                               trainable_only=True)
+
+    def gradients(self, names: list[str]) -> list[np.ndarray]:
+        """The gradients of the last `forward_backward` for `names`, as onnxruntime holds
+        them (on the CPU, views of its buffers: valid until the next step; copy to keep)."""
+        return [self.state.parameters[n].grad for n in names]
+
+    def set_gradients(self, names: list[str], values: list[np.ndarray]) -> None:
+        """Overwrite the gradient buffers the next `step` applies (a reduced gradient)."""
+        for n, v in zip(names, values):
+            self.state.parameters[n]._parameter.grad.update_inplace(
+                np.ascontiguousarray(v, dtype=np.float32))
 
     # -- steps ---------------------------------------------------------------------------
     def forward_backward(self, args: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:

@@ -1,0 +1,124 @@
+"""The world a process trains or calibrates in: `Single` (one process, every collective the
+identity) or, when an MPI launcher (`mpiexec`, `mpirun`, `srun`) started it with several
+ranks, an `MpiWorld`. Collectives wait at most `timeout` seconds, so a rank that stops
+answering ends the run with a message instead of a hang."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from qdq_onnx.errors import ExitCode, QdqError, RuntimeMissing
+
+# Set by MPI launchers in every rank they start: MPICH/Intel MPI/Slurm PMI, Open MPI, PMIx.
+LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+TIMEOUT_VARIABLE = "QDQ_ONNX_COLLECTIVE_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class CollectiveTimeout(QdqError):
+    """A collective did not complete in time: some rank stopped answering."""
+
+    exit_code = ExitCode.WORKER_FAILED
+
+
+class World:
+    """The ranks of one run. `rank` 0 is the root: the only one that writes files."""
+
+    rank: int = 0
+    size: int = 1
+    timeout: float = DEFAULT_TIMEOUT_S
+    waited_s: float = 0.0  # time inside collectives so far (transfer + waiting for others)
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this process writes checkpoints, outputs and reports."""
+        return self.rank == 0
+
+    def allreduce_sum(self, array: np.ndarray, what: str) -> np.ndarray:
+        """The elementwise sum of `array` over every rank (`what` names it in errors)."""
+        return array
+
+    def allreduce_max(self, array: np.ndarray, what: str) -> np.ndarray:
+        """The elementwise maximum of `array` over every rank."""
+        return array
+
+    def allreduce_sum_inplace(self, array: np.ndarray, what: str) -> None:
+        """Replace the contiguous `array` by its sum over every rank (no second buffer)."""
+
+    def barrier(self, what: str, timeout: float | None = None) -> None:
+        """Wait until every rank got here (at most `timeout`, default `self.timeout`)."""
+
+    def abort(self, code: int) -> None:
+        """Stop every rank now with exit status `code` (a failure on one rank)."""
+        raise SystemExit(code)
+
+
+class Single(World):
+    """One process: collectives return their input."""
+
+
+_WORLD: World | None = None
+
+
+def launched_by_mpi() -> bool:
+    """Whether an MPI launcher started this process."""
+    return any(v in os.environ for v in LAUNCHER_VARIABLES)
+
+
+def _timeout() -> float:
+    text = os.environ.get(TIMEOUT_VARIABLE)
+    if text is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise QdqError(f"{TIMEOUT_VARIABLE}={text!r}: expected a number of seconds > 0")
+    return value
+
+
+# Ranks the launcher started on this machine: MPICH/Intel MPI, Open MPI, Slurm.
+_LOCAL_RANKS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
+
+
+THREADS_VARIABLE = "QDQ_ONNX_THREADS"
+
+
+def threads_per_rank() -> int:
+    """Compute threads for one process: QDQ_ONNX_THREADS when set, else this machine's
+    cores shared by the ranks on it (0, the runtime's default, outside a launcher), so N
+    local ranks do not oversubscribe."""
+    text = os.environ.get(THREADS_VARIABLE, "")
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    if not launched_by_mpi():
+        return 0
+    local = next((os.environ[v] for v in _LOCAL_RANKS if os.environ.get(v, "").isdigit()),
+                 "1")
+    return max(1, (os.cpu_count() or 1) // max(1, int(local)))
+
+
+def missing_mpi() -> RuntimeMissing:
+    """The one-line error for a distributed run without the extra."""
+    return RuntimeMissing("several workers need MPI for Python: install the extra "
+                          "qdq-onnx[distributed] (mpi4py and the MPICH wheel)")
+
+
+def world() -> World:
+    """This process's world, made once: an MpiWorld of every rank when an MPI launcher
+    started several, else Single."""
+    global _WORLD
+    if _WORLD is None:
+        _WORLD = Single()
+        if launched_by_mpi():
+            try:
+                from qdq_onnx.parallel.mpi import MpiWorld
+            except ImportError:
+                raise missing_mpi() from None
+            mpi = MpiWorld(_timeout())
+            if mpi.size > 1:
+                _WORLD = mpi
+    return _WORLD
