@@ -124,16 +124,19 @@ def _launched(args: argparse.Namespace, argv: list[str]) -> int | None:
     workers = getattr(args, "workers", None)
     if workers is None:
         return None
+    timeout = args.collective_timeout
+    problem = (f"--workers must be at least 1, got {workers}" if workers < 1 else
+               f"--collective-timeout must be a positive number of seconds, got {timeout}"
+               if timeout is not None and not timeout > 0 else None)
+    if problem:
+        print(f"qdq-onnx {args.command}: error: {problem}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     from qdq_onnx import pipeline
 
-    if workers < 1 or pipeline.launched_by_mpi() or workers == 1:
-        if workers < 1:
-            print(f"qdq-onnx {args.command}: error: --workers must be at least 1, got "
-                  f"{workers}", file=sys.stderr)
-            return ExitCode.BAD_INPUT
+    if workers == 1 or pipeline.launched_by_mpi():  # here, or already one of the ranks
         return None
     try:
-        result = pipeline.launch(_without_workers(argv), workers, args.collective_timeout)
+        result = pipeline.launch(_without_workers(argv), workers, timeout)
     except QdqError as exc:
         print(f"qdq-onnx {args.command}: error: {exc}", file=sys.stderr)
         return ExitCode.BAD_INPUT

@@ -55,3 +55,10 @@ def test_two_ranks_write_the_same_typed_file(files):
         assert main(["calibrate", str(src), "--data", str(data), "-o", str(out),
                      "--workers", str(workers)]) == 0
     assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_collective_timeout_must_be_positive(files, capsys):
+    src, data, folder = files
+    assert main(["calibrate", str(src), "--data", str(data), "-o", str(folder / "z.onnx"),
+                 "--workers", "2", "--collective-timeout", "0"]) == 2
+    assert "--collective-timeout must be a positive number" in capsys.readouterr().err
