@@ -160,7 +160,9 @@ class FitConfig:
     that), keeping the newest `keep_checkpoints`. `resume`: continue from the newest one.
     `keep_best`: with validation data, return the best weights by validation (the start
     included). `sample_size`: samples the emitted model is checked on against the training
-    graph. `steps_per_epoch`: train on that many batches of the shuffled data per epoch."""
+    graph. `steps_per_epoch`: train on that many batches of the shuffled data per epoch.
+    Under an MPI launcher (several ranks) `batch_size` is per rank, as under DDP: a step
+    trains `batch_size` x ranks samples (see `qdq_onnx.finetune.data_parallel`)."""
 
     batch_size: int = 32
     epochs: int = 1

@@ -59,7 +59,8 @@ def mpiexec() -> str:
 
 def _forward(stream: IO[str], out: IO[str], banner: list[str]) -> None:
     for line in stream:
-        if not line.strip() or _BANNER.match(line) or _ERROR_LINE.match(line) and "error" in line:
+        hidden = _BANNER.match(line) or (_ERROR_LINE.match(line) and "error" in line)
+        if hidden or not line.strip():
             banner.append(line.rstrip("\n"))
             continue
         out.write(line)
@@ -127,6 +128,9 @@ def _failure(run_dir: Path, banner: list[str], code: int) -> Launched:
         return Launched(ExitCode.WORKER_FAILED,
                         f"rank {rank} (pid {dead[1]} on {dead[2]}) died ({why.lower()}); "
                         "mpiexec stopped the other ranks")
+    said = next((line for line in banner if _ERROR_LINE.match(line)), None)
+    if said:  # a rank printed its error but could not record it
+        return Launched(code, _ERROR_LINE.sub("", said))
     return Launched(ExitCode.WORKER_FAILED,
                     f"a rank failed (mpiexec exit status {code}) before it could say why")
 
