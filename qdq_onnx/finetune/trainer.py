@@ -28,7 +28,7 @@ from qdq_onnx.finetune.state import RunState
 from qdq_onnx.finetune.teacher import teacher_outputs
 from qdq_onnx.graph.qdq import strip_qdq
 from qdq_onnx.graph.weights import require_finite_weights
-from qdq_onnx.parallel import world
+from qdq_onnx.parallel import shard_batches, world
 from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
 from qdq_onnx.scheme import INT8
 
@@ -219,7 +219,7 @@ class Trainer:
         w = world()
         keys = [p.output for p in self.objective.parts]
         sums = np.zeros(1 + 2 * len(keys))
-        for start in list(range(0, n, batch_size))[w.rank::w.size]:
+        for start in shard_batches(range(0, n, batch_size), w.rank, w.size):
             idx = slice(start, min(start + batch_size, n))
             loss, outs = self.backend.evaluate(self.args(feeds, idx, targets))
             sums[0] += loss * (idx.stop - idx.start)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from qdq_onnx.errors import ExitCode, QdqError
+from qdq_onnx.files.atomic import write_text_atomic
 from qdq_onnx.parallel.world import TIMEOUT_VARIABLE, CollectiveTimeout, World, missing_mpi
 
 RUN_DIR_VARIABLE = "QDQ_ONNX_RUN_DIR"
@@ -146,10 +147,7 @@ def record_error(world: World, code: int, line: str) -> None:
     """In a rank started by `launch`: leave the failure's exit code and message."""
     folder = os.environ.get(RUN_DIR_VARIABLE)
     if folder and world.size > 1:
-        path = Path(folder) / f"rank-{world.rank}.error"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(f"{code}\n{line}\n")
-        os.replace(tmp, path)
+        write_text_atomic(Path(folder) / f"rank-{world.rank}.error", f"{code}\n{line}\n")
 
 
 

@@ -26,7 +26,7 @@ import onnx
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.batch import fixed_batch, relax_batch
-from qdq_onnx.parallel import shard_batches, world
+from qdq_onnx.parallel import World, shard_batches, world
 from qdq_onnx.progress import progress
 from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS, CalibrationConfig
 from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
@@ -111,7 +111,7 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
 
 
 def _reduce(stats: dict[str, TensorStats], tensors: list[str], with_hist: bool, seen: int,
-            w) -> int:
+            w: World) -> int:
     """Every rank's statistics summed (counts, histograms) or maximised (max |x|): the
     statistics of all the batches, as one process would have them (integer sums over a
     range fixed by the first pass: exact). The samples seen by all ranks."""

@@ -98,8 +98,9 @@ class OrtTrainingBackend:
         api = ort_imports.api()
         self.state = api.CheckpointState.load_checkpoint(str(path))
         options = onnxruntime.SessionOptions()
-        if threads_per_rank():  # ranks sharing a machine share its cores
-            options.intra_op_num_threads = threads_per_rank()
+        threads = threads_per_rank()
+        if threads:  # ranks sharing a machine share its cores
+            options.intra_op_num_threads = threads
         try:
             self.module = api.Module(str(self._artifacts / "training_model.onnx"), self.state,
                                      str(self._artifacts / "eval_model.onnx"),
