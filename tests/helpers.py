@@ -186,6 +186,65 @@ def mlp(widths=(16, 16, 16), seed=1, softmax=False):
     return m
 
 
+def multi_head_attention(seq=16, heads=2, head=32, merge_target="shape"):
+    """One multi-head self-attention over x [N, S, heads*head]: Q/K/V Dense projections split
+    into heads (Reshape, Transpose), BMM1 = Q x K^T, scale, Softmax, BMM2 = P x V, the heads
+    merged back (Transpose [N, H, S, D] -> [N, S, H, D], Reshape [N, S, H*D]) and the output
+    projection. `merge_target` "shape": the merge Reshape's target is computed from the
+    transposed tensor's own Shape (as tf2onnx writes it, KerasHub's BERT); "constant":
+    [0, 0, H*D] (as PyTorch exports write it)."""
+    width = heads * head
+    r = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(np.float32(head ** -0.5), "scale"),
+             numpy_helper.from_array(np.array([0, 0, heads, head], np.int64), "split")]
+    nodes = []
+
+    def dense(name, x):
+        inits.extend([
+            numpy_helper.from_array(r.normal(0, 0.2, (width, width)).astype(np.float32),
+                                    f"{name}_w"),
+            numpy_helper.from_array(r.normal(0, 0.1, width).astype(np.float32), f"{name}_b")])
+        nodes.extend([helper.make_node("MatMul", [x, f"{name}_w"], [f"{name}_mm"], name=name),
+                      helper.make_node("Add", [f"{name}_mm", f"{name}_b"], [f"{name}_y"],
+                                       name=f"{name}_bias")])
+        return f"{name}_y"
+
+    def split_heads(name, perm):
+        nodes.extend([helper.make_node("Reshape", [dense(f"{name}_proj", "x"), "split"],
+                                       [f"{name}_4d"], name=f"{name}_split"),
+                      helper.make_node("Transpose", [f"{name}_4d"], [f"{name}_heads"],
+                                       name=f"{name}_heads", perm=perm)])
+        return f"{name}_heads"
+
+    q, k, v = (split_heads("q", [0, 2, 1, 3]), split_heads("k", [0, 2, 3, 1]),
+               split_heads("v", [0, 2, 1, 3]))
+    nodes += [helper.make_node("MatMul", [q, k], ["scores"], name="bmm1"),
+              helper.make_node("Mul", ["scores", "scale"], ["scaled"], name="score_scale"),
+              helper.make_node("Softmax", ["scaled"], ["probs"], name="softmax", axis=-1),
+              helper.make_node("MatMul", ["probs", v], ["context"], name="bmm2"),
+              helper.make_node("Transpose", ["context"], ["merged"], name="merge_heads",
+                               perm=[0, 2, 1, 3])]
+    if merge_target == "shape":
+        inits += [numpy_helper.from_array(np.array(v, np.int64), n)
+                  for n, v in (("zero", [0]), ("two", [2]), ("width", [width]))]
+        nodes += [helper.make_node("Shape", ["merged"], ["merged_shape"], name="merged_shape"),
+                  helper.make_node("Slice", ["merged_shape", "zero", "two"], ["lead"],
+                                   name="lead"),
+                  helper.make_node("Concat", ["lead", "width"], ["target"], name="target",
+                                   axis=0)]
+    else:
+        inits.append(numpy_helper.from_array(np.array([0, 0, width], np.int64), "target"))
+    nodes.append(helper.make_node("Reshape", ["merged", "target"], ["merged_3d"],
+                                  name="merge"))
+    out = dense("out_proj", "merged_3d")
+    graph = helper.make_graph(
+        nodes, "mha", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", seq, width])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", seq, width])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
 def fp16_overflow_model(weight_scale: float = 30.0, extra=()):
     """x -> MatMul (INT8) -> y * y -> Sqrt -> Relu: with `weight_scale` 30, |y| reaches
     ~400 and the square ~1.6e5, past FP16's 65504, although input and output are small."""

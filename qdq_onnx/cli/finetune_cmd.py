@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training inputs (named like the model inputs) and 'labels': .npz, "
                         "a folder of .npy or .npz shards, or a folder of class image folders")
     add_output(p, "fine-tuned Q/DQ ONNX file")
-    add_precision(p)
+    add_precision(p, recorded=True)
     _loop_options(p)
     _training_options(p)
     _checkpoint_options(p)
@@ -191,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
     callbacks = [] if args.quiet else [pipeline.EpochPrinter()]
     tuned = pipeline.finetune(source.model, x, y, train, fit, validation_data=val,
                               callbacks=callbacks, provenance={"source": str(args.model)})
-    typed = pipeline.type_remainder(tuned.model, precision, data=x)
+    # the remainder keeps the type the input's plan records unless --high-precision says
+    typed = pipeline.type_remainder(tuned.model, precision, data=x, like=source.model)
     pipeline.save(typed.model, args.output, check="the fine-tuned model", like=source)
     history = tuned.history
     if not root:

@@ -157,8 +157,9 @@ def calibration_config(args: argparse.Namespace):
                                 settings(args, pipeline.CalibrationConfig))
 
 
-def add_precision(parser: argparse.ArgumentParser) -> None:
-    """The float remainder's type (dest names: high_precision, keep_io_types, range_guard)."""
+def add_precision(parser: argparse.ArgumentParser, recorded: bool = False) -> None:
+    """The float remainder's type (dest names: high_precision, keep_io_types, range_guard);
+    `recorded`: the command keeps the type the input's plan records unless told."""
     g = parser.add_argument_group(
         "float remainder", "TensorRT 11 builds only strongly typed networks: every tensor not "
         "between a QuantizeLinear and its DequantizeLinear runs in the type the file gives it")
@@ -166,7 +167,9 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
                    help="type of the float remainder: fp16 (default of the bundled rules: "
                         "FP16 engines), bf16 (FP32's range, 8 significant bits; opset 22), "
                         "fp32 (as before; TensorRT 11 then runs it in FP32). Ops the range "
-                        "guard keeps FP32 are recorded in the plan with the guard's rule id")
+                        "guard keeps FP32 are recorded in the plan with the guard's rule id"
+                        + ("; default here: the type the input's plan records (else the "
+                           "rules' default)" if recorded else ""))
     g.add_argument("--keep-io-types", action=argparse.BooleanOptionalAction, default=None,
                    help="keep graph inputs and outputs FP32, with a Cast at the boundary "
                         "(default: on); --no-keep-io-types types them too")

@@ -35,6 +35,7 @@ from qdq_onnx.convert.prepare import prepare_model
 from qdq_onnx.convert.tf_handlers import custom_op_handlers
 from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.layers import LayerMap, LayerRecord, write_layer_map
+from qdq_onnx.graph.names import FreshNames, positional_output_names
 from qdq_onnx.graph.ops import WEIGHTED_OPS
 from qdq_onnx.progress import captured_stderr
 
@@ -180,25 +181,63 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return folded
 
 
-def _rename_outputs(model: onnx.ModelProto, names: list[str] | None = None) -> None:
-    """Outputs named `output` / `output_<i>` (Keras order), or `names` (a dict's keys)."""
-    outs = list(model.graph.output)
-    if names is None or len(names) != len(outs):
-        names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
-    mapping = {o.name: name for o, name in zip(outs, names)}
-    taken = {t for n in model.graph.node for t in (*n.input, *n.output)}
-    for old, new in list(mapping.items()):
-        if new in taken and new != old:
-            mapping.pop(old)
-    for node in model.graph.node:
+# An output name that stays a plain identifier everywhere it is used: a TensorRT binding, a
+# dict key, a file name, and `labels__<name>`, the training graph's label input.
+_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+def output_names(wanted: list[str] | None, count: int, taken: set[str]) -> list[str]:
+    """Unique names for `count` graph outputs: each `wanted` name (a dict's key, an output
+    layer's name) where it is a plain identifier, given once and not the name of another
+    tensor in `taken`; its positional name (`positional_output_names`) where not, made
+    unique with `_<k>` if a wanted name or tensor already has it."""
+    positional = positional_output_names(count)
+    if wanted is None or len(wanted) != count:
+        wanted = positional
+    chosen = [w if isinstance(w, str) and _OUTPUT_NAME.fullmatch(w) and wanted.count(w) == 1
+              and w not in taken else None for w in wanted]
+    fresh = FreshNames(set(taken) | {c for c in chosen if c is not None})
+    return [fresh(positional[i]) if c is None else c for i, c in enumerate(chosen)]
+
+
+def _rename_outputs(model: onnx.ModelProto, wanted: list[str] | None = None) -> None:
+    """Name the graph outputs `wanted` (a dict's keys, or the output layers' names), with
+    `output_names`' fallbacks; `output` / `output_<i>` (Keras order) when None."""
+    g = model.graph
+    current = [o.name for o in g.output]
+    if len(set(current)) < len(current):  # one tensor given twice: each output its own
+        for i, o in enumerate(g.output):
+            if o.name in current[:i]:
+                copy = f"{o.name}__output_{i}"
+                g.node.append(onnx.helper.make_node("Identity", [o.name], [copy],
+                                                    name=copy))
+                o.name = copy
+        current = [o.name for o in g.output]
+    taken = {t for n in g.node for t in (*n.input, *n.output)}
+    taken |= {t.name for t in (*g.input, *g.initializer)}
+    taken -= set(current)
+    mapping = dict(zip(current, output_names(wanted, len(current), taken)))
+    for node in g.node:
         for i, t in enumerate(node.output):
             if t in mapping:
                 node.output[i] = mapping[t]
         for i, t in enumerate(node.input):
             if t in mapping:
                 node.input[i] = mapping[t]
-    for o in model.graph.output:
-        o.name = mapping.get(o.name, o.name)
+    for o in g.output:
+        o.name = mapping[o.name]
+
+
+def _keras_output_names(model: Any, outputs: Any) -> list[str] | None:
+    """The names Keras gives the model's outputs, in graph output order: a dict's keys
+    (sorted, as tf.nest flattens it), else the output layers' names (`model.output_names`,
+    Keras 3 and tf_keras functional models; None for models that have none)."""
+    if isinstance(outputs, dict):
+        return sorted(outputs)
+    names = getattr(model, "output_names", None)
+    if not names or isinstance(names, str):
+        return None
+    return [str(n) for n in names]
 
 
 def _constants_from_captures(onnx_model: onnx.ModelProto, function: Any, specs: list,
@@ -380,8 +419,11 @@ def keras_to_onnx(model: Any, opset: int | None = None, input_shape: Any = None,
         if by_value:
             onnx_model = fold_constants(onnx_model)
         outputs = function.get_concrete_function(*specs).structured_outputs
-        _rename_outputs(onnx_model, sorted(outputs) if keras_layers and
-                        isinstance(outputs, dict) else None)
+        count = len(onnx_model.graph.output)
+        # One output keeps `output` (no loss or label needs its name); several are named
+        # as Keras names them, so compile(loss={...}) and fit's label dicts take them.
+        _rename_outputs(onnx_model, _keras_output_names(model, outputs)
+                        if keras_layers and (count > 1 or isinstance(outputs, dict)) else None)
         return onnx_model
 
     onnx_model = _checked(converted, call, specs, tf, tf2onnx)

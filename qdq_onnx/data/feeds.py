@@ -54,7 +54,8 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, tuple[tuple[int | None, ..
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None
+        # Some exporters (paddle2onnx) write an unknown size as -1, not as a symbol.
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
                      for d in tt.shape.dim)
         out[vi.name] = (dims, numpy_dtype(tt.elem_type))
     return out

@@ -15,7 +15,7 @@ from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.qdq import dequantized
-from qdq_onnx.precision.graph_types import element_types
+from qdq_onnx.precision.graph_types import OpTypes, element_types
 from qdq_onnx.quantize.schemes import zero_point_scheme
 
 # Ops that move or relabel data without arithmetic (TensorRT runs them in any type).
@@ -45,6 +45,7 @@ def op_precisions(model: onnx.ModelProto, weighted_ops: frozenset[str]) -> list[
     index = GraphIndex(model.graph)
     types = element_types(model)
     kept = _kept(model)
+    op_types = OpTypes(model)
     out = []
     for node in index.nodes:
         if node.op_type in NOT_COMPUTE:
@@ -53,6 +54,10 @@ def op_precisions(model: onnx.ModelProto, weighted_ops: frozenset[str]) -> list[
         outs = [t for t in node.output if t and _NAMES.get(types.get(t))]
         if not floats and not outs:
             continue
+        # Slots an op's definition fixes to one type (Resize's scales) say nothing of the
+        # type it computes in.
+        floats = [t for i, t in enumerate(node.input) if t in floats and
+                  not op_types.fixed_input(node, i)]
         live = [t for t in floats if not index.is_constant(t)]
         quantized = _quantized(index, node, live, weighted_ops)
         if quantized:

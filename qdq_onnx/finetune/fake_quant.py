@@ -23,18 +23,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.finetune.lowering import (
-    AVERAGE_POOL,
-    LOWERED,
-    lower_average_pool,
-    lower_conv_transpose,
-)
+from qdq_onnx.finetune.lowering_pass import Lowering
 from qdq_onnx.graph.batch import relax_batch
 from qdq_onnx.graph.batchnorm import batchnorm_affine
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.ops import WEIGHTED_OPS
 from qdq_onnx.graph.qdq import qdq_pairs
-from qdq_onnx.graph.shapes import tensor_shapes
+from qdq_onnx.graph.shapes import distinct_unknowns, specialised
 from qdq_onnx.quantize.scales import weight_scale
 from qdq_onnx.quantize.schemes import pair_schemes
 from qdq_onnx.scheme import Scheme
@@ -67,6 +62,8 @@ class TrainGraph:
     inputs: list[str] = field(default_factory=list)  # the model's (the loss adds labels)
     # original node name -> the node, for the ops rewritten for training (lowering.py)
     lowered: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    # initializers only the original ops read (not in the training graph)
+    lowered_constants: list[onnx.TensorProto] = field(default_factory=list)
 
     @property
     def output(self) -> str:
@@ -90,11 +87,16 @@ def _const(graph: onnx.GraphProto, name: str, value) -> str:
 
 
 def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
-                        weight_bits: int | None = None) -> TrainGraph:
+                        weight_bits: int | None = None,
+                        input_dims: dict[str, tuple[int, ...]] | None = None) -> TrainGraph:
     """The training graph of a Q/DQ model (which is not modified); a fixed batch dimension
-    is relaxed so training runs at any batch size. `weight_bits` (deprecated) narrows every
-    weight's range instead of the plan's scheme."""
-    model = relax_batch(qdq_model)
+    is relaxed so training runs at any batch size. `input_dims` (the training data's
+    shapes by input name, batch first) fixes the other dimensions the graph leaves
+    symbolic, for the rewrites that need sizes (ShapesNeeded without it). `weight_bits`
+    (deprecated) narrows every weight's range instead of the plan's scheme."""
+    model = distinct_unknowns(relax_batch(qdq_model))
+    if input_dims:
+        model = specialised(model, input_dims)
     graph = model.graph
     index = GraphIndex(graph)
     pairs = qdq_pairs(model)
@@ -135,47 +137,23 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
         else:
             new_nodes += _fake_quant_nodes(tag, p.source, s, m, lo, hi, p.output)
     kept = [n for n in graph.node if n.name not in drop]
-    lowering = _Lowering(model, kept)
+    lowering = Lowering(model, kept)
     kept = [x for n in kept for x in lowering.nodes(n, _inference_form(n, index, graph))]
     result.lowered = lowering.originals
     del graph.node[:]
     graph.node.extend(_toposort(kept + new_nodes, graph))
     used = {t for n in graph.node for t in n.input}
     keep = [t for t in graph.initializer if t.name in used]
+    # What only a rewritten op read (a Resize's scales) leaves the training graph; its
+    # inference form (emit.fake_quant_model) puts the op and these back.
+    restored = {t for n in result.lowered.values() for t in n.input} - used
+    result.lowered_constants = [t for t in graph.initializer if t.name in restored]
     del graph.initializer[:]
     graph.initializer.extend(keep)
     result.outputs = [o.name for o in graph.output]
     result.inputs = [i.name for i in graph.input]
     _choose_parameters(result, GraphIndex(graph), learn_scales, lowering.weights)
     return result
-
-
-class _Lowering:
-    """The training-graph rewrites of the ops onnxruntime-training cannot differentiate
-    (lowering.py), with the input shapes they need found once for all of them."""
-
-    def __init__(self, model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> None:
-        self.model, self.graph = model, model.graph
-        self.originals: dict[str, onnx.NodeProto] = {}
-        self.weights: list[str] = []  # weights the rewrites read (they stay trainable)
-        wanted = [t for n in nodes if n.op_type in LOWERED for t in n.input[:2]]
-        self.shapes = tensor_shapes(model, sorted(set(wanted))) if wanted else {}
-
-    def nodes(self, node: onnx.NodeProto, default: list[onnx.NodeProto]
-              ) -> list[onnx.NodeProto]:
-        if node.op_type not in LOWERED:
-            return default
-        dims = self.shapes.get(node.input[0])
-        if node.op_type == AVERAGE_POOL:
-            out = lower_average_pool(node, dims, self.graph)
-        else:
-            weight_shape = self.shapes.get(node.input[1])
-            if not weight_shape or None in weight_shape:
-                raise QdqError(f"{node.name}: the ConvTranspose weight's shape is not known")
-            out = lower_conv_transpose(node, dims, weight_shape, self.graph)
-            self.weights.append(node.input[1])
-        self.originals[node.name] = node
-        return out
 
 
 def _fake_quant_nodes(tag: str, source: str, scale: str, rounder: str, lo: str, hi: str,

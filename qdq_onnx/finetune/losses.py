@@ -56,17 +56,10 @@ class LossSpec:
         def name(base: str) -> str:
             return f"{base}{tag}"
 
-        eps, one = name("qdq_onnx_loss_eps"), name("qdq_onnx_loss_one")
-        g.initializer.extend([numpy_helper.from_array(np.float32(1e-7), eps),
-                              numpy_helper.from_array(np.float32(1.0 - 1e-7), one)])
-        clipped = name("qdq_onnx_loss_clipped")
-        g.node.append(helper.make_node("Clip", [output, eps, one], [clipped],
-                                       name=name("qdq_onnx_loss_clip")))
-        logits = name("qdq_onnx_loss_logits")
         if self.kind == "ce":  # softmax(log p) = p, so log-probabilities act as logits
-            g.node.append(helper.make_node("Log", [clipped], [logits],
-                                           name=name("qdq_onnx_loss_log")))
+            logits = log_probabilities(g, output, tag=tag)
         else:  # logit(p) = log p - log(1 - p)
+            clipped, logits = clip_probabilities(g, output, tag=tag), name("qdq_onnx_loss_logits")
             unit, q = name("qdq_onnx_loss_unit"), name("qdq_onnx_loss_q")
             logp, logq = name("qdq_onnx_loss_logp"), name("qdq_onnx_loss_logq")
             g.initializer.append(numpy_helper.from_array(np.float32(1.0), unit))
@@ -132,6 +125,29 @@ class LossSpec:
             threshold = 0.0 if self.from_logits else 0.5
             return int(np.sum((output > threshold) == (y > 0.5))), int(y.size)
         return None
+
+
+def clip_probabilities(graph: onnx.GraphProto, probabilities: str,
+                       prefix: str = "qdq_onnx_loss", tag: str = "") -> str:
+    """Append Clip(p, 1e-7, 1 - 1e-7) of `probabilities` to `graph` (so that their log
+    stays finite); returns the clipped tensor. `prefix` and `tag` keep the names apart."""
+    eps, one = f"{prefix}_eps{tag}", f"{prefix}_one{tag}"
+    graph.initializer.extend([numpy_helper.from_array(np.float32(1e-7), eps),
+                              numpy_helper.from_array(np.float32(1.0 - 1e-7), one)])
+    clipped = f"{prefix}_clipped{tag}"
+    graph.node.append(helper.make_node("Clip", [probabilities, eps, one], [clipped],
+                                       name=f"{prefix}_clip{tag}"))
+    return clipped
+
+
+def log_probabilities(graph: onnx.GraphProto, probabilities: str,
+                      prefix: str = "qdq_onnx_loss", tag: str = "") -> str:
+    """Append the log of the clipped `probabilities` to `graph`; returns it (named
+    `{prefix}_logits{tag}`: softmax(log p) = p, so log-probabilities act as logits)."""
+    clipped = clip_probabilities(graph, probabilities, prefix, tag)
+    logits = f"{prefix}_logits{tag}"
+    graph.node.append(helper.make_node("Log", [clipped], [logits], name=f"{prefix}_log{tag}"))
+    return logits
 
 
 def _classes_to_axis_1(model: onnx.ModelProto, output: str, rank: int, tag: str,

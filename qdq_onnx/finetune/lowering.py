@@ -23,12 +23,23 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.finetune.lowering_gather import PAD, RESIZE_OPS, SPLIT, TAG
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import attribute
 
 AVERAGE_POOL = "AveragePool"
-LOWERED = frozenset({AVERAGE_POOL, ops.CONV_TRANSPOSE})
-TAG = "__lowered_"
+ACTIVATIONS = frozenset({"HardSigmoid", "HardSwish", "PRelu"})
+EXTREMES = frozenset({"ReduceMax", "ReduceMin", "GlobalMaxPool"})
+LOWERED = frozenset({AVERAGE_POOL, ops.CONV_TRANSPOSE, *ACTIVATIONS, *RESIZE_OPS, PAD,
+                     *EXTREMES, SPLIT})
+# The rewrites that need the sizes of their input (known from the data when symbolic).
+NEEDS_SHAPES = frozenset({AVERAGE_POOL, ops.CONV_TRANSPOSE, *RESIZE_OPS, PAD, *EXTREMES,
+                          SPLIT})
+
+
+class ShapesNeeded(QdqError):
+    """A rewrite needs a size the graph leaves symbolic: the trainer takes it from the
+    training data's shapes and lowers again."""
 
 
 def _const(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
@@ -39,9 +50,9 @@ def _const(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
 def _spatial(node: onnx.NodeProto, dims: list | None) -> tuple[int, list[int]]:
     """(channels, spatial sizes) of the node's data input, all known, or QdqError."""
     if not dims or len(dims) < 3 or any(d is None for d in dims[1:]):
-        raise QdqError(f"{node.name}: {node.op_type} needs a known input shape to be trained "
-                       f"(onnxruntime-training has no gradient for it; the rewrite that "
-                       f"replaces it needs the channels and spatial size), got {dims}")
+        raise ShapesNeeded(f"{node.name}: {node.op_type} needs a known input shape to be "
+                           "trained (onnxruntime-training has no gradient for it; the rewrite "
+                           f"that replaces it needs the channels and spatial size), got {dims}")
     return int(dims[1]), [int(d) for d in dims[2:]]
 
 
@@ -108,6 +119,83 @@ def lower_average_pool(node: onnx.NodeProto, dims: list | None,
         nodes.append(helper.make_node("Div", [conv_out, counts], [node.output[0]],
                                       name=f"{tag}div"))
     return nodes
+
+
+def lower_activation(node: onnx.NodeProto, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """HardSigmoid (max(0, min(1, alpha * x + beta))) and HardSwish (x * HardSigmoid(x)
+    with alpha 1/6, beta 1/2) as Mul, Add and Clip, PRelu as Relu, Neg, Mul and Sub:
+    onnxruntime-training 1.19 registers no gradient builder for them."""
+    tag = f"{node.name}{TAG}"
+    if node.op_type == "PRelu":
+        # Relu(x) - slope * Relu(-x): bit-exact (x - 0 above zero; 0 - slope * -x below).
+        x, slope = node.input[0], node.input[1]
+        return [helper.make_node("Relu", [x], [f"{tag}pos"], name=f"{tag}pos"),
+                helper.make_node("Neg", [x], [f"{tag}negx"], name=f"{tag}negx"),
+                helper.make_node("Relu", [f"{tag}negx"], [f"{tag}neg"], name=f"{tag}neg"),
+                helper.make_node("Mul", [slope, f"{tag}neg"], [f"{tag}leak"],
+                                 name=f"{tag}leak"),
+                helper.make_node("Sub", [f"{tag}pos", f"{tag}leak"], [node.output[0]],
+                                 name=f"{tag}prelu")]
+    if node.op_type == "HardSigmoid":
+        alpha, beta = attribute(node, "alpha", 0.2), attribute(node, "beta", 0.5)
+    else:
+        alpha, beta = 1.0 / 6.0, 0.5
+    a = _const(graph, f"{tag}alpha", np.array(alpha, np.float32))
+    b = _const(graph, f"{tag}beta", np.array(beta, np.float32))
+    zero = _const(graph, f"{tag}zero", np.array(0.0, np.float32))
+    one = _const(graph, f"{tag}one", np.array(1.0, np.float32))
+    x = node.input[0]
+    gate = node.output[0] if node.op_type == "HardSigmoid" else f"{tag}gate"
+    nodes = [helper.make_node("Mul", [x, a], [f"{tag}ax"], name=f"{tag}mul"),
+             helper.make_node("Add", [f"{tag}ax", b], [f"{tag}axb"], name=f"{tag}add"),
+             helper.make_node("Clip", [f"{tag}axb", zero, one], [gate], name=f"{tag}clip")]
+    if node.op_type == "HardSwish":
+        nodes.append(helper.make_node("Mul", [x, gate], [node.output[0]], name=f"{tag}swish"))
+    return nodes
+
+
+def lower_extreme(node: onnx.NodeProto, dims: list | None, axes: list[int] | None,
+                  graph: onnx.GraphProto) -> list[onnx.NodeProto] | None:
+    """ReduceMax, ReduceMin and GlobalMaxPool (ReduceMax over the spatial axes, kept) as
+    ArgMax/ArgMin and GatherElements: onnxruntime-training has no gradient for the three
+    (and its MaxPoolGrad crashes the process), while an index has no gradient to need and
+    GatherElements passes it to the element chosen, which is the op's subgradient. The
+    reduced axes are moved last (Transpose) and flattened into one; the value is exact.
+    The batch axis stays symbolic; `axes` None reduces every axis but the batch's
+    (GlobalMaxPool), [] every axis (ReduceMax's default). None for a reduction over the
+    batch axis (left as it is)."""
+    tag = f"{node.name}{TAG}"
+    if not dims or any(d is None for d in dims[1:]):
+        raise ShapesNeeded(f"{node.name}: {node.op_type} needs a known input shape to be "
+                           f"trained (onnxruntime-training has no gradient for it; the "
+                           f"rewrite that replaces it flattens fixed sizes), got {dims}")
+    rank = len(dims)
+    keep = node.op_type == "GlobalMaxPool" or bool(attribute(node, "keepdims", 1))
+    reduced = list(range(2, rank)) if node.op_type == "GlobalMaxPool" else \
+        sorted({a % rank for a in (axes or range(rank))})
+    if 0 in reduced:
+        return None  # over the batch: left as it is (coverage.py refuses it on a gradient path)
+    kept = [a for a in range(rank) if a not in reduced]
+    size = int(np.prod([dims[a] for a in reduced]))
+    flat = [0 if a == 0 else int(dims[a]) for a in kept] + [size]  # 0: copy the batch
+    out_shape = [(-1 if a == 0 else int(dims[a])) if a in kept else 1 for a in range(rank)]
+    if not keep:
+        out_shape = [d for a, d in enumerate(out_shape) if a in kept]
+    arg = "ArgMin" if node.op_type == "ReduceMin" else "ArgMax"
+    last = len(kept)
+    return [
+        helper.make_node("Transpose", [node.input[0]], [f"{tag}moved"], name=f"{tag}moved",
+                         perm=kept + reduced),
+        helper.make_node("Reshape", [f"{tag}moved", _const(graph, f"{tag}flat",
+                                                           np.array(flat, np.int64))],
+                         [f"{tag}flat_x"], name=f"{tag}flatten"),
+        helper.make_node(arg, [f"{tag}flat_x"], [f"{tag}index"], name=f"{tag}index",
+                         axis=last, keepdims=1),
+        helper.make_node("GatherElements", [f"{tag}flat_x", f"{tag}index"], [f"{tag}value"],
+                         name=f"{tag}value", axis=last),
+        helper.make_node("Reshape", [f"{tag}value", _const(graph, f"{tag}shape",
+                                                           np.array(out_shape, np.int64))],
+                         [node.output[0]], name=f"{tag}back")]
 
 
 def _transposed_kernel(node: onnx.NodeProto, weight: str, shape: list[int],

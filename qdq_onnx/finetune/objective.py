@@ -1,6 +1,7 @@
 """What fine-tuning minimises: one loss per model output (by output name or in output
 order), weighted and summed, against labels or, for self-distillation, against the float
-model's own outputs (MSE, or KL divergence of the softened logits with a temperature).
+model's own outputs (MSE, or KL divergence of the softened logits with a temperature; of
+the log-probabilities where the model outputs probabilities).
 
 The total is one onnxruntime-training loss block. A single output with a label loss builds
 the same graph as the plain loss block, with the label input named `labels` (class
@@ -18,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError, SettingError
-from qdq_onnx.finetune.losses import LossSpec
+from qdq_onnx.finetune.losses import LossSpec, log_probabilities
 
 DISTILL_LOSSES = ("mse", "kl")
 
@@ -39,6 +40,7 @@ class OutputLoss:
     shape: tuple
     distill: bool = False
     temperature: float = 1.0
+    probabilities: bool = False  # KL: the output is probabilities, not logits
 
     @property
     def kind(self) -> str:
@@ -66,6 +68,24 @@ def _input_name(prefix: str, output: str) -> str:
     return f"{prefix}__{re.sub(r'[^A-Za-z0-9_]', '_', output)}"
 
 
+def softmax_outputs(model: onnx.ModelProto) -> set[str]:
+    """The graph outputs a Softmax over the last axis produces (through Identity ops):
+    probabilities, whatever the from_logits setting says."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = set()
+    for out in model.graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.op_type == "Identity":
+            node = producer.get(node.input[0])
+        if node is None or node.op_type != "Softmax":
+            continue
+        rank = len(out.type.tensor_type.shape.dim)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        if axis == -1 or (rank and axis == rank - 1):  # opset >= 13 defaults to -1
+            found.add(out.name)
+    return found
+
+
 def output_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     """Each graph output's shape (-1 where unknown)."""
     return {o.name: tuple(d.dim_value if d.HasField("dim_value") else -1
@@ -89,9 +109,11 @@ class Objective:
                              outputs, "loss_weights")
         if config.distill:
             kinds = _by_output(config.distill_loss, outputs, "distill_loss")
+            softmax = softmax_outputs(model)
             parts = [OutputLoss(o, None if kinds[o] == "kl" else LossSpec("mse"),
                                 float(weights.get(o, 1.0)), _input_name("teacher", o),
-                                shapes[o], True, float(config.temperature))
+                                shapes[o], True, float(config.temperature),
+                                not config.from_logits or o in softmax)
                      for o in outputs if o in kinds]
             return cls(parts)
         losses = _by_output(config.loss, outputs, "loss")
@@ -174,16 +196,19 @@ def _scalar(graph: onnx.GraphProto, name: str, value: float) -> str:
     return name
 
 
-def _kl_block(onnxblock: Any, temperature: float, tag: str) -> Any:
+def _kl_block(onnxblock: Any, temperature: float, tag: str, probabilities: bool = False
+              ) -> Any:
     """The KL-divergence distillation loss block (onnxblock is imported lazily)."""
 
     class KLDivergence(onnxblock.Block):
         """T^2 * mean over samples (and positions) of KL(softmax(teacher/T) ||
-        softmax(student/T)) over the last axis (the class axis of a channels-last Keras model)."""
+        softmax(student/T)) over the last axis (the class axis of a channels-last Keras model).
+        Of probabilities p, the logits are log p (clipped): softmax(log(p)/T)."""
 
-        def __init__(self, temperature: float, tag: str) -> None:
+        def __init__(self, temperature: float, tag: str, probabilities: bool) -> None:
             super().__init__()
             self.temperature, self.tag = temperature, tag
+            self.probabilities = probabilities
 
         def build(self, student: str, teacher: str) -> str:
             if not onnxblock._graph_utils.node_arg_exists(self.base, teacher):
@@ -196,6 +221,9 @@ def _kl_block(onnxblock: Any, temperature: float, tag: str) -> Any:
                                f"{student!r} (its last dimension); use distill_loss='mse'")
             temp = _scalar(g, f"{t}_temperature", self.temperature)
             factor = _scalar(g, f"{t}_factor", self.temperature ** 2 * classes)
+            if self.probabilities:  # softmax of probabilities would flatten them
+                student = log_probabilities(g, student, f"{t}_student")
+                teacher = log_probabilities(g, teacher, f"{t}_teacher")
             g.node.extend([
                 helper.make_node("Div", [student, temp], [f"{t}_s"], name=f"{t}_s"),
                 helper.make_node("Div", [teacher, temp], [f"{t}_t"], name=f"{t}_t"),
@@ -213,7 +241,7 @@ def _kl_block(onnxblock: Any, temperature: float, tag: str) -> Any:
                 helper.make_node("Mul", [f"{t}_mean", factor], [f"{t}_kl"], name=f"{t}_kl")])
             return f"{t}_kl"
 
-    return KLDivergence(temperature, tag)
+    return KLDivergence(temperature, tag, probabilities)
 
 
 def _weighted_block(onnxblock: Any, weight: float, tag: str) -> Any:
@@ -241,7 +269,8 @@ def _total_block(onnxblock: Any, parts: list[OutputLoss]) -> Any:
     class Total(onnxblock.Block):
         def __init__(self) -> None:
             super().__init__()
-            self.losses = [_kl_block(onnxblock, p.temperature, f"qdq_onnx_kl_{i}")
+            self.losses = [_kl_block(onnxblock, p.temperature, f"qdq_onnx_kl_{i}",
+                                     p.probabilities)
                            if p.spec is None
                            else p.spec.block(onnxblock) for i, p in enumerate(parts)]
             self.weights = [_weighted_block(onnxblock, p.weight, f"qdq_onnx_loss_{i}")

@@ -3,6 +3,7 @@ handling, evaluation and emit. `fit` hands one run to the loop (`qdq_onnx.finetu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,10 +24,12 @@ from qdq_onnx.finetune.config import FINGERPRINTED, FitConfig, TrainConfig
 from qdq_onnx.finetune.emit import emitted_difference, emitted_model, fake_quant_model
 from qdq_onnx.finetune.fake_quant import TrainGraph, freeze_unreached, lower_to_fake_quant
 from qdq_onnx.finetune.history import History
+from qdq_onnx.finetune.lowering import ShapesNeeded
 from qdq_onnx.finetune.objective import Objective, Targets
 from qdq_onnx.finetune.state import RunState
-from qdq_onnx.finetune.teacher import teacher_outputs
+from qdq_onnx.finetune.teacher import hard_coded_batch, teacher_outputs
 from qdq_onnx.graph.qdq import strip_qdq
+from qdq_onnx.graph.shapes import symbolic_sizes
 from qdq_onnx.graph.weights import require_finite_weights
 from qdq_onnx.parallel import shard_batches, world
 from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
@@ -62,19 +65,55 @@ class Trainer:
         config = config or TrainConfig()
         require_finite_weights(qdq_model)
         self.config, self.qdq_model = config, qdq_model
-        self.graph = lower_to_fake_quant(qdq_model, config.learn_scales, config.weight_bits)
-        self.objective = Objective.from_config(config, self.graph.model)
-        freeze_unreached(self.graph, [p.output for p in self.objective.parts])
         self.teacher = (teacher or strip_qdq(qdq_model)) if config.distill else None
-        self.fingerprint = _fingerprint(self.graph, qdq_model, config)
-        factory = backend_factory or BACKENDS[config.backend]
-        self.backend = factory(self.graph, self.objective, config, work_dir)
+        self._factory = backend_factory or BACKENDS[config.backend]
+        self._work_dir = work_dir
+        self.input_dims: dict[str, tuple[int, ...]] | None = None
+        self.graph: TrainGraph | None = None
+        self.backend: Any = None
+        # A graph input with a symbolic size other than the batch (dynamic height/width, a
+        # sequence) is trained at the data's size: the rewrites need sizes, and
+        # onnxruntime-training's gradients of broadcasts over symbolic sizes can fail.
+        if not symbolic_sizes(qdq_model):
+            with contextlib.suppress(ShapesNeeded):  # else built from the data's sizes
+                self._build(None)
         self.state = RunState(epochs=0)
         self.steps_done = self.epochs_done = 0  # over every run of this trainer
         self._spills: list[str] = []
         self.fitted_x: Any = None
         self.sync_seconds = 0.0  # the last data-parallel fit's time reducing gradients
+        self.eval_batch: int | None = None  # a batch size the graph hard-codes
+
+    def _build(self, input_dims: dict[str, tuple[int, ...]] | None) -> None:
+        """The training graph (specialised to `input_dims` when given), its objective and
+        the backend that trains it."""
+        config = self.config
+        self.graph = lower_to_fake_quant(self.qdq_model, config.learn_scales,
+                                         config.weight_bits, input_dims)
+        self.objective = Objective.from_config(config, self.graph.model)
+        freeze_unreached(self.graph, [p.output for p in self.objective.parts])
+        self.fingerprint = _fingerprint(self.graph, self.qdq_model, config)
+        self.backend = self._factory(self.graph, self.objective, config, self._work_dir)
+        self.input_dims = input_dims
         self.refresh_weight_scales()
+
+    def _sized_for(self, feeds: dict[str, np.ndarray]) -> None:
+        """Build the training graph for the sizes of `feeds` when it waits for them; refuse
+        data of other sizes than the graph was specialised to."""
+        dims = {k: tuple(int(d) for d in v.shape) for k, v in feeds.items()}
+        if self.graph is None:
+            self._build(dims)
+            return
+        if self.input_dims is None:
+            return
+        for name, shape in dims.items():
+            want = self.input_dims.get(name)
+            if want is not None and shape[1:] != want[1:]:
+                raise QdqError(
+                    f"input {name!r} has samples of size {list(shape[1:])}, but the training "
+                    f"graph was built for {list(want[1:])} (the first data's size: a "
+                    "model's symbolic sizes are fixed for training); give all data in one "
+                    "size, or resize or pad it to one")
 
     @property
     def history(self) -> History:
@@ -120,7 +159,9 @@ class Trainer:
         arrays = as_named(x)
         if not isinstance(x, dict) and set(arrays) == {""}:
             arrays = {"": np.asarray(x)}
-        return match_inputs(arrays, self.qdq_model, source="training data")
+        feeds = match_inputs(arrays, self.qdq_model, source="training data")
+        self._sized_for(feeds)
+        return feeds
 
     def args(self, feeds: dict[str, np.ndarray], idx, targets: dict[str, np.ndarray]
              ) -> list:
@@ -157,7 +198,7 @@ class Trainer:
     def _materialise(self, x: Any, y: Any, what: str) -> tuple[Any, Any]:
         """(x, y) as arrays: an iterable of (x, y) batches is spilled to a temporary
         folder and memory-mapped (removed by `close`)."""
-        distill = self.objective.distill
+        distill = self.config.distill
         if isinstance(x, ImageFolder) and y is None:
             return (x.inputs_and_labels()[0], None) if distill else x.inputs_and_labels()
         if y is not None or not is_batch_source(x) or given_by_position(x, self.qdq_model):
@@ -203,6 +244,7 @@ class Trainer:
         `batch_size`): one array, or a list in output order for several outputs."""
         feeds = self._inputs(x)
         n = next(iter(feeds.values())).shape[0]
+        batch_size = self.eval_batch or batch_size
         dummy = self.objective.dummy(n)
         batches = [self.backend.evaluate(self.args(feeds, slice(s, min(s + batch_size, n)),
                                                    dummy))[1]
@@ -216,6 +258,7 @@ class Trainer:
         N-th batch and the sums are reduced: every rank gets the figures of all of (x, y)."""
         feeds, targets = self._labelled(x, y, "evaluation")
         n = next(iter(feeds.values())).shape[0]
+        batch_size = self.eval_batch or batch_size
         w = world()
         keys = [p.output for p in self.objective.parts]
         sums = np.zeros(1 + 2 * len(keys))
@@ -249,6 +292,13 @@ class Trainer:
 
         fit = fit or FitConfig()
         feeds, targets, val = self.training_data(x, y, fit.validation_split, validation_data)
+        fixed = hard_coded_batch(self.qdq_model, feeds)
+        if fixed and fit.batch_size != fixed:
+            raise QdqError(f"the model's graph hard-codes its batch size {fixed} (with the "
+                           "batch relaxed its outputs mix the samples, e.g. a Reshape to "
+                           f"[{fixed}, -1, ...]): train it with batch size {fixed} "
+                           f"(--batch-size {fixed})")
+        self.eval_batch = fixed
         loop = FitLoop(self, feeds, targets, val, fit, list(callbacks))
         history = loop.run()
         self.sync_seconds = loop.sync.seconds if loop.sync is not None else 0.0
@@ -263,6 +313,9 @@ class Trainer:
              ) -> onnx.ModelProto:
         """The trained Q/DQ model for TensorRT, checked against the training graph's eval
         output on `sample` (bit-exact or within 1e-6, else QdqError)."""
+        if self.graph is None:
+            raise QdqError("nothing to emit yet: the training graph of this model is built "
+                           "for the sizes of the first data (fit first)")
         bits = self.graph.weight_bits
         meta = {**self.config.fingerprint_fields(),
                 "weight_bits": INT8.bits if bits is None else bits,
@@ -287,7 +340,8 @@ class Trainer:
     def close(self) -> None:
         """Release the backend and remove its work folder when the trainer made it, and
         the folders of spilled batches."""
-        self.backend.close()
+        if self.backend is not None:
+            self.backend.close()
         for folder in self._spills:
             shutil.rmtree(folder, ignore_errors=True)
         self._spills.clear()

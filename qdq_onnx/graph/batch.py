@@ -14,7 +14,8 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
     inits = {t.name for t in model.graph.initializer}
     dims = {vi.type.tensor_type.shape.dim[0].dim_value for vi in model.graph.input
             if vi.name not in inits and vi.type.tensor_type.shape.dim
-            and vi.type.tensor_type.shape.dim[0].HasField("dim_value")}
+            and vi.type.tensor_type.shape.dim[0].HasField("dim_value")
+            and vi.type.tensor_type.shape.dim[0].dim_value > 0}  # -1: unknown (paddle2onnx)
     return min(dims) if dims else None
 
 

@@ -16,3 +16,18 @@ class FreshNames:
             name, k = f"{base}_{k}", k + 1
         self.taken.add(name)
         return name
+
+
+def positional_output_names(count: int) -> list[str]:
+    """The names converted models give outputs by position: `output` for one output,
+    `output_<i>` (Keras order) for several."""
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def output_aliases(outputs: list[str]) -> dict[str, str]:
+    """{positional name: output name} for the graph outputs `outputs` (in order), where the
+    positional name is not itself one of them: models converted before outputs were named
+    by their Keras layers called them `output_<i>`, and settings and labels keyed that way
+    still reach the same output."""
+    return {alias: name for alias, name in zip(positional_output_names(len(outputs)), outputs)
+            if alias not in outputs}

@@ -28,23 +28,57 @@ def inferred_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
     return out
 
 
-def probed_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, Shape]:
-    """Shapes of `tensors` from one run on zeros at batch 1; {} when an input has another
-    unknown dimension (a dynamic sequence) or the run fails."""
-    from qdq_onnx.graph.sessions import inference_session, with_outputs
-
+def _zero_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray] | None:
+    """Zeros for every input at batch 1, or None when another dimension is unknown."""
     feeds = {}
     for name, (dims, dtype) in model_inputs(model).items():
         dims = (1, *dims[1:]) if dims and dims[0] is None else dims
         if None in dims:
-            return {}
+            return None
         feeds[name] = np.zeros(dims, dtype)
+    return feeds
+
+
+def probed_values(model: onnx.ModelProto, tensors: list[str]) -> dict[str, np.ndarray]:
+    """The values of `tensors` in one run on zeros at batch 1 (shape arithmetic such as
+    a Resize's computed sizes); {} when an input has another unknown dimension (a dynamic
+    sequence) or the run fails."""
+    from qdq_onnx.graph.sessions import inference_session, with_outputs
+
+    feeds = _zero_feeds(model)
+    if feeds is None:
+        return {}
     try:
         session = inference_session(with_outputs(model, tensors), optimize=False)
         values = session.run(tensors, feeds)
     except Exception:  # noqa: BLE001 - callers judge only what is known
         return {}
-    return {t: list(v.shape) for t, v in zip(tensors, values)}
+    return dict(zip(tensors, values))
+
+
+def probed_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, Shape]:
+    """Shapes of `tensors` from one run on zeros at batch 1; {} when an input has another
+    unknown dimension (a dynamic sequence) or the run fails."""
+    return {t: list(v.shape) for t, v in probed_values(model, tensors).items()}
+
+
+def specialised(model: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]]
+                ) -> onnx.ModelProto:
+    """A copy whose graph inputs take the sizes of `input_dims` (by name, batch first) in
+    every dimension but the batch, without the value infos inferred for symbolic sizes:
+    the training graph of a model with dynamic height and width, for data of one size."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in out.graph.input:
+        dims = input_dims.get(vi.name)
+        if dims is None:
+            continue
+        shape = vi.type.tensor_type.shape.dim
+        for d, size in zip(list(shape)[1:], dims[1:]):
+            d.Clear()
+            d.dim_value = int(size)
+    del out.graph.value_info[:]
+    return out
 
 
 def tensor_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, Shape]:
@@ -56,3 +90,38 @@ def tensor_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, Shape
     if unknown:
         out.update(probed_shapes(model, unknown))
     return out
+
+
+def distinct_unknowns(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy in which each unknown dimension of a graph input or output is its own
+    symbol, without the value infos that hold invalid sizes: exporters write unknown sizes
+    as -1 (not a valid dim_value) or one shared symbol such as '?' for both height and width
+    (which ONNX reads as equal), and onnxruntime-training's gradient graph trusts them (a
+    broadcast of 0 by 96 at the first step). Valid value infos stay: its gradients of
+    Expand and Reshape need the static sizes they hold."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    seen: set[str] = set()
+    for k, vi in enumerate((*out.graph.input, *out.graph.output)):
+        for j, d in enumerate(vi.type.tensor_type.shape.dim):
+            invalid = d.HasField("dim_value") and d.dim_value < 0
+            if invalid or (d.HasField("dim_param") and d.dim_param in seen and
+                           not d.dim_param.isidentifier()):
+                d.Clear()
+                d.dim_param = f"unknown_{k}_{j}"
+            elif d.HasField("dim_param"):
+                seen.add(d.dim_param)
+    valid = [vi for vi in out.graph.value_info
+             if not any((d.HasField("dim_value") and d.dim_value < 0) or
+                        (d.HasField("dim_param") and not d.dim_param.isidentifier())
+                        for d in vi.type.tensor_type.shape.dim)]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(valid)
+    return out
+
+
+def symbolic_sizes(model: onnx.ModelProto) -> list[str]:
+    """The graph inputs with an unknown size other than the leading (batch) dimension."""
+    return [name for name, (dims, _) in model_inputs(model).items()
+            if any(d is None for d in dims[1:])]
+

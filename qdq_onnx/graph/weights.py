@@ -13,21 +13,35 @@ _FLOATS = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float
            onnx.TensorProto.FLOAT16: np.float16}
 
 
-def non_finite(tensor: onnx.TensorProto) -> int:
-    """How many NaN/Inf values a float initializer holds (0 for other types)."""
+def _values(tensor: onnx.TensorProto) -> np.ndarray | None:
     dtype = _FLOATS.get(tensor.data_type)
     if dtype is None or tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return 0
+        return None
     # raw_data is viewed, not copied: this runs over every weight of large models.
-    values = np.frombuffer(tensor.raw_data, dtype) if tensor.HasField("raw_data") \
+    return np.frombuffer(tensor.raw_data, dtype) if tensor.HasField("raw_data") \
         else numpy_helper.to_array(tensor)
+
+
+def non_finite(tensor: onnx.TensorProto, nan_only: bool = False) -> int:
+    """How many NaN/Inf values (NaN only with `nan_only`) a float initializer holds (0 for
+    other types)."""
+    values = _values(tensor)
+    if values is None:
+        return 0
+    if nan_only:
+        return int(np.count_nonzero(np.isnan(values)))
     return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 def require_finite_weights(model: onnx.ModelProto, source: str = "") -> None:
-    """QdqError naming the first weight with NaN/Inf values (and `source`, the file)."""
+    """QdqError naming the first weight with NaN/Inf values (and `source`, the file). An
+    infinity in a constant that no weighted op reads is meant (-inf as the start of a Max,
+    a mask's fill): only NaN is refused there."""
+    from qdq_onnx.graph.ops import WEIGHTED_OPS
+
+    weights = {t for n in model.graph.node if n.op_type in WEIGHTED_OPS for t in n.input[1:]}
     for t in model.graph.initializer:
-        bad = non_finite(t)
+        bad = non_finite(t, nan_only=t.name not in weights)
         if bad:
             size = int(np.prod(t.dims)) if t.dims else 1
             where = f"{source}: " if source else ""

@@ -6,6 +6,8 @@ answering ends the run with a message instead of a hang."""
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 
 import numpy as np
 
@@ -13,6 +15,10 @@ from qdq_onnx.errors import ExitCode, QdqError, RuntimeMissing
 
 # Set by MPI launchers in every rank they start: MPICH/Intel MPI/Slurm PMI, Open MPI, PMIx.
 LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+# Of those and their kin, the ones that say this process is one of several ranks: a size
+# above 1, or a rank above 0.
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+_RANK_VARIABLES = ("PMIX_RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK")
 TIMEOUT_VARIABLE = "QDQ_ONNX_COLLECTIVE_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -21,6 +27,11 @@ class CollectiveTimeout(QdqError):
     """A collective did not complete in time: some rank stopped answering."""
 
     exit_code = ExitCode.WORKER_FAILED
+
+
+class LauncherMismatch(QdqError):
+    """The launcher started several ranks but MPI for Python sees this process alone: the
+    launcher is not of the MPI mpi4py was built against."""
 
 
 class World:
@@ -107,9 +118,33 @@ def missing_mpi() -> RuntimeMissing:
                           "qdq-onnx[distributed] (mpi4py and the MPICH wheel)")
 
 
+def _launcher_ranks() -> tuple[str, str] | None:
+    """(variable, value) of the launcher's variable saying this process is one of several
+    ranks, or None."""
+    for names, least in ((_SIZE_VARIABLES, 2), (_RANK_VARIABLES, 1)):
+        for name in names:
+            text = os.environ.get(name, "").strip()
+            if text.isdigit() and int(text) >= least:
+                return name, text
+    return None
+
+
+def launcher_mismatch(variable: str, value: str, size: int) -> LauncherMismatch:
+    """The one-line error for a launcher whose ranks mpi4py's MPI does not see."""
+    here = shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+    which = f"({here}, the mpich wheel's)" if here else "(the mpich wheel's)"
+    return LauncherMismatch(
+        f"the MPI launcher set {variable}={value} but mpi4py's MPI_COMM_WORLD has {size} "
+        "rank: the launcher is not of the MPI mpi4py was built against (a site MPI, a "
+        "Slurm PMI mismatch), so each rank would run the whole job alone and write the same "
+        f"output; launch with the mpiexec of mpi4py's MPI {which}, or on one machine "
+        "run qdq-onnx ... --workers N")
+
+
 def world() -> World:
     """This process's world, made once: an MpiWorld of every rank when an MPI launcher
-    started several, else Single."""
+    started several, else Single. LauncherMismatch when the launcher says several ranks
+    but MPI sees one (raised once: the process then counts as alone, to end cleanly)."""
     global _WORLD
     if _WORLD is None:
         _WORLD = Single()
@@ -121,4 +156,6 @@ def world() -> World:
             mpi = MpiWorld(_timeout())
             if mpi.size > 1:
                 _WORLD = mpi
+            elif (said := _launcher_ranks()) is not None:
+                raise launcher_mismatch(*said, mpi.size)
     return _WORLD

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.placement.planner import check_plan_matches
 from qdq_onnx.placement.planner import plan_placement as _plan_placement
 from qdq_onnx.precision.config import PrecisionConfig
+from qdq_onnx.precision.record import recorded_remainder
 from qdq_onnx.precision.stage import Typed, type_model
 from qdq_onnx.precision.widen import widen
 from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_plan
@@ -162,9 +163,17 @@ def calibrate(qdq_model: onnx.ModelProto, data: Any,
 
 
 def type_remainder(qdq_model: onnx.ModelProto, precision: PrecisionConfig | None = None,
-                   data: Any = None, calibration: CalibrationConfig | None = None) -> Typed:
+                   data: Any = None, calibration: CalibrationConfig | None = None,
+                   like: onnx.ModelProto | None = None) -> Typed:
     """The last step before a file is written for TensorRT: the float remainder typed
     FP16 (default), BF16 or FP32, with the range guard's FP32 islands (from `data`, read in
     `calibration`'s batches, and from the weights) recorded in the embedded plan.
-    `.model` is the typed model, `.lines()` what was done."""
+    `like`: the typed file `qdq_model` was made from (fine-tuned, recalibrated); unless
+    `precision` names a type, the remainder keeps the type its plan records (the rule
+    file's default where it records none). `.model` is the typed model, `.lines()` what
+    was done."""
+    precision = precision or PrecisionConfig()
+    recorded = recorded_remainder(like) if like is not None else None
+    if precision.high_precision is None and recorded is not None:
+        precision = replace(precision, high_precision=recorded)
     return type_model(qdq_model, precision, data, calibration)

@@ -4,17 +4,65 @@ Keras-style `QuantizedModel.compile` keeps) and `finetune`, one run from start t
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import onnx
 
+from qdq_onnx.errors import SettingError
 from qdq_onnx.finetune.backend import require_backend
 from qdq_onnx.finetune.callbacks import Callback
 from qdq_onnx.finetune.config import FitConfig, TrainConfig
 from qdq_onnx.finetune.history import History
+from qdq_onnx.finetune.objective import Targets
+from qdq_onnx.graph.names import output_aliases
+
+# The TrainConfig settings that may be a dict by output name.
+PER_OUTPUT_SETTINGS = ("loss", "loss_weights", "distill_loss")
+
+
+class OutputNames:
+    """Dicts keyed by output name (per-output settings, labels) with the model's positional
+    aliases (`output_<i>`, the names converted Keras models had before their outputs were
+    named by their layers) resolved to the outputs they stand for."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.aliases = output_aliases([o.name for o in model.graph.output])
+
+    def resolve(self, value: Any, what: str) -> Any:
+        """`value` with alias keys renamed, when it is a plain dict using one."""
+        if not isinstance(value, Mapping) or isinstance(value, Targets) \
+                or not any(k in self.aliases for k in value):
+            return value
+        out: dict[Any, Any] = {}
+        for key, v in value.items():
+            name = self.aliases.get(key, key)
+            if name in out:
+                raise SettingError(what, f"names output {name!r} twice ({name!r} and its "
+                                         f"positional alias {key!r} or the other way round)")
+            out[name] = v
+        return out
+
+    def config(self, config: TrainConfig) -> TrainConfig:
+        """`config` with its per-output dicts keyed by output name."""
+        changes = {k: self.resolve(getattr(config, k), k) for k in PER_OUTPUT_SETTINGS}
+        changes = {k: v for k, v in changes.items() if v is not getattr(config, k)}
+        return dataclasses.replace(config, **changes) if changes else config
+
+    def labels(self, y: Any) -> Any:
+        """Labels `y` (a dict by output name is resolved)."""
+        return self.resolve(y, "labels")
+
+    def validation(self, data: Any) -> Any:
+        """(x, y) validation data with `y` resolved."""
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            y = self.labels(data[1])
+            if y is not data[1]:
+                return type(data)([data[0], y])
+        return data
 
 
 class Training:
@@ -32,8 +80,9 @@ class Training:
         from qdq_onnx.finetune.trainer import Trainer
         from qdq_onnx.precision.widen import widen
 
-        config = config or TrainConfig()
         qdq_model = widen(qdq_model)  # a typed (FP16/BF16) file trains in its FP32 form
+        self._names = OutputNames(qdq_model)
+        config = self._names.config(config or TrainConfig())
         if backend_factory is None:
             require_backend(config.backend)
         self.config = config
@@ -52,12 +101,14 @@ class Training:
     def fit(self, x: Any, y: Any = None, fit: FitConfig | None = None,
             validation_data: Any = None, callbacks: Sequence[Callback] = ()) -> History:
         """One run of `fit.epochs` epochs (see FitConfig); the History."""
-        return self._trainer.fit(x, y, fit, validation_data, callbacks)
+        names = self._names
+        return self._trainer.fit(x, names.labels(y), fit, names.validation(validation_data),
+                                 callbacks)
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int = 256) -> dict[str, float]:
         """{'loss', 'accuracy'} of the eval mode on (x, y) ('<output>_accuracy' for each
         output of several; `y` None when distilling)."""
-        return self._trainer.evaluate(x, y, batch_size)
+        return self._trainer.evaluate(x, self._names.labels(y), batch_size)
 
     def predict(self, x: Any, batch_size: int = 256):
         """The eval mode's outputs for `x`."""

@@ -72,6 +72,14 @@ class OpTypes:
             return None
         return formals[min(index, len(formals) - 1)].type_str
 
+    def fixed_input(self, node: onnx.NodeProto, index: int) -> bool:
+        """Whether input `index` of `node` has one fixed type by the op's definition (not a
+        type parameter), such as Resize's scales; False for a custom-domain op."""
+        formal = self._formal(node, index, False)
+        schema = self.schema(node)
+        return formal is not None and schema is not None and \
+            formal not in {c.type_param_str for c in schema.type_constraints}
+
     def convertible(self, node: onnx.NodeProto, index: int, elem_type: int,
                     outputs: bool = False) -> bool:
         """Whether input (output) `index` of `node` may hold `elem_type` where it now holds

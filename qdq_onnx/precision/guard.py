@@ -30,9 +30,12 @@ def measure_ranges(model: onnx.ModelProto, data: Any, config: Any = None) -> dic
 
     plain = strip_qdq(model)
     types = element_types(plain)
-    consts = {t.name for t in plain.graph.initializer}
+    # Constants are not activations (the weight guards judge them). An exporter's Constant
+    # node can be empty (paddle2onnx writes Resize's unused `roi` so): reducing an empty
+    # tensor fails onnxruntime's session initialization with no message.
+    index = GraphIndex(plain.graph)
     tensors = [o for n in plain.graph.node for o in n.output
-               if o and types.get(o) == FLOAT and o not in consts]
+               if o and types.get(o) == FLOAT and not index.is_constant(o)]
     tensors += [i.name for i in plain.graph.input if types.get(i.name) == FLOAT]
     stats = collect_stats(plain, tensors, data, config, with_hist=False)
     ranges = {t: float(s.amax) for t, s in stats.items()}

@@ -7,6 +7,7 @@ import json
 import onnx
 
 from qdq_onnx.files.metadata import PLAN_KEY, get_metadata, set_metadata
+from qdq_onnx.graph.float_types import HIGH_PRECISIONS
 from qdq_onnx.placement.plan import KeptFP32, PlacementPlan
 
 
@@ -21,3 +22,15 @@ def record_remainder(model: onnx.ModelProto, high_precision: str,
     plan.high_precision, plan.kept_fp32 = high_precision, list(kept)
     set_metadata(model, PLAN_KEY, plan.to_json())
     return plan
+
+
+def recorded_remainder(model: onnx.ModelProto) -> str | None:
+    """The remainder's type (fp16, bf16, fp32) the embedded plan records, or None for a file
+    without one (another tool's, or a plan that predates the record)."""
+    text = get_metadata(model, PLAN_KEY)
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    value = data.get("high_precision") if isinstance(data, dict) else None
+    return value if value in HIGH_PRECISIONS else None

@@ -98,12 +98,14 @@ class _Typer:
 
     # -- per-node precision -----------------------------------------------------------------
     def _base_precisions(self) -> dict[str, int]:
-        """The precision of every op but Q/DQ and Cast (decided from their neighbours)."""
+        """The precision of every op but Q/DQ, Cast and Constant (decided from their
+        readers: a Constant only a fixed-FP32 slot reads, such as Resize's scales, stays
+        FP32 rather than being typed and cast back)."""
         p: dict[str, int] = {}
         for node in self.index.nodes:
             if node.name in self.kept:
                 p[node.name] = FLOAT
-            elif node.op_type in ops.QDQ_OPS or node.op_type == "Cast":
+            elif node.op_type in ops.QDQ_OPS or node.op_type in ("Cast", "Constant"):
                 continue
             elif self.op_types.takes(node, self.low, self.types):
                 p[node.name] = self.low
@@ -157,7 +159,7 @@ class _Typer:
         self.report.fp32_ops = sorted(
             n.name for n in self.index.nodes
             if self.precision.get(n.name) == FLOAT and n.op_type not in ops.QDQ_OPS
-            and n.op_type != "Cast" and self._computes_float(n))
+            and n.op_type not in ("Cast", "Constant") and self._computes_float(n))
         self.report.reduced_ops = sum(
             self.precision.get(n.name) == self.low for n in self.index.nodes)
 

@@ -256,3 +256,77 @@ def test_weights_captured_by_value_convert_like_frozen_weights():
         assert pipeline.lint(q.export()).findings == []
     assert kinds[True] == kinds[False]
     assert all(type(v._value).__name__ != "EagerTensor" for v in model.weights)
+
+
+@pytest.mark.training
+def test_several_outputs_are_named_by_their_layers_and_train_by_those_names():
+    """Keras users key losses and labels by the output layers' names: the converted model's
+    outputs are `cls` and `box`, compile/fit take them, and the old positional names
+    (`output_0`, `output_1`) still work as aliases."""
+    from qdq_onnx import pipeline, quantize_model
+
+    keras = _keras()
+    inp = keras.Input((6,), name="features")
+    h = keras.layers.Dense(8, activation="relu", name="trunk")(inp)
+    model = keras.Model(inp, [keras.layers.Dense(3, name="cls")(h),
+                              keras.layers.Dense(2, name="box")(h)])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6)).astype(np.float32)
+    labels = {"cls": rng.integers(0, 3, 16), "box": rng.normal(size=(16, 2)).astype(np.float32)}
+    assert [o.name for o in pipeline.convert(model).graph.output] == ["cls", "box"]
+    q = quantize_model(model, calibration_data=x)
+    assert [o.name for o in q.onnx.graph.output] == ["cls", "box"]
+    assert {"cls", "box"} <= {p.layer for p in q.plan.weights()}
+    q.compile(loss={"cls": "sparse_categorical_crossentropy", "box": "mse"},
+              loss_weights={"box": 2.0}, learning_rate=1e-3)
+    history = q.fit(x, labels, batch_size=8, epochs=1, verbose=0,
+                    validation_data=(x, labels))
+    assert np.isfinite(history.history["loss"]).all()
+    assert "val_cls_accuracy" in history.history
+    # the positional names converted models had before, as aliases
+    q.compile(loss={"output_0": "sparse_categorical_crossentropy", "output_1": "mse"},
+              loss_weights={"output_1": 2.0}, learning_rate=1e-3)
+    q.fit(x, {"output_0": labels["cls"], "output_1": labels["box"]}, batch_size=8, epochs=1,
+          verbose=0)
+    assert len(q.evaluate(x, {"output_0": labels["cls"], "box": labels["box"]})) == 2
+
+
+def test_several_outputs_of_one_layer_fall_back_to_unique_positional_names():
+    """A layer giving two outputs would name both outputs after it: those take their
+    positions' names, the other output keeps its layer's name."""
+    from qdq_onnx import pipeline
+
+    keras = _keras()
+
+    class Split(keras.layers.Layer):
+        def call(self, t):
+            return t * 2.0, t + 1.0
+
+    inp = keras.Input((4,), name="features")
+    a, b = Split(name="split")(inp)
+    model = keras.Model(inp, [a, b, keras.layers.Dense(2, name="head")(inp)])
+    onx = pipeline.convert(model)
+    assert [o.name for o in onx.graph.output] == ["output_0", "output_1", "head"]
+
+
+def test_output_names_fall_back_for_invalid_repeated_or_taken_names():
+    """Each output keeps its wanted name when it is a plain identifier, given once and no
+    other tensor's; otherwise its positional name, made unique. Positional aliases resolve
+    to the named outputs, and naming one output twice is refused."""
+    from onnx import TensorProto, helper
+
+    from qdq_onnx.convert.keras_model import output_names
+    from qdq_onnx.errors import SettingError
+    from qdq_onnx.pipeline.training import OutputNames
+
+    assert output_names(["cls", "box"], 2, set()) == ["cls", "box"]
+    assert output_names(["a b", "box", "box", "x"], 4, {"x"}) == \
+        ["output_0", "output_1", "output_2", "output_3"]
+    assert output_names(["output_1", "head head"], 2, set()) == ["output_1", "output_1_1"]
+    assert output_names(None, 1, set()) == ["output"]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("cls", "box")]
+    graph = helper.make_graph([], "g", [], outputs)
+    names = OutputNames(helper.make_model(graph))
+    assert names.labels({"output_0": 1, "box": 2}) == {"cls": 1, "box": 2}
+    with pytest.raises(SettingError, match="names output 'cls' twice"):
+        names.resolve({"cls": 1, "output_0": 2}, "loss")

@@ -348,6 +348,53 @@ def _mha_outside_limits():
     return quantize_model(_attention(4, 16)).onnx, quantize_model(_attention(4, 8)).onnx
 
 
+@pytest.mark.parametrize("merge_target", ["shape", "constant"])
+def test_heads_merged_after_the_second_attention_product_agree_with_placement(merge_target):
+    """BMM2 -> Transpose -> Reshape -> output projection is the multi-head layout. Placement
+    puts the Q/DQ after BMM2 on the projection's input, past the Transpose and Reshape (both
+    precision neutral: TensorRT moves the Q back onto BMM2, the Q/DQ its INT8 fused MHA
+    needs there), and lint agrees: no broken fusion. The Transpose reading BMM2 was reported
+    as a layout shuffle (TRT-L014) when the Reshape's target came from its Shape."""
+    from helpers import dq_fed, multi_head_attention
+
+    m = quantize_model(multi_head_attention(merge_target=merge_target)).onnx
+    fed = dq_fed(m)
+    assert {("bmm1", 0), ("bmm1", 1), ("bmm2", 0), ("bmm2", 1), ("out_proj", 0)} <= fed
+    assert not {("merge_heads", 0), ("merge", 0), ("merged_shape", 0)} & fed
+    report = lint_model(m, RULES, "weak")
+    assert report.findings == [], [(f.id, f.message) for f in report.findings]
+    assert report.summary().startswith("6 of 6 weighted layers INT8, 0 fusions broken")
+    assert lint_model(typed(m), RULES).findings == []  # the strongly typed file written
+
+
+def test_heads_merged_after_the_second_attention_product_read_float_are_flagged():
+    """Without the Q/DQ after the head layout (the output projection's input made float),
+    TensorRT's INT8 MHA lacks its Q/DQ after BMM2: the Transpose reading BMM2 is reported
+    (and the float projection input); a Transpose after a Dense MatMul stays a shuffle."""
+    from helpers import multi_head_attention
+
+    m = quantize_model(multi_head_attention()).onnx
+    node(m, "out_proj").input[0] = pair_for(m, "out_proj", 0).source
+    found = {(f.id, f.node): f.message for f in lint_model(m, RULES, "weak").findings}
+    assert "Q/DQ after the second product" in found[("TRT-L014", "bmm2")]
+    assert ("TRT-L001", "out_proj") in found
+    from onnx import TensorProto
+
+    r = np.random.default_rng(0)
+    w = [numpy_helper.from_array(r.normal(0, .3, s).astype(np.float32), f"w{i}")
+         for i, s in enumerate([(8, 8), (4, 4)])]
+    dense = helper.make_graph(  # a Dense MatMul -> Transpose -> Dense, quantized after it
+        [helper.make_node("MatMul", ["x", "w0"], ["h"], name="fc0"),
+         helper.make_node("Transpose", ["h"], ["ht"], name="shuffle", perm=[0, 2, 1]),
+         helper.make_node("MatMul", ["ht", "w1"], ["y"], name="fc1")], "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 4])], w)
+    q = quantize_model(helper.make_model(dense, opset_imports=[helper.make_opsetid("", 13)]))
+    hits = [f.message for f in lint_model(q.onnx, RULES, "weak").findings if f.id == "TRT-L014"]
+    assert hits == ["Transpose 'shuffle' reads the output of MatMul (a layout shuffle inside "
+                    "the network)"]
+
+
 def dense_block():
     """DenseNet's pattern: a Concat that appends new (float) features to a quantized
     tensor is not a re-quantization; its output gets its own scale."""

@@ -1,5 +1,8 @@
 """The `finetune` command: trains and writes a checked file, keeps the starting weights when
-training only makes them worse, and refuses bad settings by their flags."""
+training only makes them worse, refuses bad settings by their flags, and keeps the remainder
+type the input records."""
+
+import json
 
 import numpy as np
 import onnx
@@ -71,3 +74,50 @@ def test_diverging_fine_tuning_returns_the_starting_model_and_says_so(digits, fl
     assert accuracy(onnx.load(out), xte, yte) == accuracy(start_model, xte, yte)
 
 
+
+
+def _remainder(path):
+    """(the plan's recorded remainder type, the reduced float types the file holds)."""
+    model = onnx.load(path)
+    plan = json.loads(next(p.value for p in model.metadata_props if p.key == "qdq_onnx.plan"))
+    reduced = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    held = {t.data_type for t in model.graph.initializer} | {
+        a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute
+        if a.name == "to"}
+    return plan["high_precision"], held & reduced
+
+
+def test_finetune_keeps_the_remainder_type_the_input_records(digits, tmp_path, capsys):
+    """A file inserted with --high-precision fp32 stays FP32 through finetune without the
+    flag; the flag still wins; a file recording no type gets the rules' default (FP16)."""
+    from helpers import mlp
+
+    xtr, ytr, _, _ = digits
+    onnx.save(mlp(), tmp_path / "fp32.onnx")
+    np.save(tmp_path / "calib.npy", xtr[:128])
+    np.savez(tmp_path / "train.npz", x=xtr[:128], labels=ytr[:128])
+    q = tmp_path / "q.onnx"
+    assert main(["insert", str(tmp_path / "fp32.onnx"), "-o", str(q), "--calib",
+                 str(tmp_path / "calib.npy"), "--high-precision", "fp32"]) == 0
+    assert _remainder(q) == ("fp32", set())
+
+    def finetune(src, out, *flags):
+        assert main(["finetune", str(src), "--data", str(tmp_path / "train.npz"), "-o",
+                     str(tmp_path / out), "--epochs", "1", "--quiet", *flags]) == 0
+        return _remainder(tmp_path / out)
+
+    capsys.readouterr()
+    assert finetune(q, "ft.onnx") == ("fp32", set())
+    assert "float remainder typed fp16" not in capsys.readouterr().err
+    assert finetune(q, "ft16.onnx", "--high-precision", "fp16") == (
+        "fp16", {onnx.TensorProto.FLOAT16})
+    assert finetune(tmp_path / "ft16.onnx", "again.onnx") == (  # fp16 recorded: kept
+        "fp16", {onnx.TensorProto.FLOAT16})
+    unrecorded = onnx.load(q)
+    plan = next(p for p in unrecorded.metadata_props if p.key == "qdq_onnx.plan")
+    recorded = json.loads(plan.value)
+    del recorded["high_precision"]  # a plan from before the remainder was recorded
+    plan.value = json.dumps(recorded)
+    onnx.save(unrecorded, tmp_path / "unrecorded.onnx")
+    assert finetune(tmp_path / "unrecorded.onnx", "default.onnx") == (
+        "fp16", {onnx.TensorProto.FLOAT16})

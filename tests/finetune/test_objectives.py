@@ -137,6 +137,60 @@ def test_kl_distillation_loss_is_the_softened_kl_to_the_float_outputs(digits, fl
     assert loss == pytest.approx(kl, rel=1e-3) and kl > 0
 
 
+def _softmax_ending(float_model):
+    """The trained digits MLP with a final Softmax: it outputs probabilities."""
+    from helpers import mlp
+
+    model = mlp(softmax=True)
+    trained = {t.name: t for t in float_model.graph.initializer}
+    for t in model.graph.initializer:
+        t.CopyFrom(trained[t.name])
+    return model
+
+
+def _kl(teacher, student, temperature):
+    """T^2 * mean over samples of KL(softmax(log(p_t)/T) || softmax(log(p_s)/T)) of
+    probabilities (clipped as the loss clips them)."""
+    def log_tempered(p):
+        z = np.log(np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)) / temperature
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    log_p, log_q = log_tempered(teacher), log_tempered(student)
+    return temperature ** 2 * np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1))
+
+
+def test_kl_distillation_of_probabilities_is_the_kl_of_the_probabilities(digits, float_model):
+    """A model ending in Softmax outputs probabilities: KL distillation compares them as
+    such (tempered as softmax(log(p)/T)), not softmax(probabilities), which is ~flat."""
+    xtr, _, xte, _ = digits
+    model = _softmax_ending(float_model)
+    q = quantize_model(model, calibration_data=xtr[:256], weight_scheme="int8-4bit")
+    q.compile(distill=True, distill_loss="kl", temperature=3.0)
+    loss = q.evaluate(xte)[0]
+    teacher = inference_session(model).run(None, {"x": xte})[0]
+    student = q.predict(xte)
+    assert np.allclose(student.sum(1), 1.0, atol=1e-4)  # probabilities indeed
+    kl = _kl(teacher, student, 3.0)
+    assert loss == pytest.approx(kl, rel=1e-3) and kl > 0
+    flattened = 9.0 * np.mean(np.sum(_softmax(teacher / 3.0) * (
+        np.log(_softmax(teacher / 3.0)) - np.log(_softmax(student / 3.0))), axis=1))
+    assert loss > 10 * flattened  # softmax of probabilities: a much smaller loss
+
+
+def test_kl_distillation_reads_probabilities_from_a_softmax_or_the_setting(float_model):
+    from qdq_onnx.finetune.config import TrainConfig
+    from qdq_onnx.finetune.objective import Objective
+
+    def probabilities(model, **settings):
+        config = TrainConfig(distill=True, distill_loss="kl", **settings)
+        return [p.probabilities for p in Objective.from_config(config, model).parts]
+
+    assert probabilities(_softmax_ending(float_model)) == [True]
+    assert probabilities(float_model) == [False]
+    assert probabilities(float_model, from_logits=False) == [True]
+
+
 def test_fit_distill_true_without_compile_and_mse_on_every_output(digits):
     xtr, _, _, _ = digits
     q = quantize_model(_two_heads(), calibration_data=xtr[:256], weight_scheme="int8-4bit")

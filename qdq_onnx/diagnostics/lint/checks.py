@@ -257,6 +257,35 @@ def _tokens(ctx: LintContext, transposes: list[onnx.NodeProto]) -> set[str]:
     return {name for name, out in reshapes.items() if len(ranks.get(out) or ()) == 3}
 
 
+def _quantized_through_layout(ctx: LintContext, tensor: str, max_hops: int = 8) -> bool:
+    """Whether every reader of `tensor`'s values is a QuantizeLinear, directly or through
+    layout ops the rule file's taxonomy makes precision neutral (Transpose, Reshape, ...;
+    a Shape reads no values): TensorRT moves that Q backwards through them onto `tensor`."""
+    through = ops.LAYOUT_OPS & ctx.rules.precision_neutral
+    frontier = [tensor]
+    for _ in range(max_hops):
+        nxt = []
+        for t in frontier:
+            readers = [u for u in ctx.index.consumers.get(t, ()) if u.node.op_type != "Shape"]
+            if not readers or t in ctx.index.graph_outputs:
+                return False
+            for use in readers:
+                if use.node.op_type in through and use.index == 0:
+                    nxt.append(use.node.output[0])
+                elif use.node.op_type != ops.QUANTIZE:
+                    return False
+        if not nxt:
+            return True
+        frontier = nxt
+    return False
+
+
+def _product_of_activations(ctx: LintContext, node: onnx.NodeProto) -> bool:
+    """A MatMul of two activations (an attention's Q x K^T or softmax x V): its output has
+    no follower TensorRT fuses into it, and the layout around it is the heads'."""
+    return node.op_type == ops.MATMUL and not ctx.constant_behind(node.input[1])
+
+
 @check("layout-transpose-after-weighted")
 def layout_transpose_after_weighted(ctx: LintContext) -> Iterator[Hit]:
     fused = ctx.rules.fusible_followers
@@ -277,9 +306,20 @@ def layout_transpose_after_weighted(ctx: LintContext) -> Iterator[Hit]:
             tensor = after.output[0]
     tokens = _tokens(ctx, [after for _, after in found]) if found else set()
     for node, after in found:
-        if after.name not in tokens:
-            yield node.name, (f"Transpose {after.name!r} reads the output of "
-                              f"{node.op_type} (a layout shuffle inside the network)")
+        if after.name in tokens:
+            continue
+        if _product_of_activations(ctx, node):
+            # The heads merged back ([N, H, S, D] -> [N, S, H, D], then a Reshape): the
+            # multi-head layout TensorRT's MHA fusion takes, with the "Q/DQ after BMM2" it
+            # needs when a Q follows through layout ops (TensorRT moves it onto the product).
+            if not _quantized_through_layout(ctx, after.output[0]):
+                yield node.name, (f"Transpose {after.name!r} reads the output of the "
+                                  f"attention product {node.name!r}, which reaches its "
+                                  "reader float: TensorRT's INT8 fused MHA needs Q/DQ after "
+                                  "the second product (after its layout ops)")
+            continue
+        yield node.name, (f"Transpose {after.name!r} reads the output of "
+                          f"{node.op_type} (a layout shuffle inside the network)")
 
 
 @check("quantized-normalization-internals")

@@ -3,6 +3,7 @@ optimizer graphs plus a checkpoint), then Module/Optimizer/CheckpointState steps
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.backend import ort_imports
+from qdq_onnx.finetune.coverage import require_trainable_ops, untrainable
 from qdq_onnx.finetune.fake_quant import TrainGraph
 from qdq_onnx.finetune.objective import Objective
 from qdq_onnx.graph import ops
@@ -30,6 +32,37 @@ def refuse_control_flow(graph: TrainGraph) -> None:
                            "calibrate work")
 
 
+_NO_BUILDER = re.compile(r"gradient builder has not been registered: (\w+) for node (\S+)")
+_NO_KERNEL = re.compile(r"implementation for (\w+?)Grad\(\d+\) node with name '([^']*)'")
+_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)")
+_CPP = re.compile(r"(\S+\.(cc|h):\d+ )?(\S+::)+\S*\([^)]*\)( const)? ")
+
+
+def engine_failure(exc: BaseException, doing: str) -> QdqError:
+    """onnxruntime-training's error as one line: the op it cannot differentiate and its
+    node when it says so, the node whose gradient failed, else its message; never the C++
+    signature in front of it."""
+    text = " ".join(str(exc).split())
+    found = _NO_BUILDER.search(text)
+    if found:
+        return untrainable(found.group(1), found.group(2), "no gradient builder")
+    found = _NO_KERNEL.search(text)
+    if found:
+        node = found.group(2).split("_Grad/")[0]
+        return untrainable(found.group(1), node, "no CPU kernel for its gradient")
+    found = _NODE.search(text)
+    if found:
+        op, node, message = found.groups()
+        message = _CPP.sub("", message.split(" Status Message: ")[-1]).strip()
+        if "_Grad/" in node:
+            return QdqError(f"onnxruntime-training cannot {doing}: the gradient of node "
+                            f"{node.split('_Grad/')[0]!r} fails ({op}: {message[:240]})")
+        return QdqError(f"onnxruntime-training cannot {doing}: node {node!r} ({op}) fails: "
+                        f"{message[:240]}")
+    message = re.sub(r"^.*\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    return QdqError(f"onnxruntime-training cannot {doing}: {_CPP.sub('', message)[:300]}")
+
+
 def _quiet_ort() -> None:
     import onnxruntime
 
@@ -44,6 +77,7 @@ class OrtTrainingBackend:
                  weight_decay: float,
                  device: str = "cpu", work_dir: str | Path | None = None) -> None:
         refuse_control_flow(graph)
+        require_trainable_ops(graph.model, graph.trainable, graph.outputs)
         self.device = device
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="qdq-onnx-train-"))
@@ -70,9 +104,7 @@ class OrtTrainingBackend:
                     artifact_directory=str(self._artifacts),
                     additional_output_names=graph.outputs, loss_input_names=loss_inputs)
         except Exception as exc:  # gradient building errors come as bare RuntimeErrors
-            first = str(exc).strip().splitlines()[-1][:300]
-            raise QdqError(f"onnxruntime-training cannot build the training graph: {first}"
-                           ) from exc
+            raise engine_failure(exc, "build the training graph") from exc
         self._readable_optimizer()
 
     def _readable_optimizer(self) -> None:
@@ -148,7 +180,10 @@ class OrtTrainingBackend:
     # -- steps ---------------------------------------------------------------------------
     def forward_backward(self, args: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
         self.module.train()
-        loss, *outs = self.module(*args)
+        try:
+            loss, *outs = self.module(*args)
+        except RuntimeError as exc:  # a missing gradient kernel shows at the first step
+            raise engine_failure(exc, "run a training step") from exc
         return float(loss), [np.asarray(o) for o in outs]
 
     def step(self, learning_rate: float) -> None:
