@@ -24,6 +24,7 @@ from qdq_onnx.convert.keras_check import (
     without_optimizers,
 )
 from qdq_onnx.convert.keras_inputs import input_structure
+from qdq_onnx.convert.keras_outputs import keras_output_names, rename_outputs
 from qdq_onnx.convert.keras_rewrite import (
     BY_VALUE_BYTES,
     depthwise_for_grouped,
@@ -35,7 +36,6 @@ from qdq_onnx.convert.prepare import prepare_model
 from qdq_onnx.convert.tf_handlers import custom_op_handlers
 from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.layers import LayerMap, LayerRecord, write_layer_map
-from qdq_onnx.graph.names import FreshNames, positional_output_names
 from qdq_onnx.graph.ops import WEIGHTED_OPS
 from qdq_onnx.progress import captured_stderr
 
@@ -179,65 +179,6 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     folded.metadata_props.extend(model.metadata_props)
     folded.producer_name = model.producer_name
     return folded
-
-
-# An output name that stays a plain identifier everywhere it is used: a TensorRT binding, a
-# dict key, a file name, and `labels__<name>`, the training graph's label input.
-_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
-
-
-def output_names(wanted: list[str] | None, count: int, taken: set[str]) -> list[str]:
-    """Unique names for `count` graph outputs: each `wanted` name (a dict's key, an output
-    layer's name) where it is a plain identifier, given once and not the name of another
-    tensor in `taken`; its positional name (`positional_output_names`) where not, made
-    unique with `_<k>` if a wanted name or tensor already has it."""
-    positional = positional_output_names(count)
-    if wanted is None or len(wanted) != count:
-        wanted = positional
-    chosen = [w if isinstance(w, str) and _OUTPUT_NAME.fullmatch(w) and wanted.count(w) == 1
-              and w not in taken else None for w in wanted]
-    fresh = FreshNames(set(taken) | {c for c in chosen if c is not None})
-    return [fresh(positional[i]) if c is None else c for i, c in enumerate(chosen)]
-
-
-def _rename_outputs(model: onnx.ModelProto, wanted: list[str] | None = None) -> None:
-    """Name the graph outputs `wanted` (a dict's keys, or the output layers' names), with
-    `output_names`' fallbacks; `output` / `output_<i>` (Keras order) when None."""
-    g = model.graph
-    current = [o.name for o in g.output]
-    if len(set(current)) < len(current):  # one tensor given twice: each output its own
-        for i, o in enumerate(g.output):
-            if o.name in current[:i]:
-                copy = f"{o.name}__output_{i}"
-                g.node.append(onnx.helper.make_node("Identity", [o.name], [copy],
-                                                    name=copy))
-                o.name = copy
-        current = [o.name for o in g.output]
-    taken = {t for n in g.node for t in (*n.input, *n.output)}
-    taken |= {t.name for t in (*g.input, *g.initializer)}
-    taken -= set(current)
-    mapping = dict(zip(current, output_names(wanted, len(current), taken)))
-    for node in g.node:
-        for i, t in enumerate(node.output):
-            if t in mapping:
-                node.output[i] = mapping[t]
-        for i, t in enumerate(node.input):
-            if t in mapping:
-                node.input[i] = mapping[t]
-    for o in g.output:
-        o.name = mapping[o.name]
-
-
-def _keras_output_names(model: Any, outputs: Any) -> list[str] | None:
-    """The names Keras gives the model's outputs, in graph output order: a dict's keys
-    (sorted, as tf.nest flattens it), else the output layers' names (`model.output_names`,
-    Keras 3 and tf_keras functional models; None for models that have none)."""
-    if isinstance(outputs, dict):
-        return sorted(outputs)
-    names = getattr(model, "output_names", None)
-    if not names or isinstance(names, str):
-        return None
-    return [str(n) for n in names]
 
 
 def _constants_from_captures(onnx_model: onnx.ModelProto, function: Any, specs: list,
@@ -422,7 +363,7 @@ def keras_to_onnx(model: Any, opset: int | None = None, input_shape: Any = None,
         count = len(onnx_model.graph.output)
         # One output keeps `output` (no loss or label needs its name); several are named
         # as Keras names them, so compile(loss={...}) and fit's label dicts take them.
-        _rename_outputs(onnx_model, _keras_output_names(model, outputs)
+        rename_outputs(onnx_model, keras_output_names(model, outputs)
                         if keras_layers and (count > 1 or isinstance(outputs, dict)) else None)
         return onnx_model
 

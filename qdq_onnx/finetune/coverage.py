@@ -13,11 +13,13 @@ import onnx
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.onnx_files import default_opset
+from qdq_onnx.graph import ops
+from qdq_onnx.graph.index import upstream
 
 # The exact rewrites fine-tuning trains in place of ops that do not train (lowering*.py).
 REWRITES = {
     "AveragePool": "depthwise Conv with fixed weights",
-    "ConvTranspose": "Conv over the zero-upsampled input",
+    ops.CONV_TRANSPOSE: "Conv over the zero-upsampled input",
     "GlobalMaxPool": "ArgMax, GatherElements over the spatial axes",
     "HardSigmoid": "Mul, Add, Clip",
     "HardSwish": "Mul, Add, Clip, Mul",
@@ -41,11 +43,15 @@ def table() -> dict:
 
 def status(op: str, opset: int) -> tuple[str, str] | None:
     """(status, detail) of `op` at the newest probed version not above `opset`, or None
-    when the table has no row for it."""
+    when the table has no row for it. Of several variants of one op (LayerNormalization
+    with one output and with all three, which the training graph always gives it), the op
+    trains when one of them does."""
     rows = [r for r in table()["rows"] if r["op"].split("(")[0] == op and r["opset"] <= opset]
     if not rows:
         return None
-    row = max(rows, key=lambda r: r["opset"])
+    newest = max(r["opset"] for r in rows)
+    at = [r for r in rows if r["opset"] == newest]
+    row = next((r for r in at if r["status"] == "trains"), at[0])
     return row["status"], row["detail"]
 
 
@@ -63,16 +69,7 @@ def gradient_nodes(model: onnx.ModelProto, trainable: list[str], outputs: list[s
         if any(t in reached for t in node.input):
             reached.update(o for o in node.output if o in is_float)
     producer = {o: n for n in model.graph.node for o in n.output}
-    needed: set[str] = set()
-    stack = [o for o in outputs]
-    while stack:
-        t = stack.pop()
-        if t in needed:
-            continue
-        needed.add(t)
-        node = producer.get(t)
-        if node is not None:
-            stack.extend(i for i in node.input if i in is_float)
+    needed = upstream(producer, outputs, follow=is_float)
     return [n for n in model.graph.node
             if any(t in reached and t in is_float for t in n.input)
             and any(o in needed for o in n.output)]

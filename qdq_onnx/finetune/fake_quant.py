@@ -26,7 +26,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.lowering_pass import Lowering
 from qdq_onnx.graph.batch import relax_batch
 from qdq_onnx.graph.batchnorm import batchnorm_affine
-from qdq_onnx.graph.index import GraphIndex, attribute
+from qdq_onnx.graph.index import GraphIndex, attribute, upstream
 from qdq_onnx.graph.ops import WEIGHTED_OPS
 from qdq_onnx.graph.qdq import qdq_pairs
 from qdq_onnx.graph.shapes import distinct_unknowns, specialised
@@ -343,17 +343,7 @@ def _choose_parameters(result: TrainGraph, index: GraphIndex, learn_scales: bool
 def freeze_unreached(result: TrainGraph, outputs: list[str]) -> None:
     """Freeze the trainable parameters no trained output depends on (an output without a
     loss: onnxruntime-training refuses a gradient it cannot reach)."""
-    producer = GraphIndex(result.model.graph).producer
-    seen: set[str] = set()
-    stack = list(outputs)
-    while stack:
-        t = stack.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        node = producer.get(t)
-        if node is not None:
-            stack.extend(node.input)
+    seen = upstream(GraphIndex(result.model.graph).producer, outputs)
     unreached = [t for t in result.trainable if t not in seen]
     if unreached:
         result.trainable = [t for t in result.trainable if t in seen]

@@ -128,3 +128,21 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
         if attr.name == name:
             return onnx.helper.get_attribute_value(attr)
     return default
+
+
+def upstream(producer: dict[str, onnx.NodeProto], outputs: list[str],
+             follow: set[str] | None = None) -> set[str]:
+    """Every tensor `outputs` are computed from (themselves included), walking back through
+    the producers; with `follow`, only through those tensors."""
+    seen: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        node = producer.get(t)
+        if node is not None:
+            stack.extend(i for i in node.input if follow is None or i in follow)
+    return seen
+

@@ -86,6 +86,8 @@ class PlacementPlan:
     notes: list[str] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)
     high_precision: str = "fp32"
+    # whether the typing stage chose high_precision (else it is the untyped file's FP32)
+    remainder_recorded: bool = False
     kept_fp32: list[KeptFP32] = field(default_factory=list)
 
     # -- queries ---------------------------------------------------------------------------
@@ -139,6 +141,7 @@ class PlacementPlan:
             "high_precision": self.high_precision,
             "kept_fp32": [asdict(k) for k in self.kept_fp32],
             "notes": self.notes,
+            **({"remainder_recorded": True} if self.remainder_recorded else {}),
         }
 
     @classmethod
@@ -169,7 +172,8 @@ class PlacementPlan:
                    rules=data.get("rules", {}), spec=data.get("spec", []),
                    cases=data.get("cases", []), notes=data.get("notes", []),
                    model=data.get("model", {}),
-                   high_precision=data.get("high_precision", "fp32"), kept_fp32=kept)
+                   high_precision=data.get("high_precision", "fp32"), kept_fp32=kept,
+                   remainder_recorded=bool(data.get("remainder_recorded", False)))
 
     def to_json(self) -> str:
         """The plan as indented JSON text."""

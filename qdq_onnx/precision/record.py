@@ -20,17 +20,21 @@ def record_remainder(model: onnx.ModelProto, high_precision: str,
         return None
     plan = PlacementPlan.from_dict(json.loads(text))
     plan.high_precision, plan.kept_fp32 = high_precision, list(kept)
+    plan.remainder_recorded = True
     set_metadata(model, PLAN_KEY, plan.to_json())
     return plan
 
 
 def recorded_remainder(model: onnx.ModelProto) -> str | None:
-    """The remainder's type (fp16, bf16, fp32) the embedded plan records, or None for a file
-    without one (another tool's, or a plan that predates the record)."""
+    """The remainder's type (fp16, bf16, fp32) the typing stage recorded in the embedded
+    plan, or None for a file without one (another tool's, a file never typed, or a plan
+    that predates the record)."""
     text = get_metadata(model, PLAN_KEY)
     try:
         data = json.loads(text) if text else None
     except ValueError:
         return None
-    value = data.get("high_precision") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not data.get("remainder_recorded"):
+        return None  # never typed: its plan's FP32 is the default, not a choice
+    value = data.get("high_precision")
     return value if value in HIGH_PRECISIONS else None

@@ -315,7 +315,7 @@ def test_output_names_fall_back_for_invalid_repeated_or_taken_names():
     to the named outputs, and naming one output twice is refused."""
     from onnx import TensorProto, helper
 
-    from qdq_onnx.convert.keras_model import output_names
+    from qdq_onnx.convert.keras_outputs import output_names
     from qdq_onnx.errors import SettingError
     from qdq_onnx.pipeline.training import OutputNames
 
