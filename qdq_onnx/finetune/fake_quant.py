@@ -89,11 +89,9 @@ def _const(graph: onnx.GraphProto, name: str, value) -> str:
 def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
                         weight_bits: int | None = None,
                         input_dims: dict[str, tuple[int, ...]] | None = None) -> TrainGraph:
-    """The training graph of a Q/DQ model (which is not modified); a fixed batch dimension
-    is relaxed so training runs at any batch size. `input_dims` (the training data's
-    shapes by input name, batch first) fixes the other dimensions the graph leaves
-    symbolic, for the rewrites that need sizes (ShapesNeeded without it). `weight_bits`
-    (deprecated) narrows every weight's range instead of the plan's scheme."""
+    """The training graph of a Q/DQ model (not modified), at any batch size; `input_dims`
+    (the data's shapes by input name) fixes the other symbolic sizes, which rewrites need
+    (else ShapesNeeded). `weight_bits` (deprecated) narrows every weight's range."""
     model = distinct_unknowns(relax_batch(qdq_model))
     if input_dims:
         model = specialised(model, input_dims)
@@ -142,14 +140,7 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
     result.lowered = lowering.originals
     del graph.node[:]
     graph.node.extend(_toposort(kept + new_nodes, graph))
-    used = {t for n in graph.node for t in n.input}
-    keep = [t for t in graph.initializer if t.name in used]
-    # What only a rewritten op read (a Resize's scales) leaves the training graph; its
-    # inference form (emit.fake_quant_model) puts the op and these back.
-    restored = {t for n in result.lowered.values() for t in n.input} - used
-    result.lowered_constants = [t for t in graph.initializer if t.name in restored]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    _prune_initializers(result)
     result.outputs = [o.name for o in graph.output]
     result.inputs = [i.name for i in graph.input]
     _choose_parameters(result, GraphIndex(graph), learn_scales, lowering.weights)
@@ -207,6 +198,19 @@ def _fake_quant_float_nodes(tag: str, source: str, scale: str, rounder: str, lo:
         helper.make_node("Mul", [f"{tag}_clip", scale], [output], name=f"{tag}_scale"),
     ]
     return nodes
+
+
+def _prune_initializers(result: TrainGraph) -> None:
+    """Drop the initializers no node reads. What only a rewritten op read (a Resize's
+    scales) is kept aside: the inference form (emit.fake_quant_model) puts it back with the
+    op."""
+    graph = result.model.graph
+    used = {t for n in graph.node for t in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    restored = {t for n in result.lowered.values() for t in n.input} - used
+    result.lowered_constants = [t for t in graph.initializer if t.name in restored]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 class _Bounds:
