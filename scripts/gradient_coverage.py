@@ -29,7 +29,8 @@ MD_OUT = ROOT / "docs" / "gradient-coverage.md"
 OPSETS = range(11, 22)
 X = (2, 3, 4, 4)
 
-# op -> probe: "in" lists the inputs: ("x", shape) a trainable float operand, ("pos", shape)
+# op -> probe: "in" lists the inputs: ("x", shape) a trainable float operand, ("data", shape)
+# a float graph input (an activation, fed at each call, not trained), ("pos", shape)
 # one with positive values, ("unit", shape) one within (-0.9, 0.9), ("i", values) an int64
 # constant, ("f", values) a float constant, ("", None) an omitted optional input; "attrs"
 # the attributes; "min": the first opset the probe is valid at (an input became an input).
@@ -108,15 +109,23 @@ PROBES: dict[str, dict] = {
     "Where": {"in": [("b", [[True, False, True, False]]), ("x", (3, 4)), ("x", (3, 4))]},
     "CumSum": {"in": [("x", (3, 4)), ("i", 1)]},
     "Einsum": {"in": [("x", (2, 3)), ("x", (3, 4))], "attrs": {"equation": "ij,jk->ik"}},
-    "TopK": {"in": [("x", (3, 4)), ("i", [2])], "outputs": 1},
+    "TopK": {"in": [("x", (3, 4)), ("i", [2])], "outputs": 2},
     "DepthToSpace": {"in": [("x", (1, 4, 2, 2))], "attrs": {"blocksize": 2}},
     "SpaceToDepth": {"in": [("x", (1, 1, 4, 4))], "attrs": {"blocksize": 2}},
     "Shrink": {"in": [("x", X)], "attrs": {"lambd": 0.1}},
-    "LSTM": {"in": [("x", (3, 2, 4)), ("x", (1, 20, 4)), ("x", (1, 20, 5))],
+    "LSTM": {"in": [("data", (3, 2, 4)), ("x", (1, 20, 4)), ("x", (1, 20, 5))],
              "attrs": {"hidden_size": 5}, "outputs": 3},
-    "GRU": {"in": [("x", (3, 2, 4)), ("x", (1, 15, 4)), ("x", (1, 15, 5))],
+    "LSTM(initial states)": {"op": "LSTM", "in": [
+        ("data", (3, 2, 4)), ("x", (1, 20, 4)), ("x", (1, 20, 5)), ("x", (1, 40)), ("", None),
+        ("f", np.zeros((1, 2, 5))), ("f", np.zeros((1, 2, 5)))],
+             "attrs": {"hidden_size": 5}, "outputs": 3},
+    "GRU": {"in": [("data", (3, 2, 4)), ("x", (1, 15, 4)), ("x", (1, 15, 5))],
             "attrs": {"hidden_size": 5}, "outputs": 2},
-    "RNN": {"in": [("x", (3, 2, 4)), ("x", (1, 5, 4)), ("x", (1, 5, 5))],
+    "GRU(initial state)": {"op": "GRU", "in": [
+        ("data", (3, 2, 4)), ("x", (1, 15, 4)), ("x", (1, 15, 5)), ("x", (1, 30)), ("", None),
+        ("f", np.zeros((1, 2, 5)))],
+            "attrs": {"hidden_size": 5}, "outputs": 2},
+    "RNN": {"in": [("data", (3, 2, 4)), ("x", (1, 5, 4)), ("x", (1, 5, 5))],
             "attrs": {"hidden_size": 5}, "outputs": 2},
 }
 
@@ -154,6 +163,7 @@ def _model(name: str, probe: dict, opset: int, rng: np.random.Generator):
 
     op = probe.get("op", name)
     inits, trainable, frozen, inputs = [], [], [], []
+    feeds: dict[str, np.ndarray] = {}
     attrs = dict(probe.get("attrs", {}))
     specs = list(probe["in"])
     if "axes_attr_before" in probe and opset < probe["axes_attr_before"]:
@@ -176,13 +186,18 @@ def _model(name: str, probe: dict, opset: int, rng: np.random.Generator):
         elif kind == "b":
             arr = np.array(spec, bool)
         else:
-            arr = _value(kind, spec, rng)
+            arr = _value("x" if kind == "data" else kind, spec, rng)
+        inputs.append(tname)
+        if kind == "data":
+            feeds[tname] = arr
+            continue
         inits.append(numpy_helper.from_array(arr, tname))
         (trainable if kind in ("x", "pos", "unit") else frozen).append(tname)
-        inputs.append(tname)
     outputs = [f"out{j}" for j in range(probe.get("outputs", 1))]
     node = helper.make_node(op, inputs, outputs, name="probe", **attrs)
-    probe_graph = helper.make_graph([node], "p", [], [helper.make_tensor_value_info(
+    data_in = [helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, list(v.shape))
+               for k, v in feeds.items()]
+    probe_graph = helper.make_graph([node], "p", data_in, [helper.make_tensor_value_info(
         outputs[0], onnx.TensorProto.FLOAT, None)], inits)
     m = helper.make_model(probe_graph, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 7
@@ -203,14 +218,16 @@ def _model(name: str, probe: dict, opset: int, rng: np.random.Generator):
         loss_nodes.append(helper.make_node("Add", [total, term], [f"total{j}"]))
         total = f"total{j}"
     loss_nodes.append(helper.make_node("Identity", [total], ["loss"]))
-    graph = helper.make_graph(loss_nodes, "p", [], [helper.make_tensor_value_info(
+    data = [helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, list(v.shape))
+            for k, v in feeds.items()]
+    graph = helper.make_graph(loss_nodes, "p", data, [helper.make_tensor_value_info(
         "loss", onnx.TensorProto.FLOAT, [])], [*inits, weights])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 7
-    return model, trainable, frozen + ["r"]
+    return model, trainable, frozen + ["r"], feeds
 
 
-def _loss(model, values: dict[str, np.ndarray]) -> float:
+def _loss(model, values: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> float:
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -224,7 +241,7 @@ def _loss(model, values: dict[str, np.ndarray]) -> float:
     opts.log_severity_level = 4
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     s = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return float(s.run(None, {})[0])
+    return float(s.run(None, feeds)[0])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -240,13 +257,14 @@ def _first_line(exc: BaseException) -> str:
     return text[:160]
 
 
-def _difference(model, name: str, flat: np.ndarray, shape, i: int, eps: float) -> float:
+def _difference(model, feeds, name: str, flat: np.ndarray, shape, i: int, eps: float
+                ) -> float:
     """Central finite difference of the loss along element `i` of operand `name`."""
     up, down = flat.copy(), flat.copy()
     up[i] += eps
     down[i] -= eps
-    return (_loss(model, {name: up.reshape(shape)}) -
-            _loss(model, {name: down.reshape(shape)})) / (2 * eps)
+    return (_loss(model, {name: up.reshape(shape)}, feeds) -
+            _loss(model, {name: down.reshape(shape)}, feeds)) / (2 * eps)
 
 
 def probe(name: str, spec: dict, opset: int) -> dict:
@@ -258,7 +276,7 @@ def probe(name: str, spec: dict, opset: int) -> dict:
     rng = np.random.default_rng(sum(map(ord, name)) * 100 + opset)
     row = {"op": name, "opset": opset}
     try:
-        model, trainable, frozen = _model(name, spec, opset, rng)
+        model, trainable, frozen, feeds = _model(name, spec, opset, rng)
     except Exception as exc:  # noqa: BLE001 - the probe itself is not valid here
         row.update(status="not probed", detail=_first_line(exc))
         return row
@@ -277,7 +295,7 @@ def probe(name: str, spec: dict, opset: int) -> dict:
             module = api.Module(f"{work}/training_model.onnx", state,
                                 f"{work}/eval_model.onnx", device="cpu")
             module.train()
-            module()
+            module(*[feeds[i] for i in module.input_names()])
             grads = {t: np.array(state.parameters[t].grad) for t in trainable}
             values = {t: np.array(state.parameters[t].data) for t in trainable}
         except Exception as exc:  # noqa: BLE001
@@ -289,8 +307,8 @@ def probe(name: str, spec: dict, opset: int) -> dict:
         base = values[t]
         flat = base.reshape(-1)
         for i in range(min(flat.size, 24)):
-            fd = _difference(model, t, flat, base.shape, i, eps)
-            if abs(fd - _difference(model, t, flat, base.shape, i, eps / 4)) > \
+            fd = _difference(model, feeds, t, flat, base.shape, i, eps)
+            if abs(fd - _difference(model, feeds, t, flat, base.shape, i, eps / 4)) > \
                     0.02 * max(1.0, abs(fd)):
                 continue  # within a step of a kink (Clip's bounds, a tie of Max)
             g = float(grads[t].reshape(-1)[i]) if grads[t].size == flat.size else float("nan")

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.finetune.lowering_gather import PAD, RESIZE_OPS, SPLIT, TAG
+from qdq_onnx.finetune.lowering_gather import const as _const
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import attribute
 
@@ -40,11 +41,6 @@ NEEDS_SHAPES = frozenset({AVERAGE_POOL, ops.CONV_TRANSPOSE, *RESIZE_OPS, PAD, *E
 class ShapesNeeded(QdqError):
     """A rewrite needs a size the graph leaves symbolic: the trainer takes it from the
     training data's shapes and lowers again."""
-
-
-def _const(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
-    graph.initializer.append(numpy_helper.from_array(value, name))
-    return name
 
 
 def _spatial(node: onnx.NodeProto, dims: list | None) -> tuple[int, list[int]]:

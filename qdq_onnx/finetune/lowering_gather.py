@@ -33,6 +33,14 @@ from qdq_onnx.graph.index import attribute
 TAG = "__lowered_"  # the rewrite's node names start with the original's and this
 
 RESIZE_OPS = frozenset({"Resize", "Upsample"})
+
+
+def const(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
+    """Add `value` to `graph` as the initializer `name`; returns the name."""
+    graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
 PAD = "Pad"
 SPLIT = "Split"
 
@@ -188,8 +196,7 @@ def lower_resize(node: onnx.NodeProto, opset: int, in_dims: list[int], out_dims:
         terms = []
         for k, (indices, weights) in enumerate(taps):
             name = f"{tag}a{a}t{k}"
-            graph.initializer.append(numpy_helper.from_array(indices.astype(np.int64),
-                                                             f"{name}_idx"))
+            const(graph, f"{name}_idx", indices.astype(np.int64))
             gathered = f"{name}_g"
             nodes.append(helper.make_node("Gather", [current, f"{name}_idx"], [gathered],
                                           name=f"{name}_gather", axis=a))
@@ -198,8 +205,7 @@ def lower_resize(node: onnx.NodeProto, opset: int, in_dims: list[int], out_dims:
                 continue
             shape = [1] * rank
             shape[a] = len(weights)
-            graph.initializer.append(numpy_helper.from_array(
-                weights.astype(np.float32).reshape(shape), f"{name}_w"))
+            const(graph, f"{name}_w", weights.astype(np.float32).reshape(shape))
             nodes.append(helper.make_node("Mul", [gathered, f"{name}_w"], [f"{name}_m"],
                                           name=f"{name}_mul"))
             terms.append(f"{name}_m")
@@ -267,8 +273,7 @@ def lower_pad(node: onnx.NodeProto, opset: int, dims: list[int],
         if dims[a] is None:
             raise QdqError(f"{node.name}: Pad needs the size of axis {a} to be trained")
         idx = f"{tag}a{a}_idx"
-        graph.initializer.append(numpy_helper.from_array(
-            pad_positions(dims[a], pads[a], pads[rank + a], mode).astype(np.int64), idx))
+        const(graph, idx, pad_positions(dims[a], pads[a], pads[rank + a], mode).astype(np.int64))
         out = node.output[0] if k == len(axes) - 1 else f"{tag}a{a}"
         nodes.append(helper.make_node("Gather", [current, idx], [out], name=f"{tag}a{a}",
                                       axis=a))
@@ -310,8 +315,7 @@ def lower_split(node: onnx.NodeProto, opset: int, dims: list[int], read: set[str
         if out not in read:
             continue
         for what, value in (("start", ends[k] - sizes[k]), ("end", ends[k]), ("axis", axis)):
-            graph.initializer.append(numpy_helper.from_array(
-                np.array([value], np.int64), f"{tag}{k}_{what}"))
+            const(graph, f"{tag}{k}_{what}", np.array([value], np.int64))
         nodes.append(helper.make_node(
             "Slice", [node.input[0], f"{tag}{k}_start", f"{tag}{k}_end",
                       f"{tag}{k}_axis"], [out], name=f"{tag}{k}"))

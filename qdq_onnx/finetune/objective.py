@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError, SettingError
 from qdq_onnx.finetune.losses import LossSpec, log_probabilities
+from qdq_onnx.graph.index import GraphIndex
 
 DISTILL_LOSSES = ("mse", "kl")
 
@@ -71,7 +72,7 @@ def _input_name(prefix: str, output: str) -> str:
 def softmax_outputs(model: onnx.ModelProto) -> set[str]:
     """The graph outputs a Softmax over the last axis produces (through Identity ops):
     probabilities, whatever the from_logits setting says."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = GraphIndex(model.graph).producer
     found = set()
     for out in model.graph.output:
         node = producer.get(out.name)

@@ -27,7 +27,8 @@ from qdq_onnx.finetune.history import History
 from qdq_onnx.finetune.lowering import ShapesNeeded
 from qdq_onnx.finetune.objective import Objective, Targets
 from qdq_onnx.finetune.state import RunState
-from qdq_onnx.finetune.teacher import hard_coded_batch, teacher_outputs
+from qdq_onnx.finetune.teacher import teacher_outputs
+from qdq_onnx.graph.batch import fixed_batch, follows_batch
 from qdq_onnx.graph.qdq import strip_qdq
 from qdq_onnx.graph.shapes import symbolic_sizes
 from qdq_onnx.graph.weights import require_finite_weights
@@ -53,6 +54,16 @@ def _fingerprint(graph: TrainGraph, qdq_model: onnx.ModelProto, config: TrainCon
     return h.hexdigest()[:20]
 
 
+def hard_coded_batch(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int | None:
+    """The model's fixed batch size when its graph hard-codes it (`follows_batch` fails on
+    two samples of `feeds`), else None."""
+    batch = fixed_batch(model)
+    if batch is None or next(iter(feeds.values())).shape[0] < 2:
+        return None
+    two = {k: np.asarray(v[:2]) for k, v in feeds.items()}
+    return None if follows_batch(model, two) else batch
+
+
 class Trainer:
     """Fine-tunes the fake-quant lowering of a Q/DQ model and emits the trained Q/DQ model."""
 
@@ -69,6 +80,8 @@ class Trainer:
         self._factory = backend_factory or BACKENDS[config.backend]
         self._work_dir = work_dir
         self.input_dims: dict[str, tuple[int, ...]] | None = None
+        # the batch size the graph hard-codes (None: any; False: not known before data)
+        self.hard_batch: int | None | bool = False
         self.graph: TrainGraph | None = None
         self.backend: Any = None
         # A graph input with a symbolic size other than the batch (dynamic height/width, a
@@ -82,7 +95,6 @@ class Trainer:
         self._spills: list[str] = []
         self.fitted_x: Any = None
         self.sync_seconds = 0.0  # the last data-parallel fit's time reducing gradients
-        self.eval_batch: int | None = None  # a batch size the graph hard-codes
 
     def _build(self, input_dims: dict[str, tuple[int, ...]] | None) -> None:
         """The training graph (specialised to `input_dims` when given), its objective and
@@ -101,6 +113,8 @@ class Trainer:
         """Build the training graph for the sizes of `feeds` when it waits for them; refuse
         data of other sizes than the graph was specialised to."""
         dims = {k: tuple(int(d) for d in v.shape) for k, v in feeds.items()}
+        if self.hard_batch is False:  # decided once, on the first data
+            self.hard_batch = hard_coded_batch(self.qdq_model, feeds)
         if self.graph is None:
             self._build(dims)
             return
@@ -186,6 +200,7 @@ class Trainer:
             self._spills.append(folder)
             outputs = [p.output for p in self.objective.parts]
             by_output = teacher_outputs(self.teacher, feeds, folder, outputs,
+                                        hard_batch=self.hard_batch or None,
                                         desc=f"{what} targets")
             targets = {p.target: by_output[p.output] for p in self.objective.parts}
         else:
@@ -244,7 +259,7 @@ class Trainer:
         `batch_size`): one array, or a list in output order for several outputs."""
         feeds = self._inputs(x)
         n = next(iter(feeds.values())).shape[0]
-        batch_size = self.eval_batch or batch_size
+        batch_size = self.hard_batch or batch_size
         dummy = self.objective.dummy(n)
         batches = [self.backend.evaluate(self.args(feeds, slice(s, min(s + batch_size, n)),
                                                    dummy))[1]
@@ -258,7 +273,7 @@ class Trainer:
         N-th batch and the sums are reduced: every rank gets the figures of all of (x, y)."""
         feeds, targets = self._labelled(x, y, "evaluation")
         n = next(iter(feeds.values())).shape[0]
-        batch_size = self.eval_batch or batch_size
+        batch_size = self.hard_batch or batch_size
         w = world()
         keys = [p.output for p in self.objective.parts]
         sums = np.zeros(1 + 2 * len(keys))
@@ -292,13 +307,12 @@ class Trainer:
 
         fit = fit or FitConfig()
         feeds, targets, val = self.training_data(x, y, fit.validation_split, validation_data)
-        fixed = hard_coded_batch(self.qdq_model, feeds)
+        fixed = self.hard_batch
         if fixed and fit.batch_size != fixed:
             raise QdqError(f"the model's graph hard-codes its batch size {fixed} (with the "
                            "batch relaxed its outputs mix the samples, e.g. a Reshape to "
                            f"[{fixed}, -1, ...]): train it with batch size {fixed} "
                            f"(--batch-size {fixed})")
-        self.eval_batch = fixed
         loop = FitLoop(self, feeds, targets, val, fit, list(callbacks))
         history = loop.run()
         self.sync_seconds = loop.sync.seconds if loop.sync is not None else 0.0

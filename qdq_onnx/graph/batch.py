@@ -48,3 +48,19 @@ def pin_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
             dims[0].dim_value = batch
     del out.graph.value_info[:]
     return out
+
+
+def follows_batch(model: onnx.ModelProto, feed: dict) -> bool:
+    """Whether `model` with its fixed batch relaxed runs on `feed` (two samples or more)
+    and every output keeps that many samples: a graph can hard-code its batch (a Reshape
+    to [1, -1, 85] runs relaxed but makes one sample of two)."""
+    from qdq_onnx.graph.sessions import inference_session
+
+    n = next(iter(feed.values())).shape[0]
+    try:
+        session = inference_session(relax_batch(model))
+        values = session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own types for shape errors
+        return False
+    return all(v.ndim > 0 and v.shape[0] == n for v in values)
+

@@ -92,6 +92,16 @@ def tensor_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, Shape
     return out
 
 
+# Symbols exporters write for "not known" (paddle2onnx: '?'), not names of one size.
+_ANONYMOUS = frozenset({"?", "-1"})
+
+
+def _anonymous(d: onnx.TensorShapeProto.Dimension) -> bool:
+    """A size written as -1 (not a valid dim_value) or an anonymous symbol."""
+    return (d.HasField("dim_value") and d.dim_value < 0) or \
+        (d.HasField("dim_param") and d.dim_param in _ANONYMOUS)
+
+
 def distinct_unknowns(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy in which each unknown dimension of a graph input or output is its own
     symbol, without the value infos that hold invalid sizes: exporters write unknown sizes
@@ -101,20 +111,13 @@ def distinct_unknowns(model: onnx.ModelProto) -> onnx.ModelProto:
     Expand and Reshape need the static sizes they hold."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    seen: set[str] = set()
     for k, vi in enumerate((*out.graph.input, *out.graph.output)):
         for j, d in enumerate(vi.type.tensor_type.shape.dim):
-            invalid = d.HasField("dim_value") and d.dim_value < 0
-            if invalid or (d.HasField("dim_param") and d.dim_param in seen and
-                           not d.dim_param.isidentifier()):
+            if _anonymous(d):
                 d.Clear()
                 d.dim_param = f"unknown_{k}_{j}"
-            elif d.HasField("dim_param"):
-                seen.add(d.dim_param)
     valid = [vi for vi in out.graph.value_info
-             if not any((d.HasField("dim_value") and d.dim_value < 0) or
-                        (d.HasField("dim_param") and not d.dim_param.isidentifier())
-                        for d in vi.type.tensor_type.shape.dim)]
+             if not any(_anonymous(d) for d in vi.type.tensor_type.shape.dim)]
     del out.graph.value_info[:]
     out.graph.value_info.extend(valid)
     return out

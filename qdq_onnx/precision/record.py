@@ -6,6 +6,7 @@ import json
 
 import onnx
 
+from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, get_metadata, set_metadata
 from qdq_onnx.graph.float_types import HIGH_PRECISIONS
 from qdq_onnx.placement.plan import KeptFP32, PlacementPlan
@@ -32,9 +33,10 @@ def recorded_remainder(model: onnx.ModelProto) -> str | None:
     text = get_metadata(model, PLAN_KEY)
     try:
         data = json.loads(text) if text else None
-    except ValueError:
+        # from_dict fills in a missing type with the default: no key, nothing recorded
+        plan = PlacementPlan.from_dict(data) if "high_precision" in (data or {}) else None
+    except (ValueError, QdqError):
         return None
-    if not isinstance(data, dict) or not data.get("remainder_recorded"):
+    if plan is None or not plan.remainder_recorded:
         return None  # never typed: its plan's FP32 is the default, not a choice
-    value = data.get("high_precision")
-    return value if value in HIGH_PRECISIONS else None
+    return plan.high_precision if plan.high_precision in HIGH_PRECISIONS else None

@@ -130,3 +130,32 @@ def test_a_graph_that_hard_codes_batch_one_trains_at_batch_one(tmp_path, capsys)
     assert "hard-codes its batch size 1" in capsys.readouterr().err
     assert main(["finetune", str(q), "--data", str(data), "--distill", "--batch-size", "1",
                  "-o", str(tmp_path / "out.onnx")]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("op,gates", [("LSTM", 4), ("GRU", 3)])
+def test_a_recurrent_op_without_initial_states_is_refused_in_one_line(op, gates, tmp_path,
+                                                                      capsys):
+    """torch.onnx and others may omit initial_h/initial_c; onnxruntime-training's
+    LSTMGrad/GRUGrad then refuse to build (the coverage table's LSTM and LSTM(initial
+    states) rows). Given zero states the step crashed the process in a trained model, so
+    the op is named in one line instead. A Dense before it puts it on a gradient path."""
+    hidden, axes = 5, numpy_helper.from_array(np.array([0], np.int64), "axes")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["d"], name="dense"),
+             helper.make_node("Transpose", ["d"], ["seq"], name="time_major", perm=[1, 0, 2]),
+             helper.make_node(op, ["seq", "W", "R"], ["all", "last"], name="rnn",
+                              hidden_size=hidden),
+             helper.make_node("Squeeze", ["last", "axes"], ["y"], name="squeeze")]
+    inits = [_w("w", (4, 4)), _w("W", (1, gates * hidden, 4)),
+             _w("R", (1, gates * hidden, hidden)), axes]
+    src = _save(tmp_path / "m.onnx", nodes, inits, ["n", 6, 4], ["n", hidden], opset=14)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=RNG.normal(size=(8, 6, 4)).astype(np.float32))
+    q, out = tmp_path / "q.onnx", tmp_path / "out.onnx"
+    assert main(["insert", str(src), "--calib", str(data), "-o", str(q)]) == 0
+    capsys.readouterr()
+    assert main(["finetune", str(q), "--data", str(data), "--distill", "--batch-size", "4",
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"operator ({op}Grad)" in err, err
+    assert "onnxruntime_src" not in err and "::" not in err and not out.exists()

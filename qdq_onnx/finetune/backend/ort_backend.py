@@ -139,7 +139,7 @@ class OrtTrainingBackend:
                                      device=self.device, session_options=options)
         except Exception as exc:
             if self.device == "cpu":
-                raise
+                raise engine_failure(exc, "load the training graph") from exc
             raise QdqError(f"cannot train on device {self.device!r}: {exc} (the GPU needs the "
                            "CUDA build: pip install onnxruntime-training==1.19.2 in place of "
                            "onnxruntime-training-cpu)") from None
@@ -193,7 +193,10 @@ class OrtTrainingBackend:
 
     def evaluate(self, args: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
         self.module.eval()
-        loss, *outs = self.module(*args)
+        try:
+            loss, *outs = self.module(*args)
+        except RuntimeError as exc:
+            raise engine_failure(exc, "evaluate a batch") from exc
         return float(loss), [np.asarray(o) for o in outs]
 
     def close(self) -> None:
