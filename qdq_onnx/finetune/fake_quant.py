@@ -23,6 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qdq_onnx.errors import QdqError
+from qdq_onnx.finetune.lowering_gather import TAG
 from qdq_onnx.finetune.lowering_pass import Lowering
 from qdq_onnx.graph.batch import relax_batch
 from qdq_onnx.graph.batchnorm import batchnorm_affine
@@ -137,6 +138,9 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
     kept = [n for n in graph.node if n.name not in drop]
     lowering = Lowering(model, kept)
     kept = [x for n in kept for x in lowering.nodes(n, _inference_form(n, index, graph))]
+    for n in index.nodes:  # frozen as Mul + Add (its gradient is wrong): put back at emit
+        if n.op_type == "BatchNormalization":
+            lowering.originals[n.name] = n
     result.lowered = lowering.originals
     del graph.node[:]
     graph.node.extend(_toposort(kept + new_nodes, graph))
@@ -261,12 +265,22 @@ def _inference_form(node: onnx.NodeProto, index: GraphIndex,
     affine = batchnorm_affine(index, node)
     if affine is None:
         raise QdqError(f"{node.name}: BatchNormalization with non-constant statistics")
-    shape = (-1, 1, 1)  # [C, 1, 1] broadcasts over NCHW
-    mul = _const(graph, f"{node.name}__bn_scale", affine[0].reshape(shape))
-    add = _const(graph, f"{node.name}__bn_shift", affine[1].reshape(shape))
-    mid = f"{node.name}__bn_mid"
-    return [helper.make_node("Mul", [node.input[0], mul], [mid], name=f"{node.name}__mul"),
-            helper.make_node("Add", [mid, add], [node.output[0]], name=f"{node.name}__add")]
+    # [C, 1, ...] broadcasts over [N, C, ...] of the input's rank (4 where not recorded)
+    shape = (-1,) + (1,) * (_rank(graph, node.input[0]) - 2)
+    tag = f"{node.name}{TAG}"  # a rewrite: the inference form puts the BatchNormalization back
+    mul = _const(graph, f"{tag}bn_scale", affine[0].reshape(shape))
+    add = _const(graph, f"{tag}bn_shift", affine[1].reshape(shape))
+    mid = f"{tag}bn_mid"
+    return [helper.make_node("Mul", [node.input[0], mul], [mid], name=f"{tag}bn_mul"),
+            helper.make_node("Add", [mid, add], [node.output[0]], name=f"{tag}bn_add")]
+
+
+def _rank(graph: onnx.GraphProto, tensor: str) -> int:
+    """The rank the graph records for `tensor` (value infos, inputs), else 4."""
+    for vi in (*graph.value_info, *graph.input, *graph.output):
+        if vi.name == tensor and vi.type.tensor_type.HasField("shape"):
+            return max(2, len(vi.type.tensor_type.shape.dim))
+    return 4
 
 
 _RECURRENT = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}

@@ -159,3 +159,32 @@ def test_a_recurrent_op_without_initial_states_is_refused_in_one_line(op, gates,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"operator ({op}Grad)" in err, err
     assert "onnxruntime_src" not in err and "::" not in err and not out.exists()
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("x_dims,w_shape", [(["n", 3, 8, 8], (4, 3, 3, 3)),
+                                            (["n", 3, 16], (4, 3, 3))],
+                         ids=["conv2d", "conv1d"])
+def test_a_batch_norm_left_in_the_graph_trains_and_emits(x_dims, w_shape, tmp_path, capsys):
+    """A BatchNormalization insert did not fold (another tool's Q/DQ file, or fine-tuning
+    the float model as the equal-effort control) is frozen as Mul + Add for training. The
+    emit check compared the file's BatchNormalization with that Mul + Add (2.4e-05 apart on
+    the OCR recogniser, over the 1e-06 bound), and a rank-3 input broadcast [C, 1, 1] over
+    the batch axis."""
+    c = w_shape[0]
+    stats = [numpy_helper.from_array(RNG.uniform(0.5, 1.5, c).astype(np.float32), "scale"),
+             numpy_helper.from_array(RNG.normal(0, 0.1, c).astype(np.float32), "shift"),
+             numpy_helper.from_array(RNG.normal(0, 0.1, c).astype(np.float32), "mean"),
+             numpy_helper.from_array(RNG.uniform(0.5, 2.0, c).astype(np.float32), "var")]
+    pads = [1] * (2 * (len(w_shape) - 2))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=pads),
+             helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"],
+                              ["y"], name="bn")]
+    src = _save(tmp_path / "m.onnx", nodes, [_w("w", w_shape), *stats], x_dims,
+                [x_dims[0], c, *x_dims[2:]])
+    data = tmp_path / "d.npz"
+    np.savez(data, x=RNG.normal(size=(8, *x_dims[1:])).astype(np.float32))
+    out = tmp_path / "out.onnx"
+    assert main(["finetune", str(src), "--data", str(data), "--distill", "--batch-size", "4",
+                 "-o", str(out)]) == 0, capsys.readouterr().err
+    assert "BatchNormalization" in {n.op_type for n in onnx.load(out).graph.node}
