@@ -138,10 +138,7 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
     kept = [n for n in graph.node if n.name not in drop]
     lowering = Lowering(model, kept)
     kept = [x for n in kept for x in lowering.nodes(n, _inference_form(n, index, graph))]
-    for n in index.nodes:  # frozen as Mul + Add (its gradient is wrong): put back at emit
-        if n.op_type == "BatchNormalization":
-            lowering.originals[n.name] = n
-    result.lowered = lowering.originals
+    result.lowered = {**lowering.originals, **_frozen_batchnorms(index)}
     del graph.node[:]
     graph.node.extend(_toposort(kept + new_nodes, graph))
     _prune_initializers(result)
@@ -273,6 +270,12 @@ def _inference_form(node: onnx.NodeProto, index: GraphIndex,
     mid = f"{tag}bn_mid"
     return [helper.make_node("Mul", [node.input[0], mul], [mid], name=f"{tag}bn_mul"),
             helper.make_node("Add", [mid, add], [node.output[0]], name=f"{tag}bn_add")]
+
+
+def _frozen_batchnorms(index: GraphIndex) -> dict[str, onnx.NodeProto]:
+    """The BatchNormalizations `_inference_form` froze as Mul + Add (its gradient is wrong):
+    rewrites whose original the inference form puts back."""
+    return {n.name: n for n in index.nodes if n.op_type == "BatchNormalization"}
 
 
 def _rank(graph: onnx.GraphProto, tensor: str) -> int:

@@ -115,6 +115,7 @@ class LayerGraph:
     """
 
     def __init__(self, model: onnx.ModelProto, index: GraphIndex | None = None) -> None:
+        self.model = model  # for patterns that need shapes (attention sizes)
         self.index = index or GraphIndex(model.graph)
         self.layer_map = read_layer_map(model)
         self.from_keras = self.layer_map is not None and self.layer_map.source == "keras"

@@ -1,6 +1,10 @@
 """Lint findings on hand-built Q/DQ graphs: every check of the rule file has a case that
 it must pass and one it must flag (`CASES`, run for every `lint:` entry)."""
 
+import functools
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -301,7 +305,7 @@ def _quantized_normalization_internals():
     return kept, m
 
 
-def _attention(seq: int = 4, head: int = 8):
+def _attention(seq: int = 4, head: int = 16):
     from onnx import TensorProto
 
     w = numpy_helper.from_array(np.random.default_rng(0).normal(0, .3, (head, head)).astype(
@@ -319,11 +323,26 @@ def _attention(seq: int = 4, head: int = 8):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+@functools.lru_cache(maxsize=1)
+def _attention_rules() -> str:
+    """The TensorRT rules with TRT-A001 off: placement then quantizes every attention, and
+    what lint says of one outside TensorRT's fused limits can be tested."""
+    path = Path(tempfile.mkdtemp(prefix="qdq-onnx-rules-")) / "tensorrt-attention.yaml"
+    path.write_text(Path(RULES.path).read_text().replace(
+        "    id: TRT-A001\n", "    id: TRT-A001\n    enabled: false\n"))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def attention_quantized():
+    return _attention_rules()
+
+
 @pytest.mark.parametrize("seq,head,found", [(4, 16, None), (512, 64, None),
                                             (4, 8, "head size 8"), (4, 128, "head size 128"),
                                             (513, 32, "sequence 513")])
-def test_mha_outside_fused_int8_limits(seq, head, found):
-    m = quantize_model(_attention(seq, head)).onnx
+def test_mha_outside_fused_int8_limits(seq, head, found, attention_quantized):
+    m = quantize_model(_attention(seq, head), rules=attention_quantized).onnx
     hits = [f.message for f in lint_model(m, RULES, "weak").findings
             if f.name == "mha-outside-fused-int8-limits"]
     if found is None:
@@ -345,7 +364,8 @@ def _incomplete_mha_qdq():
 
 @case("mha-outside-fused-int8-limits")
 def _mha_outside_limits():
-    return quantize_model(_attention(4, 16)).onnx, quantize_model(_attention(4, 8)).onnx
+    return (quantize_model(_attention(4, 16)).onnx,
+            quantize_model(_attention(4, 8), rules=_attention_rules()).onnx)
 
 
 @pytest.mark.parametrize("merge_target", ["shape", "constant"])
@@ -535,9 +555,34 @@ def _mixed_precision_attention():
 
 @pytest.mark.parametrize("seq,head,found", [(3072, 64, None), (4, 128, "head size 128"),
                                             (3073, 32, "sequence 3073")])
-def test_fp8_attention_has_the_fp8_fused_limits(seq, head, found):
-    m = quantize_model(_attention(seq, head), dtype="fp8").onnx
+def test_fp8_attention_has_the_fp8_fused_limits(seq, head, found, attention_quantized):
+    m = quantize_model(_attention(seq, head), dtype="fp8", rules=attention_quantized).onnx
     hits = [f.message for f in lint_model(m, RULES, "weak").findings
             if f.name == "mha-outside-fused-int8-limits"]
     assert hits == [] if found is None else (len(hits) == 1 and found in hits[0]
                                              and "FP8 products" in hits[0]), hits
+
+
+@pytest.mark.parametrize("head,fused", [(15, False), (32, True)])
+def test_placement_and_lint_agree_on_attention_outside_the_fused_limits(head, fused,
+                                                                       attention_quantized):
+    """TRT-A001: an attention whose head size TensorRT's fused INT8 MHA does not take (15,
+    as the PP-OCRv4 recogniser's) keeps both products float, recorded with the rule's
+    reason, and lints clean; inside the limits both products are quantized. With the
+    pattern off, the quantized attention is what TRT-L017 reports, by the same limits."""
+    from helpers import dq_fed, multi_head_attention
+
+    products = {("bmm1", 0), ("bmm1", 1), ("bmm2", 0), ("bmm2", 1)}
+    q = quantize_model(multi_head_attention(head=head))
+    fed = dq_fed(q.onnx)
+    assert (products <= fed) if fused else not (products & fed)
+    assert ("out_proj", 0) in fed  # the projections stay INT8 either way
+    left = {(d.consumer, d.input) for d in q.plan.left_float if d.rule == "TRT-A001"}
+    assert left == (set() if fused else products)
+    assert lint_model(typed(q.onnx), RULES).findings == []
+    if fused:
+        return
+    forced = quantize_model(multi_head_attention(head=head), rules=attention_quantized).onnx
+    assert products <= dq_fed(forced)
+    found = [f.id for f in lint_model(typed(forced), RULES).findings]
+    assert found == ["TRT-L017"]

@@ -18,15 +18,10 @@ REFUSED = {"magika": "the gradient of node 'jax2tf_get_logits_/pjit_get_logits_/
                      "fails (Reshape:",
            "basic_pitch": "the gradient of node 'model_1/normalized_log_1/Reshape"}
 BATCH_ONE = {"yolox_ddddocr", "picodet_layout"}  # graphs that hard-code batch 1
-# Placement quantizes every attention product; lint warns where TensorRT cannot fuse it
-# (SVTR's head size 15). Open: issue 26's note; the cost model of issue 27 decides it.
-EXPECTED = {"ppocr_rec": ["TRT-L017", "TRT-L017"]}
 
 
-def _clean(report: str, name: str) -> bool:
-    findings = [line.split()[1] for line in report.splitlines()
-                if line.startswith(("warning ", "error "))]
-    return findings == EXPECTED.get(name, [])
+def _clean(report: str) -> bool:
+    return " 0 errors, 0 warnings" in report
 
 
 def _params():
@@ -50,7 +45,7 @@ def test_inserts_lints_clean_and_fine_tunes(name, tmp_path, capsys):
     code, _, err = _run(capsys, "insert", str(entry.path()), "--calib", str(data), "-o", str(q))
     assert code == 0, err
     code, report, _ = _run(capsys, "lint", str(q))
-    assert code == 0 and _clean(report, name), report[-2000:]
+    assert code == 0 and _clean(report), report[-2000:]
     argv = ["finetune", str(q), "--data", str(data), "--distill", "--steps-per-epoch", "2",
             "--batch-size", "1" if name in BATCH_ONE else "4", "-o", str(out)]
     code, stdout, err = _run(capsys, *argv)
@@ -62,7 +57,7 @@ def test_inserts_lints_clean_and_fine_tunes(name, tmp_path, capsys):
     assert code == 0, err
     assert "2 steps (completed)" in stdout
     code, report, _ = _run(capsys, "lint", str(out))
-    assert code == 0 and _clean(report, name), report[-2000:]
+    assert code == 0 and _clean(report), report[-2000:]
 
 
 def test_the_pool_covers_five_packages_and_the_exporters():

@@ -13,6 +13,8 @@ from qdq_onnx.diagnostics.lint.context import LintContext
 from qdq_onnx.files.onnx_files import MIN_OPSET, default_opset
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import Use
+from qdq_onnx.placement.patterns.attention import DEFAULTS, outside_limits
+from qdq_onnx.placement.patterns.attention import KIND as ATTENTION
 
 Hit = tuple[str, str]
 Check = Callable[[LintContext], Iterator[Hit]]
@@ -350,23 +352,11 @@ def incomplete_mha_qdq(ctx: LintContext) -> Iterator[Hit]:
                               "while the other product inputs are quantized")
 
 
-FUSED_MHA_HEAD_SIZES = (16, 32, 64)  # TensorRT's fused INT8 MHA (developer guide)
-FUSED_MHA_MAX_SEQUENCE = 512
-# TensorRT's fused FP8 MHA (10.6 release notes, Ada): head sizes up to 64, sequences up to
-# 3072.
-FP8_MHA_MAX_HEAD, FP8_MHA_MAX_SEQUENCE = 64, 3072
-
-
-def _mha_problems(scheme: str, head: int | None, seq: int | None) -> list[str]:
-    if scheme == "fp8":
-        return [*([f"head size {head} (fused FP8: <= {FP8_MHA_MAX_HEAD})"]
-                  if head is not None and head > FP8_MHA_MAX_HEAD else []),
-                *([f"sequence {seq} (fused FP8: <= {FP8_MHA_MAX_SEQUENCE})"]
-                  if seq is not None and seq > FP8_MHA_MAX_SEQUENCE else [])]
-    return [*([f"head size {head} (fused: 16, 32, 64)"]
-              if head is not None and head not in FUSED_MHA_HEAD_SIZES else []),
-            *([f"sequence {seq} (fused: <= {FUSED_MHA_MAX_SEQUENCE})"]
-              if seq is not None and seq > FUSED_MHA_MAX_SEQUENCE else [])]
+def _mha_limits(ctx: LintContext) -> dict:
+    """TensorRT's fused MHA limits: the rule file's attention pattern options (the ones
+    placement keeps attention float by), its declared defaults where the file has none."""
+    rule = ctx.rules.patterns.get(ATTENTION.name)
+    return rule.options if rule is not None else DEFAULTS
 
 
 @check("mha-outside-fused-int8-limits")
@@ -379,7 +369,7 @@ def mha_outside_fused_limits(ctx: LintContext) -> Iterator[Hit]:
         head = (shapes.get(q_in.source) or [None])[-1]  # BMM1 contracts over the head size
         seqs = [d for d in (shapes.get(scores) or [])[-2:] if d is not None]
         scheme = ctx.scheme_of(q_in.dq).split("-")[0]
-        problems = _mha_problems(scheme, head, max(seqs) if seqs else None)
+        problems = outside_limits(_mha_limits(ctx), scheme, head, max(seqs) if seqs else None)
         if problems:
             yield node.name, (f"attention around {node.name!r}: {' and '.join(problems)}; "
                               f"TensorRT runs its {scheme.upper()} products as separate "

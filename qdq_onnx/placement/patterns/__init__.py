@@ -12,7 +12,8 @@ from qdq_onnx.placement.patterns.residual import branch_path, weighted_branch
 
 # In proposal order: on equal priority the later pattern wins (normalization keeps its
 # internals float over the residual rule).
-_MODULES = ("residual", "batchnorm", "maxpool", "se_multiply", "concat", "normalization")
+_MODULES = ("residual", "batchnorm", "maxpool", "se_multiply", "concat", "attention",
+            "normalization")
 
 
 def _registry() -> dict[str, PatternKind]:

@@ -215,7 +215,11 @@ def _taxonomy(ctx: _Ctx, item: Any) -> Taxonomy:
 def _pattern_option(ctx: _Ctx, item: dict, kind: str, key: str, default: Any,
                     choices: set | None) -> Any:
     value = item[key]
-    if isinstance(default, list):
+    if isinstance(default, list) and default and all(isinstance(d, int) for d in default):
+        if not isinstance(value, list) or not value or \
+                not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ctx.fail(item, f"pattern {kind}: {key} must be a list of integers")
+    elif isinstance(default, list):
         value = list(ctx.str_list(item, key, f"pattern {kind}"))
     elif isinstance(default, bool):
         if not isinstance(value, bool):
