@@ -69,9 +69,12 @@ def test_transformer_encoder_with_exact_gelu_quantizes_and_lints_clean(encoder):
     assert np.abs(got - model(x).numpy()).max() < 1e-5
     report = pipeline.lint(q.export())
     assert report.errors == [] and all(layer.quantized for layer in report.layers)
-    # Lint sees Keras's attention through tf2onnx's einsum Reshapes: complete INT8 MHA Q/DQ
-    # (no TRT-L016), and head size 8 is outside TensorRT's fused INT8 MHA (TRT-L017).
-    assert [(f.id, "head size 8" in f.message) for f in report.findings] == [("TRT-L017", True)]
+    # Placement sees Keras's attention through tf2onnx's einsum Reshapes: head size 8 is
+    # outside TensorRT's fused INT8 MHA, so TRT-A001 keeps both products float, and lint,
+    # reading the same rule options, agrees (no TRT-L016/L017).
+    assert report.findings == []
+    kept = [d for d in q.plan.left_float if d.rule == "TRT-A001"]
+    assert kept and all("head size 8" in d.reason for d in kept)
     assert {"mlp_up", "mlp_down", "head"} <= {p.layer for p in q.plan.weights()}
     assert not [p for p in q.plan.placements if p.layer in ("ln1", "ln2")]
 
