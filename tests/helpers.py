@@ -263,3 +263,53 @@ def fp16_overflow_model(weight_scale: float = 30.0, extra=()):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
+
+
+def fp8_everywhere_rules():
+    """The bundled TensorRT rules without their `fp8` policy: with --dtype fp8 every Q/DQ the
+    op rules place is FP8 (the per-layer INT8 fallbacks of TRT-F001..F003 off), for tests
+    of the FP8 mechanics on models narrower than FP8 kernels want."""
+    import copy
+
+    from qdq_onnx.placement.rules import load_rules
+
+    rules = copy.copy(load_rules("tensorrt"))
+    rules.fp8 = []
+    return rules
+
+
+def fp8_cnn(flatten: str = "Squeeze", depthwise: bool = False, seed: int = 7):
+    """x [N, 3, 12, 12] -> Conv 3->16 (stem) -> [depthwise Conv 16, group 16] -> Conv
+    16->32 -> GlobalAveragePool -> `flatten` (Squeeze of axes 2, 3; Flatten; or Reshape to
+    [0, -1]) -> Gemm 32->24, each Conv followed by a Relu. The 16->32 Conv and the Gemm
+    (FP8 by the rules) have small weights beside biases of the size BatchNorm folding
+    leaves (|b| up to ~3): what makes onnxruntime's int32 bias rewrite overflow FP16 for
+    FP8 scales; the INT8 stem and depthwise Conv stay clear of it."""
+    r = np.random.default_rng(seed)
+    g = G(input_shape=("N", 3, 12, 12), opset=13)
+
+    def conv(name, x, k, group=1, w_std=0.3, b_std=0.1):
+        c = g.channels[x]
+        g.w(f"{name}_w", r.normal(0, w_std, (k, c // group, 3, 3)))
+        g.w(f"{name}_b", r.normal(0, b_std, (k,)))
+        out = g.node("Conv", name, [x, f"{name}_w", f"{name}_b"], group=group, pads=[1] * 4)
+        g.channels[out] = k
+        return g.unary("Relu", f"{name}_relu", out)
+
+    h = conv("stem", "x", 16)
+    if depthwise:
+        h = conv("dw", h, 16, group=16)
+    h = conv("body", h, 32, w_std=0.05, b_std=1.0)
+    pooled = g.node("GlobalAveragePool", "gap", [h])
+    if flatten == "Squeeze":
+        g.inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "sq_axes"))
+        flat = g.node("Squeeze", "squeeze", [pooled, "sq_axes"])
+    elif flatten == "Reshape":
+        g.inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"))
+        flat = g.node("Reshape", "reshape", [pooled, "flat_shape"])
+    else:
+        flat = g.node("Flatten", "flatten", [pooled], axis=1)
+    g.channels[flat] = 32
+    g.w("fc_w", r.normal(0, 0.2, (24, 32)))
+    g.w("fc_b", r.normal(0, 1.0, (24,)))
+    return g.model([g.node("Gemm", "fc", [flat, "fc_w", "fc_b"], transB=1)])

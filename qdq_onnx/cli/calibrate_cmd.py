@@ -51,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     print(f"wrote {args.output}: activation scales calibrated with method "
-          f"{calibration.method}")
+          f"{calibration.resolved}")
     return 0

@@ -6,12 +6,14 @@ import argparse
 import sys
 
 from qdq_onnx.cli.options import (
+    add_accuracy_guard,
     add_calibration,
     add_output,
     add_placement,
     add_precision,
     calibration_config,
     check_in_out,
+    guard_config,
     placement_config,
     precision_config,
     print_typing,
@@ -24,12 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "QuantizeLinear/DequantizeLinear pairs in each rule's "
                                    "precision scheme (TensorRT's int8: zero point 0, "
                                    "per-tensor activations, per-channel weights). Activation "
-                                   "scales come from --calib data (max calibration) or are "
-                                   "reported placeholders.")
+                                   "scales come from --calib data or are reported "
+                                   "placeholders. With data, the accuracy guard compares "
+                                   "the quantized outputs with the float model's and moves "
+                                   "the layers that break them to the float remainder; the "
+                                   "cost model leaves layers INT8 buys nothing on (a narrow "
+                                   "classifier head) there too. Every decision is in the "
+                                   "plan (--explain).")
     p.add_argument("model", help="float ONNX model (convert Keras models first)")
     add_output(p, "Q/DQ ONNX file")
     add_placement(p)
     add_calibration(p)
+    add_accuracy_guard(p)
     add_precision(p)
     p.add_argument("--plan", metavar="PLAN.json", help="also write the placement plan here")
     p.add_argument("--use-plan", metavar="PLAN.json",
@@ -49,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     precision = precision_config(args)
     source = pipeline.load(args.model)
     q = pipeline.insert(source.model, placement, calibration, data=args.data,
-                        use_plan=args.use_plan, copy=False)
+                        use_plan=args.use_plan, copy=False, guard=guard_config(args))
     typed = pipeline.type_remainder(q.qdq, precision, data=args.data, calibration=calibration)
     plan = typed.plan or q.plan
     pipeline.save(typed.model, args.output, check="the quantized model", like=source)
@@ -61,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {line}", file=sys.stderr)
     for line in q.calibration.warnings if q.calibration else []:
         print(f"warning: {line}", file=sys.stderr)
+    for line in q.guard.lines() if q.guard else []:
+        print(f"{'note' if q.guard.met else 'warning'}: {line}", file=sys.stderr)
     print_typing(typed)
     if args.explain:
         print(render_explain(plan))
@@ -68,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {c['activation_qdq_pairs']} activation Q/DQ pairs "
           f"({c['activation_inputs']} inputs), {c['weights']} per-channel weights "
           f"[rules: {plan.rules.get('name')}, mode: {plan.mode}]; float remainder "
-          f"{plan.high_precision}, {len(plan.kept_fp32)} op(s) kept FP32 by the range guard")
+          f"{plan.high_precision}, {len(plan.kept_fp32)} op(s) kept FP32 by the range guard; "
+          f"{int8_share_line(typed.model, plan, args.data)}")
     return 0
 
 
@@ -83,3 +94,16 @@ def render_explain(plan) -> str:
     for k in plan.kept_fp32:
         lines.append(f"fp32   {k.node} ({k.op})  {k.rule}: {k.reason}")
     return "\n".join(lines)
+
+
+def int8_share_line(model, plan, data=None) -> str:
+    """The share of the weighted layers' MACs that run quantized, in words (sized at the
+    data's shape when there is data: symbolic sizes count as 1 otherwise)."""
+    from qdq_onnx import pipeline
+
+    dims = None
+    if data is not None:
+        dims = pipeline.data_shapes(data, model)
+    schemes = "/".join(dict.fromkeys(s.split("-")[0].upper() for s in plan.schemes()))
+    return (f"{pipeline.quantized_macs_share(model, dims):.1%} of the weighted layers' MACs in "
+            f"{schemes or 'quantized'}")

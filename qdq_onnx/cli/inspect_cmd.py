@@ -54,7 +54,21 @@ def run(args: argparse.Namespace) -> int:
           f"{per or 'none'}")
     for k in info["kept_fp32"]:
         print(f"fp32   {k['node']} ({k['op']})  {k['rule']}: {k['reason']}")
+    for d in {d["consumer"]: d for d in info["kept_float"]}.values():
+        print(f"float  {d['consumer']}  {d['rule']}: {d['reason']}")
+    guard = info["accuracy_guard"]
+    if guard:
+        print(f"accuracy guard ({guard['rule']}, {guard['samples']} calibration samples): "
+              f"moved {len(guard['moved'])} layer(s) in {guard['trials']} trial(s); target "
+              f"{'met' if guard['met'] else 'NOT met'}; before {_outputs(guard['before'])}; "
+              f"after {_outputs(guard['after'])}")
     return 0
+
+
+def _outputs(measured: dict) -> str:
+    return ", ".join(f"{name} " + (f"agreement {m['agreement']:.1%}" if m["agreement"]
+                                   is not None else f"SQNR {m['sqnr_db']:.1f} dB")
+                     for name, m in measured.items())
 
 
 def _error_report(model, args: argparse.Namespace) -> int:

@@ -54,4 +54,21 @@ def run(args: argparse.Namespace) -> int:
     for g in rules.precision.guards:
         limit = f" > {g.limit:g}" if g.limit is not None else ""
         print(f"{g.id:10} {g.name:32} guard {g.kind}{limit} ({', '.join(g.types)})")
+    for f in rules.fp8:
+        print(f"{f.id:10} {f.name:32} {f.describe()}")
+    for c in rules.cost:
+        print(f"{c.id:10} {c.name:32} cost: {', '.join(c.ops)} {describe_cost(c)}")
+    a = rules.accuracy_guard
+    if a is not None:
+        print(f"{a.id:10} {a.name:32} accuracy guard: argmax agreement >= {a.agreement:g}, "
+              f"SQNR >= {a.sqnr_db:g} dB (--accuracy-target, --no-accuracy-guard)")
     return 0
+
+
+def describe_cost(rule) -> str:
+    """The conditions of a cost rule, in words."""
+    parts = [*([f"< {rule.out_channels_below} output channels"]
+               if rule.out_channels_below else []),
+             *([f"< {rule.in_channels_below} input channels"] if rule.in_channels_below else []),
+             *([f"< {rule.macs_share_below:.2%} of the MACs"] if rule.macs_share_below else [])]
+    return "with " + " and ".join(parts) + ": float remainder"

@@ -182,18 +182,22 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                    quantization_spec: pipeline.QuantizationSpec | None = None,
                    custom_qdq_cases: Sequence[pipeline.CustomQDQInsertionCase | str] | None = None,
                    rules: pipeline.RuleSet | str | None = None, calibration_data: Any = None,
-                   calibration_method: str = "max", calibration_percentile: float = 99.99,
+                   calibration_method: str | None = None,
+                   calibration_percentile: float = 99.99,
                    calibration_batch_size: int = 32, opset: int | None = None,
                    force: bool = False, weight_scheme: str | None = None,
                    keep_layout: bool = False, weight_bits: int | None = None,
-                   dtype: str | None = None) -> QuantizedModel:
+                   dtype: str | None = None, accuracy_guard: bool = False) -> QuantizedModel:
     """Insert Q/DQ following TensorRT's placement policy (or the given rules).
 
     `model` is a Keras model, an `onnx.ModelProto` or a path (.onnx, .keras, .h5, SavedModel);
     it is never modified, nor is `quantization_spec`. Modes: "full" (every supported layer,
     spec/cases adjust) and "partial" (only what the spec/cases name). With
-    `calibration_data` the activation scales are calibrated (`calibration_method`),
-    otherwise they are placeholders. `weight_scheme` puts every weight in another precision
+    `calibration_data` the activation scales are calibrated (`calibration_method`; None:
+    mse for INT8, max for FP8), otherwise they are placeholders; `accuracy_guard` then
+    also moves the layers that break agreement with the float model to the float
+    remainder (off by default here: fine-tuning wins the accuracy back; on in
+    `qdq-onnx insert`). `weight_scheme` puts every weight in another precision
     scheme than its rule's ("int8-4bit": a 4-bit range in int8 Q/DQ, an experiment;
     `weight_bits=4`, the older form, still works). Layout Transposes a converter left
     around weighted ops are moved to the graph's edges unless `keep_layout`. `dtype` "fp8"
@@ -206,13 +210,14 @@ def quantize_model(model: Any, quantization_mode: str = "full",
     calibration = pipeline.CalibrationConfig(method=calibration_method,
                                              percentile=calibration_percentile,
                                              batch_size=calibration_batch_size)
-    q = pipeline.insert(_as_onnx(model, opset), placement, calibration, data=calibration_data)
+    q = pipeline.insert(_as_onnx(model, opset), placement, calibration, data=calibration_data,
+                        guard=pipeline.AccuracyGuardConfig(enabled=accuracy_guard))
     out = QuantizedModel(q.float_model, q.plan, q.qdq, q.report, q.notes)
     out._range_data = calibration_data
     return out
 
 
-def calibrate(model: Any, data: Any, method: str = "max", percentile: float = 99.99,
+def calibrate(model: Any, data: Any, method: str | None = None, percentile: float = 99.99,
               batch_size: int = 32, max_samples: int | None = None,
               show_progress: bool = True) -> onnx.ModelProto:
     """Set the activation scales of a Q/DQ model from data; returns a new model.

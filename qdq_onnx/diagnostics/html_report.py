@@ -77,6 +77,13 @@ def _summary(model, rows, plan, lint) -> list[str]:
         summary += [["rules", plan.rules.get("name", "?")], ["mode", plan.mode],
                     ["float remainder", f"{plan.high_precision}, {len(plan.kept_fp32)} op(s) "
                                         "kept FP32 by the range guard"]]
+        guard = plan.accuracy_guard
+        if guard:
+            summary.append(["accuracy guard", f"{guard['rule']}: moved {len(guard['moved'])} "
+                            f"layer(s) ({', '.join(guard['moved']) or 'none'}) in "
+                            f"{guard['trials']} trial(s) on {guard['samples']} calibration "
+                            f"samples; target {'met' if guard['met'] else 'NOT met'}; before "
+                            f"{guard['before']}; after {guard['after']}"])
     return ["<h2 id='summary'>Summary</h2>", _table(["", ""], summary)]
 
 

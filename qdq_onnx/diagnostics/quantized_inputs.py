@@ -75,7 +75,11 @@ def summary(model: onnx.ModelProto) -> dict:
     index = GraphIndex(model.graph)
     precisions = op_precisions(model, default_rules().weighted_ops())
     plan = json.loads(get_metadata(model, PLAN_KEY) or "{}")
+    rules = default_rules()
+    policy = {r.id for r in rules.cost} | {plan.get("accuracy_guard", {}).get("rule")}
     return {
+        "accuracy_guard": plan.get("accuracy_guard", {}),
+        "kept_float": [d for d in plan.get("left_float", []) if d.get("rule") in policy],
         "high_precision": plan.get("high_precision", "fp32" if plan else "not recorded"),
         "compute_ops": precision_counts(precisions),
         "kept_fp32": plan.get("kept_fp32", []),

@@ -44,10 +44,7 @@ class SensitivityReport:
 
 def layer_groups(plan: PlacementPlan) -> dict[str, list]:
     """Placements grouped by layer: the Keras layer when known, else the consumer node."""
-    groups: dict[str, list] = {}
-    for p in plan.placements:
-        groups.setdefault(p.layer or p.consumer, []).append(p)
-    return groups
+    return plan.layer_groups()
 
 
 class _Evaluator:

@@ -23,6 +23,7 @@ from qdq_onnx.precision.config import PrecisionConfig
 from qdq_onnx.precision.record import recorded_remainder
 from qdq_onnx.precision.stage import Typed, type_model
 from qdq_onnx.precision.widen import widen
+from qdq_onnx.quantize.accuracy_guard import AccuracyGuardConfig, GuardResult, guard_plan
 from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_plan
 from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.insert import InsertReport, insert_qdq
@@ -109,32 +110,42 @@ class Inserted:
     report: InsertReport
     notes: list[str]
     calibration: CalibrationResult | None
+    guard: GuardResult | None = None
 
 
 def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
            calibration: CalibrationConfig | None = None, data: Any = None,
            use_plan: PlacementPlan | str | os.PathLike | None = None, copy: bool = True,
-           **deprecated: Any) -> Inserted:
+           guard: AccuracyGuardConfig | None = None, **deprecated: Any) -> Inserted:
     """What `qdq-onnx insert` does: prepare -> plan (or a saved plan) -> calibrate (when
-    `data` is given) -> insert Q/DQ. `model` is not modified unless `copy=False` (callers
-    that own it save a copy)."""
+    `data` is given) -> accuracy guard (with data, when the rule file has one and `guard`
+    does not turn it off; never on a saved plan) -> insert Q/DQ. `model` is not modified
+    unless `copy=False` (callers that own it save a copy)."""
     from qdq_onnx.pipeline import deprecated as old
 
     if isinstance(placement, PlacementPlan):  # the old insert(model, plan, amax, ...)
         return old.insert_plan(model, placement, calibration, data, **deprecated)
     placement = old.placement_with_weight_bits(placement, deprecated)
-    prepared, made, notes = _prepare_and_plan(model, placement, copy, use_plan)
-    result, source = None, ""
+    resolved = _resolved(placement)
+    prepared, made, notes = _prepare_and_plan(model, resolved, copy, use_plan)
+    result, source, guarded = None, "", None
     if data is not None:
         c = calibration or CalibrationConfig()
-        result, source = calibrate_plan(prepared, made, data, c), f"calibrated:{c.method}"
+        result = calibrate_plan(prepared, made, data, c)
+        source = f"calibrated:{result.method}"
+        if use_plan is None:
+            guarded, note = guard_plan(prepared, made, result.amax, data, c, resolved.rules,
+                                       guard or AccuracyGuardConfig())
+            made = guarded.plan if guarded else made
+            notes += [note] if note else []
     # Insertion copies the prepared model only when the caller still needs it unchanged.
     qdq, report = insert_qdq(prepared, made, result.amax if result else None, source,
                              in_place=not copy)
-    return Inserted(prepared, made, qdq, report, notes + made.notes, result)
+    return Inserted(prepared, made, qdq, report, notes + made.notes, result, guarded)
 
 
-def _prepare_and_plan(model: onnx.ModelProto, placement: PlacementConfig | None, copy: bool,
+def _prepare_and_plan(model: onnx.ModelProto,
+                      placement: PlacementConfig | ResolvedPlacement | None, copy: bool,
                       use_plan: PlacementPlan | str | os.PathLike | None = None
                       ) -> tuple[onnx.ModelProto, PlacementPlan, list[str]]:
     p = _resolved(placement)

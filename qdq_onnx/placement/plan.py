@@ -89,6 +89,8 @@ class PlacementPlan:
     # whether the typing stage chose high_precision (else it is the untyped file's FP32)
     remainder_recorded: bool = False
     kept_fp32: list[KeptFP32] = field(default_factory=list)
+    # what the accuracy guard measured and moved (empty when it did not run)
+    accuracy_guard: dict[str, Any] = field(default_factory=dict)
 
     # -- queries ---------------------------------------------------------------------------
     def activations(self) -> list[Placement]:
@@ -108,6 +110,14 @@ class PlacementPlan:
         groups: dict[str, list[Placement]] = {}
         for p in self.activations():
             groups.setdefault(p.scale_group or p.tensor, []).append(p)
+        return groups
+
+    def layer_groups(self) -> dict[str, list[Placement]]:
+        """Placements grouped by layer (the Keras layer when known, else the consumer
+        node): what sensitivity analysis and the accuracy guard move as one."""
+        groups: dict[str, list[Placement]] = {}
+        for p in self.placements:
+            groups.setdefault(p.layer or p.consumer, []).append(p)
         return groups
 
     def for_consumer(self, consumer: str) -> list[Placement]:
@@ -142,6 +152,7 @@ class PlacementPlan:
             "kept_fp32": [asdict(k) for k in self.kept_fp32],
             "notes": self.notes,
             **({"remainder_recorded": True} if self.remainder_recorded else {}),
+            **({"accuracy_guard": self.accuracy_guard} if self.accuracy_guard else {}),
         }
 
     @classmethod
@@ -173,7 +184,8 @@ class PlacementPlan:
                    cases=data.get("cases", []), notes=data.get("notes", []),
                    model=data.get("model", {}),
                    high_precision=data.get("high_precision", "fp32"), kept_fp32=kept,
-                   remainder_recorded=bool(data.get("remainder_recorded", False)))
+                   remainder_recorded=bool(data.get("remainder_recorded", False)),
+                   accuracy_guard=dict(data.get("accuracy_guard") or {}))
 
     def to_json(self) -> str:
         """The plan as indented JSON text."""

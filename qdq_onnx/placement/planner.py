@@ -15,6 +15,8 @@ from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.layers import LayerGraph
 from qdq_onnx.placement.cases import BUILTIN_CASES, CustomQDQInsertionCase
 from qdq_onnx.placement.config import ResolvedPlacement
+from qdq_onnx.placement.cost import apply_cost_rules
+from qdq_onnx.placement.fp8_policy import apply_fp8_policy
 from qdq_onnx.placement.patterns import PATTERN_KINDS
 from qdq_onnx.placement.plan import FloatDecision, Placement, PlacementPlan
 from qdq_onnx.placement.proposals import PRIORITY_CASE, PRIORITY_OP_RULE, Proposal, resolve
@@ -111,10 +113,39 @@ def plan_placement(model: onnx.ModelProto, placement: ResolvedPlacement) -> Plac
             pattern = rules.pattern(kind)
             if pattern is not None:
                 proposals.extend(decl.function(index, layers, rules, pattern))
-    case_names: list[str] = []
+    case_names = [case.__class__.__name__ for case in case_objs]
+    proposals.extend(_case_proposals(case_objs, layers, rules, user_spec))
+    if user_spec:
+        proposals.extend(spec_proposals(user_spec, layers, rules))
+    order = {n.name: i for i, n in enumerate(index.nodes)}
+    placements, left, notes = resolve(proposals, order)
+    placements, left = _keep_non_float(placements, left, model.graph, rules)
+    placements, left = apply_cost_rules(placements, left, model, index, rules)
+    placements = share_through_neutral(placements, index, rules)
+    placements, scheme_notes = assign_schemes(placements, index, rules,
+                                              placement.weight_scheme, placement.scheme)
+    placements, fp8_notes = apply_fp8_policy(placements, index, rules)
+    notes += scheme_notes + fp8_notes
+    plan = PlacementPlan(placements=placements, left_float=left, mode=mode,
+                         rules=rules.summary(), spec=user_spec.to_list() if user_spec else [],
+                         cases=case_names, notes=notes,
+                         model={"graph": model.graph.name, "nodes": len(index.nodes),
+                                "fingerprint": model_fingerprint(model.graph),
+                                "layer_map": layers.layer_map is not None})
+    if not plan.placements:
+        ops = sorted({n.op_type for n in index.nodes})
+        raise QdqError(f"nothing to quantize: no op of this model matches a rule of "
+                       f"{rules.name!r} or a spec entry (ops: {', '.join(ops[:12])}); check "
+                       "the rules, the spec and the mode")
+    return plan
+
+
+def _case_proposals(case_objs: list, layers: LayerGraph, rules: RuleSet,
+                    user_spec: QuantizationSpec | None) -> list[Proposal]:
+    """The proposals of the custom cases' specs (entries the user's spec names excluded)."""
+    out: list[Proposal] = []
     for case in case_objs:
         name = case.__class__.__name__
-        case_names.append(name)
         try:
             returned = case.case(layers, user_spec.copy() if user_spec else None)
         except QdqError:
@@ -129,29 +160,9 @@ def plan_placement(model: onnx.ModelProto, placement: ResolvedPlacement) -> Plac
         named = user_spec.named() if user_spec else set()
         merged = QuantizationSpec()
         merged.layers = [e for e in returned.layers if e.name not in named]
-        proposals.extend(spec_proposals(merged, layers, rules, rule_id=f"CASE:{name}",
-                                        case_priority=PRIORITY_CASE))
-    if user_spec:
-        proposals.extend(spec_proposals(user_spec, layers, rules))
-    order = {n.name: i for i, n in enumerate(index.nodes)}
-    placements, left, notes = resolve(proposals, order)
-    placements, left = _keep_non_float(placements, left, model.graph, rules)
-    placements = share_through_neutral(placements, index, rules)
-    placements, scheme_notes = assign_schemes(placements, index, rules,
-                                              placement.weight_scheme, placement.scheme)
-    notes += scheme_notes
-    plan = PlacementPlan(placements=placements, left_float=left, mode=mode,
-                         rules=rules.summary(), spec=user_spec.to_list() if user_spec else [],
-                         cases=case_names, notes=notes,
-                         model={"graph": model.graph.name, "nodes": len(index.nodes),
-                                "fingerprint": model_fingerprint(model.graph),
-                                "layer_map": layers.layer_map is not None})
-    if not plan.placements:
-        ops = sorted({n.op_type for n in index.nodes})
-        raise QdqError(f"nothing to quantize: no op of this model matches a rule of "
-                       f"{rules.name!r} or a spec entry (ops: {', '.join(ops[:12])}); check "
-                       "the rules, the spec and the mode")
-    return plan
+        out.extend(spec_proposals(merged, layers, rules, rule_id=f"CASE:{name}",
+                                  case_priority=PRIORITY_CASE))
+    return out
 
 
 def _keep_non_float(placements: list[Placement], left: list[FloatDecision],

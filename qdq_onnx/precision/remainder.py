@@ -15,10 +15,11 @@ from onnx import helper
 from qdq_onnx.files.metadata import CAST_KEY
 from qdq_onnx.files.onnx_files import default_opset
 from qdq_onnx.graph import ops
-from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, scale_in, stored
+from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, stored
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.names import FreshNames
 from qdq_onnx.graph.opset import upgrade_opset
+from qdq_onnx.precision import qdq_values
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes, element_types
 from qdq_onnx.precision.subgraphs import implicit_inputs, rename_implicit
 
@@ -89,6 +90,8 @@ class _Typer:
             self.index = GraphIndex(model.graph)
             self.types = element_types(model)
         self.scales = {n.input[1] for n in self.index.nodes if n.op_type in ops.QDQ_OPS}
+        self.limits = qdq_values.scale_limits(self.index)  # pairs quantize as in FP32
+        self.weights = qdq_values.weight_quantizers(self.index)
         self.precision = self._precisions()
         self.typed: dict[str, int] = {}
         self.casts: dict[tuple[str, int], str] = {}
@@ -182,7 +185,11 @@ class _Typer:
             proto = self.index.initializers[name]
             values = as_fp32(proto)
             if name in self.scales:
-                values = scale_in(values, self.kind)
+                values = qdq_values.reduced_scale(values, self.kind, self.limits.get(name))
+            elif name in self.weights and types == {self.low}:
+                w = self.weights[name]
+                values = qdq_values.matched_weight(self.index, name, w, self.kind,
+                                                   self.limits.get(w.scale))
             target = name
             if FLOAT in types:
                 target = renamed[name] = self._fresh(f"{name}__{self.kind.name}")

@@ -30,7 +30,12 @@ from qdq_onnx.parallel import World, shard_batches, world
 from qdq_onnx.progress import progress
 from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS, CalibrationConfig
 from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
-from qdq_onnx.quantize.methods import ENTROPY_MAX_CLIP, amax_from_stats, entropy_threshold
+from qdq_onnx.quantize.methods import (
+    ENTROPY_MAX_CLIP,
+    FLOAT_METHODS,
+    amax_from_stats,
+    entropy_threshold,
+)
 from qdq_onnx.scheme import INT8, Scheme, scheme_named
 
 __all__ = ["METHODS", "CalibrationConfig", "CalibrationResult", "ClippingWarning",
@@ -64,7 +69,7 @@ def _session(model: onnx.ModelProto, outputs: list[str], reduce_max: bool = Fals
     return inference_session(probe), names
 
 
-def _rereadable(data: Any) -> bool:
+def rereadable(data: Any) -> bool:
     """Whether `data` can be iterated twice (paths, arrays, dicts, lists; not generators)."""
     if isinstance(data, (str, np.ndarray, dict, list, tuple)) or hasattr(data, "__fspath__"):
         return True
@@ -79,7 +84,7 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
 
     inputs = {i.name for i in model.graph.input}
     fetch = [t for t in tensors if t not in inputs]
-    relaxed = fixed_batch(model) is not None and _runs_relaxed(model, data)
+    relaxed = fixed_batch(model) is not None and runs_relaxed(model, data)
     batch_iter, total = as_batches(data, model, batch_size=config.batch_size,
                                    limit=config.max_samples, source="calibration data",
                                    any_batch=relaxed)
@@ -128,13 +133,13 @@ def _reduce(stats: dict[str, TensorStats], tensors: list[str], with_hist: bool, 
     return int(counts[-1])
 
 
-def _runs_relaxed(model: onnx.ModelProto, data: Any) -> bool:
+def runs_relaxed(model: onnx.ModelProto, data: Any) -> bool:
     """Whether the model computes its samples apart with its fixed batch relaxed (a graph
     can hard-code its batch in a Reshape): tried on two samples of `data` when it can be
     read again."""
     from qdq_onnx.data.feeds import as_batches
 
-    if not _rereadable(data):
+    if not rereadable(data):
         return False
     try:
         probe, _ = as_batches(data, model, batch_size=2, limit=2, any_batch=True)
@@ -152,7 +157,7 @@ def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
     cases)."""
     config = config or CalibrationConfig()
     tensors = sorted(set(tensors))
-    two_pass = with_hist and _rereadable(data)
+    two_pass = with_hist and rereadable(data)
     if with_hist and not two_pass and world().size > 1:
         raise QdqError("calibration with several ranks needs data that can be read twice "
                        "(files or arrays, not a one-shot iterator): the histograms of a "
@@ -176,8 +181,10 @@ def group_amax(stats: dict[str, TensorStats], groups: dict[str, list[str]],
     """One amax per scale key: the max over the member tensors' amax (in the key's
     scheme, INT8 when `schemes` does not name it)."""
     schemes = schemes or {}
-    return {key: max(amax_from_stats(stats[t], config.method, config.percentile,
-                                     schemes.get(key, INT8)) for t in members)
+    return {key: max(amax_from_stats(stats[t],
+                                     config.method_for(schemes.get(key, INT8).is_float),
+                                     config.percentile, schemes.get(key, INT8))
+                     for t in members)
             for key, members in groups.items()}
 
 
@@ -209,9 +216,9 @@ def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
            amax: dict[str, float], config: CalibrationConfig,
            schemes: dict[str, Scheme]) -> tuple[list[TensorClipping], list[str]]:
     rows, messages = [], []
-    method = config.method
     for key, members in groups.items():
         scheme = schemes.get(key, INT8)
+        method = config.method_for(scheme.is_float)
         for t in dict.fromkeys(members):  # a tensor read by several consumers: once
             s = stats[t]
             row = TensorClipping(t, amax[key], s.clipped_fraction(amax[key]),
@@ -219,7 +226,7 @@ def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
             if row.clipped > config.clip_warning:
                 sqnr = {m: s.estimated_sqnr_db(amax_from_stats(s, m, config.percentile, scheme),
                                                scheme)
-                        for m in SINGLE_METHODS}
+                        for m in (FLOAT_METHODS if scheme.is_float else SINGLE_METHODS)}
                 best = max(sqnr, key=sqnr.__getitem__)
                 row.suggestion = best if best != method else None
                 hint = (f"; method {best} estimates {sqnr[best]:.1f} dB" if row.suggestion
@@ -260,7 +267,7 @@ def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
     activation_groups = plan.activation_groups()
     groups = {key: [p.tensor for p in members] for key, members in activation_groups.items()}
     if not groups:
-        return CalibrationResult({}, config.method)
+        return CalibrationResult({}, config.resolved)
     schemes = {key: scheme_named(members[0].scheme)
                for key, members in activation_groups.items()}
     return calibrate_groups(model, groups, data, config, schemes)
@@ -272,7 +279,8 @@ def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data:
     """Calibrate the tensors of `groups` (scale key -> member tensors) on the float model;
     `schemes` gives each key's precision (INT8 when missing)."""
     schemes = schemes or {}
-    method = config.method
+    # an all-FP8 plan takes max by default: name what was done
+    method = config.method_for(bool(schemes) and all(s.is_float for s in schemes.values()))
     tensors = {t for members in groups.values() for t in members}
     stats = collect_stats(model, tensors, data, config, with_hist=method != "max")
     if method == "auto":

@@ -13,19 +13,24 @@ SINGLE_METHODS = ("max", "percentile", "entropy", "mse")
 # (qdq_onnx.quantize.auto); it needs the model, not only the statistics.
 METHODS = (*SINGLE_METHODS, "auto")
 DEFAULT_CLIP_WARNING = 0.01
+DEFAULT_METHOD = "mse"
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
     """How activation ranges are found.
 
-    `method`: max, percentile, entropy, mse or auto. `percentile`: the percentile of |x|
-    that percentile keeps. `batch_size`: samples per onnxruntime run. `max_samples`: use at
-    most this many. `show_progress`: a progress bar on a terminal. `clip_warning`: the
-    clipping guard warns about tensors whose range clips more than this fraction of their
-    calibration values (it never changes a scale)."""
+    `method`: max, percentile, entropy, mse or auto; None (the default): mse for integer
+    pairs (measured never far from the best method on the model pools and real pretrained
+    models, where max can collapse a model: bench/results/calibration_methods.json) and
+    max for FP8 pairs (NVIDIA's FP8 recipes); `resolved` is the name in effect.
+    `percentile`: the percentile of |x| that percentile keeps. `batch_size`: samples per
+    onnxruntime run. `max_samples`: use at most this many. `show_progress`: a progress
+    bar on a terminal. `clip_warning`: the clipping guard warns about tensors whose range
+    clips more than this fraction of their calibration values (it never changes a
+    scale)."""
 
-    method: str = "max"
+    method: str | None = None
     percentile: float = 99.99
     batch_size: int = 32
     max_samples: int | None = None
@@ -33,7 +38,7 @@ class CalibrationConfig:
     clip_warning: float = DEFAULT_CLIP_WARNING
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if self.method is not None and self.method not in METHODS:
             raise SettingError("method", f"must be one of {', '.join(METHODS)}, got "
                                          f"{self.method!r}")
         if not (isinstance(self.percentile, (int, float)) and 0.0 < self.percentile <= 100.0):
@@ -48,6 +53,19 @@ class CalibrationConfig:
                 and 0.0 <= self.clip_warning <= 1.0):
             raise SettingError("clip_warning", f"must be a fraction in [0, 1], got "
                                                f"{self.clip_warning}")
+
+
+    @property
+    def resolved(self) -> str:
+        """The method in effect for integer pairs: the one given, else the default."""
+        return self.method or DEFAULT_METHOD
+
+    def method_for(self, is_float: bool) -> str:
+        """The method for pairs of a float (FP8) or integer scheme: a method searching an
+        integer grid (entropy, mse) becomes max for FP8 only when it is the default."""
+        if is_float and self.method is None:
+            return "max"
+        return self.resolved
 
 
 def _positive_int(value: object) -> bool:

@@ -17,10 +17,13 @@ from qdq_onnx.files.onnx_files import MIN_OPSET, default_opset, skeleton
 from qdq_onnx.files.runtime import readable_ir_version
 from qdq_onnx.graph.names import FreshNames
 from qdq_onnx.placement.plan import PlacementPlan
+from qdq_onnx.quantize.fp8_files import FP8_OPSET, bias_of, flatten_squeezes, headroom_bits
 from qdq_onnx.quantize.scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
 from qdq_onnx.scheme import DEFAULT_SCHEME, Scheme, scheme_named
 
-FLOAT_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear to FP8 (float8e4m3fn)
+# FP8 (float8e4m3fn) Q/DQ need opset 19; FP8 files are written at 21, which onnxruntime
+# runs at its default optimization level (fp8_files.py: why).
+FLOAT_QDQ_OPSET = FP8_OPSET
 
 
 @dataclass
@@ -32,6 +35,8 @@ class InsertReport:
     weight_pairs: int = 0
     placeholder_scales: list[str] = field(default_factory=list)
     zero_weight_channels: dict[str, int] = field(default_factory=dict)
+    fp8_headroom: dict[str, int] = field(default_factory=dict)  # weight -> power of two
+    flattened: list[str] = field(default_factory=list)  # Squeezes written as Flatten
 
     def lines(self) -> list[str]:
         """The report as note lines for the CLI."""
@@ -43,6 +48,12 @@ class InsertReport:
                        "qdq-onnx calibrate) for real scales")
         for name, n in self.zero_weight_channels.items():
             out.append(f"weight {name}: {n} all-zero channel(s) got the minimum scale")
+        if self.fp8_headroom:
+            out.append(f"FP8 weight scale(s) of {len(self.fp8_headroom)} layer(s) raised by a "
+                       "power of two so onnxruntime's int32 bias rewrite stays in FP16 range")
+        if self.flattened:
+            out.append(f"{len(self.flattened)} Squeeze(s) before FP8 Q/DQ written as Flatten "
+                       "(onnxruntime has no FP8 Squeeze)")
         return out
 
 
@@ -106,6 +117,8 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     edit.graph.cleanup().toposort()
     _merge_into(model, gs.export_onnx(edit.graph, do_type_check=False))
     _retype_float_zero_points(model, edit.retyped)
+    if edit.float8_q:
+        report.flattened = flatten_squeezes(model, edit.float8_q)
     for node in model.graph.node:
         rule = edit.provenance.get(node.name)
         if rule is not None:
@@ -137,6 +150,8 @@ class _Edit:
         self.names = FreshNames({n.name for n in graph.nodes} | set(self.tensors))
         self.provenance: dict[str, str] = {}
         self.retyped: dict[str, int] = {}  # FP8 zero points and quantized tensors
+        self.float8_q: set[str] = set()  # the FP8 QuantizeLinear nodes
+        self.input_scales: dict[tuple[str, int], float] = {}  # (consumer, input) -> scale
 
     def slot(self, consumer: str, index: int) -> gs.Node:
         node = self.nodes.get(consumer)
@@ -149,6 +164,8 @@ class _Edit:
         new_nodes, dq_out = _pair(self.names, src, scale, axis, label, rule, self.provenance,
                                   scheme, self.retyped)
         self.graph.nodes.extend(new_nodes)
+        if scheme.is_float:
+            self.float8_q.add(new_nodes[0].name)
         return dq_out
 
 
@@ -174,6 +191,7 @@ def _insert_activations(edit: _Edit, plan: PlacementPlan, amax: dict[str, float]
         dq_out = edit.pair(src, scale, None, tensor_name, rule_ids, scheme)
         for p in group:
             edit.slot(p.consumer, p.input).inputs[p.input] = dq_out
+            edit.input_scales[(p.consumer, p.input)] = float(np.max(scale))
         report.activation_pairs += 1
 
 
@@ -190,6 +208,12 @@ def _insert_weights(edit: _Edit, plan: PlacementPlan,
         values = numpy_helper.to_array(proto).astype(np.float32, copy=False)
         scheme = scheme_named(p.scheme)
         scale = weight_scale(values, p.axis, scheme.qmax).reshape(-1)
+        if scheme.is_float:  # fp8_files.py, 3: room for onnxruntime's int32 bias
+            bits = headroom_bits(bias_of(node, initializers),
+                                 edit.input_scales.get((p.consumer, 0)), float(scale.max()))
+            if bits:
+                scale = (scale * np.float32(2.0 ** bits)).astype(np.float32)
+                report.fp8_headroom[p.tensor] = bits
         zeros = int(np.count_nonzero(scale == MIN_SCALE))
         if zeros:
             report.zero_weight_channels[p.tensor] = zeros

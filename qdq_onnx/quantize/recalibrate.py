@@ -61,5 +61,5 @@ def recalibrate(model: onnx.ModelProto, data: Any, config: CalibrationConfig | N
         if t.name in scale_of:
             t.CopyFrom(numpy_helper.from_array(scale_of[t.name].reshape(tuple(t.dims)),
                                                t.name))
-    set_metadata(out, SCALES_KEY, f"calibrated:{config.method}")
+    set_metadata(out, SCALES_KEY, f"calibrated:{result.method}")
     return out, result

@@ -21,10 +21,10 @@ from qdq_onnx.cli.main import main
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _float_model(opset=13, input_shape=(1, 3, 8, 8)):
+def _float_model(opset=13, input_shape=(1, 3, 8, 8), width=4):
     g = G(input_shape=input_shape, opset=opset)
-    a = g.unary("Relu", "r0", g.conv("c0", "x", 4))
-    return g.model([g.binary("Add", "add", a, g.conv("c1", a, 4))])
+    a = g.unary("Relu", "r0", g.conv("c0", "x", width))
+    return g.model([g.binary("Add", "add", a, g.conv("c1", a, width))])
 
 
 def _mlp():
@@ -330,8 +330,8 @@ CASES = [
      lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--max-samples", "0"],
      "--max-samples must be a positive integer"),
     ("fp8-integer-calibration", "insert --dtype fp8 with an integer-grid calibration method",
-     lambda e: ["insert", str(e.model), "-o", "{out}", "--dtype", "fp8", "--calib", _val(e),
-                "--calib-method", "entropy"],
+     lambda e: ["insert", e.onnx("wide.onnx", _float_model(width=16)), "-o", "{out}",
+                "--dtype", "fp8", "--calib", _val(e), "--calib-method", "entropy"],
      "fp8 takes max or percentile"),
     ("sensitivity-spec-out-folder", "sensitivity --spec-out names a folder",
      lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--target-drop", "1",

@@ -56,6 +56,10 @@ def test_insert_with_calibration_file(model_path, tmp_path):
                  str(data)]) == 0
     q = onnx.load(tmp_path / "q.onnx")
     meta = {p.key: p.value for p in q.metadata_props}
+    assert meta["qdq_onnx.activation_scales"] == "calibrated:mse"  # the default method
+    assert main(["insert", str(model_path), "-o", str(tmp_path / "q_max.onnx"), "--calib",
+                 str(data), "--calib-method", "max"]) == 0  # max: one flag away
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "q_max.onnx").metadata_props}
     assert meta["qdq_onnx.activation_scales"] == "calibrated:max"
 
 

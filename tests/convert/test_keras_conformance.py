@@ -32,13 +32,15 @@ def _quantized(placement):
     return {k: v for k, v in placement.items() if v}
 
 
+# The narrow classifier heads (fc2, fc: fewer than 16 outputs) stay in the float remainder
+# by the cost model (TRT-K001); the original toolkit's rules quantize them (below).
 FULL_DEFAULT = {
     "conv_only": {"conv_a": W, "conv_b": W, "conv_c": W},
     "depthwise_only": {"dw_a": W, "dw_b": W},
-    "dense_only": {"fc1": W, "fc2": W},
-    "vgg_like": {"conv1": W, "conv2": W, "conv3": W, "pool2": {0}, "fc": W},
-    "tiny_resnet": {"stem": W, "res_a": W, "res_b": W, "add": {0}, "gap": {0}, "fc": W},
-    "resnet_bn": {"stem": W, "res_a": W, "res_b": W, "add": {1}, "gap": {0}, "fc": W},
+    "dense_only": {"fc1": W},
+    "vgg_like": {"conv1": W, "conv2": W, "conv3": W, "pool2": {0}},
+    "tiny_resnet": {"stem": W, "res_a": W, "res_b": W, "add": {0}, "gap": {0}},
+    "resnet_bn": {"stem": W, "res_a": W, "res_b": W, "add": {1}, "gap": {0}},
     "inception_block": {"b1_1x1": W, "b2_1x1": W, "b2_3x3": W, "b3_1x1": W, "head": W},
 }
 
@@ -47,6 +49,9 @@ FULL_DEFAULT = {
 def test_full_default(pool, name):
     placement, q = _placement(pool, name)
     assert _quantized(placement) == FULL_DEFAULT[name]
+    heads = {d.layer for d in q.plan.left_float if d.rule == "TRT-K001"}
+    assert heads == {"dense_only": {"fc2"}, "vgg_like": {"fc"}, "tiny_resnet": {"fc"},
+                     "resnet_bn": {"fc"}}.get(name, set())
     onnx.checker.check_model(q.onnx, full_check=True)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import G
+from helpers import G, fp8_everywhere_rules
 from onnx import helper, numpy_helper
 
 from qdq_onnx import quantize_model
@@ -537,7 +537,8 @@ def _retyped_to_fp8(model, pairs):
 
 @case("fp8-per-channel-weight")
 def _fp8_per_channel_weight():
-    fp8 = quantize_model(clean_float(), dtype="fp8")  # qdq-onnx's FP8: one weight scale
+    fp8 = quantize_model(clean_float(), dtype="fp8",  # qdq-onnx's FP8: one weight scale
+                         rules=fp8_everywhere_rules())  # (4 channels: no INT8 fallback)
     assert all(p.axis is None for p in fp8.plan.weights())
     per_tensor = fp8.onnx
     m = clean()  # INT8 per-channel weights, retyped to FP8
@@ -551,6 +552,15 @@ def _mixed_precision_attention():
     m = quantize_model(_attention(4, 16)).onnx
     _retyped_to_fp8(m, [pair_for(m, "bmm2", 0)])  # the softmax output in FP8, the rest INT8
     return fp8, m
+
+
+@case("fp8-outside-fp8-policy")
+def _fp8_outside_fp8_policy():
+    g = G(input_shape=(1, 16, 8, 8))
+    model = g.model([g.conv("dw", g.unary("Relu", "r", g.conv("c0", "x", 16)), 16, group=16)])
+    placed = quantize_model(model, dtype="fp8").onnx  # TRT-F001: the depthwise Conv INT8
+    forced = quantize_model(model, dtype="fp8", rules=fp8_everywhere_rules()).onnx
+    return placed, forced
 
 
 @pytest.mark.parametrize("seq,head,found", [(3072, 64, None), (4, 128, "head size 128"),

@@ -23,7 +23,7 @@ def _setup(tmp_path):
 
 def test_report_values_match_independent_computation(tmp_path):
     m, data = _setup(tmp_path)
-    q = quantize_model(m, calibration_data=data)
+    q = quantize_model(m, calibration_data=data, calibration_method="max")
     rep = build_report(q.onnx, data, show_progress=False)
     rows = {r["tensor"]: r for r in rep["tensors"]}
     w = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "c0_w"))

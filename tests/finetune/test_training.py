@@ -175,9 +175,9 @@ def test_fixed_batch_1_model_calibrates_and_fine_tunes_at_batch_8(tmp_path, caps
         assert main(cmd) == 0, capsys.readouterr().err
     out = onnx.load(tmp_path / "ft.onnx")
     assert fixed_batch(out) == 1
-    from qdq_onnx.quantize.calibration import _runs_relaxed
+    from qdq_onnx.quantize.calibration import runs_relaxed
 
-    assert _runs_relaxed(model, x)  # calibration ran batches of 8, not 64 runs of 1
+    assert runs_relaxed(model, x)  # calibration ran batches of 8, not 64 runs of 1
     history = quantize_model(model, calibration_data=x, calibration_batch_size=8)
     history.compile(learning_rate=1e-3)
     assert history.fit(x, labels, batch_size=8, epochs=1, verbose=0).steps == 8

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,6 +145,22 @@ def write_inputs(folder: Path) -> None:
     np.savez(folder / "mlp_train.npz", x=xm, labels=rng.integers(0, 5, 128))
     np.savez(folder / "attention_calib.npz", x=rng.normal(size=(32, 8, 16)).astype(np.float32))
     (folder / "spec.yaml").write_text(SPEC)
+    # The cases predate issue 27's PTQ policy (the cost model, the accuracy guard, mse by
+    # default), which changes what the defaults write on purpose: they run the bundled
+    # rules without those sections and name max, so they still check that nothing else
+    # moved (the new defaults are tested in tests/quantize and tests/placement).
+    from qdq_onnx.files.yaml_lines import load_yaml
+    from qdq_onnx.placement.rules import bundled_rule_files
+
+    doc = load_yaml(bundled_rule_files()["tensorrt"])
+    for key in PTQ_POLICY:
+        doc.pop(key, None)
+    (folder / PRE_POLICY_RULES).parent.mkdir(exist_ok=True)
+    (folder / PRE_POLICY_RULES).write_text(json.dumps(doc, default=list))
+
+
+PTQ_POLICY = ("cost", "accuracy_guard")
+PRE_POLICY_RULES = "before-ptq-policy/tensorrt.yaml"  # the bundled file's name: recorded
 
 
 def _cli(*argv: str) -> None:
@@ -152,6 +169,11 @@ def _cli(*argv: str) -> None:
     # The golden files hold an FP32 remainder (they predate its typing, which is checked in
     # tests/precision): the FP32 path must still write exactly what it wrote.
     argv = (*argv, "--high-precision", "fp32")
+    if argv[0] == "insert" and "--rules" not in argv:
+        argv = (*argv, "--rules", Path(argv[1]).parent / PRE_POLICY_RULES)
+    if argv[0] in ("insert", "calibrate") and not {"--calib-method", "--method"} & set(argv) \
+            and {"--calib", "--data"} & set(argv):
+        argv = (*argv, "--calib-method" if argv[0] == "insert" else "--method", "max")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         rc = main([str(a) for a in argv])
     if rc != 0:
@@ -163,7 +185,8 @@ def _python_low_bits(d: Path) -> None:
 
     calib = np.load(d / "cnn_calib.npz")["x"]
     train = np.load(d / "cnn_train.npz")
-    q = quantize_model(onnx.load(d / "cnn.onnx"), calibration_data=calib, weight_bits=4)
+    q = quantize_model(onnx.load(d / "cnn.onnx"), calibration_data=calib, weight_bits=4,
+                       rules=str(d / PRE_POLICY_RULES), calibration_method="max")
     q.save(d / "py_w4_ptq.onnx", high_precision="fp32")
     q.compile(learning_rate=1e-3, schedule="constant")
     q.fit(train["x"], train["labels"], batch_size=16, epochs=1, verbose=0)
@@ -175,7 +198,7 @@ def _python_default(d: Path) -> None:
 
     calib = np.load(d / "mlp_train.npz")
     q = quantize_model(onnx.load(d / "mlp.onnx"), calibration_data=calib["x"][:64],
-                       calibration_method="entropy")
+                       calibration_method="entropy", rules=str(d / PRE_POLICY_RULES))
     q.compile(optimizer="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=2)
     q.fit(calib["x"], calib["labels"], batch_size=32, epochs=2, validation_split=0.25,
           verbose=0)

@@ -5,7 +5,7 @@ bit-exact against QuantizeLinear/DequantizeLinear(float8e4m3fn)."""
 import numpy as np
 import onnx
 import pytest
-from helpers import small_classifier
+from helpers import fp8_everywhere_rules, small_classifier
 from onnx import helper, numpy_helper
 
 from qdq_onnx import pipeline, quantize_model
@@ -22,8 +22,9 @@ def _sqnr(want, got):
 
 
 def test_fp8_pairs_have_fp8_zero_points_and_amax_over_448_scales():
-    m = small_classifier()
-    q = pipeline.insert(m, pipeline.PlacementConfig(scheme="fp8"), data=X)
+    m = small_classifier()  # 4-channel convs: FP8 only without the rules' INT8 fallbacks
+    q = pipeline.insert(m, pipeline.PlacementConfig(scheme="fp8", rules=fp8_everywhere_rules()),
+                        data=X)
     onnx.checker.check_model(q.qdq, full_check=True)
     assert q.qdq.opset_import[0].version >= 19
     assert {p.scheme for p in q.plan.placements} == {"fp8"}

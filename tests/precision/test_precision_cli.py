@@ -6,7 +6,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from helpers import fp16_overflow_model, small_classifier
+from helpers import fp8_cnn, fp16_overflow_model, small_classifier
 
 from qdq_onnx.cli.main import main
 
@@ -71,14 +71,17 @@ def test_explain_inspect_lint_and_report_show_the_fp32_islands(files, capsys):
 
 def test_fp8_insert_lints_clean_and_names_its_type(files, capsys):
     out = files / "q8.onnx"
-    assert main(["insert", str(files / "fp32.onnx"), "-o", str(out), "--calib",
-                 str(files / "x.npy"), "--dtype", "fp8"]) == 0
+    onnx.save(fp8_cnn("Flatten"), files / "cnn.onnx")  # FP8 Conv and Gemm, an INT8 stem
+    np.save(files / "x12.npy", np.random.default_rng(0).normal(size=(32, 3, 12, 12)).astype(
+        np.float32))
+    assert main(["insert", str(files / "cnn.onnx"), "-o", str(out), "--calib",
+                 str(files / "x12.npy"), "--dtype", "fp8", "--calib-method", "max"]) == 0
     capsys.readouterr()
     _, _, m = _types(out)
     zps = {t.data_type for t in m.graph.initializer if t.name.endswith("_zero_point")}
-    assert zps == {onnx.TensorProto.FLOAT8E4M3FN}
+    assert zps == {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.INT8}
     assert main(["lint", str(out)]) == 0
-    assert "2 of 2 weighted layers FP8, 0 fusions broken, 0 errors, 0 warnings" in \
+    assert "3 of 3 weighted layers FP8/INT8, 0 fusions broken, 0 errors, 0 warnings" in \
         capsys.readouterr().out
 
 

@@ -59,7 +59,8 @@ def test_max_calibration_gives_amax_over_127_exactly():
     m = g.model([y])
     data = RNG.uniform(-3, 3, (10, 2, 4, 4)).astype(np.float32)
     data[7, 1, 2, 3] = -4.25  # the known max |x|
-    q = quantize_model(m, calibration_data=data, calibration_batch_size=3)
+    q = quantize_model(m, calibration_data=data, calibration_batch_size=3,
+                       calibration_method="max")
     dq = next(n for n in q.onnx.graph.node
               if n.op_type == "DequantizeLinear" and n.input[0].startswith("x_"))
     scale = next(numpy_helper.to_array(t) for t in q.onnx.graph.initializer
@@ -124,7 +125,7 @@ def test_calibration_shared_concat_scale_is_max_of_inputs():
         "concat": {"id": "C", "name": "c", "reason": "r", "mode": "shared"}}})
     m = g.model([y])
     data = RNG.uniform(-1, 1, (4, 2, 4, 4)).astype(np.float32)
-    q = quantize_model(m, rules=rules, calibration_data=data)
+    q = quantize_model(m, rules=rules, calibration_data=data, calibration_method="max")
     scales = {n.input[0]: numpy_helper.to_array(
         next(t for t in q.onnx.graph.initializer if t.name == n.input[1]))
         for n in q.onnx.graph.node if n.op_type == "QuantizeLinear"}

@@ -37,7 +37,7 @@ def check(name: str, strong_typing: bool = False) -> Callable[[Check], Check]:
 @check("weighted-data-not-quantized")
 def data_not_quantized(ctx: LintContext) -> Iterator[Hit]:
     for row in ctx.weighted:
-        if row["data"] is None:
+        if row["data"] is None and row["node"].name not in ctx.float_by_policy:
             node = row["node"]
             yield node.name, f"{node.op_type} data input {node.input[0]!r} is float"
 
@@ -45,7 +45,7 @@ def data_not_quantized(ctx: LintContext) -> Iterator[Hit]:
 @check("weight-not-quantized")
 def weight_not_quantized(ctx: LintContext) -> Iterator[Hit]:
     for row in ctx.weighted:
-        if row["weight"] is None:
+        if row["weight"] is None and row["node"].name not in ctx.float_by_policy:
             yield row["node"].name, f"{row['node'].op_type} weight is float"
 
 

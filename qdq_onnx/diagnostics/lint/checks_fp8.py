@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from qdq_onnx.diagnostics.lint.checks import Hit, check
 from qdq_onnx.diagnostics.lint.context import LintContext
 from qdq_onnx.graph import ops
+from qdq_onnx.placement.fp8_policy import node_shape
+from qdq_onnx.scheme import scheme_named
 
 # TensorRT's per-channel FP8 scales are for GEMMs (10.6 release notes: "per-channel scaling
 # for FP8 matrix multiplications on Hopper").
@@ -34,3 +36,19 @@ def mixed_precision_attention(ctx: LintContext) -> Iterator[Hit]:
             yield node.name, (f"attention around {node.name!r} mixes "
                               f"{' and '.join(sorted(schemes))} Q/DQ on its products; "
                               "TensorRT's fused MHA takes one quantized type")
+
+
+@check("fp8-outside-fp8-policy")
+def fp8_outside_fp8_policy(ctx: LintContext) -> Iterator[Hit]:
+    """An FP8 weighted layer the rule file's FP8 policy (the `fp8` section placement applies)
+    keeps in another scheme: a depthwise, narrow or large-kernel convolution."""
+    for row in ctx.weighted:
+        weight, node = row["weight"], row["node"]
+        if not ctx.rules.fp8 or weight is None or ctx.scheme_of(weight.dq) != "fp8":
+            continue
+        shape = node_shape(ctx.index, node)
+        rule = next((r for r in ctx.rules.fp8 if r.matches(shape)), None)
+        if rule is not None and not scheme_named(rule.scheme).is_float:
+            yield node.name, (f"{node.op_type} is FP8 ({shape.describe()}); {rule.id} "
+                              f"({rule.name}) keeps such layers {rule.scheme.upper()}: "
+                              f"{rule.reason}")

@@ -29,6 +29,26 @@ class LintContext:
         self.weighted_ops = rules.weighted_ops()
 
     @functools.cached_property
+    def float_by_policy(self) -> dict[str, tuple[str, str]]:
+        """Node -> (rule id, reason) of the weighted layers the embedded plan left in the
+        float remainder by a rule of these rules' PTQ policy (the cost model, the accuracy
+        guard): decisions with a measured reason, not lost coverage. {} for another tool's
+        file."""
+        import json
+
+        from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
+
+        ids = {r.id for r in self.rules.cost} | (
+            {self.rules.accuracy_guard.id} if self.rules.accuracy_guard else set())
+        text = get_metadata(self.model, PLAN_KEY) if ids else None
+        try:
+            left = json.loads(text).get("left_float", []) if text else []
+        except (ValueError, AttributeError):
+            return {}
+        return {d["consumer"]: (d["rule"], d["reason"]) for d in left
+                if isinstance(d, dict) and d.get("rule") in ids and "consumer" in d}
+
+    @functools.cached_property
     def element_types(self) -> dict[str, int]:
         """Tensor name -> ONNX element type (shape inference on a weightless view)."""
         from qdq_onnx.precision.graph_types import element_types

@@ -35,6 +35,7 @@ class WeightedLayer:
     weight_quantized: bool
     axis: int | None
     expected_axis: int | None
+    kept_float: str | None = None  # the plan's rule that left it in the float remainder
 
 
 @dataclass
@@ -72,8 +73,11 @@ class LintReport:
             per = ", ".join(f"{n} {k}" for k, n in sorted(self.precisions.items()))
             typed = (f"; compute ops: {per or 'none'} ({len(self.kept_fp32)} FP32 by the "
                      f"range guard)")
+        kept = sorted({r.kept_float for r in self.layers if r.kept_float})
+        by_plan = (f" ({sum(bool(r.kept_float) for r in self.layers)} float by the plan: "
+                   f"{', '.join(kept)})" if kept else "")
         return (f"{quantized} of {len(self.layers)} weighted layers "
-                f"{'/'.join(schemes) or 'quantized'}, "
+                f"{'/'.join(schemes) or 'quantized'}{by_plan}, "
                 f"{len(self.broken_fusions)} fusions broken, {len(self.errors)} errors, "
                 f"{len(self.findings) - len(self.errors)} warnings{typed}")
 

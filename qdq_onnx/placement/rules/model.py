@@ -133,6 +133,41 @@ class PrecisionPolicy:
 
 
 @dataclass(frozen=True)
+class CostRule:
+    """A cost-model rule: weighted layers of `ops` whose INT8 (or FP8) gain over the float
+    remainder is nothing measurable stay in the remainder. A layer matches when every
+    condition given holds: fewer than `out_channels_below` output channels, fewer than
+    `in_channels_below` input channels (per group), less than `macs_share_below` of the
+    model's multiply-accumulates."""
+
+    id: str
+    name: str
+    ops: tuple[str, ...]
+    reason: str
+    why: str
+    out_channels_below: int | None = None
+    in_channels_below: int | None = None
+    macs_share_below: float | None = None
+
+
+@dataclass(frozen=True)
+class AccuracyGuardPolicy:
+    """The accuracy guard: after calibration, the quantized model's outputs must agree with
+    the float model's on the calibration data (argmax `agreement` for class-like outputs,
+    `sqnr_db` for the others); the layers responsible move to the float remainder, on at
+    most `samples` samples and `max_trials` trial evaluations."""
+
+    id: str
+    name: str
+    reason: str
+    why: str
+    agreement: float = 0.99
+    sqnr_db: float = 20.0
+    samples: int = 128
+    max_trials: int = 32
+
+
+@dataclass(frozen=True)
 class Taxonomy:
     """TensorRT's view of op types beyond the op rules.
 
@@ -161,6 +196,9 @@ class RuleSet:
     taxonomy: Taxonomy = field(default_factory=Taxonomy)
     scheme: str = DEFAULT_SCHEME  # the precision of every Q/DQ no op rule sets otherwise
     precision: PrecisionPolicy = field(default_factory=PrecisionPolicy)
+    cost: list[CostRule] = field(default_factory=list)
+    accuracy_guard: AccuracyGuardPolicy | None = None
+    fp8: list[Any] = field(default_factory=list)  # fp8.Fp8Rule: the FP8 policy, in order
 
     def scheme_for(self, op_type: str | None) -> str:
         """The precision scheme of Q/DQ on the inputs of an `op_type` node: its op rule's,
@@ -210,13 +248,13 @@ class RuleSet:
         rule = self.patterns.get(kind)
         return rule if rule is not None and rule.enabled else None
 
-    def all_rules(self) -> list[OpRule | NeverRule | PatternRule | LintRule | PrecisionGuard]:
+    def all_rules(self) -> list[Any]:
         """Every rule with an id, in file order by section."""
         return [*self.op_rules, *self.never, *self.patterns.values(), *self.lint.values(),
-                *self.precision.guards]
+                *self.precision.guards, *self.cost, *self.fp8,
+                *([self.accuracy_guard] if self.accuracy_guard else [])]
 
-    def by_id(self, rule_id: str
-              ) -> OpRule | NeverRule | PatternRule | LintRule | PrecisionGuard | None:
+    def by_id(self, rule_id: str) -> Any:
         """The rule with this id, or None."""
         for rule in self.all_rules():
             if rule.id == rule_id:

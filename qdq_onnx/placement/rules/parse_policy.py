@@ -1,0 +1,65 @@
+"""The rule file's PTQ policy sections: `cost` (what INT8 buys nothing on) and
+`accuracy_guard` (the agreement a quantized model must keep with the float one). A file
+without them has neither: the original toolkit's rules keep its exact behaviour."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from qdq_onnx.placement.rules.model import AccuracyGuardPolicy, CostRule
+
+_COST_KEYS = {"id", "name", "ops", "out_channels_below", "in_channels_below",
+              "macs_share_below", "reason", "why"}
+_CONDITIONS = ("out_channels_below", "in_channels_below", "macs_share_below")
+_GUARD_KEYS = {"id", "name", "agreement", "sqnr_db", "samples", "max_trials", "reason", "why"}
+
+
+def _number(ctx: Any, obj: dict, key: str, what: str, integer: bool, low: float,
+            high: float, default: Any = None) -> Any:
+    value = obj.get(key, default)
+    if value is None:
+        return None
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not math.isfinite(value) \
+            or not low <= value <= high:
+        kind = "an integer" if integer else "a number"
+        raise ctx.fail(obj, f"{what}: {key!r} must be {kind} in [{low:g}, {high:g}], got "
+                            f"{value!r}")
+    return value
+
+
+def cost_rules(ctx: Any, items: Any) -> list[CostRule]:
+    """The `cost` section: a list of rules, each with at least one condition."""
+    if not isinstance(items, list):
+        raise ctx.fail(items, "the cost section must be a list of rules")
+    out = []
+    for item in items:
+        ctx.keys(item, _COST_KEYS, "a cost rule")
+        rule_id = ctx.text(item, "id", "a cost rule")
+        ctx.claim(item, rule_id)
+        what = f"cost rule {rule_id}"
+        if not any(item.get(k) is not None for k in _CONDITIONS):
+            raise ctx.fail(item, f"{what} needs a condition: one of {', '.join(_CONDITIONS)}")
+        out.append(CostRule(
+            id=rule_id, name=ctx.text(item, "name", what), ops=ctx.str_list(item, "ops", what),
+            reason=ctx.text(item, "reason", what), why=str(item.get("why", "")).strip(),
+            out_channels_below=_number(ctx, item, "out_channels_below", what, True, 1, 1e9),
+            in_channels_below=_number(ctx, item, "in_channels_below", what, True, 1, 1e9),
+            macs_share_below=_number(ctx, item, "macs_share_below", what, False, 0, 1)))
+    return out
+
+
+def accuracy_guard(ctx: Any, item: Any) -> AccuracyGuardPolicy:
+    """The `accuracy_guard` section: one rule with its targets and budgets."""
+    ctx.keys(item, _GUARD_KEYS, "the accuracy_guard section")
+    rule_id = ctx.text(item, "id", "the accuracy_guard section")
+    ctx.claim(item, rule_id)
+    what = f"accuracy guard {rule_id}"
+    return AccuracyGuardPolicy(
+        id=rule_id, name=ctx.text(item, "name", what), reason=ctx.text(item, "reason", what),
+        why=str(item.get("why", "")).strip(),
+        agreement=_number(ctx, item, "agreement", what, False, 0, 1, 0.99),
+        sqnr_db=_number(ctx, item, "sqnr_db", what, False, -100, 200, 20.0),
+        samples=_number(ctx, item, "samples", what, True, 1, 1e7, 128),
+        max_trials=_number(ctx, item, "max_trials", what, True, 0, 1e6, 32))

@@ -1,0 +1,215 @@
+"""The values a reduced-precision remainder gives its Q/DQ pairs, chosen so that they
+quantize as the FP32 remainder's pairs do.
+
+A QuantizeLinear rounds x / scale to an integer. Any change before it - the scale rounded
+to FP16, a weight rounded to FP16 - moves the values near a rounding boundary to the
+other integer: measured on converged MNIST CNNs, rounding the scales up and the weights to
+FP16 re-drew about half of the INT8 rounding error (logits' SQNR against the FP32
+remainder 41 dB) and cost up to 0.35 pt of accuracy against the FP32 remainder on 10k
+images, while the error against the float model stayed the same. So:
+
+- each scale takes the nearest value of the type (half an FP16 step: 2^-11 relative) and
+  is rounded up only where the nearest would push the calibrated range past the quantized
+  type's largest value (a subnormal FP16 scale; BF16 with UINT8), so nothing the FP32
+  scale kept in range is clipped;
+- each weight a QuantizeLinear reads (a constant, integer quantized type) is stored as
+  the value of the type nearest its FP32 value that quantizes, with the reduced scale, to
+  the integer the FP32 weight and scale give. About 1% of a large layer's elements move,
+  by a few FP16 steps; the integers TensorRT folds from the file are the FP32 file's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from qdq_onnx.graph import ops
+from qdq_onnx.graph.float_types import FP16, FloatType, as_fp32, from_bf16_bits, rounded
+from qdq_onnx.graph.index import GraphIndex, attribute
+from qdq_onnx.scheme import SCHEMES
+
+# Integer quantized types whose range numpy knows; a missing zero point means UINT8.
+_INTEGER_TYPES = frozenset({onnx.TensorProto.UINT8, onnx.TensorProto.INT16,
+                            onnx.TensorProto.UINT16} |
+                           {s.element_type for s in SCHEMES.values() if not s.is_float})
+# A weight value picked within this many quantization steps of a rounding boundary could
+# round either way in a runtime that multiplies by 1 / scale instead of dividing (FP32:
+# about 1e-5 steps at 255).
+_MARGIN = 1e-4
+_NUDGES = 4  # steps of the reduced type tried before the dequantized value itself
+_BLOCK = 1 << 22  # weight elements matched per pass
+
+
+def integer_range(elem_type: int) -> tuple[int, int] | None:
+    """(lowest, highest) value of an integer quantized type; None for other types (FP8)."""
+    if elem_type not in _INTEGER_TYPES:
+        return None
+    info = np.iinfo(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    return int(info.min), int(info.max)
+
+
+def _zero_point_type(index: GraphIndex, node: onnx.NodeProto) -> int | None:
+    if len(node.input) < 3 or not node.input[2]:
+        return onnx.TensorProto.UINT8
+    zp = index.initializers.get(node.input[2])
+    return None if zp is None else zp.data_type
+
+
+def scale_limits(index: GraphIndex) -> dict[str, float | None]:
+    """Scale initializer -> the largest value its pairs quantize to (the most of any of
+    its Q/DQ nodes' integer types), or None where one is not an integer type (FP8, whose
+    conversion saturates)."""
+    limits: dict[str, float | None] = {}
+    for node in index.nodes:
+        if node.op_type not in ops.QDQ_OPS:
+            continue
+        elem = _zero_point_type(index, node)
+        span = None if elem is None else integer_range(elem)
+        name = node.input[1]
+        if span is None:
+            limits[name] = None
+        elif limits.get(name, 0) is not None:
+            limits[name] = max(limits.get(name, 0), float(span[1]))
+    return limits
+
+
+def reduced_scale(scale: np.ndarray, kind: FloatType, qmax: float | None) -> np.ndarray:
+    """`scale` in `kind` (as FP32): the nearest value, or the next one up where the
+    nearest is below `scale` and either subnormal in `kind` or so far below that the
+    calibrated range (qmax * scale) would quantize past `qmax` (None: a saturating float
+    type). Never zero."""
+    s = np.maximum(np.asarray(scale, dtype=np.float32), np.float32(kind.min_positive))
+    out = rounded(s, kind)
+    ok = (out >= s) | (s >= np.float32(kind.min_normal))
+    if qmax is not None:
+        ok &= (out >= s) | (qmax * (s.astype(np.float64) / out) < qmax + 0.5)
+    while not ok.all():
+        out = np.where(ok, out, _neighbour(out, np.float32(np.inf), kind))
+        ok |= out >= s
+    return out.astype(np.float32)
+
+
+def _bits(values: np.ndarray, kind: FloatType) -> np.ndarray:
+    """The 16-bit patterns of values exactly representable in `kind` (FP16 or BF16)."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    if kind.elem_type == FP16.elem_type:
+        return v.astype(np.float16).view(np.uint16).astype(np.int32)
+    return (v.view(np.uint32) >> 16).astype(np.int32)
+
+
+def _neighbour(values: np.ndarray, toward: np.ndarray, kind: FloatType) -> np.ndarray:
+    """The next value of `kind` after each of `values` (representable) toward `toward`."""
+    def ordered(b):
+        return np.where(b & 0x8000, -(b & 0x7FFF), b)
+
+    here = ordered(_bits(values, kind))
+    there = ordered(_bits(rounded(np.broadcast_to(toward, np.shape(values)), kind), kind))
+    step = here + np.sign(there - here)
+    bits = np.where(step < 0, (-step) | 0x8000, step).astype(np.uint16)
+    if kind.elem_type == FP16.elem_type:
+        return bits.view(np.float16).astype(np.float32)
+    return from_bf16_bits(bits)
+
+
+@dataclass(frozen=True)
+class WeightQuantizer:
+    """A constant weight's QuantizeLinear: its scale and zero point initializers, the axis
+    of a per-channel scale and the integer range of its type."""
+
+    scale: str
+    zero_point: str | None
+    axis: int
+    span: tuple[int, int]
+
+
+def weight_quantizers(index: GraphIndex) -> dict[str, WeightQuantizer]:
+    """FP32 initializer -> its QuantizeLinear, for each initializer that only
+    QuantizeLinear nodes read (as their input, all with the same constant scale, zero
+    point and axis, integer type, no blocks)."""
+    found: dict[str, WeightQuantizer] = {}
+    for name, proto in index.initializers.items():
+        uses = index.consumers.get(name, [])
+        if proto.data_type != onnx.TensorProto.FLOAT or not uses:
+            continue
+        seen = set()
+        for use in uses:
+            q = use.node
+            if q.op_type != ops.QUANTIZE or use.index != 0 or q.input[1] not in \
+                    index.initializers or attribute(q, "block_size", 0):
+                break
+            elem = _zero_point_type(index, q)
+            span = None if elem is None else integer_range(elem)
+            zp = q.input[2] if len(q.input) > 2 and q.input[2] else None
+            if span is None or (zp is not None and zp not in index.initializers):
+                break
+            seen.add(WeightQuantizer(q.input[1], zp, int(attribute(q, "axis", 1)), span))
+        else:
+            if len(seen) == 1:
+                found[name] = seen.pop()
+    return found
+
+
+def matched_weight(index: GraphIndex, name: str, quantizer: WeightQuantizer,
+                   kind: FloatType, qmax: float | None) -> np.ndarray:
+    """The weight `name` in `kind` (as FP32): each element the value nearest its FP32
+    value that `quantizer` with the reduced scale maps to the integer the FP32 weight and
+    scale give (the dequantized value where no near one does). Done a block of rows at a
+    time, so a multi-GB weight needs little more memory than its copy."""
+    w = as_fp32(index.initializers[name])
+    s32 = as_fp32(index.initializers[quantizer.scale])
+    zp = np.zeros((), np.float32) if quantizer.zero_point is None else \
+        as_fp32(index.initializers[quantizer.zero_point])
+    shape = [1] * w.ndim
+    if s32.ndim and w.ndim:
+        shape[quantizer.axis % w.ndim] = -1
+    s32, zp = s32.reshape(shape), zp.reshape(shape) if zp.ndim else zp
+    s = reduced_scale(s32, kind, qmax)
+    if w.ndim == 0 or w.size == 0:
+        return _match(w, s32, s, zp, quantizer.span, kind)
+    out = np.empty_like(w)
+    rows = max(1, _BLOCK // max(1, w[0].size))
+    for i in range(0, w.shape[0], rows):
+        part = slice(i, i + rows)
+
+        def cut(a, part=part):
+            return a[part] if a.ndim and a.shape[0] > 1 else a
+
+        out[part] = _match(w[part], cut(s32), cut(s), cut(zp), quantizer.span, kind)
+    return out
+
+
+def _hits(v, scale, zp, want, span) -> np.ndarray:
+    """Where QuantizeLinear(v, scale, zp) gives `want`, clear of a rounding boundary."""
+    q = v / scale + zp
+    r = np.rint(q)
+    saturated = (r < span[0]) | (r > span[1])
+    return (np.clip(r, *span) == want) & (saturated | (np.abs(q - r) < 0.5 - _MARGIN))
+
+
+def _match(w, s32, s, zp, span, kind) -> np.ndarray:
+    want = np.clip(np.rint(w / s32) + zp, *span)
+    out = rounded(w, kind)
+    miss = np.nonzero(~_hits(out, s, zp, want, span))
+    if not miss[0].size:
+        return out
+
+    def at(a):
+        return np.broadcast_to(a, w.shape)[miss]
+
+    scale, point, goal = at(s), at(zp), want[miss]
+    target = ((goal - point) * scale).astype(np.float32)
+    best = trial = out[miss]
+    left = np.ones(best.shape, bool)
+    for _ in range(_NUDGES):
+        trial = np.where(left, _neighbour(trial, target, kind), trial)
+        good = left & _hits(trial, scale, point, goal, span)
+        best, left = np.where(good, trial, best), left & ~good
+    exact = rounded(target, kind)
+    out[miss] = np.where(left & _hits(exact, scale, point, goal, span), exact, best)
+    return out
+
+
+__all__ = ["WeightQuantizer", "integer_range", "matched_weight", "reduced_scale",
+           "scale_limits", "weight_quantizers"]

@@ -1,0 +1,187 @@
+"""The accuracy guard: acts where INT8 breaks a model's outputs, stays still where it does
+not, records each move with its measurement, and lint agrees with what it decided."""
+
+from __future__ import annotations
+
+import helpers
+import numpy as np
+import pytest
+from helpers import G
+
+from qdq_onnx import pipeline
+from qdq_onnx.errors import SettingError
+from qdq_onnx.quantize.agreement import OutputAgreement, class_axes
+
+RNG = np.random.default_rng(7)
+
+
+def _build_classifier(outlier: bool, seed: int = 1):
+    """Conv -> Relu -> Conv -> Relu -> global pooling -> Gemm(32) -> Softmax, its weights
+    drawn from `seed` (seed 1: INT8 keeps 100% top-1 agreement on the data below). With
+    `outlier`, one channel of c1 is 10^4 times larger and c2 nearly ignores it: c2's
+    per-tensor input scale then leaves the other 15 channels no INT8 steps."""
+    rng = helpers.RNG  # G draws its weights from it: seeded by the wrapper below
+    g = G(input_shape=("N", 4, 8, 8))
+    h = g.unary("Relu", "r1", g.conv("c1", "x", 16))
+    if outlier:
+        w = next(t for t in g.inits if t.name == "c1_w")
+        arr = np.frombuffer(w.raw_data, np.float32).reshape(16, 4, 3, 3).copy()
+        arr[0] *= 1e4
+        w.raw_data = arr.tobytes()
+    h = g.unary("Relu", "r2", g.conv("c2", h, 16))
+    if outlier:
+        w = next(t for t in g.inits if t.name == "c2_w")
+        arr = np.frombuffer(w.raw_data, np.float32).reshape(16, 16, 3, 3).copy()
+        arr[:, 0] *= 1e-5
+        w.raw_data = arr.tobytes()
+    pooled = g.node("Flatten", "flat", [g.node("GlobalAveragePool", "gap", [h])])
+    head = g.node("Gemm", "head", [pooled, g.w("head_w", rng.normal(0, 1, (32, 16))),
+                                   g.w("head_b", np.zeros(32))], transB=1)
+    return g.model([g.node("Softmax", "prob", [head], axis=-1)])
+
+def _classifier(outlier: bool, seed: int = 1):
+    """The model, its weights drawn from a seeded generator; the helpers' shared one is
+    put back so later tests draw what they always drew."""
+    saved, helpers.RNG = helpers.RNG, np.random.default_rng(seed)
+    try:
+        return _build_classifier(outlier, seed)
+    finally:
+        helpers.RNG = saved
+
+
+@pytest.fixture(scope="module")
+def data():
+    return RNG.normal(0, 1, (96, 4, 8, 8)).astype(np.float32)
+
+
+def test_the_guard_moves_the_layer_int8_breaks_and_records_why(data):
+    model = _classifier(outlier=True)
+    off = pipeline.insert(model, data=data, guard=pipeline.AccuracyGuardConfig(enabled=False))
+    assert off.guard is None and "c2" in {p.consumer for p in off.plan.weights()}
+    q = pipeline.insert(model, data=data)
+    summary = q.plan.accuracy_guard
+    assert summary["before"]["prob_out"]["agreement"] < 0.9  # INT8 broke it
+    assert summary["met"] and summary["after"]["prob_out"]["agreement"] >= 0.99
+    assert "c2" in summary["moved"] and "c1" not in summary["moved"]
+    assert "c1" in {p.consumer for p in q.plan.weights()}  # the healthy layer stays INT8
+    moved = [d for d in q.plan.left_float if d.rule == "TRT-G001"]
+    assert {d.consumer for d in moved} >= {"c2"}
+    assert all("argmax agreement" in d.reason and "calibration samples" in d.reason
+               for d in moved)
+    # the plan round-trips, the file carries it, and lint accepts the decision
+    assert pipeline.PlacementPlan.from_dict(q.plan.to_dict()).accuracy_guard == summary
+    report = pipeline.lint(pipeline.type_remainder(q.qdq).model)
+    assert report.findings == []
+    assert {r.node: r.kept_float for r in report.layers}["c2"] == "TRT-G001"
+    assert "float by the plan: TRT-G001" in report.summary()
+
+
+def test_the_guard_leaves_a_model_int8_does_not_break(data):
+    q = pipeline.insert(_classifier(outlier=False), data=data)
+    assert q.guard is not None and q.guard.met and q.guard.moved == []
+    assert q.plan.accuracy_guard["moved"] == [] and q.guard.trials == 0
+    assert q.plan.accuracy_guard["after"]["prob_out"]["agreement"] >= 0.99
+    assert not [d for d in q.plan.left_float if d.rule == "TRT-G001"]
+    assert {p.consumer for p in q.plan.weights()} == {"c1", "c2", "head"}
+
+
+def test_the_agreement_target_and_the_original_toolkit_rules(data):
+    model = _classifier(outlier=True)
+    # no trials allowed: nothing moves, and the miss is said
+    none = pipeline.insert(model, data=data, guard=pipeline.AccuracyGuardConfig(max_trials=0))
+    assert none.guard.moved == [] and not none.guard.met
+    assert "target NOT met" in none.guard.lines()[0]
+    # a lower target is met with fewer moves (here: the same one layer)
+    low = pipeline.insert(model, data=data, guard=pipeline.AccuracyGuardConfig(agreement=0.5))
+    assert low.guard.met and low.plan.accuracy_guard["target"]["agreement"] == 0.5
+    # the original toolkit's rule file has no guard: exact parity, every layer quantized
+    toolkit = pipeline.insert(model, pipeline.PlacementConfig(rules="nvidia-tf-toolkit"),
+                              data=data)
+    assert toolkit.guard is None and not toolkit.plan.accuracy_guard
+    with pytest.raises(SettingError, match="accuracy_target"):
+        pipeline.AccuracyGuardConfig(agreement=1.5)
+
+
+def test_a_saved_plan_and_a_one_shot_iterator_are_not_guarded(data, tmp_path):
+    model = _classifier(outlier=True)
+    pipeline.insert(model, data=data, guard=pipeline.AccuracyGuardConfig(enabled=False)
+                    ).plan.save(tmp_path / "plan.json")
+    saved = pipeline.insert(model, data=data, use_plan=tmp_path / "plan.json")
+    assert saved.guard is None and "c2" in {p.consumer for p in saved.plan.weights()}
+    once = pipeline.insert(model, data=(b for b in [data[:32], data[32:64]]))
+    assert once.guard is None
+    assert any("one-shot iterator" in n for n in once.notes)
+
+
+def test_class_axes_and_sequence_agreement():
+    g = G(input_shape=("N", 4, 8, 8))
+    flat = g.node("Flatten", "flat", [g.node("GlobalAveragePool", "gap", ["x"])])
+    prob = g.node("Softmax", "prob", [flat], axis=1)
+    model = g.model([prob, g.unary("Relu", "feat", "x")])
+    assert class_axes(model) == {"prob_out": 1, "feat_out": None}
+    seq = OutputAgreement(axis=-1)  # [batch, time, classes]: per position
+    ref = np.zeros((2, 3, 4), np.float32)
+    ref[:, :, 1] = 1
+    got = ref.copy()
+    got[0, 2, 3] = 2  # one position of sample 0 differs
+    seq.update(ref, got)
+    assert seq.agreement == 5 / 6 and seq.sqnr_db < 10
+
+
+def test_cli_insert_prints_the_guard_and_explains_it(data, tmp_path, capsys):
+    import onnx
+
+    from qdq_onnx.cli.main import main
+
+    onnx.save(_classifier(outlier=True), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=data)
+    out = tmp_path / "q.onnx"
+    assert main(["insert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                 "-o", str(out), "--explain"]) == 0
+    captured = capsys.readouterr()
+    assert "accuracy guard: 'prob_out' argmax agreement" in captured.err
+    assert "moved 1 layer(s)" in captured.err or "moved 2 layer(s)" in captured.err
+    assert "target met" in captured.err
+    assert "TRT-G001" in captured.out and "of the weighted layers' MACs in INT8" in captured.out
+    assert main(["insert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                 "-o", str(tmp_path / "q2.onnx"), "--no-accuracy-guard"]) == 0
+    assert "accuracy guard" not in capsys.readouterr().err
+
+
+def test_inspect_and_the_report_show_the_guard(data, tmp_path, capsys):
+    import onnx
+
+    from qdq_onnx.cli.main import main
+
+    onnx.save(_classifier(outlier=True), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=data)
+    out = tmp_path / "q.onnx"
+    assert main(["insert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                 "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "float  c2  TRT-G001: Quantizing this layer broke" in shown
+    assert "accuracy guard (TRT-G001, 96 calibration samples): moved" in shown
+    assert "target met" in shown and "prob_out agreement 0.0%" in shown
+    assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "accuracy guard" in html and "TRT-G001" in html
+
+
+def test_the_guard_moves_an_attention_s_two_products_together():
+    """TensorRT's fused MHA takes both products quantized or neither: a guard that moved
+    one would leave lint's TRT-L016 (in FP8, where the guard moves BMM1, it once did)."""
+    from helpers import multi_head_attention
+
+    model = multi_head_attention()
+    shape = [d.dim_value or 4 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(5).normal(size=[32, *shape[1:]]).astype(np.float32)
+    q = pipeline.insert(model, pipeline.PlacementConfig(scheme="fp8"), data=x)
+    consumers = {p.consumer for p in q.plan.placements}
+    assert ("bmm1" in consumers) == ("bmm2" in consumers)
+    assert "bmm1 + bmm2" in q.plan.accuracy_guard["moved"]  # INT8/FP8 noise moved them
+    moved = " ".join(q.plan.accuracy_guard["moved"])
+    assert ("bmm1" in moved) == ("bmm2" in moved)
+    findings = pipeline.lint(pipeline.type_remainder(q.qdq).model).findings
+    assert "TRT-L016" not in {f.id for f in findings}
