@@ -88,14 +88,10 @@ def _count(ctx: Any, obj: dict, key: str, what: str) -> int | None:
 
 def fp8_rules(ctx: Any, items: Any) -> list[Fp8Rule]:
     """The `fp8` section: a list of rules, tried in order."""
-    if not isinstance(items, list):
-        raise ctx.fail(items, "the fp8 section must be a list of rules")
+    from qdq_onnx.placement.rules.parse_policy import rule_items
+
     out = []
-    for item in items:
-        ctx.keys(item, _KEYS, "an fp8 rule")
-        rule_id = ctx.text(item, "id", "an fp8 rule")
-        ctx.claim(item, rule_id)
-        what = f"fp8 rule {rule_id}"
+    for item, rule_id, what in rule_items(ctx, items, _KEYS, "fp8"):
         grouped = item.get("grouped")
         if grouped is not None and not isinstance(grouped, bool):
             raise ctx.fail(item, f"{what}: 'grouped' must be true or false, got {grouped!r}")

@@ -5,6 +5,7 @@ without them has neither: the original toolkit's rules keep its exact behaviour.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from qdq_onnx.placement.rules.model import AccuracyGuardPolicy, CostRule
@@ -29,16 +30,23 @@ def _number(ctx: Any, obj: dict, key: str, what: str, integer: bool, low: float,
     return value
 
 
+def rule_items(ctx: Any, items: Any, keys: set[str], section: str
+               ) -> Iterator[tuple[dict, str, str]]:
+    """(item, rule id, its name in messages) of a section that is a list of rules, each
+    checked for unknown keys and a unique id."""
+    if not isinstance(items, list):
+        raise ctx.fail(items, f"the {section} section must be a list of rules")
+    for item in items:
+        ctx.keys(item, keys, f"a {section} rule")
+        rule_id = ctx.text(item, "id", f"a {section} rule")
+        ctx.claim(item, rule_id)
+        yield item, rule_id, f"{section} rule {rule_id}"
+
+
 def cost_rules(ctx: Any, items: Any) -> list[CostRule]:
     """The `cost` section: a list of rules, each with at least one condition."""
-    if not isinstance(items, list):
-        raise ctx.fail(items, "the cost section must be a list of rules")
     out = []
-    for item in items:
-        ctx.keys(item, _COST_KEYS, "a cost rule")
-        rule_id = ctx.text(item, "id", "a cost rule")
-        ctx.claim(item, rule_id)
-        what = f"cost rule {rule_id}"
+    for item, rule_id, what in rule_items(ctx, items, _COST_KEYS, "cost"):
         if not any(item.get(k) is not None for k in _CONDITIONS):
             raise ctx.fail(item, f"{what} needs a condition: one of {', '.join(_CONDITIONS)}")
         out.append(CostRule(
