@@ -90,13 +90,16 @@ def layer_costs(model: onnx.ModelProto, index: GraphIndex | None = None,
                 input_dims: dict[str, tuple[int, ...]] | None = None) -> dict[str, LayerCost]:
     """Cost of every Conv, ConvTranspose, MatMul and Gemm of `model` (float or Q/DQ), by
     node name; `input_dims` (input name -> the data's shape) sizes symbolic dimensions."""
-    from qdq_onnx.graph.shapes import specialised, tensor_shapes
+    from qdq_onnx.graph.shapes import inferred_shapes, specialised, tensor_shapes
 
     index = index or GraphIndex(model.graph)
     nodes = [n for n in index.nodes if n.op_type in ops.WEIGHTED_OPS and len(n.input) > 1]
     wanted = [t for n in nodes for t in (n.input[0], n.output[0])]
     sized = specialised(model, input_dims) if input_dims else model
-    shapes = tensor_shapes(sized, wanted) if nodes else {}
+    # A run on zeros sizes what inference cannot, at the data's shape only, and never for
+    # a model near protobuf's limit (placement needs channel counts, not a run).
+    probe = bool(input_dims) and model.ByteSize() < 2**30
+    shapes = (tensor_shapes(sized, wanted) if probe else inferred_shapes(sized)) if nodes else {}
     out = {}
     for n in nodes:
         if ops.is_convolution(n.op_type):
