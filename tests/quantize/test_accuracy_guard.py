@@ -185,3 +185,31 @@ def test_the_guard_moves_an_attention_s_two_products_together():
     assert ("bmm1" in moved) == ("bmm2" in moved)
     findings = pipeline.lint(pipeline.type_remainder(q.qdq).model).findings
     assert "TRT-L016" not in {f.id for f in findings}
+
+
+def test_lint_accepts_a_residual_skip_the_guard_left_float():
+    """The guard moves a residual Add's skip Q/DQ as one layer group: lint's TRT-L011 reads
+    the recorded decision, and still warns when nothing records it."""
+    from dataclasses import replace
+
+    from qdq_onnx.placement.plan import FloatDecision
+
+    g = G(input_shape=("N", 4, 8, 8))
+    h = g.unary("Relu", "r0", g.conv("c0", "x", 4))
+    out = g.binary("Add", "add", g.conv("c1", h, 4), h)
+    model = g.model([out])
+    x = np.random.default_rng(0).normal(size=(8, 4, 8, 8)).astype(np.float32)
+    q = pipeline.insert(model, data=x, guard=pipeline.AccuracyGuardConfig(enabled=False))
+    skip = [p for p in q.plan.placements if p.consumer == "add"]
+    assert skip  # the rules quantize the skip input
+
+    def linted(rule):
+        plan = replace(q.plan, placements=[p for p in q.plan.placements if p not in skip],
+                       left_float=[*q.plan.left_float, *(FloatDecision(
+                           p.consumer, p.input, p.tensor, rule, "measured", p.layer)
+                           for p in skip)])
+        qdq, _ = pipeline.apply_plan(q.float_model, plan, q.calibration.amax)
+        return {f.id for f in pipeline.lint(qdq).findings}
+
+    assert "TRT-L011" not in linted("TRT-G001")
+    assert "TRT-L011" in linted("SPEC")

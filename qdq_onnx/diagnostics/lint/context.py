@@ -30,10 +30,10 @@ class LintContext:
 
     @functools.cached_property
     def float_by_policy(self) -> dict[str, tuple[str, str]]:
-        """Node -> (rule id, reason) of the weighted layers the embedded plan left in the
-        float remainder by a rule of these rules' PTQ policy (the cost model, the accuracy
-        guard): decisions with a measured reason, not lost coverage. {} for another tool's
-        file."""
+        """Node -> (rule id, reason) of the nodes (weighted layers, residual Adds) the
+        embedded plan left in the float remainder by a rule of these rules' PTQ policy
+        (the cost model, the accuracy guard): decisions with a measured reason, not lost
+        coverage. {} for another tool's file."""
         import json
 
         from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
