@@ -97,23 +97,3 @@ def as_fp32(tensor: onnx.TensorProto) -> np.ndarray:
         return from_bf16_bits(np.asarray(tensor.int32_data, np.uint16)).reshape(
             tuple(tensor.dims))
     return onnx.numpy_helper.to_array(tensor).astype(np.float32)
-
-
-def scale_in(scale: np.ndarray, kind: FloatType) -> np.ndarray:
-    """A Q/DQ scale made representable in `kind`, rounded up (never down, so no value the
-    FP32 scale kept in range is clipped), and at least `kind`'s smallest positive value."""
-    s = np.maximum(np.asarray(scale, dtype=np.float32), np.float32(kind.min_positive))
-    r = rounded(s, kind)
-    low = r < s
-    while low.any():
-        r = np.where(low, _next_up(r, kind), r)
-        low = r < s
-    return r
-
-
-def _next_up(values: np.ndarray, kind: FloatType) -> np.ndarray:
-    if kind.elem_type == FP16.elem_type:
-        return np.nextafter(values.astype(np.float16), np.float16(np.inf)).astype(np.float32)
-    if kind.elem_type == BF16.elem_type:
-        return from_bf16_bits(_bf16_bits(values) + np.uint16(1))
-    return np.nextafter(values, np.float32(np.inf))
