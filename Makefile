@@ -13,7 +13,7 @@ PY_NEWEST := $(VENV_NEWEST)/bin/python
 STAMP := $(VENV)/.installed-stamp
 STAMP_NEWEST := $(VENV_NEWEST)/.installed-stamp
 # The extras each environment installs (tests/project/test_dependencies.py reads these).
-EXTRAS = train,keras,report,images,distributed,test
+EXTRAS = train,torch,keras,report,images,distributed,test
 EXTRAS_NEWEST = runtime,keras,report,images,distributed,test
 # Models for the conformance pool (tests/pool), built from config: nothing downloads.
 POOL = keras-hub tf-keras regex tokenizers sentencepiece
@@ -71,9 +71,11 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) $(PYTEST) -m slow tests; $(NONEMPTY)
 
-# Everything that does not fine-tune, on the newest Python, onnx and onnxruntime.
+# Everything that does not fine-tune, on the newest Python, onnx and onnxruntime. PyTorch
+# is not installed there: on these machines only Python 3.11 has a CPU build on disk, and the
+# package index's builds for 3.13 are CUDA builds of several GB (README: Fine-tuning engines).
 test-newest: $(STAMP_NEWEST)
-	$(PY_NEWEST) $(PYTEST) -m "not training" tests; $(NONEMPTY)
+	$(PY_NEWEST) $(PYTEST) -m "not training and not torch" tests; $(NONEMPTY)
 
 test-fast: test
 
@@ -101,6 +103,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_lint.py  # add --modelopt-python PATH for the Model Optimizer column
 	$(PY) scripts/bench_strong_typing.py  # add --modelopt-python PATH likewise
 	$(PY) scripts/bench_distributed.py --accuracy  # 1 and 2 MPI ranks, side by side
+	$(PY) scripts/bench_backends.py  # onnxruntime-training and torch, side by side
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info

@@ -105,9 +105,14 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help="also train the activation scales (LSQ-style gradient)")
     p.add_argument("--seed", type=int, default=None, help="shuffling seed (default 0)")
     p.add_argument("--device", default=None,
-                   help="cpu (default) or cuda (needs the onnxruntime-training CUDA build)")
-    p.add_argument("--backend", default=None, choices=sorted(pipeline.BACKENDS),
-                   help=f"training engine (default {default(TRAIN, 'backend')})")
+                   help="cpu (default) or cuda[:N]: the torch backend on a CUDA build of "
+                        "PyTorch (the onnxruntime backend needs onnxruntime-training's CUDA "
+                        "build)")
+    p.add_argument("--backend", default=None, choices=["auto", *sorted(pipeline.BACKENDS)],
+                   help="training engine: onnxruntime (onnxruntime-training 1.19, Python "
+                        "3.10-3.12), torch (PyTorch autograd on the same training graph, CPU "
+                        "or CUDA, any Python); auto (the default) is onnxruntime where it is "
+                        "installed, else torch")
 
 
 def _checkpoint_options(p: argparse.ArgumentParser) -> None:
@@ -208,5 +213,6 @@ def run(args: argparse.Namespace) -> int:
               "--validation-split the last weights are kept)", file=sys.stderr)
     last = {k: v[-1] for k, v in history.history.items()} if history.history else {}
     text = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
-    print(f"wrote {args.output}: {history.steps} steps ({history.stopped}); {text}")
+    print(f"wrote {args.output}: {history.steps} steps ({history.stopped}); {text}; "
+          f"trained by {pipeline.backend_description(train.backend, train.device)}")
     return 0

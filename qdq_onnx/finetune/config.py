@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 
 from qdq_onnx.errors import SettingError
-from qdq_onnx.finetune.backend import BACKENDS
+from qdq_onnx.finetune.backend import AUTO, BACKENDS
 from qdq_onnx.finetune.losses import LOSSES
 from qdq_onnx.finetune.objective import DISTILL_LOSSES
 from qdq_onnx.finetune.schedules import SCHEDULES
@@ -42,9 +43,10 @@ class TrainConfig:
     with from_logits=False). Schedules: constant, cosine, step (x gamma every step_size
     epochs), each with optional linear warm-up. learn_scales trains activation scales (LSQ
     gradient); weight scales always follow the weights, in the precision scheme the model's
-    placement plan gives them. `backend` names the training engine (`BACKENDS`;
-    onnxruntime-training by default). `weight_bits` is deprecated: a 4-bit weight range is
-    a placement setting (`PlacementConfig(weight_scheme="int8-4bit")`)."""
+    placement plan gives them. `backend` names the training engine (`BACKENDS`: onnxruntime,
+    torch; `auto` is onnxruntime-training where installed, else torch). `weight_bits` is
+    deprecated: a 4-bit weight range is a placement setting
+    (`PlacementConfig(weight_scheme="int8-4bit")`)."""
 
     optimizer: str = "adam"
     # Measured (scripts/bench_finetune_defaults.py): 1e-5 with cosine decay is the only
@@ -67,8 +69,11 @@ class TrainConfig:
     gamma: float = 0.1
     learn_scales: bool = False
     seed: int = 0
-    device: str = "cpu"  # "cuda" with the onnxruntime-training CUDA build
-    backend: str = "onnxruntime"
+    # "cuda[:N]": the torch backend on a CUDA build of PyTorch, or the onnxruntime backend
+    # on onnxruntime-training's CUDA build
+    device: str = "cpu"
+    # "auto": onnxruntime-training where it is installed, else torch (finetune says which)
+    backend: str = AUTO
     weight_bits: int | None = None  # deprecated: the weights' scheme comes from the model
 
     def __post_init__(self) -> None:
@@ -110,9 +115,12 @@ class TrainConfig:
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise SettingError("metrics", f"may only hold accuracy, got {unknown}")
-        if self.backend not in BACKENDS:
-            raise SettingError("backend", f"must be one of {', '.join(BACKENDS)}, got "
-                                          f"{self.backend!r}")
+        if self.backend not in BACKENDS and self.backend != AUTO:
+            raise SettingError("backend", f"must be one of {', '.join([AUTO, *BACKENDS])}, "
+                                          f"got {self.backend!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?",
+                                                                 self.device):
+            raise SettingError("device", f"must be cpu or cuda[:N], got {self.device!r}")
         if self.weight_bits is not None:
             if not (_count(self.weight_bits, 2) and self.weight_bits <= 8):
                 raise SettingError("weight_bits", f"must be 2-8, got {self.weight_bits!r}")

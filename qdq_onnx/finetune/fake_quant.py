@@ -89,10 +89,13 @@ def _const(graph: onnx.GraphProto, name: str, value) -> str:
 
 def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
                         weight_bits: int | None = None,
-                        input_dims: dict[str, tuple[int, ...]] | None = None) -> TrainGraph:
+                        input_dims: dict[str, tuple[int, ...]] | None = None,
+                        lower: bool = True) -> TrainGraph:
     """The training graph of a Q/DQ model (not modified), at any batch size; `input_dims`
     (the data's shapes by input name) fixes the other symbolic sizes, which rewrites need
-    (else ShapesNeeded). `weight_bits` (deprecated) narrows every weight's range."""
+    (else ShapesNeeded). `weight_bits` (deprecated) narrows every weight's range. `lower`:
+    rewrite the ops onnxruntime-training cannot differentiate (lowering*.py; torch trains
+    them as they are)."""
     model = distinct_unknowns(relax_batch(qdq_model))
     if input_dims:
         model = specialised(model, input_dims)
@@ -109,22 +112,13 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
     for k, p in enumerate(pairs):
         tag = f"{PREFIX}_{k}"
         if p.is_weight:
-            dq = index.by_name[p.dequantize]
-            w = index.constant_value(p.source)
-            if w is None or p.source not in index.initializers:
-                raise QdqError(f"weight {p.source!r} is not an initializer")
-            if p.source in seen_weights:
-                raise QdqError(f"weight {p.source!r} is quantized twice; un-share it first")
-            seen_weights.add(p.source)
-            scale_size = int(np.prod(index.constant_shape(p.scale) or (1,)))
-            axis = attribute(dq, "axis", 1) % w.ndim if scale_size > 1 else None
             scheme = schemes[p.source]
             if weight_bits is not None:
                 scheme = scheme.with_bits(weight_bits)
-            s = _const(graph, f"{tag}_wscale", weight_scale(w.astype(np.float32), axis,
-                                                            scheme.qmax))
+            wq = _weight_quant(p, index, scheme, tag, seen_weights)
+            s = wq.train_scale
             lo, hi = bounds.of("w", scheme)
-            result.weights.append(WeightQuant(p.source, p.scale, s, axis, scheme))
+            result.weights.append(wq)
         else:
             s = p.scale
             lo, hi = bounds.of("a", schemes[p.source])
@@ -135,9 +129,10 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
                                                  bounds)
         else:
             new_nodes += _fake_quant_nodes(tag, p.source, s, m, lo, hi, p.output)
-    kept = [n for n in graph.node if n.name not in drop]
-    lowering = Lowering(model, kept)
-    kept = [x for n in kept for x in lowering.nodes(n, _inference_form(n, index, graph))]
+    lowering = Lowering(model, [n for n in graph.node if n.name not in drop] if lower else [])
+    kept = [x for n in graph.node if n.name not in drop
+            for x in (lowering.nodes(n, _inference_form(n, index, graph)) if lower
+                      else _inference_form(n, index, graph))]
     result.lowered = {**lowering.originals, **_frozen_batchnorms(index)}
     del graph.node[:]
     graph.node.extend(_toposort(kept + new_nodes, graph))
@@ -146,6 +141,23 @@ def lower_to_fake_quant(qdq_model: onnx.ModelProto, learn_scales: bool = False,
     result.inputs = [i.name for i in graph.input]
     _choose_parameters(result, GraphIndex(graph), learn_scales, lowering.weights)
     return result
+
+
+def _weight_quant(p, index: GraphIndex, scheme: Scheme, tag: str, seen: set[str]
+                  ) -> WeightQuant:
+    """The weight of pair `p` with its training-graph scale (a frozen parameter, added)."""
+    dq = index.by_name[p.dequantize]
+    w = index.constant_value(p.source)
+    if w is None or p.source not in index.initializers:
+        raise QdqError(f"weight {p.source!r} is not an initializer")
+    if p.source in seen:
+        raise QdqError(f"weight {p.source!r} is quantized twice; un-share it first")
+    seen.add(p.source)
+    scale_size = int(np.prod(index.constant_shape(p.scale) or (1,)))
+    axis = attribute(dq, "axis", 1) % w.ndim if scale_size > 1 else None
+    s = _const(index.graph, f"{tag}_wscale", weight_scale(w.astype(np.float32), axis,
+                                                          scheme.qmax))
+    return WeightQuant(p.source, p.scale, s, axis, scheme)
 
 
 def _fake_quant_nodes(tag: str, source: str, scale: str, rounder: str, lo: str, hi: str,
@@ -343,7 +355,9 @@ def _choose_parameters(result: TrainGraph, index: GraphIndex, learn_scales: bool
     for node in index.nodes:
         if node.op_type in WEIGHTED_OPS:
             for t in node.input[1:]:
-                if t in index.initializers:
+                # a rewrite's fixed kernel (an AveragePool as a depthwise Conv) is not a
+                # weight: the inference form puts the original op back
+                if t in index.initializers and (TAG not in t or t in lowered_weights):
                     trainable.append(t)
         if node.op_type == "Add":
             live = index.live_inputs(node)

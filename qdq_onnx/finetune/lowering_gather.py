@@ -130,7 +130,7 @@ def _is_identity(taps: list[tuple[np.ndarray, np.ndarray]], n_in: int) -> bool:
     return all(np.all(w == 0) for _, w in taps[1:])
 
 
-def _settings(node: onnx.NodeProto, opset: int) -> tuple[str, str, str, float, bool]:
+def resize_settings(node: onnx.NodeProto, opset: int) -> tuple[str, str, str, float, bool]:
     """(mode, coordinate transform, nearest mode, cubic a, exclude_outside) of a Resize
     or Upsample node; Upsample and opset-10 Resize are asymmetric with floor."""
     mode = _text(node, "mode", "nearest")
@@ -177,7 +177,7 @@ def resize_scales(node: onnx.NodeProto, opset: int, values: dict[str, np.ndarray
 def lower_resize(node: onnx.NodeProto, opset: int, in_dims: list[int], out_dims: list[int],
                  scales: list[float], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """A Resize/Upsample as Gather-and-weight along each resized axis (sizes all known)."""
-    mode, transform, nearest_mode, cubic_a, exclude = _settings(node, opset)
+    mode, transform, nearest_mode, cubic_a, exclude = resize_settings(node, opset)
     tag = f"{node.name}{TAG}"
     nodes: list[onnx.NodeProto] = []
     current = node.input[0]

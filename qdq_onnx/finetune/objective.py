@@ -197,14 +197,45 @@ def _scalar(graph: onnx.GraphProto, name: str, value: float) -> str:
     return name
 
 
+def kl_nodes(g: onnx.GraphProto, student: str, teacher: str, temperature: float, tag: str,
+             probabilities: bool = False) -> str:
+    """Append T^2 * mean over samples (and positions) of KL(softmax(teacher/T) ||
+    softmax(student/T)) over the last axis (the class axis of a channels-last Keras model)
+    to `g`; returns the loss tensor. Of probabilities p, the logits are log p (clipped):
+    softmax(log(p)/T). Both training backends' loss graphs are built by this function."""
+    classes = next((o.type.tensor_type.shape.dim[-1].dim_value for o in g.output
+                    if o.name == student), 0)
+    if not classes:
+        raise QdqError(f"distillation by KL needs the class count of output "
+                       f"{student!r} (its last dimension); use distill_loss='mse'")
+    t = tag
+    temp = _scalar(g, f"{t}_temperature", temperature)
+    factor = _scalar(g, f"{t}_factor", temperature ** 2 * classes)
+    if probabilities:  # softmax of probabilities would flatten them
+        student = log_probabilities(g, student, f"{t}_student")
+        teacher = log_probabilities(g, teacher, f"{t}_teacher")
+    g.node.extend([
+        helper.make_node("Div", [student, temp], [f"{t}_s"], name=f"{t}_s"),
+        helper.make_node("Div", [teacher, temp], [f"{t}_t"], name=f"{t}_t"),
+        helper.make_node("LogSoftmax", [f"{t}_s"], [f"{t}_logq"], axis=-1, name=f"{t}_logq"),
+        helper.make_node("LogSoftmax", [f"{t}_t"], [f"{t}_logp"], axis=-1, name=f"{t}_logp"),
+        helper.make_node("Softmax", [f"{t}_t"], [f"{t}_p"], axis=-1, name=f"{t}_p"),
+        helper.make_node("Sub", [f"{t}_logp", f"{t}_logq"], [f"{t}_d"], name=f"{t}_d"),
+        helper.make_node("Mul", [f"{t}_p", f"{t}_d"], [f"{t}_pd"], name=f"{t}_pd"),
+        # the mean over every element times the class count: the mean over
+        # samples of each sample's sum over classes
+        helper.make_node("ReduceMean", [f"{t}_pd"], [f"{t}_mean"], keepdims=0,
+                         name=f"{t}_mean"),
+        helper.make_node("Mul", [f"{t}_mean", factor], [f"{t}_kl"], name=f"{t}_kl")])
+    return f"{t}_kl"
+
+
 def _kl_block(onnxblock: Any, temperature: float, tag: str, probabilities: bool = False
               ) -> Any:
     """The KL-divergence distillation loss block (onnxblock is imported lazily)."""
 
     class KLDivergence(onnxblock.Block):
-        """T^2 * mean over samples (and positions) of KL(softmax(teacher/T) ||
-        softmax(student/T)) over the last axis (the class axis of a channels-last Keras model).
-        Of probabilities p, the logits are log p (clipped): softmax(log(p)/T)."""
+        """`kl_nodes` as an onnxruntime-training block."""
 
         def __init__(self, temperature: float, tag: str, probabilities: bool) -> None:
             super().__init__()
@@ -214,33 +245,8 @@ def _kl_block(onnxblock: Any, temperature: float, tag: str, probabilities: bool 
         def build(self, student: str, teacher: str) -> str:
             if not onnxblock._graph_utils.node_arg_exists(self.base, teacher):
                 teacher = onnxblock.blocks.InputLike(student)(teacher)
-            g, t = self.base.graph, self.tag
-            classes = next((o.type.tensor_type.shape.dim[-1].dim_value for o in g.output
-                            if o.name == student), 0)
-            if not classes:
-                raise QdqError(f"distillation by KL needs the class count of output "
-                               f"{student!r} (its last dimension); use distill_loss='mse'")
-            temp = _scalar(g, f"{t}_temperature", self.temperature)
-            factor = _scalar(g, f"{t}_factor", self.temperature ** 2 * classes)
-            if self.probabilities:  # softmax of probabilities would flatten them
-                student = log_probabilities(g, student, f"{t}_student")
-                teacher = log_probabilities(g, teacher, f"{t}_teacher")
-            g.node.extend([
-                helper.make_node("Div", [student, temp], [f"{t}_s"], name=f"{t}_s"),
-                helper.make_node("Div", [teacher, temp], [f"{t}_t"], name=f"{t}_t"),
-                helper.make_node("LogSoftmax", [f"{t}_s"], [f"{t}_logq"], axis=-1,
-                                 name=f"{t}_logq"),
-                helper.make_node("LogSoftmax", [f"{t}_t"], [f"{t}_logp"], axis=-1,
-                                 name=f"{t}_logp"),
-                helper.make_node("Softmax", [f"{t}_t"], [f"{t}_p"], axis=-1, name=f"{t}_p"),
-                helper.make_node("Sub", [f"{t}_logp", f"{t}_logq"], [f"{t}_d"], name=f"{t}_d"),
-                helper.make_node("Mul", [f"{t}_p", f"{t}_d"], [f"{t}_pd"], name=f"{t}_pd"),
-                # the mean over every element times the class count: the mean over
-                # samples of each sample's sum over classes
-                helper.make_node("ReduceMean", [f"{t}_pd"], [f"{t}_mean"], keepdims=0,
-                                 name=f"{t}_mean"),
-                helper.make_node("Mul", [f"{t}_mean", factor], [f"{t}_kl"], name=f"{t}_kl")])
-            return f"{t}_kl"
+            return kl_nodes(self.base.graph, student, teacher, self.temperature, self.tag,
+                            self.probabilities)
 
     return KLDivergence(temperature, tag, probabilities)
 

@@ -18,7 +18,7 @@ from qdq_onnx.data.feeds import as_named, given_by_position, match_inputs
 from qdq_onnx.data.images import ImageFolder
 from qdq_onnx.data.iterables import is_batch_source, spill, spill_folder
 from qdq_onnx.errors import QdqError
-from qdq_onnx.finetune.backend import BACKENDS
+from qdq_onnx.finetune.backend import BACKENDS, NO_LOWERING, resolve_backend
 from qdq_onnx.finetune.callbacks import Callback
 from qdq_onnx.finetune.config import FINGERPRINTED, FitConfig, TrainConfig
 from qdq_onnx.finetune.emit import emitted_difference, emitted_model, fake_quant_model
@@ -77,7 +77,8 @@ class Trainer:
         require_finite_weights(qdq_model)
         self.config, self.qdq_model = config, qdq_model
         self.teacher = (teacher or strip_qdq(qdq_model)) if config.distill else None
-        self._factory = backend_factory or BACKENDS[config.backend]
+        self.backend_name = "custom" if backend_factory else resolve_backend(config.backend)
+        self._factory = backend_factory or BACKENDS[self.backend_name]
         self._work_dir = work_dir
         self.input_dims: dict[str, tuple[int, ...]] | None = None
         # the batch size the graph hard-codes (None: any; False: not known before data)
@@ -101,7 +102,8 @@ class Trainer:
         the backend that trains it."""
         config = self.config
         self.graph = lower_to_fake_quant(self.qdq_model, config.learn_scales,
-                                         config.weight_bits, input_dims)
+                                         config.weight_bits, input_dims,
+                                         lower=self.backend_name not in NO_LOWERING)
         self.objective = Objective.from_config(config, self.graph.model)
         freeze_unreached(self.graph, [p.output for p in self.objective.parts])
         self.fingerprint = _fingerprint(self.graph, self.qdq_model, config)
@@ -148,6 +150,11 @@ class Trainer:
     def refresh_weight_scales(self) -> None:
         """Weight scales follow the weights: per channel max|w| / qmax, after every step."""
         b = self.backend
+        if hasattr(b, "follow_weight_scales"):  # on the backend's device, no host round trip
+            b.follow_weight_scales(self.graph.weights, float(MIN_SCALE))
+            if self.config.learn_scales:
+                b.floor_parameters(self.graph.activation_scales, float(MIN_SCALE))
+            return
         for wq in self.graph.weights:
             b.set_parameter(wq.train_scale, weight_scale(b.get_parameter(wq.weight), wq.axis,
                                                          wq.qmax))

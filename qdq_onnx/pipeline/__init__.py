@@ -29,6 +29,7 @@ _WHERE = {
     "ModelFile": "qdq_onnx.files.onnx_files", "check_output": "qdq_onnx.files.onnx_files",
     "BACKENDS": "qdq_onnx.finetune.backend", "register_backend": "qdq_onnx.finetune.backend",
     "require_backend": "qdq_onnx.finetune.backend",
+    "backend_description": "qdq_onnx.finetune.backend",
     "Callback": "qdq_onnx.finetune.callbacks", "EpochPrinter": "qdq_onnx.finetune.callbacks",
     "StopAfterSteps": "qdq_onnx.finetune.callbacks",
     "History": "qdq_onnx.finetune.history", "RunState": "qdq_onnx.finetune.state",

@@ -39,15 +39,17 @@ def test_a_registered_backend_is_selected_by_the_config(digits, float_model, mon
 
 
 def test_an_unknown_backend_is_a_setting_error():
-    with pytest.raises(SettingError, match="backend must be one of onnxruntime") as err:
+    with pytest.raises(SettingError, match="backend must be one of auto, onnxruntime, torch") \
+            as err:
         TrainConfig(backend="jax")
     assert err.value.setting == "backend"
     with pytest.raises(TypeError):
         register_backend("bad", "not callable")
 
 
-# A child whose `onnxruntime` has no training package (plain onnxruntime): the finetune
-# command must say which extra to install and exit 2 before it reads any data.
+# A child whose `onnxruntime` has no training package (plain onnxruntime): finetune with
+# the onnxruntime backend must say which extra to install and exit 2 before it reads any
+# data (`auto` would choose torch there: test_torch_backend.py).
 PLAIN_RUNTIME = """
 import sys, tempfile, types
 fake = types.ModuleType("onnxruntime")
@@ -63,7 +65,8 @@ def test_without_onnxruntime_training_finetune_is_one_line(tmp_path, float_model
     onnx.save(quantize_model(float_model).onnx, model)
     missing_data = tmp_path / "never-read.npz"
     res = subprocess.run([sys.executable, "-c", PLAIN_RUNTIME, "finetune", str(model),
-                          "--data", str(missing_data), "-o", str(tmp_path / "o.onnx")],
+                          "--data", str(missing_data), "-o", str(tmp_path / "o.onnx"),
+                          "--backend", "onnxruntime"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()

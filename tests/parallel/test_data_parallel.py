@@ -65,7 +65,9 @@ def _training_record(path):
 
 @pytest.mark.parametrize("optimizer,flags", [
     ("sgd", ["--lr", "0.05", "--schedule", "constant"]),
-    ("adam", ["--lr", "1e-3", "--schedule", "cosine"])])
+    ("adam", ["--lr", "1e-3", "--schedule", "cosine"]),
+    pytest.param("sgd", ["--lr", "0.05", "--schedule", "constant", "--backend", "torch"],
+                 id="sgd-torch", marks=pytest.mark.torch)])
 def test_two_ranks_of_batch_b_train_what_one_trains_with_2b(files, tmp_path, optimizer,
                                                               flags, capsys):
     one, two = tmp_path / "one.onnx", tmp_path / "two.onnx"

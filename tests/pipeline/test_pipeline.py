@@ -140,5 +140,5 @@ def test_weight_bits_is_a_weight_scheme_now():
 
 
 def test_the_training_backend_is_part_of_the_training_settings():
-    assert pipeline.TrainConfig().backend == "onnxruntime"
-    assert "onnxruntime" in pipeline.BACKENDS
+    assert pipeline.TrainConfig().backend == "auto"
+    assert {"onnxruntime", "torch"} <= set(pipeline.BACKENDS)

@@ -1,5 +1,9 @@
-"""The interface the training loop uses: one training backend behind it (onnxruntime-training
-today), so another could be added without touching the loop, checkpoints or emit."""
+"""The interface the training loop uses: a training backend behind it (onnxruntime-training
+or torch), so another can be added without touching the loop, checkpoints or emit.
+
+Optional: `follow_weight_scales(weights, floor)` (recompute every weight scale from its
+weight where the parameters live) and `floor_parameters(names, floor)`; a backend that has
+them saves the trainer a host round trip per step (the torch backend on a GPU)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,30 @@ def missing_training() -> RuntimeMissing:
         f"Python 3.10-3.12; this is {here}); every other command works without it")
 
 
+def missing_any_engine() -> RuntimeMissing:
+    """The one-line error where neither training engine is installed."""
+    here = f"Python {sys.version_info.major}.{sys.version_info.minor}"
+    return RuntimeMissing(
+        "fine-tuning needs a training engine, which this environment lacks: install the "
+        "extra qdq-onnx[train] (onnxruntime-training-cpu 1.19, whose wheels exist for "
+        f"Python 3.10-3.12) or qdq-onnx[torch] (PyTorch, any Python; this is {here}); "
+        "every other command works without them")
+
+
+def available() -> bool:
+    """Whether onnxruntime-training is installed (its training folder is there), without
+    importing it."""
+    import importlib.util
+
+    loaded = sys.modules.get("onnxruntime")
+    if loaded is not None:  # already imported (or stood in for): look beside its file
+        paths = [os.path.dirname(getattr(loaded, "__file__", None) or "")]
+    else:
+        spec = importlib.util.find_spec("onnxruntime")
+        paths = list(spec.submodule_search_locations or []) if spec is not None else []
+    return any(p and os.path.isdir(os.path.join(p, "training", "api")) for p in paths)
+
+
 def _bare_package() -> None:
     if "onnxruntime.training" in sys.modules:
         return
