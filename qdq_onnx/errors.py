@@ -1,4 +1,4 @@
-"""Error types and the exit codes the CLI maps them to (one table for the CLI, the README
+"""Error types and the exit codes the CLI maps them to (one table for the CLI, the docs
 and the tests)."""
 
 from __future__ import annotations

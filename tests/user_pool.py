@@ -18,7 +18,7 @@ class PoolModel:
     name: str
     build: Callable[[], Any]
     inputs: Callable[[int], Any]  # n -> inputs as the Keras model is called with them
-    kind: str  # the row's description in the README table
+    kind: str  # the row's description in the docs table (docs/keras.md)
 
 
 def _keras():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from qdq_onnx.cli.options import add_rules
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "checks live in the rule file's `lint:` section. Exit 1 when errors are "
                     "found (2: the file cannot be read, 3: a bug).")
     p.add_argument("model", help="a Q/DQ ONNX file")
-    p.add_argument("--rules", metavar="RULES.yaml", help="rule file (default: tensorrt)")
+    add_rules(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--typing", choices=("strong", "weak"), default="strong",
                    help="strong (default): the build is strongly typed, as every TensorRT 11 "

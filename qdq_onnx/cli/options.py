@@ -15,6 +15,13 @@ def add_output(parser: argparse.ArgumentParser, what: str = "ONNX file") -> None
                              "file renamed into place, never a partial file)")
 
 
+def add_rules(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--rules`, the same on every command that reads a rule file."""
+    parser.add_argument("--rules", metavar="RULES.yaml",
+                        help="rule file or bundled rule-set name (default: tensorrt; also: "
+                             "nvidia-tf-toolkit)")
+
+
 def add_placement(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("placement")
     g.add_argument("--mode", choices=("full", "partial"), default=None,
@@ -22,10 +29,8 @@ def add_placement(parser: argparse.ArgumentParser) -> None:
                         "what the spec names (default: the spec file's mode, else full)")
     g.add_argument("--spec", metavar="SPEC.yaml",
                    help="per-layer deviations: Keras layer names/classes, ONNX op types, node "
-                        "names or regexes, and built-in case bundles (see README)")
-    g.add_argument("--rules", metavar="RULES.yaml",
-                   help="rule file or bundled rule-set name (default: tensorrt; also: "
-                        "nvidia-tf-toolkit)")
+                        "names or regexes, and built-in case bundles (see docs/placement.md)")
+    add_rules(g)
     g.add_argument("--case", action="append", default=[], metavar="NAME",
                    help="a built-in custom QDQ case to apply (repeatable), e.g. "
                         "ResNetV1QDQCase")

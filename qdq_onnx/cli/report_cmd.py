@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from qdq_onnx.cli.options import add_image_options
+from qdq_onnx.cli.options import add_image_options, add_rules
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sensitivity", metavar="S.json", help="output of sensitivity --json")
     p.add_argument("--bench-dir", metavar="DIR", default=None,
                    help="folder of benchmark JSON results (e.g. bench/results)")
-    p.add_argument("--rules", metavar="RULES.yaml")
+    add_rules(p)
     add_image_options(p)
     p.set_defaults(run=run)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from qdq_onnx.cli.options import add_rules
 from qdq_onnx.errors import QdqError
 
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "tensorrt rules) with ids and reasons; give an id for the "
                                    "full rationale.")
     p.add_argument("rule_id", nargs="?", help="a rule id, e.g. TRT-R001")
-    p.add_argument("--rules", metavar="RULES.yaml", help="rule file or bundled name")
+    add_rules(p)
     p.set_defaults(run=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from qdq_onnx.cli.options import add_image_options
+from qdq_onnx.cli.options import add_image_options, add_rules
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", metavar="CALIB", help="calibration data (default: --data)")
     p.add_argument("--max-samples", type=int, default=2000, metavar="N",
                    help="evaluate on at most N samples (default 2000)")
-    p.add_argument("--rules", metavar="RULES.yaml")
+    add_rules(p)
     p.add_argument("--target-drop", type=float, metavar="X",
                    help="largest acceptable accuracy drop, in points (e.g. 0.2)")
     p.add_argument("--spec-out", metavar="SPEC.yaml", help="where --target-drop writes its spec")

@@ -24,7 +24,8 @@ from typing import IO
 
 from qdq_onnx.errors import ExitCode, QdqError
 from qdq_onnx.files.atomic import write_text_atomic
-from qdq_onnx.parallel.world import TIMEOUT_VARIABLE, CollectiveTimeout, World, missing_mpi
+from qdq_onnx.parallel.ranks import CollectiveTimeout, World
+from qdq_onnx.parallel.world import TIMEOUT_VARIABLE, missing_mpi
 
 RUN_DIR_VARIABLE = "QDQ_ONNX_RUN_DIR"
 # What each rank runs, before the command's arguments (tests/pause.py puts itself here).

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from qdq_onnx.parallel.world import CollectiveTimeout, World
+from qdq_onnx.parallel.ranks import CollectiveTimeout, World
 
 # MPICH advances a non-blocking collective only inside MPI calls: the first `_SPIN_S` of a
 # wait polls without pause (a large gradient moves at full speed); a longer wait (a slower

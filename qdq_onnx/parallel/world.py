@@ -9,9 +9,11 @@ import os
 import shutil
 import sys
 
-import numpy as np
+from qdq_onnx.errors import QdqError, RuntimeMissing
+from qdq_onnx.parallel.ranks import DEFAULT_TIMEOUT_S, CollectiveTimeout, World
 
-from qdq_onnx.errors import ExitCode, QdqError, RuntimeMissing
+__all__ = ["DEFAULT_TIMEOUT_S", "CollectiveTimeout", "LauncherMismatch", "Single", "World",
+           "launched_by_mpi", "threads_per_rank", "world"]
 
 # Set by MPI launchers in every rank they start: MPICH/Intel MPI/Slurm PMI, Open MPI, PMIx.
 LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
@@ -20,50 +22,11 @@ LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 _RANK_VARIABLES = ("PMIX_RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK")
 TIMEOUT_VARIABLE = "QDQ_ONNX_COLLECTIVE_TIMEOUT"
-DEFAULT_TIMEOUT_S = 600.0
-
-
-class CollectiveTimeout(QdqError):
-    """A collective did not complete in time: some rank stopped answering."""
-
-    exit_code = ExitCode.WORKER_FAILED
 
 
 class LauncherMismatch(QdqError):
     """The launcher started several ranks but MPI for Python sees this process alone: the
     launcher is not of the MPI mpi4py was built against."""
-
-
-class World:
-    """The ranks of one run. `rank` 0 is the root: the only one that writes files."""
-
-    rank: int = 0
-    size: int = 1
-    timeout: float = DEFAULT_TIMEOUT_S
-    waited_s: float = 0.0  # time inside collectives so far (transfer + waiting for others)
-
-    @property
-    def is_root(self) -> bool:
-        """Whether this process writes checkpoints, outputs and reports."""
-        return self.rank == 0
-
-    def allreduce_sum(self, array: np.ndarray, what: str) -> np.ndarray:
-        """The elementwise sum of `array` over every rank (`what` names it in errors)."""
-        return array
-
-    def allreduce_max(self, array: np.ndarray, what: str) -> np.ndarray:
-        """The elementwise maximum of `array` over every rank."""
-        return array
-
-    def allreduce_sum_inplace(self, array: np.ndarray, what: str) -> None:
-        """Replace the contiguous `array` by its sum over every rank (no second buffer)."""
-
-    def barrier(self, what: str, timeout: float | None = None) -> None:
-        """Wait until every rank got here (at most `timeout`, default `self.timeout`)."""
-
-    def abort(self, code: int) -> None:
-        """Stop every rank now with exit status `code` (a failure on one rank)."""
-        raise SystemExit(code)
 
 
 class Single(World):

@@ -9,7 +9,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.placement.proposals import Proposal
-from qdq_onnx.placement.rules import OpRule, RuleSet, default_rules
+from qdq_onnx.placement.rules.model import OpRule, RuleSet
 
 
 def node_attrs(node: onnx.NodeProto) -> dict:
@@ -24,13 +24,11 @@ def weight_input(node: onnx.NodeProto, rule: OpRule | None) -> int | None:
 
 def weight_axis(index: GraphIndex, node: onnx.NodeProto, slot: int, rules: RuleSet) -> int:
     """The per-channel axis of `node.input[slot]`, normalised to a non-negative value."""
-    rule = rules.op_rule_for(node.op_type)
-    if rule is None or rule.weight_axis is None:
-        # A spec can quantize a weighted op the rule file in force leaves alone (e.g. a
-        # ConvTranspose under nvidia-tf-toolkit): its axis is TensorRT's, from the bundled
-        # TensorRT rules, so the axes are written down once.
-        rule = default_rules().op_rule_for(node.op_type)
-    if rule is None or rule.weight_axis is None:
+    # A spec can quantize a weighted op the rule file in force leaves alone (e.g. a
+    # ConvTranspose under nvidia-tf-toolkit): its axis is TensorRT's, from the bundled
+    # TensorRT rules, so the axes are written down once.
+    rule = rules.weight_axis_rule(node.op_type)
+    if rule is None:
         raise QdqError(f"{node.name}: no weight axis known for op {node.op_type}")
     axis_rule = rule.weight_axis
     axis = axis_rule.resolve(node_attrs(node))

@@ -1,5 +1,5 @@
 """The catalogue of bad inputs: each gets a one-line message naming the problem, exit code 2,
-no traceback, no output file, and the input left untouched. The README's table lists the
+no traceback, no output file, and the input left untouched. The docs' table lists the
 same ids (checked below)."""
 
 import hashlib
@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from qdq_onnx import quantize_model
 from qdq_onnx.cli.main import main
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TROUBLESHOOTING = Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md"
 
 
 def _float_model(opset=13, input_shape=(1, 3, 8, 8), width=4):
@@ -179,7 +179,7 @@ def _val(env):
     return env.npz("val.npz", x=np.ones((8, 3, 8, 8), np.float32), labels=np.arange(8) % 4)
 
 
-# id, description (for the README), argv builder, expected message fragment
+# id, description (for the docs), argv builder, expected message fragment
 CASES = [
     ("empty-file", "empty file", lambda e: ["insert", e.file("e.onnx", b""), "-o", "{out}"],
      "the file is empty"),
@@ -412,8 +412,8 @@ def test_handled_inputs_succeed(env, name, build):
     onnx.checker.check_model(m, full_check=True)
 
 
-def test_readme_lists_every_case():
-    text = README.read_text()
+def test_the_docs_list_every_case():
+    text = TROUBLESHOOTING.read_text()
     table = text[text.index("## Bad inputs"):]
     listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", table, re.M))
     assert listed == {c[0] for c in CASES}

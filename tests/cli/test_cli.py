@@ -123,13 +123,13 @@ def test_onnx_path_does_not_import_tensorflow(model_path, tmp_path):
     assert res.returncode == 0, res.stderr
 
 
-def test_readme_exit_code_table_is_the_cli_table():
+def test_the_docs_exit_code_table_is_the_cli_table():
     import re
     from pathlib import Path
 
     from qdq_onnx.errors import EXIT_CODE_MEANINGS
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     section = text[text.index("Exit codes (one table"):]
     section = section[:section.index("\n\n", section.index("| code |"))]
     rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.M))

@@ -13,7 +13,7 @@ from qdq_onnx.cli.main import main
 pytestmark = pytest.mark.training
 FAST = {"ppocr_cls", "ppocr_det", "mtcnn_pnet", "mtcnn_onet", "magika"}
 # onnxruntime-training 1.19 fails its own gradient of a Reshape feeding an Expand there
-# (README: Limits); the torch backend trains them.
+# (docs/troubleshooting.md: Limits); the torch backend trains them.
 REFUSED = {"magika": "the gradient of node 'jax2tf_get_logits_/pjit_get_logits_/Reshape' "
                      "fails (Reshape:",
            "basic_pitch": "the gradient of node 'model_1/normalized_log_1/Reshape"}
@@ -53,7 +53,7 @@ def test_inserts_lints_clean_and_fine_tunes(name, tmp_path, capsys):
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert REFUSED[name] in err and "onnxruntime_src" not in err
         assert not out.exists()
-        # the torch backend trains it (README: Fine-tuning engines)
+        # the torch backend trains it (docs/finetuning.md: Fine-tuning engines)
         code, stdout, err = _run(capsys, *argv, "--backend", "torch")
     assert code == 0, err
     assert "2 steps (completed)" in stdout

@@ -34,7 +34,7 @@ def test_two_adam_steps_of_the_fake_quant_mlp_match_onnxruntime_training(digits,
     config = {"learning_rate": 1e-3, "optimizer": "adamw"}
     a = two_steps(q, xtr[:64], ytr[:64], "onnxruntime", config)
     b = two_steps(q, xtr[:64], ytr[:64], "torch", config)
-    # measured (2 cores, CPU): see the README's table of the backends
+    # measured (2 cores, CPU): see docs/finetuning.md (Fine-tuning engines)
     _assert_same_steps(a, b, 1e-4, 1e-3, 1e-3)
 
 
@@ -57,7 +57,8 @@ def test_two_steps_on_real_files_match_onnxruntime_training(name):
     x = m.inputs(1 if name in ("yolox_ddddocr", "picodet_layout") else 4)  # batch 1 graphs
     a = two_steps(inserted.float_model, x, None, "onnxruntime", config, teacher=inserted.qdq)
     b = two_steps(inserted.float_model, x, None, "torch", config, teacher=inserted.qdq)
-    # measured (2 cores, CPU; README): loss <= 2.3e-4, gradient <= 2.5e-3, tensor <= 6.8e-3
+    # measured (2 cores, CPU; docs/finetuning.md): loss <= 2.3e-4, gradient <= 2.5e-3,
+    # tensor <= 6.8e-3
     # (ppocr_det: onnxruntime-training trains its rewrites of Resize and ConvTranspose)
     _assert_same_steps(a, b, 1e-3, 5e-3, 2e-2)
 

@@ -16,8 +16,9 @@ from qdq_onnx.errors import QdqError  # noqa: E402
 
 pytestmark = pytest.mark.training
 STEPS = 3
-# Refused with a message (README, Limits): tf2onnx writes Keras 3's GRU as a Loop, and
-# onnxruntime-training 1.19 aborts the process building a gradient for control flow.
+# Refused with a message (docs/troubleshooting.md: Limits): tf2onnx writes Keras 3's GRU
+# as a Loop, and onnxruntime-training 1.19 aborts the process building a gradient for
+# control flow.
 UNTRAINABLE = {"gru_text": r"a model with Loop \(tf2onnx 1.17 writes a Keras 3 GRU as a Loop"}
 
 
@@ -49,7 +50,7 @@ def test_fine_tunes_and_emits_a_clean_file(quantized, entry, how):
     if entry.name in UNTRAINABLE:
         with pytest.raises(QdqError, match=UNTRAINABLE[entry.name]):
             q.compile(loss="mse", distill=how == "distill", backend="onnxruntime")
-        engine = {"backend": "torch"}  # it differentiates Loop (README: Fine-tuning engines)
+        engine = {"backend": "torch"}  # it differentiates Loop (docs/finetuning.md)
     targets = _targets(model, x)
     if how == "labels":
         q.compile(loss="mse", learning_rate=1e-3, **engine)

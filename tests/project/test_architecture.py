@@ -1,5 +1,5 @@
-"""The structure the README's Architecture section promises, checked: imports only go down
-the stage order, the op taxonomy lives in one place, every lint check has its rule-file
+"""The structure the Architecture page (docs/architecture.md) promises, checked: imports
+only go down the stage order, the op taxonomy lives in one place, every lint check has its rule-file
 entry, and modules and functions stay small enough to read in one sitting."""
 
 import ast
@@ -197,3 +197,70 @@ def test_library_code_does_not_print():
                     and node.func.id == "print":
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert offenders == []
+
+
+# The one cycle left, with why: the old call forms of pipeline.insert/calibrate dispatch to
+# deprecated.py, which calls the stages back; it goes with the narrow façade.
+KNOWN_CYCLES = {frozenset({"qdq_onnx.pipeline.deprecated", "qdq_onnx.pipeline.stages"})}
+
+
+def _imported_modules(tree: ast.AST, names: set[str]) -> set[str]:
+    """The package modules a module imports, at any level: `from pkg import sub` is the
+    submodule `pkg.sub` where one exists, else `pkg`."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                out.add(full if full in names else node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return {m for m in out if m in names}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    paths = {module_name(p): p for p in modules()}
+    return {name: _imported_modules(ast.parse(path.read_text()), set(paths)) - {name}
+            for name, path in paths.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(frozenset(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_package_has_no_import_cycle():
+    """Function-level imports count: a lazy import hides a cycle, it does not remove it."""
+    assert set(_cycles(_import_graph())) - KNOWN_CYCLES == set()
+
+
+def test_the_cycle_check_finds_what_it_looks_for():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
+        frozenset({"a", "b", "c"})]

@@ -34,6 +34,11 @@ def _attribute(a: onnx.AttributeProto) -> Any:
     return value
 
 
+def coverage() -> list[str]:
+    """Every ONNX op the torch backend executes (the four op-table modules)."""
+    return sorted(OPS)
+
+
 def missing_ops(graph: onnx.GraphProto) -> list[str]:
     """The op types of `graph` (and its subgraphs) the torch backend cannot execute."""
     found = set()

@@ -6,7 +6,8 @@ Each function takes the op context, the node's attributes (a dict of Python valu
 its inputs (torch tensors, None for an omitted optional input) and returns its output or a
 tuple of outputs. They follow the ONNX operator definitions (opset 7-21), computing in the
 input's dtype as onnxruntime does, so that autograd differentiates exactly the graph the
-default backend trains. `OPS` maps op type to function; `coverage()` lists it."""
+default backend trains. `OPS` maps op type to function (`torch_graph.coverage()` lists
+every op)."""
 
 from __future__ import annotations
 
@@ -342,11 +343,3 @@ def gemm(ctx, attrs, a, b, c=None):
 @op("Einsum")
 def einsum(ctx, attrs, *xs):
     return torch.einsum(attrs["equation"], *aligned(*xs))
-
-
-def coverage() -> list[str]:
-    """Every ONNX op the torch backend executes (this table and its two siblings)."""
-    # importing them registers their ops
-    from qdq_onnx.finetune.backend import torch_ops_flow, torch_ops_nn, torch_ops_shape  # noqa: F401
-
-    return sorted(OPS)

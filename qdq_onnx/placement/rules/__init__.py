@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
-import sys
 from pathlib import Path
 
 from qdq_onnx.errors import QdqError
@@ -38,11 +37,9 @@ __all__ = ["DEFAULT_RULES", "LintRule", "NeverRule", "OpRule", "PatternRule",
 
 
 def rules_dir() -> Path:
-    """The folder holding the bundled rule files (repository checkout or installed share/)."""
-    here = Path(__file__).resolve().parents[3] / "rules"
-    if (here / f"{DEFAULT_RULES}.yaml").is_file():
-        return here
-    return Path(sys.prefix) / "share" / "qdq-onnx" / "rules"
+    """The folder holding the bundled rule files: package data (`qdq_onnx/rule_files`, a
+    link to the repository's `rules/` in a checkout, the files themselves in a wheel)."""
+    return (Path(__file__).resolve().parents[2] / "rule_files").resolve()
 
 
 def bundled_rule_files() -> dict[str, Path]:
@@ -70,10 +67,9 @@ def default_rules() -> RuleSet:
 
 
 @functools.lru_cache(maxsize=1)
-def _bundled_defaults() -> tuple[Taxonomy, PrecisionPolicy]:
+def _bundled_defaults() -> RuleSet:
     p = _find(DEFAULT_RULES)
-    rules = parse_rules(load_yaml(p), source=str(p))
-    return rules.taxonomy, rules.precision
+    return parse_rules(load_yaml(p), source=str(p))
 
 
 def load_rules(path_or_name: str | Path | None = None) -> RuleSet:
@@ -85,8 +81,9 @@ def load_rules(path_or_name: str | Path | None = None) -> RuleSet:
     p = _find(DEFAULT_RULES if path_or_name is None else path_or_name)
     raw = load_yaml(p)
     own = raw if isinstance(raw, dict) else {}
-    taxonomy, precision = (None, None) if {"taxonomy", "precision"} <= set(own) \
-        else _bundled_defaults()
-    return parse_rules(raw, source=str(p), sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
-                       default_taxonomy=None if "taxonomy" in own else taxonomy,
-                       default_precision=None if "precision" in own else precision)
+    bundled = _bundled_defaults()
+    rules = parse_rules(raw, source=str(p), sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
+                        default_taxonomy=None if "taxonomy" in own else bundled.taxonomy,
+                        default_precision=None if "precision" in own else bundled.precision)
+    rules.axis_fallback = list(bundled.op_rules)
+    return rules

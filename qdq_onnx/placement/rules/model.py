@@ -199,6 +199,9 @@ class RuleSet:
     cost: list[CostRule] = field(default_factory=list)
     accuracy_guard: AccuracyGuardPolicy | None = None
     fp8: list[Any] = field(default_factory=list)  # fp8.Fp8Rule: the FP8 policy, in order
+    # The bundled TensorRT file's op rules: the weight axis of an op this file leaves alone
+    # but a spec quantizes (a ConvTranspose under nvidia-tf-toolkit) is TensorRT's.
+    axis_fallback: list[OpRule] = field(default_factory=list)
 
     def scheme_for(self, op_type: str | None) -> str:
         """The precision scheme of Q/DQ on the inputs of an `op_type` node: its op rule's,
@@ -215,6 +218,15 @@ class RuleSet:
         """The op rule covering `op_type`, or None."""
         for rule in self.op_rules:
             if op_type in rule.ops:
+                return rule
+        return None
+
+    def weight_axis_rule(self, op_type: str) -> OpRule | None:
+        """The op rule giving `op_type`'s per-channel weight axis: this file's, else the
+        bundled TensorRT rules' (`axis_fallback`), else None."""
+        for rule in (self.op_rule_for(op_type),
+                     next((r for r in self.axis_fallback if op_type in r.ops), None)):
+            if rule is not None and rule.weight_axis is not None:
                 return rule
         return None
 
