@@ -14,10 +14,40 @@ from qdq_onnx.graph.batch import pin_batch
 Shape = list  # of int, or None for a dimension not known
 
 
+SMALL_CONSTANT = 1024  # elements: constants shape arithmetic may read (kept with values)
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` without the values of its large initializers (declared as graph inputs of
+    the same type and shape instead): what shape inference needs, without copying and
+    serialising the weights of a 100 MB model. Small constants keep their values, which
+    data propagation reads (Reshape targets, Slice bounds)."""
+    out = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain",
+                  "model_version"):
+        setattr(out, field, getattr(model, field))
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    g, src = out.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    declared = {i.name for i in src.input}
+    for init in src.initializer:
+        if int(np.prod(init.dims)) <= SMALL_CONSTANT:
+            g.initializer.append(init)
+        elif init.name not in declared:
+            g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type,
+                                                              list(init.dims)))
+    return out
+
+
 def inferred_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
     """Shapes from ONNX shape inference at batch 1 (None for what it cannot know)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(pin_batch(model), data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(pin_batch(skeleton(model)),
+                                                     data_prop=True)
     except Exception:  # noqa: BLE001 - callers judge only what is known
         return {}
     out = {}
