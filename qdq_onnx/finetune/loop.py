@@ -25,7 +25,7 @@ from qdq_onnx.finetune.history import EarlyStopping, History, KeepBest
 from qdq_onnx.finetune.interrupt import Interrupt
 from qdq_onnx.finetune.schedules import learning_rate
 from qdq_onnx.finetune.state import RunState
-from qdq_onnx.parallel import shard_rows, world
+from qdq_onnx.parallel import shard_rows
 from qdq_onnx.progress import progress
 
 log = logging.getLogger("qdq_onnx.finetune")
@@ -41,7 +41,7 @@ class FitLoop:
         self.fit, self.callbacks = fit, callbacks
         self.n = next(iter(feeds.values())).shape[0]
         # Data parallel: `batch_size` per rank, as under DDP; a step trains the global batch.
-        self.world = world()
+        self.world = trainer.run.world
         self.global_batch = fit.batch_size * self.world.size
         self.sync = (GradientSync(trainer.backend, self.world, trainer.graph.trainable)
                      if self.world.size > 1 else None)

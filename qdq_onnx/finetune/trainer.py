@@ -32,7 +32,8 @@ from qdq_onnx.graph.batch import fixed_batch, follows_batch
 from qdq_onnx.graph.qdq import strip_qdq
 from qdq_onnx.graph.shapes import symbolic_sizes
 from qdq_onnx.graph.weights import require_finite_weights
-from qdq_onnx.parallel import shard_batches, world
+from qdq_onnx.parallel import shard_batches
+from qdq_onnx.parallel.context import RunContext
 from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
 from qdq_onnx.scheme import INT8
 
@@ -69,12 +70,15 @@ class Trainer:
 
     def __init__(self, qdq_model: onnx.ModelProto, config: TrainConfig | None = None,
                  work_dir: str | os.PathLike | None = None, backend_factory: Any = None,
-                 teacher: onnx.ModelProto | None = None) -> None:
+                 teacher: onnx.ModelProto | None = None, run: RunContext | None = None
+                 ) -> None:
         """`backend_factory(graph, objective, config, work_dir)` builds the training backend
         (default: the one `config.backend` names). `teacher`: the float model whose outputs
-        are the targets when `config.distill` (default: the Q/DQ model without its Q/DQ)."""
+        are the targets when `config.distill` (default: the Q/DQ model without its Q/DQ).
+        `run`: the ranks that train together (gradients reduced every step)."""
         config = config or TrainConfig()
         require_finite_weights(qdq_model)
+        self.run = run or RunContext()  # the ranks of a data-parallel run (default: one)
         self.config, self.qdq_model = config, qdq_model
         self.teacher = (teacher or strip_qdq(qdq_model)) if config.distill else None
         self.backend_name = "custom" if backend_factory else resolve_backend(config.backend)
@@ -281,7 +285,7 @@ class Trainer:
         feeds, targets = self._labelled(x, y, "evaluation")
         n = next(iter(feeds.values())).shape[0]
         batch_size = self.hard_batch or batch_size
-        w = world()
+        w = self.run.world
         keys = [p.output for p in self.objective.parts]
         sums = np.zeros(1 + 2 * len(keys))
         for start in shard_batches(range(0, n, batch_size), w.rank, w.size):

@@ -15,6 +15,7 @@ import onnx
 
 from qdq_onnx.convert.prepare import prepare_model, require_float_model
 from qdq_onnx.files.onnx_files import ModelFile, load_model_file, save_model_atomic
+from qdq_onnx.parallel.context import RunContext
 from qdq_onnx.placement.config import PlacementConfig, ResolvedPlacement
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.placement.planner import check_plan_matches
@@ -88,7 +89,7 @@ def measure_ranges(model: onnx.ModelProto, plan: PlacementPlan, data: Any,
                    calibration: CalibrationConfig | None = None) -> CalibrationResult:
     """Calibrated max |x| per scale key of `plan` on a prepared float model (`.amax`), with
     the clipping guard's measurements and warnings."""
-    return calibrate_plan(model, plan, data, calibration)
+    return calibrate_plan(model, plan, data, calibration, RunContext.of_process())
 
 
 def apply_plan(model: onnx.ModelProto, plan: PlacementPlan,
@@ -131,7 +132,7 @@ def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
     result, source, guarded = None, "", None
     if data is not None:
         c = calibration or CalibrationConfig()
-        result = calibrate_plan(prepared, made, data, c)
+        result = calibrate_plan(prepared, made, data, c, RunContext.of_process())
         source = f"calibrated:{result.method}"
         if use_plan is None:
             guarded, note = guard_plan(prepared, made, result.amax, data, c, resolved.rules,
@@ -170,7 +171,7 @@ def calibrate(qdq_model: onnx.ModelProto, data: Any,
                       "pipeline.measure_ranges (pipeline.calibrate now calibrates a Q/DQ "
                       "model, like `qdq-onnx calibrate`)", DeprecationWarning, stacklevel=2)
         return calibrate_plan(qdq_model, data, calibration, *more)
-    return _recalibrate(widen(qdq_model), data, calibration)
+    return _recalibrate(widen(qdq_model), data, calibration, RunContext.of_process())
 
 
 def type_remainder(qdq_model: onnx.ModelProto, precision: PrecisionConfig | None = None,
@@ -187,4 +188,4 @@ def type_remainder(qdq_model: onnx.ModelProto, precision: PrecisionConfig | None
     recorded = recorded_remainder(like) if like is not None else None
     if precision.high_precision is None and recorded is not None:
         precision = replace(precision, high_precision=recorded)
-    return type_model(qdq_model, precision, data, calibration)
+    return type_model(qdq_model, precision, data, calibration, run=RunContext.of_process())

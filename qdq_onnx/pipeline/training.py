@@ -78,6 +78,7 @@ class Training:
         its FP32 form (`pipeline.widen`); `emit` gives FP32: type it with
         `pipeline.type_remainder` before writing it for TensorRT."""
         from qdq_onnx.finetune.trainer import Trainer
+        from qdq_onnx.parallel.context import RunContext
         from qdq_onnx.precision.widen import widen
 
         qdq_model = widen(qdq_model)  # a typed (FP16/BF16) file trains in its FP32 form
@@ -86,7 +87,8 @@ class Training:
         if backend_factory is None:
             require_backend(config.backend)
         self.config = config
-        self._trainer = Trainer(qdq_model, config, work_dir, backend_factory, teacher)
+        self._trainer = Trainer(qdq_model, config, work_dir, backend_factory, teacher,
+                                RunContext.of_process())
 
     @property
     def steps(self) -> int:

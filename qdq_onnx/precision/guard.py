@@ -22,10 +22,11 @@ from qdq_onnx.placement.rules import PrecisionGuard, PrecisionPolicy
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes, element_types
 
 
-def measure_ranges(model: onnx.ModelProto, data: Any, config: Any = None) -> dict[str, float]:
+def measure_ranges(model: onnx.ModelProto, data: Any, config: Any = None,
+                   run: Any = None) -> dict[str, float]:
     """max |x| of every float tensor of the float graph behind `model` on `data` (the
-    batches and sample limit of `config`, a CalibrationConfig); a DequantizeLinear output
-    gets its source's value."""
+    batches and sample limit of `config`, a CalibrationConfig; the ranks of `run`, a
+    RunContext, share the data); a DequantizeLinear output gets its source's value."""
     from qdq_onnx.quantize.calibration import collect_stats
 
     plain = strip_qdq(model)
@@ -37,7 +38,7 @@ def measure_ranges(model: onnx.ModelProto, data: Any, config: Any = None) -> dic
     tensors = [o for n in plain.graph.node for o in n.output
                if o and types.get(o) == FLOAT and not index.is_constant(o)]
     tensors += [i.name for i in plain.graph.input if types.get(i.name) == FLOAT]
-    stats = collect_stats(plain, tensors, data, config, with_hist=False)
+    stats = collect_stats(plain, tensors, data, config, with_hist=False, run=run)
     ranges = {t: float(s.amax) for t, s in stats.items()}
     for p in qdq_pairs(model):
         if p.source in ranges:

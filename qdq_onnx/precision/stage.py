@@ -54,11 +54,11 @@ def rules_of(model: onnx.ModelProto) -> RuleSet:
 
 
 def type_model(model: onnx.ModelProto, config: PrecisionConfig | None = None,
-               data: Any = None, calibration: Any = None, rules: RuleSet | None = None
-               ) -> Typed:
+               data: Any = None, calibration: Any = None, rules: RuleSet | None = None,
+               run: Any = None) -> Typed:
     """`model` (a Q/DQ model, any remainder type) with its remainder in the configured type;
     activation ranges for the guard from `data` (at most RANGE_GUARD_SAMPLES samples, in
-    `calibration`'s batches)."""
+    `calibration`'s batches, shared by the ranks of `run`, a RunContext)."""
     from dataclasses import replace
 
     config = config or PrecisionConfig()
@@ -76,7 +76,7 @@ def type_model(model: onnx.ModelProto, config: PrecisionConfig | None = None,
 
             c = calibration or CalibrationConfig()
             limit = min(c.max_samples or RANGE_GUARD_SAMPLES, RANGE_GUARD_SAMPLES)
-            ranges = measure_ranges(measured, data, replace(c, max_samples=limit))
+            ranges = measure_ranges(measured, data, replace(c, max_samples=limit), run)
         else:
             notes.append(f"range guard: no data, so activation ranges were not checked (only "
                          f"weights and op definitions); give calibration data to check that "

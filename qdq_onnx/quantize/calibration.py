@@ -26,7 +26,8 @@ import onnx
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.batch import fixed_batch, follows_batch, relax_batch
-from qdq_onnx.parallel import World, shard_batches, world
+from qdq_onnx.parallel import World, shard_batches
+from qdq_onnx.parallel.context import RunContext
 from qdq_onnx.progress import progress
 from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS, CalibrationConfig
 from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
@@ -78,7 +79,7 @@ def rereadable(data: Any) -> bool:
 
 
 def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: CalibrationConfig,
-          stats: dict[str, TensorStats], with_hist: bool, desc: str) -> None:
+          stats: dict[str, TensorStats], with_hist: bool, desc: str, run: RunContext) -> None:
     from qdq_onnx.data.feeds import as_batches
     from qdq_onnx.graph.sessions import run_checked
 
@@ -88,7 +89,7 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
     batch_iter, total = as_batches(data, model, batch_size=config.batch_size,
                                    limit=config.max_samples, source="calibration data",
                                    any_batch=relaxed)
-    w = world()
+    w = run.world
     batch_iter = shard_batches(batch_iter, w.rank, w.size)  # whole batches per rank
     # Without histograms only max |x| is needed: onnxruntime reduces each tensor itself.
     session, names = _session(relax_batch(model) if relaxed else model, fetch,
@@ -151,23 +152,26 @@ def runs_relaxed(model: onnx.ModelProto, data: Any) -> bool:
 
 def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
                   config: CalibrationConfig | None = None, with_hist: bool = True,
-                  bins: int = DEFAULT_BINS) -> dict[str, TensorStats]:
+                  bins: int = DEFAULT_BINS, run: RunContext | None = None
+                  ) -> dict[str, TensorStats]:
     """Stream `data` through the float model (batches and sample limit of `config`),
     keeping TensorStats per tensor (see the module docstring for the one- and two-pass
-    cases)."""
+    cases); with several ranks in `run`, each reads every N-th batch and the statistics
+    are reduced."""
     config = config or CalibrationConfig()
+    run = run or RunContext()
     tensors = sorted(set(tensors))
     two_pass = with_hist and rereadable(data)
-    if with_hist and not two_pass and world().size > 1:
+    if with_hist and not two_pass and run.world.size > 1:
         raise QdqError("calibration with several ranks needs data that can be read twice "
                        "(files or arrays, not a one-shot iterator): the histograms of a "
                        "one-pass growing range cannot be reduced exactly")
     stats = {t: TensorStats(bins=bins) for t in tensors}
     _pass(model, tensors, data, config, stats, with_hist and not two_pass,
-          "calibrate" if not two_pass else "calibrate (1/2: ranges)")
+          "calibrate" if not two_pass else "calibrate (1/2: ranges)", run)
     if two_pass:
         ranged = {t: TensorStats.with_range(s.amax, bins) for t, s in stats.items()}
-        _pass(model, tensors, data, config, ranged, True, "calibrate (2/2: histograms)")
+        _pass(model, tensors, data, config, ranged, True, "calibrate (2/2: histograms)", run)
         stats = ranged
     elif with_hist:
         log.info("calibration data is a one-shot iterator: histograms were filled in one "
@@ -258,7 +262,8 @@ def _entropy_notes(stats: dict[str, TensorStats], groups: dict[str, list[str]],
 
 
 def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
-                   config: CalibrationConfig | None = None) -> CalibrationResult:
+                   config: CalibrationConfig | None = None, run: RunContext | None = None
+                   ) -> CalibrationResult:
     """Calibrated amax per scale key (scale group, else tensor) of a placement plan, each
     in its placements' scheme, with the clipping guard: tensors clipping more than
     `config.clip_warning` of their calibration values are reported through `warnings`
@@ -270,19 +275,19 @@ def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
         return CalibrationResult({}, config.resolved)
     schemes = {key: scheme_named(members[0].scheme)
                for key, members in activation_groups.items()}
-    return calibrate_groups(model, groups, data, config, schemes)
+    return calibrate_groups(model, groups, data, config, schemes, run)
 
 
 def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data: Any,
-                     config: CalibrationConfig, schemes: dict[str, Scheme] | None = None
-                     ) -> CalibrationResult:
+                     config: CalibrationConfig, schemes: dict[str, Scheme] | None = None,
+                     run: RunContext | None = None) -> CalibrationResult:
     """Calibrate the tensors of `groups` (scale key -> member tensors) on the float model;
     `schemes` gives each key's precision (INT8 when missing)."""
     schemes = schemes or {}
     # an all-FP8 plan takes max by default: name what was done
     method = config.method_for(bool(schemes) and all(s.is_float for s in schemes.values()))
     tensors = {t for members in groups.values() for t in members}
-    stats = collect_stats(model, tensors, data, config, with_hist=method != "max")
+    stats = collect_stats(model, tensors, data, config, with_hist=method != "max", run=run)
     if method == "auto":
         from collections import Counter
 

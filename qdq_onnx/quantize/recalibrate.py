@@ -14,6 +14,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, SCALES_KEY, get_metadata, set_metadata
 from qdq_onnx.graph.qdq import QdqPair, qdq_pairs, strip_qdq
 from qdq_onnx.graph.weights import require_finite_weights
+from qdq_onnx.parallel.context import RunContext
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_groups
 from qdq_onnx.quantize.config import CalibrationConfig
@@ -37,10 +38,11 @@ def scale_groups(model: onnx.ModelProto, pairs: list[QdqPair]) -> dict[str, list
     return groups
 
 
-def recalibrate(model: onnx.ModelProto, data: Any, config: CalibrationConfig | None = None
-                ) -> tuple[onnx.ModelProto, CalibrationResult]:
+def recalibrate(model: onnx.ModelProto, data: Any, config: CalibrationConfig | None = None,
+                run: RunContext | None = None) -> tuple[onnx.ModelProto, CalibrationResult]:
     """A copy of the Q/DQ `model` with activation scales from `data` (weights unchanged),
-    each in its pair's scheme, and the calibration result (ranges, clipping guard)."""
+    each in its pair's scheme, and the calibration result (ranges, clipping guard); `run`:
+    the ranks that share the data (default one process)."""
     config = config or CalibrationConfig()
     require_finite_weights(model)
     pairs = [p for p in qdq_pairs(model) if not p.is_weight]
@@ -51,7 +53,7 @@ def recalibrate(model: onnx.ModelProto, data: Any, config: CalibrationConfig | N
     key_of = {t: key for key, members in groups.items() for t in members}
     scheme_of = pair_schemes(model, pairs)
     schemes = {key_of[p.source]: scheme_of[p.source] for p in pairs}
-    result = calibrate_groups(strip_qdq(model), groups, data, config, schemes)
+    result = calibrate_groups(strip_qdq(model), groups, data, config, schemes, run)
     scale_of = {p.scale: amax_to_scale(np.float32(result.amax[key_of[p.source]]),
                                        scheme_of[p.source])[0]
                 for p in pairs}

@@ -264,3 +264,21 @@ def test_the_package_has_no_import_cycle():
 def test_the_cycle_check_finds_what_it_looks_for():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
         frozenset({"a", "b", "c"})]
+
+
+# The process-global world is read where a run starts (the pipeline façade, the CLI) and
+# where it is made (parallel/); every stage below takes a RunContext.
+WORLD_READERS = ("pipeline", "cli", "parallel")
+
+
+def test_no_stage_reads_the_process_global_world():
+    found = []
+    for path in modules():
+        if layer_of(module_name(path)) in WORLD_READERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and (
+                    getattr(node.func, "id", None) == "world"
+                    or getattr(node.func, "attr", None) == "world"):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert found == []
