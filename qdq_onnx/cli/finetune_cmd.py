@@ -214,5 +214,5 @@ def run(args: argparse.Namespace) -> int:
     last = {k: v[-1] for k, v in history.history.items()} if history.history else {}
     text = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
     print(f"wrote {args.output}: {history.steps} steps ({history.stopped}); {text}; "
-          f"trained by {pipeline.backend_description(train.backend, train.device)}")
+          f"trained by {tuned.trained_by}")
     return 0

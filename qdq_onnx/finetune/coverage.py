@@ -95,6 +95,6 @@ def untrainable(op: str, node: str, detail: str = "") -> QdqError:
     return QdqError(
         f"{node}: onnxruntime-training cannot differentiate {op}{why}, and qdq-onnx has no "
         f"training rewrite for {op} yet (docs/gradient-coverage.md lists what trains); "
-        "insert, calibrate and lint work on this model; to fine-tune it, report the op, "
-        "or freeze what lies before it by quantizing only the layers after it "
-        "(--mode partial)")
+        "insert, calibrate and lint work on this model; to fine-tune it, train with "
+        "--backend torch (qdq-onnx[torch], which differentiates it), or freeze what lies "
+        "before it by quantizing only the layers after it (--mode partial)")

@@ -18,7 +18,8 @@ from qdq_onnx.data.feeds import as_named, given_by_position, match_inputs
 from qdq_onnx.data.images import ImageFolder
 from qdq_onnx.data.iterables import is_batch_source, spill, spill_folder
 from qdq_onnx.errors import QdqError
-from qdq_onnx.finetune.backend import BACKENDS, NO_LOWERING, resolve_backend
+from qdq_onnx.finetune.backend import AUTO, BACKENDS, NO_LOWERING, resolve_backend
+from qdq_onnx.finetune.backend.fallback import may_fall_back, probe_step
 from qdq_onnx.finetune.callbacks import Callback
 from qdq_onnx.finetune.config import FINGERPRINTED, FitConfig, TrainConfig
 from qdq_onnx.finetune.emit import emitted_difference, emitted_model, fake_quant_model
@@ -83,6 +84,9 @@ class Trainer:
         self.teacher = (teacher or strip_qdq(qdq_model)) if config.distill else None
         self.backend_name = "custom" if backend_factory else resolve_backend(config.backend)
         self._factory = backend_factory or BACKENDS[self.backend_name]
+        # `auto` trains with torch what onnxruntime-training cannot (its reason is kept)
+        self._auto = backend_factory is None and config.backend == AUTO
+        self.fallback_reason: str | None = None
         self._work_dir = work_dir
         self.input_dims: dict[str, tuple[int, ...]] | None = None
         # the batch size the graph hard-codes (None: any; False: not known before data)
@@ -111,9 +115,24 @@ class Trainer:
         self.objective = Objective.from_config(config, self.graph.model)
         freeze_unreached(self.graph, [p.output for p in self.objective.parts])
         self.fingerprint = _fingerprint(self.graph, self.qdq_model, config)
-        self.backend = self._factory(self.graph, self.objective, config, self._work_dir)
+        try:
+            self.backend = self._factory(self.graph, self.objective, config, self._work_dir)
+        except QdqError as exc:
+            if not may_fall_back(self):
+                raise
+            return self.fall_back(exc, input_dims)
         self.input_dims = input_dims
         self.refresh_weight_scales()
+
+    def fall_back(self, reason: Exception, input_dims: dict | None) -> None:
+        """Train with torch from here (`auto` only, before any step): onnxruntime-training
+        cannot build or run this training graph, for `reason`."""
+        if self.backend is not None:
+            self.backend.close()
+        self.fallback_reason, self._auto = str(reason), False
+        self.backend_name, self._factory = "torch", BACKENDS["torch"]
+        self.backend = self.graph = None
+        self._build(input_dims)
 
     def _sized_for(self, feeds: dict[str, np.ndarray]) -> None:
         """Build the training graph for the sizes of `feeds` when it waits for them; refuse
@@ -324,6 +343,8 @@ class Trainer:
                            "batch relaxed its outputs mix the samples, e.g. a Reshape to "
                            f"[{fixed}, -1, ...]): train it with batch size {fixed} "
                            f"(--batch-size {fixed})")
+        if may_fall_back(self):  # one step tried before the run: the engine may fail there
+            probe_step(self, feeds, targets, fit.batch_size)
         loop = FitLoop(self, feeds, targets, val, fit, list(callbacks))
         history = loop.run()
         self.sync_seconds = loop.sync.seconds if loop.sync is not None else 0.0

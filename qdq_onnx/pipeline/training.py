@@ -100,6 +100,16 @@ class Training:
         """The last `fit`'s History."""
         return self._trainer.history
 
+    @property
+    def trained_by(self) -> str:
+        """What trains, in words ("onnxruntime (onnxruntime-training 1.19.2) on cpu"); where
+        `auto` moved to torch, why."""
+        from qdq_onnx.finetune.backend import backend_description
+
+        t = self._trainer
+        text = backend_description(t.backend_name, self.config.device)
+        return text if t.fallback_reason is None else f"{text}, since {t.fallback_reason}"
+
     def fit(self, x: Any, y: Any = None, fit: FitConfig | None = None,
             validation_data: Any = None, callbacks: Sequence[Callback] = ()) -> History:
         """One run of `fit.epochs` epochs (see FitConfig); the History."""
@@ -134,6 +144,7 @@ class FineTuned:
 
     model: onnx.ModelProto
     history: History
+    trained_by: str = ""  # the backend and engine that trained (Training.trained_by)
 
 
 def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any = None,
@@ -150,7 +161,7 @@ def finetune(qdq_model: onnx.ModelProto, x: Any, y: Any = None,
     session = Training(qdq_model, config, teacher=teacher)
     try:
         history = session.fit(x, y, fit, validation_data, callbacks)
-        return FineTuned(session.emit(provenance, fit.sample_size), history)
+        return FineTuned(session.emit(provenance, fit.sample_size), history, session.trained_by)
     finally:
         session.close()
 

@@ -134,8 +134,8 @@ def test_a_graph_that_hard_codes_batch_one_trains_at_batch_one(tmp_path, capsys)
 
 @pytest.mark.training
 @pytest.mark.parametrize("op,gates", [("LSTM", 4), ("GRU", 3)])
-def test_a_recurrent_op_without_initial_states_is_refused_in_one_line(op, gates, tmp_path,
-                                                                      capsys):
+def test_a_recurrent_op_without_initial_states_is_refused_or_trained_by_torch(op, gates,
+                                                                           tmp_path, capsys):
     """torch.onnx and others may omit initial_h/initial_c; onnxruntime-training's
     LSTMGrad/GRUGrad then refuse to build (the coverage table's LSTM and LSTM(initial
     states) rows). Given zero states the step crashed the process in a trained model, so
@@ -154,11 +154,17 @@ def test_a_recurrent_op_without_initial_states_is_refused_in_one_line(op, gates,
     q, out = tmp_path / "q.onnx", tmp_path / "out.onnx"
     assert main(["insert", str(src), "--calib", str(data), "-o", str(q)]) == 0
     capsys.readouterr()
-    assert main(["finetune", str(q), "--data", str(data), "--distill", "--batch-size", "4",
-                 "-o", str(out)]) == 2
+    argv = ["finetune", str(q), "--data", str(data), "--distill", "--batch-size", "4",
+            "-o", str(out)]
+    assert main([*argv, "--backend", "onnxruntime"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"operator ({op}Grad)" in err, err
     assert "onnxruntime_src" not in err and "::" not in err and not out.exists()
+    # the default `auto` trains it with torch where PyTorch is installed, and says why
+    pytest.importorskip("torch")
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "trained by torch" in said and f"operator ({op}Grad)" in said, said
 
 
 @pytest.mark.training

@@ -196,3 +196,43 @@ def test_torch_is_imported_only_to_fine_tune(tmp_path, float_model):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def _softplus_mlp() -> onnx.ModelProto:
+    """x[?,8] -> MatMul -> Softplus -> MatMul -> y[?,4]: onnxruntime-training 1.19 has no
+    gradient builder for Softplus (docs/gradient-coverage.md)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w1 = numpy_helper.from_array(rng.normal(size=(8, 16)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Softplus", ["h"], ["s"], name="act"),
+             helper.make_node("MatMul", ["s", "w2"], ["y"], name="fc2")]
+    graph = helper.make_graph(
+        nodes, "softplus_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [w1, w2])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@training
+def test_auto_trains_with_torch_what_onnxruntime_training_cannot(monkeypatch):
+    """`auto` moves to torch before any step, and says why; a named backend never does,
+    nor does `auto` without torch."""
+    from qdq_onnx.errors import QdqError
+    from qdq_onnx.finetune.backend import torch_imports
+
+    x = np.random.default_rng(4).normal(size=(32, 8)).astype(np.float32)
+    q = pipeline.insert(_softplus_mlp(), data=x).qdq
+    with pytest.raises(QdqError, match="act: onnxruntime-training cannot differentiate "
+                                       "Softplus .*--backend torch"):
+        Trainer(q, TrainConfig(backend="onnxruntime", distill=True))
+    t = Trainer(q, TrainConfig(distill=True, learning_rate=1e-3))
+    assert t.backend_name == "torch" and "Softplus" in t.fallback_reason
+    history = t.fit(x, None, FitConfig(epochs=1, batch_size=8, verbose=0))
+    assert history.steps == 4 and np.isfinite(history.history["loss"]).all()
+    t.emit(t.sample(8))  # checked against the training graph
+    t.close()
+    monkeypatch.setattr(torch_imports, "available", lambda: False)
+    with pytest.raises(QdqError, match="differentiate Softplus"):
+        Trainer(q, TrainConfig(distill=True))

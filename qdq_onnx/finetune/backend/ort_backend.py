@@ -186,6 +186,10 @@ class OrtTrainingBackend:
             raise engine_failure(exc, "run a training step") from exc
         return float(loss), [np.asarray(o) for o in outs]
 
+    def discard_gradients(self) -> None:
+        """Forget the last `forward_backward`'s gradients (the next one starts from zero)."""
+        self.module.lazy_reset_grad()
+
     def step(self, learning_rate: float) -> None:
         self.optimizer.set_learning_rate(learning_rate)
         self.optimizer.step()
