@@ -61,9 +61,9 @@ def classifier(keras, keras_hub):
 
 
 def accuracy(model, x: dict[str, np.ndarray], y: np.ndarray) -> float:
-    from qdq_onnx import pipeline
+    from qdq_onnx.pipeline.running import run_model
 
-    return float(np.mean(np.argmax(pipeline.run_model(model, x), -1) == y))
+    return float(np.mean(np.argmax(run_model(model, x), -1) == y))
 
 
 def main() -> int:

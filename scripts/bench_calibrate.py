@@ -55,11 +55,13 @@ def resnet50_methods(images: int = 16) -> dict:
     """Calibration of every ResNet50 activation tensor with each method: the data passes
     (one for max, two for the histogram methods) and the threshold search per tensor."""
     from qdq_onnx import pipeline
+    from qdq_onnx.convert.prepare import prepare_model
     from qdq_onnx.quantize.calibration import collect_stats
     from qdq_onnx.quantize.methods import METHODS, amax_from_stats
+    from qdq_onnx.scheme import INT8
 
     model = pipeline.load(keras_application_onnx("ResNet50")).model
-    prepared, _ = pipeline.prepare(model)
+    prepared, _ = prepare_model(model)
     tensors = sorted({p.tensor for p in pipeline.plan_placement(prepared).activations()})
     x = np.random.default_rng(0).random((images, 224, 224, 3), dtype=np.float32)
     t0 = time.perf_counter()
@@ -73,7 +75,7 @@ def resnet50_methods(images: int = 16) -> dict:
     for method in METHODS:
         t0 = time.perf_counter()
         for s in stats.values():
-            amax_from_stats(s, method)
+            amax_from_stats(s, method, INT8)
         search[method] = (time.perf_counter() - t0) / len(stats) * 1000
     return {"tensors": len(tensors), "images": images, "collect_max_s": t_max,
             "collect_histograms_two_passes_s": t_hist, "search_ms_per_tensor": search}

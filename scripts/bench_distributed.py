@@ -57,11 +57,13 @@ def _model_and_data(name: str, n: int):
 def rank(name: str, steps: int) -> dict | None:
     """One rank of a side: seconds per timed step and the synchronisation times."""
     from qdq_onnx import pipeline
+    from qdq_onnx.parallel import world
+    from qdq_onnx.pipeline.training import Training
 
-    world = pipeline.world()
+    world = world()
     batch = BATCH[name]
     model, x, y = _model_and_data(name, batch * world.size * (steps + 1))
-    session = pipeline.Training(model, pipeline.TrainConfig(learning_rate=1e-5))
+    session = Training(model, pipeline.TrainConfig(learning_rate=1e-5))
     session.fit(x, y, pipeline.FitConfig(batch_size=batch, steps_per_epoch=1, verbose=0))
     trainer, waited = session._trainer, world.waited_s
     started = time.perf_counter()

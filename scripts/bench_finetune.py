@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def ort_runner(model, x, y, batch_size: int, lr: float):
     """A callable that trains one more epoch and returns its wall time."""
     from qdq_onnx import pipeline
+    from qdq_onnx.pipeline.training import Training
 
-    session = pipeline.Training(model, pipeline.TrainConfig(learning_rate=lr))
+    session = Training(model, pipeline.TrainConfig(learning_rate=lr))
     epoch = pipeline.FitConfig(batch_size=batch_size, verbose=0)
     session.fit(x[:batch_size * 4], y[:batch_size * 4], epoch)
 

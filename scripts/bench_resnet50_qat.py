@@ -92,13 +92,14 @@ def _ort_steps(side: str, batch: int, steps: int) -> float:
     import onnx
 
     from qdq_onnx import ImageFolder, pipeline, quantize_model
+    from qdq_onnx.pipeline.training import Training
 
     fp32 = onnx.load(str(keras_application_onnx("ResNet50")))
     if side == "ort_float":
         model = fp32
     else:
         model = quantize_model(fp32, calibration_data=_data(8, seed=1)[0]).onnx
-    session = pipeline.Training(model, pipeline.TrainConfig(learning_rate=1e-5))
+    session = Training(model, pipeline.TrainConfig(learning_rate=1e-5))
     if side == "qdq_onnx_qat_images":
         x, y = ImageFolder(image_folder(), preprocess="caffe"), None
     else:

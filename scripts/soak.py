@@ -46,6 +46,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=100_000)
     args = ap.parse_args()
     from qdq_onnx import pipeline, quantize_model
+    from qdq_onnx.pipeline.training import Training
     from qdq_onnx.quantize.calibration import collect_stats
 
     rng = np.random.default_rng(1)
@@ -54,7 +55,7 @@ def main() -> int:
     y = rng.integers(0, 10, 512)
     q = quantize_model(model, calibration_data=x)
     # Training: batches of 32 over 512 samples = 16 steps per epoch.
-    session = pipeline.Training(q.onnx, pipeline.TrainConfig(learning_rate=1e-3))
+    session = Training(q.onnx, pipeline.TrainConfig(learning_rate=1e-3))
     epoch = pipeline.FitConfig(batch_size=32, verbose=0)
     samples = []
     epochs = args.steps // 16

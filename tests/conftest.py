@@ -44,3 +44,20 @@ def float_model(digits):
     for t in model.graph.initializer:
         t.CopyFrom(numpy_helper.from_array(values[t.name], t.name))
     return model
+
+
+@pytest.fixture(autouse=True)
+def _seeded_builders():
+    """Every test builds its models from freshly seeded generators (tests/helpers.py), so
+    the weights a test sees do not depend on which tests ran before it."""
+    import helpers
+
+    helpers.RNG = np.random.default_rng(1234)
+    helpers.LN_RNG = np.random.default_rng(5)
+    yield
+
+
+@pytest.fixture
+def rng():
+    """A seeded generator for a test's own data."""
+    return np.random.default_rng(0)

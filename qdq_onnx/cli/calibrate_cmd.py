@@ -35,15 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
+    from qdq_onnx.pipeline import plumbing
 
     check_in_out(args.model, args.output)
     calibration, precision = calibration_config(args), precision_config(args)
     source = pipeline.load(args.model)
     out, result = pipeline.calibrate(source.model, args.data, calibration)
     # Every rank runs each step (the range guard's pass is a collective too); rank 0 writes.
-    typed = pipeline.type_remainder(out, precision, data=args.data, calibration=calibration)
-    pipeline.save(typed.model, args.output, check="the calibrated model", like=source)
-    if not pipeline.world().is_root:
+    typed = pipeline.write(out, args.output, precision, data=args.data,
+                           calibration=calibration, like=source, check="the calibrated model")
+    if not plumbing.world().is_root:
         return 0
     print_typing(typed)
     for line in result.notes:

@@ -24,11 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
+    from qdq_onnx.pipeline import plumbing
 
-    pipeline.check_output(args.output, args.model)
+    plumbing.check_output(args.output, args.model)
     onnx_model = pipeline.convert(args.model, opset=args.opset)
     pipeline.save(onnx_model, args.output, check="the converted model")
-    info = pipeline.describe(onnx_model)
+    info = plumbing.describe(onnx_model)
     layers = f", {info['keras_layers']} Keras layers mapped" if info["keras_layers"] else ""
     print(f"wrote {args.output}: {info['nodes']} nodes, opset {info['opset']}{layers}")
     return 0

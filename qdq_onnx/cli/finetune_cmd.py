@@ -17,6 +17,7 @@ from qdq_onnx.cli.options import (
     print_typing,
     settings,
 )
+from qdq_onnx.pipeline import plumbing
 
 TRAIN, FIT = pipeline.TrainConfig, pipeline.FitConfig
 
@@ -108,7 +109,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help="cpu (default) or cuda[:N]: the torch backend on a CUDA build of "
                         "PyTorch (the onnxruntime backend needs onnxruntime-training's CUDA "
                         "build)")
-    p.add_argument("--backend", default=None, choices=["auto", *sorted(pipeline.BACKENDS)],
+    p.add_argument("--backend", default=None, choices=["auto", *sorted(plumbing.BACKENDS)],
                    help="training engine: onnxruntime (onnxruntime-training 1.19, Python "
                         "3.10-3.12), torch (PyTorch autograd on the same training graph, CPU "
                         "or CUDA, any Python); auto (the default) is onnxruntime where it is "
@@ -145,8 +146,8 @@ def configs(args: argparse.Namespace):
     for name in ("loss", "distill_loss"):
         given[name] = _per_output(given.get(name), f"--{name.replace('_', '-')}")
     given["loss_weights"] = _per_output(given.get("loss_weights"), "--loss-weights", float)
-    train = pipeline.make_config(TRAIN, given)
-    fit = pipeline.make_config(FIT, {**settings(args, FIT),
+    train = plumbing.make_config(TRAIN, given)
+    fit = plumbing.make_config(FIT, {**settings(args, FIT),
                                      "checkpoint_dir": args.resume or args.checkpoint_dir,
                                      "resume": bool(args.resume) or None,
                                      "verbose": 0 if args.quiet else None})
@@ -185,20 +186,20 @@ def run(args: argparse.Namespace) -> int:
     check_in_out(args.model, args.output)
     train, fit = configs(args)
     precision = precision_config(args)
-    pipeline.require_backend(train.backend)  # a missing engine: one line, no data read
+    plumbing.require_backend(train.backend)  # a missing engine: one line, no data read
     source = pipeline.load(args.model)
     need = not train.distill
     x, y = load_labelled(args.data, source.model, need_labels=need)
     val = load_labelled(args.val, source.model, need_labels=need) if args.val else None
     # Every rank of a data-parallel run goes through the same steps (the range guard's data
     # pass is one more collective); rank 0 alone writes and prints (`pipeline.save`, main).
-    root = pipeline.world().is_root
-    callbacks = [] if args.quiet else [pipeline.EpochPrinter()]
+    root = plumbing.world().is_root
+    callbacks = [] if args.quiet else [plumbing.EpochPrinter()]
     tuned = pipeline.finetune(source.model, x, y, train, fit, validation_data=val,
                               callbacks=callbacks, provenance={"source": str(args.model)})
     # the remainder keeps the type the input's plan records unless --high-precision says
-    typed = pipeline.type_remainder(tuned.model, precision, data=x, like=source.model)
-    pipeline.save(typed.model, args.output, check="the fine-tuned model", like=source)
+    typed = pipeline.write(tuned.model, args.output, precision, data=x, like=source,
+                           check="the fine-tuned model")
     history = tuned.history
     if not root:
         return ExitCode.INTERRUPTED if history.stopped == "interrupted" else 0

@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     source = pipeline.load(args.model)
     q = pipeline.insert(source.model, placement, calibration, data=args.data,
                         use_plan=args.use_plan, copy=False, guard=guard_config(args))
-    typed = pipeline.type_remainder(q.qdq, precision, data=args.data, calibration=calibration)
+    typed = pipeline.write(q.qdq, args.output, precision, data=args.data,
+                           calibration=calibration, like=source, check="the quantized model")
     plan = typed.plan or q.plan
-    pipeline.save(typed.model, args.output, check="the quantized model", like=source)
     if args.plan:
         plan.save(args.plan)
     for line in q.notes + q.report.lines():
@@ -99,11 +99,11 @@ def render_explain(plan) -> str:
 def int8_share_line(model, plan, data=None) -> str:
     """The share of the weighted layers' MACs that run quantized, in words (sized at the
     data's shape when there is data: symbolic sizes count as 1 otherwise)."""
-    from qdq_onnx import pipeline
+    from qdq_onnx.pipeline import plumbing
 
     dims = None
     if data is not None:
-        dims = pipeline.data_shapes(data, model)
+        dims = plumbing.data_shapes(data, model)
     schemes = "/".join(dict.fromkeys(s.split("-")[0].upper() for s in plan.schemes()))
-    return (f"{pipeline.quantized_macs_share(model, dims):.1%} of the weighted layers' MACs in "
+    return (f"{plumbing.quantized_macs_share(model, dims):.1%} of the weighted layers' MACs in "
             f"{schemes or 'quantized'}")

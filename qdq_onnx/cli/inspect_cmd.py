@@ -73,18 +73,19 @@ def _outputs(measured: dict) -> str:
 
 def _error_report(model, args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
+    from qdq_onnx.pipeline import plumbing
 
     for out in (args.json_out, args.png):
         if out:
-            pipeline.check_output(out, args.model)
+            plumbing.check_output(out, args.model)
     report = pipeline.error_report(model, args.data, batch_size=args.batch_size,
                                    max_samples=args.max_samples)
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:
-        print(pipeline.render_error_report(report))
+        print(plumbing.render_error_report(report))
     if args.json_out:
-        pipeline.write_text_atomic(args.json_out, json.dumps(report, indent=1) + "\n")
+        plumbing.write_text_atomic(args.json_out, json.dumps(report, indent=1) + "\n")
     if args.png:
-        pipeline.write_png(pipeline.error_report_chart(report), args.png)
+        plumbing.write_png(plumbing.error_report_chart(report), args.png)
     return 0

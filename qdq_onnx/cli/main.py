@@ -92,19 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr)
     if getattr(args, "workers", None) is None:
         return code
-    from qdq_onnx import pipeline
+    from qdq_onnx.pipeline import plumbing
 
-    return pipeline.finish_rank(pipeline.world(), code, line)
+    return plumbing.finish_rank(plumbing.world(), code, line)
 
 
 def _command(args: argparse.Namespace) -> tuple[int, str | None]:
     """Run the command: (exit code, the one error line to print, if any)."""
     try:
         if getattr(args, "workers", None) is not None:
-            from qdq_onnx import pipeline
+            from qdq_onnx.pipeline import plumbing
 
-            world = pipeline.world()
-            pipeline.record_rank(world)
+            world = plumbing.world()
+            plumbing.record_rank(world)
             if not world.is_root:  # rank 0 prints the run's lines; errors still show
                 import os
 
@@ -121,22 +121,20 @@ def _command(args: argparse.Namespace) -> tuple[int, str | None]:
 def _launched(args: argparse.Namespace, argv: list[str]) -> int | None:
     """`--workers N` (N > 1) outside an MPI launcher: the exit code of the same command in
     N local ranks; None to run the command here."""
-    workers = getattr(args, "workers", None)
-    if workers is None:
+    if getattr(args, "workers", None) is None:
         return None
-    timeout = args.collective_timeout
-    problem = (f"--workers must be at least 1, got {workers}" if workers < 1 else
-               f"--collective-timeout must be a positive number of seconds, got {timeout}"
-               if timeout is not None and not timeout > 0 else None)
-    if problem:
-        print(f"qdq-onnx {args.command}: error: {problem}", file=sys.stderr)
-        return ExitCode.BAD_INPUT
-    from qdq_onnx import pipeline
+    from qdq_onnx.pipeline import plumbing
 
-    if workers == 1 or pipeline.launched_by_mpi():  # here, or already one of the ranks
+    try:
+        config = plumbing.make_config(plumbing.ParallelConfig, {
+            "workers": args.workers, "collective_timeout": args.collective_timeout})
+    except SettingError as exc:
+        print(f"qdq-onnx {args.command}: error: {_message(exc, args)}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    if config.workers == 1 or plumbing.launched_by_mpi():  # here, or one of the ranks
         return None
     try:
-        result = pipeline.launch(_without_workers(argv), workers, timeout)
+        result = plumbing.launch(_without_workers(argv), config)
     except QdqError as exc:
         print(f"qdq-onnx {args.command}: error: {exc}", file=sys.stderr)
         return ExitCode.BAD_INPUT
@@ -160,7 +158,7 @@ def _without_workers(argv: list[str]) -> list[str]:
 def _report(exc: Exception, args: argparse.Namespace) -> tuple[int, str | None]:
     """(exit code, one error line) the way the error's kind wants: one line for bad input
     and the environment (disk full, permissions), the traceback (printed) for a bug."""
-    from qdq_onnx.pipeline import runtime_failure
+    from qdq_onnx.pipeline.plumbing import runtime_failure
 
     original, exc = exc, runtime_failure(exc) or exc  # onnxruntime's: one line naming the node
     if isinstance(exc, QdqError):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from qdq_onnx import pipeline
 from qdq_onnx.data.images import PREPROCESS, ImageFolder, is_image_folder
+from qdq_onnx.pipeline import plumbing
 
 
 def add_output(parser: argparse.ArgumentParser, what: str = "ONNX file") -> None:
@@ -34,7 +35,7 @@ def add_placement(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--case", action="append", default=[], metavar="NAME",
                    help="a built-in custom QDQ case to apply (repeatable), e.g. "
                         "ResNetV1QDQCase")
-    g.add_argument("--dtype", dest="scheme", choices=tuple(pipeline.SCHEMES), default=None,
+    g.add_argument("--dtype", dest="scheme", choices=tuple(plumbing.SCHEMES), default=None,
                    help="quantized type of every Q/DQ pair: int8 (the bundled rules' scheme) "
                         "or fp8 (FP8 E4M3, Hopper/Ada/Blackwell: per-tensor scales amax/448 for "
                         "activations and weights; calibrate with max or percentile)")
@@ -96,19 +97,19 @@ def open_image_folders(args: argparse.Namespace) -> None:
 
 def check_in_out(inp: str, out: str) -> None:
     """Refuse a bad `-o` before any work: a folder, the input file, a missing folder."""
-    pipeline.check_output(out, inp)
+    plumbing.check_output(out, inp)
 
 
 def settings(args: argparse.Namespace, cls: type) -> dict:
     """The options of `args` named like the settings of config class `cls` (None where
     the option was not given, so the class's defaults hold)."""
-    return {name: getattr(args, name) for name in pipeline.setting_names(cls)
+    return {name: getattr(args, name) for name in plumbing.setting_names(cls)
             if hasattr(args, name)}
 
 
 def default(cls: type, name: str) -> str:
     """The default of setting `name`, for help texts (one place for every default)."""
-    return str(pipeline.default_of(cls, name))
+    return str(plumbing.default_of(cls, name))
 
 
 def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
@@ -123,7 +124,7 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
                         "models); or a folder of class image folders (see image folders)")
     cfg = pipeline.CalibrationConfig
     g.add_argument("--method" if flag == "--data" else "--calib-method", dest="method",
-                   choices=pipeline.METHODS, default=None,
+                   choices=plumbing.METHODS, default=None,
                    help="max: largest |x| (one flag away; on a real OCR recogniser it "
                         "collapsed the model); percentile, entropy (KL) and mse pick a "
                         "clipping range from a 2048-bin histogram; auto: per tensor, the one "
@@ -150,7 +151,7 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
 
 def placement_config(args: argparse.Namespace):
     """The PlacementConfig of the placement options (files are read when it is resolved)."""
-    return pipeline.make_config(pipeline.PlacementConfig,
+    return plumbing.make_config(pipeline.PlacementConfig,
                                 {**settings(args, pipeline.PlacementConfig),
                                  "cases": tuple(args.case)})
 
@@ -159,7 +160,7 @@ def calibration_config(args: argparse.Namespace):
     """The CalibrationConfig of the calibration options, or None without data."""
     if not args.data:
         return None
-    return pipeline.make_config(pipeline.CalibrationConfig,
+    return plumbing.make_config(pipeline.CalibrationConfig,
                                 settings(args, pipeline.CalibrationConfig))
 
 
@@ -169,7 +170,7 @@ def add_precision(parser: argparse.ArgumentParser, recorded: bool = False) -> No
     g = parser.add_argument_group(
         "float remainder", "TensorRT 11 builds only strongly typed networks: every tensor not "
         "between a QuantizeLinear and its DequantizeLinear runs in the type the file gives it")
-    g.add_argument("--high-precision", choices=pipeline.HIGH_PRECISIONS, default=None,
+    g.add_argument("--high-precision", choices=plumbing.HIGH_PRECISIONS, default=None,
                    help="type of the float remainder: fp16 (default of the bundled rules: "
                         "FP16 engines), bf16 (FP32's range, 8 significant bits; opset 22), "
                         "fp32 (as before; TensorRT 11 then runs it in FP32). Ops the range "
@@ -187,7 +188,7 @@ def add_precision(parser: argparse.ArgumentParser, recorded: bool = False) -> No
 
 def precision_config(args: argparse.Namespace):
     """The PrecisionConfig of the float-remainder options."""
-    return pipeline.make_config(pipeline.PrecisionConfig,
+    return plumbing.make_config(pipeline.PrecisionConfig,
                                 settings(args, pipeline.PrecisionConfig))
 
 

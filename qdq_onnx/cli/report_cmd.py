@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
     from qdq_onnx.errors import QdqError
+    from qdq_onnx.pipeline import plumbing
 
-    pipeline.check_output(args.output, args.model)
+    plumbing.check_output(args.output, args.model)
     model = pipeline.load(args.model).model
     sens = None
     if args.sensitivity:
@@ -43,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
             raise QdqError(f"{args.sensitivity}: not a sensitivity JSON ({exc})") from None
     html_text = pipeline.report(model, Path(args.model).name, args.rules, args.data,
                                 args.max_samples, sens, args.bench_dir)
-    pipeline.write_text_atomic(args.output, html_text)
+    plumbing.write_text_atomic(args.output, html_text)
     print(f"wrote {args.output} ({len(html_text) // 1024} KiB, self-contained)")
     return 0

@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
+    from qdq_onnx.pipeline import plumbing
 
     rules = pipeline.rules(args.rules)
     if args.rule_id:
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
             print(textwrap.fill(rule.why, 88))
         return 0
     print(f"{rules.name}: {rules.description}\n")
-    for name in dict.fromkeys([*rules.schemes(), *pipeline.SCHEMES]):
-        print(f"{'scheme':10} {pipeline.scheme_named(name).describe()}")
+    for name in dict.fromkeys([*rules.schemes(), *plumbing.SCHEMES]):
+        print(f"{'scheme':10} {plumbing.scheme_named(name).describe()}")
     for r in rules.op_rules:
         axis = f" {r.weight_axis.describe()}" if r.weight_axis is not None else ""
         print(f"{r.id:10} {r.name:32} ops {', '.join(r.ops)}; inputs "

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from qdq_onnx.cli.options import add_image_options, add_rules
+from qdq_onnx.pipeline import plumbing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="VAL.npz",
                    help="evaluation inputs (and optional 'labels')")
     p.add_argument("--calib", metavar="CALIB", help="calibration data (default: --data)")
-    p.add_argument("--max-samples", type=int, default=2000, metavar="N",
-                   help="evaluate on at most N samples (default 2000)")
+    p.add_argument("--max-samples", type=int, default=None, metavar="N",
+                   help="evaluate on at most N samples (default "
+                        f"{plumbing.default_of(plumbing.SensitivityConfig, 'max_samples')})")
     add_rules(p)
     p.add_argument("--target-drop", type=float, metavar="X",
                    help="largest acceptable accuracy drop, in points (e.g. 0.2)")
@@ -36,46 +38,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
-
     from qdq_onnx import pipeline
     from qdq_onnx.data.feeds import load_labelled
-    from qdq_onnx.errors import QdqError, SettingError
+    from qdq_onnx.errors import QdqError
 
-    if args.target_drop is not None:
-        if not (math.isfinite(args.target_drop) and 0.0 <= args.target_drop < 100.0):
-            raise SettingError("target_drop", f"must be in [0, 100) accuracy points, got "
-                                              f"{args.target_drop}")
-        if not args.spec_out:
-            raise QdqError("--target-drop writes a spec: give --spec-out SPEC.yaml")
-    if args.max_samples <= 0:
-        raise SettingError("max_samples", f"must be a positive integer, got {args.max_samples}")
+    config = plumbing.make_config(plumbing.SensitivityConfig, {
+        "max_samples": args.max_samples, "target_drop": args.target_drop})
+    if config.target_drop is not None and not args.spec_out:
+        raise QdqError("--target-drop writes a spec: give --spec-out SPEC.yaml")
     for out in (args.spec_out, args.json_out, args.png):
         if out:
-            pipeline.check_output(out, args.model)
+            plumbing.check_output(out, args.model)
     placement = pipeline.PlacementConfig(
         rules=args.rules, weight_scheme=None if args.weight_bits is None
-        else pipeline.weight_bits_scheme(args.weight_bits))
+        else plumbing.weight_bits_scheme(args.weight_bits))
     model = pipeline.load(args.model).model
     x, labels = load_labelled(args.data, model, need_labels=False)
-    n = min(args.max_samples, next(iter(x.values())).shape[0])
-    x = {k: v[:n] for k, v in x.items()}
-    labels = None if labels is None else labels[:n]
-    drop = None if args.target_drop is None else args.target_drop / 100.0
-    report = pipeline.sensitivity(model, x, labels, placement, calibration_data=args.calib,
-                                  target_drop=drop)
-    print(render(report, n))
+    report = pipeline.sensitivity(model, x, labels, placement, config,
+                                  calibration_data=args.calib)
+    print(render(report, min(config.max_samples, next(iter(x.values())).shape[0])))
     if report.chosen_float is not None:
         note = (f"qdq-onnx sensitivity --target-drop {args.target_drop}: leave "
                 f"{len(report.chosen_float)} layer(s) float; measured accuracy "
                 f"{report.chosen_metric * 100:.2f}% vs float {report.float_metric * 100:.2f}%")
-        pipeline.write_text_atomic(args.spec_out, pipeline.sensitivity_spec(report.chosen_float,
+        plumbing.write_text_atomic(args.spec_out, plumbing.sensitivity_spec(report.chosen_float,
                                                                             note))
         print(f"wrote {args.spec_out}: {note}")
     if args.json_out:
-        pipeline.write_text_atomic(args.json_out, json.dumps(report.to_dict(), indent=1) + "\n")
+        plumbing.write_text_atomic(args.json_out, json.dumps(report.to_dict(), indent=1) + "\n")
     if args.png:
-        pipeline.write_png(pipeline.sensitivity_chart(report), args.png)
+        plumbing.write_png(plumbing.sensitivity_chart(report), args.png)
     return 0
 
 

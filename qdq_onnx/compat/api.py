@@ -13,6 +13,7 @@ import onnx
 
 from qdq_onnx import pipeline
 from qdq_onnx.errors import QdqError
+from qdq_onnx.pipeline import plumbing
 
 
 class QuantizedModel:
@@ -23,8 +24,8 @@ class QuantizedModel:
     `save()` writes the TensorRT Q/DQ ONNX (trained weights and scales once fitted).
     """
 
-    def __init__(self, float_model: onnx.ModelProto, plan: pipeline.PlacementPlan,
-                 qdq_model: onnx.ModelProto, report: pipeline.InsertReport,
+    def __init__(self, float_model: onnx.ModelProto, plan: plumbing.PlacementPlan,
+                 qdq_model: onnx.ModelProto, report: plumbing.InsertReport,
                  notes: list[str]) -> None:
         self.float_model = float_model
         self.plan = plan
@@ -32,7 +33,7 @@ class QuantizedModel:
         self.report = report
         self.notes = notes
         self._range_data: Any = None  # the calibration data, read again by the range guard
-        self._training: pipeline.Training | None = None
+        self._training: plumbing.Training | None = None
         self._work_dir: str | os.PathLike | None = None
 
     # -- Keras-like training ---------------------------------------------------------------
@@ -44,11 +45,11 @@ class QuantizedModel:
         weight_decay, schedule, warmup_steps, step_size, gamma, learn_scales, seed, device,
         backend); what is not given keeps TrainConfig's measured defaults (Adam, 1e-5 with
         cosine decay)."""
-        config = pipeline.make_config(
+        config = plumbing.make_config(
             pipeline.TrainConfig, {"optimizer": optimizer, "loss": loss, "metrics": metrics,
                                    **settings}, "compile()")
         self._close()
-        self._training = pipeline.Training(self.onnx, config, work_dir,
+        self._training = plumbing.Training(self.onnx, config, work_dir,
                                            teacher=self.float_model)
         self._work_dir = work_dir
         return self
@@ -62,18 +63,18 @@ class QuantizedModel:
             raise QdqError("fit(distill=...) changes the loss of a model already trained; "
                            "compile(distill=...) before the first fit instead")
         base = current.config if current is not None else pipeline.TrainConfig()
-        settings = {k: getattr(base, k) for k in pipeline.setting_names(pipeline.TrainConfig)}
+        settings = {k: getattr(base, k) for k in plumbing.setting_names(pipeline.TrainConfig)}
         self.compile(work_dir=self._work_dir,
                      **{**settings, "distill": distill})
 
-    def _session(self) -> pipeline.Training:
+    def _session(self) -> plumbing.Training:
         if self._training is None:
             raise QdqError("call compile() before fit(), evaluate() or predict()")
         return self._training
 
     def fit(self, x: Any, y: Any = None, batch_size: int | None = None,
             epochs: int | None = None, *, validation_data: Any = None,
-            callbacks: Sequence[pipeline.Callback] = (), distill: bool | None = None,
+            callbacks: Sequence[plumbing.Callback] = (), distill: bool | None = None,
             **settings: Any):
         """Train; returns a Keras-like History (`history.history["loss"]`). The keyword
         settings are those of `pipeline.FitConfig`: validation_split, shuffle,
@@ -94,9 +95,9 @@ class QuantizedModel:
         `compile(loss={...}, loss_weights={...})`."""
         if distill is not None:
             self._distilling(distill)
-        fit = pipeline.make_config(pipeline.FitConfig, {"batch_size": batch_size,
+        fit = plumbing.make_config(pipeline.FitConfig, {"batch_size": batch_size,
                                                         "epochs": epochs, **settings}, "fit()")
-        extra = [pipeline.EpochPrinter()] if fit.verbose else []
+        extra = [plumbing.EpochPrinter()] if fit.verbose else []
         return self._session().fit(x, y, fit, validation_data, [*callbacks, *extra])
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int = 256) -> list[float]:
@@ -108,7 +109,7 @@ class QuantizedModel:
     def predict(self, x: Any, batch_size: int = 256):
         """Model outputs: the training graph's eval mode once compiled, else the Q/DQ graph."""
         if self._training is None:
-            return pipeline.run_model(self.onnx, x)
+            return plumbing.run_model(self.onnx, x)
         return self._training.predict(x, batch_size)
 
     # -- output ------------------------------------------------------------------------------
@@ -133,9 +134,11 @@ class QuantizedModel:
              keep_io_types: bool = True, range_guard: bool = True) -> Path:
         """Write the TensorRT Q/DQ ONNX file atomically (full ONNX checker first), its
         float remainder typed as `export` says (FP16 by default)."""
-        pipeline.check_output(path)
-        return pipeline.save(self.export(high_precision, keep_io_types, range_guard), path,
-                             check="the quantized model")
+        plumbing.check_output(path)
+        precision = pipeline.PrecisionConfig(high_precision, keep_io_types, range_guard)
+        pipeline.write(self.export_fp32(), path, precision, data=self._range_data,
+                       check="the quantized model")
+        return Path(path)
 
     def summary(self) -> str:
         """One line: activation Q/DQ pairs, quantized inputs, weights, inputs left float."""
@@ -175,13 +178,13 @@ def _weight_scheme(weight_bits: int | None, weight_scheme: str | None) -> str | 
         raise QdqError("give weight_scheme or the older weight_bits, not both")
     warnings.warn("quantize_model(weight_bits=N) is deprecated: use weight_scheme='int8-Nbit'",
                   DeprecationWarning, stacklevel=3)
-    return pipeline.weight_bits_scheme(weight_bits)
+    return plumbing.weight_bits_scheme(weight_bits)
 
 
 def quantize_model(model: Any, quantization_mode: str = "full",
-                   quantization_spec: pipeline.QuantizationSpec | None = None,
-                   custom_qdq_cases: Sequence[pipeline.CustomQDQInsertionCase | str] | None = None,
-                   rules: pipeline.RuleSet | str | None = None, calibration_data: Any = None,
+                   quantization_spec: plumbing.QuantizationSpec | None = None,
+                   custom_qdq_cases: Sequence[plumbing.CustomQDQInsertionCase | str] | None = None,
+                   rules: plumbing.RuleSet | str | None = None, calibration_data: Any = None,
                    calibration_method: str | None = None,
                    calibration_percentile: float = 99.99,
                    calibration_batch_size: int = 32, opset: int | None = None,

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from qdq_onnx import pipeline
+from qdq_onnx.pipeline import plumbing
 
 
 def convert_keras_model_to_onnx(model: Any, onnx_path: str | os.PathLike,
                                 opset: int | None = None) -> Path:
     """Convert an in-memory Keras model (functional, Sequential or subclassed) to ONNX."""
-    pipeline.check_output(onnx_path)
+    plumbing.check_output(onnx_path)
     return pipeline.save(pipeline.convert(model, opset=opset), onnx_path,
                          check="the converted model")
 
@@ -20,7 +21,7 @@ def convert_keras_model_to_onnx(model: Any, onnx_path: str | os.PathLike,
 def convert_saved_model_to_onnx(saved_model_dir: str | os.PathLike,
                                 onnx_path: str | os.PathLike, opset: int | None = None) -> Path:
     """Convert a saved Keras model (.keras/.h5 file or SavedModel folder) to ONNX."""
-    pipeline.check_output(onnx_path)
+    plumbing.check_output(onnx_path)
     return pipeline.save(pipeline.convert(saved_model_dir, opset=opset), onnx_path,
                          check="the converted model")
 

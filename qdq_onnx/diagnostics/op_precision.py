@@ -13,9 +13,10 @@ import onnx
 
 from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
 from qdq_onnx.graph import ops
+from qdq_onnx.graph.element_types import element_types
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.qdq import dequantized
-from qdq_onnx.precision.graph_types import OpTypes, element_types
+from qdq_onnx.precision.graph_types import OpTypes
 from qdq_onnx.quantize.schemes import zero_point_scheme
 
 # Ops that move or relabel data without arithmetic (TensorRT runs them in any type).

@@ -61,7 +61,7 @@ def gradient_nodes(model: onnx.ModelProto, trainable: list[str], outputs: list[s
     """The nodes a gradient flows through: a float input computed from a trainable
     parameter and a float output a trained output depends on."""
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
-    from qdq_onnx.precision.graph_types import element_types
+    from qdq_onnx.graph.element_types import element_types
 
     types = element_types(model)
     is_float = {t for t, e in types.items() if e in floats}

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from qdq_onnx.errors import ExitCode, QdqError
+from qdq_onnx.errors import ExitCode
 from qdq_onnx.files.atomic import write_text_atomic
+from qdq_onnx.parallel.config import ParallelConfig
 from qdq_onnx.parallel.ranks import CollectiveTimeout, World
 from qdq_onnx.parallel.world import TIMEOUT_VARIABLE, missing_mpi
 
@@ -69,15 +70,13 @@ def _forward(stream: IO[str], out: IO[str], banner: list[str]) -> None:
         out.flush()
 
 
-def launch(argv: list[str], workers: int, timeout: float | None = None) -> Launched:
-    """Run `qdq-onnx ARGV` in `workers` local ranks; wait for all of them."""
-    if workers < 1:
-        raise QdqError(f"--workers must be at least 1, got {workers}")
-    command = [mpiexec(), "-n", str(workers), *WORKER_COMMAND, *argv]
+def launch(argv: list[str], config: ParallelConfig) -> Launched:
+    """Run `qdq-onnx ARGV` in `config.workers` local ranks; wait for all of them."""
+    command = [mpiexec(), "-n", str(config.workers), *WORKER_COMMAND, *argv]
     run_dir = tempfile.mkdtemp(prefix="qdq-onnx-ranks-")
     env = {**os.environ, RUN_DIR_VARIABLE: run_dir}
-    if timeout is not None:
-        env[TIMEOUT_VARIABLE] = str(timeout)
+    if config.collective_timeout is not None:
+        env[TIMEOUT_VARIABLE] = str(config.timeout_s)
     banner: list[str] = []
     try:
         # Its own session: a Ctrl-C reaches the ranks once, through `_wait` and mpiexec

@@ -42,16 +42,19 @@ def launched_by_mpi() -> bool:
 
 
 def _timeout() -> float:
+    """The collective timeout the launcher (or the user) put in the environment, validated
+    as ParallelConfig validates --collective-timeout."""
+    from qdq_onnx.errors import SettingError
+    from qdq_onnx.parallel.config import ParallelConfig
+
     text = os.environ.get(TIMEOUT_VARIABLE)
     if text is None:
         return DEFAULT_TIMEOUT_S
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise QdqError(f"{TIMEOUT_VARIABLE}={text!r}: expected a number of seconds > 0")
-    return value
+        return ParallelConfig(collective_timeout=float(text)).timeout_s
+    except (ValueError, SettingError) as err:
+        raise QdqError(f"{TIMEOUT_VARIABLE}={text!r}: expected a number of seconds > 0"
+                       ) from err
 
 
 # Ranks the launcher started on this machine: MPICH/Intel MPI, Open MPI, Slurm.

@@ -1,29 +1,81 @@
-"""Old pipeline names and call forms, kept working with a DeprecationWarning.
+"""The old pipeline names, kept as aliases with a DeprecationWarning until their announced
+removal version (a test fails once the package version reaches it).
 
 Renamed so that each CLI verb has the pipeline function of the same name and no stage
 function shadows a package: `quantize` -> `insert`, `recalibrate` -> `calibrate`, `plan` ->
-`plan_placement`, `Placement` -> `ResolvedPlacement`, `Quantized` -> `Inserted`; the old
-`calibrate(model, plan, data)` is `measure_ranges` and the old `insert(model, plan, amax)`
-is `apply_plan`; `weight_bits=N` is `PlacementConfig(weight_scheme="int8-Nbit")`."""
+`plan_placement`, `Quantized` -> `Inserted`. Moved off the façade (it holds the verbs, the
+settings and the results): the rest, each to the module that defines it or to the package
+that exports it. `weight_bits=N` is `PlacementConfig(weight_scheme="int8-Nbit")`."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import warnings
 from typing import Any
 
 from qdq_onnx.errors import SettingError
-from qdq_onnx.placement.config import PlacementConfig
 from qdq_onnx.scheme import DEFAULT_SCHEME, scheme_named
 
-INT8_BITS = scheme_named(DEFAULT_SCHEME).bits
-RENAMED = {"quantize": "insert", "recalibrate": "calibrate", "plan": "plan_placement",
-           "Placement": "ResolvedPlacement", "Quantized": "Inserted"}
+REMOVAL = "0.3.0"  # announced in docs/architecture.md
+# old name -> "module:attribute" of what it is now (a "pipeline:" target is a façade name)
+ALIASES = {
+    "quantize": "qdq_onnx.pipeline.deprecated:quantize",
+    "recalibrate": "qdq_onnx.pipeline.deprecated:recalibrate",
+    "plan": "pipeline:plan_placement", "Quantized": "pipeline:Inserted",
+    "Placement": "qdq_onnx.placement.config:ResolvedPlacement",
+    "ResolvedPlacement": "qdq_onnx.placement.config:ResolvedPlacement",
+    "prepare": "qdq_onnx.convert.prepare:prepare_model",
+    "measure_ranges": "qdq_onnx.quantize.calibration:calibrate_plan",
+    "widen": "qdq_onnx.precision.widen:widen",
+    "Training": "qdq_onnx.pipeline.training:Training",
+    "run_model": "qdq_onnx.pipeline.running:run_model",
+    **{n: f"qdq_onnx.finetune:{n}" for n in ("Callback", "EpochPrinter", "StopAfterSteps",
+                                              "History", "RunState")},
+    **{n: f"qdq_onnx.finetune.backend:{n}" for n in ("BACKENDS", "register_backend",
+                                                      "require_backend",
+                                                      "backend_description")},
+    **{n: f"qdq_onnx:{n}" for n in ("PlacementPlan", "QuantizationSpec",
+                                     "CustomQDQInsertionCase")},
+    "RuleSet": "qdq_onnx.placement.rules:RuleSet",
+    "InsertReport": "qdq_onnx.quantize.insert:InsertReport",
+    **{n: f"qdq_onnx.scheme:{n}" for n in ("SCHEMES", "Scheme", "scheme_named")},
+    "METHODS": "qdq_onnx.quantize.config:METHODS",
+    "HIGH_PRECISIONS": "qdq_onnx.graph.float_types:HIGH_PRECISIONS",
+    **{n: f"qdq_onnx.graph.macs:{n}" for n in ("layer_costs", "quantized_macs_share",
+                                               "data_shapes")},
+    **{n: f"qdq_onnx.pipeline.config:{n}" for n in ("default_of", "make_config",
+                                                    "setting_names")},
+    **{n: f"qdq_onnx.pipeline.diagnostics:{n}" for n in (
+        "describe", "render_error_report", "error_report_chart", "sensitivity_chart",
+        "sensitivity_spec", "write_png")},
+    "weight_bits_scheme": "qdq_onnx.pipeline.plumbing:weight_bits_scheme",
+    "write_text_atomic": "qdq_onnx.files.atomic:write_text_atomic",
+    **{n: f"qdq_onnx.files.onnx_files:{n}" for n in ("ModelFile", "check_output")},
+    **{n: f"qdq_onnx.parallel.world:{n}" for n in ("world", "launched_by_mpi")},
+    **{n: f"qdq_onnx.parallel.launch:{n}" for n in ("launch", "record_rank", "finish_rank")},
+    "runtime_failure": "qdq_onnx.graph.sessions:runtime_failure",
+}
 
 
-def warn(old: str, new: str, stacklevel: int = 3) -> None:
-    warnings.warn(f"pipeline.{old} is deprecated: use pipeline.{new}", DeprecationWarning,
-                  stacklevel=stacklevel)
+def new_name(old: str) -> str:
+    """What to write instead of `pipeline.<old>`."""
+    module, attr = ALIASES[old].split(":")
+    if module == "pipeline":
+        return f"pipeline.{attr}"
+    if module == "qdq_onnx.pipeline.deprecated":
+        return f"pipeline.{ {'quantize': 'insert', 'recalibrate': 'calibrate'}[old]}"
+    return f"{module}.{attr}"
+
+
+def resolve(old: str, stacklevel: int = 2) -> Any:
+    """The object `pipeline.<old>` names now, with a DeprecationWarning saying where it is
+    and when the alias goes."""
+    warnings.warn(f"pipeline.{old} is deprecated: use {new_name(old)} (the alias is removed "
+                  f"in {REMOVAL})", DeprecationWarning, stacklevel=stacklevel)
+    module, attr = ALIASES[old].split(":")
+    return getattr(importlib.import_module("qdq_onnx.pipeline" if module == "pipeline"
+                                           else module), attr)
 
 
 def weight_bits_scheme(bits: int) -> str | None:
@@ -36,45 +88,15 @@ def weight_bits_scheme(bits: int) -> str | None:
     return None if narrowed == default else narrowed.name
 
 
-def placement_with_weight_bits(placement: PlacementConfig | None,
-                               deprecated: dict[str, Any]) -> PlacementConfig | None:
-    """`placement` with the old `weight_bits=N` keyword folded in as its weight scheme."""
-    unknown = set(deprecated) - {"weight_bits"}
-    if unknown:
-        raise TypeError(f"insert() got unexpected keyword argument(s) {sorted(unknown)}")
-    if "weight_bits" not in deprecated:
-        return placement
-    warnings.warn("insert(weight_bits=N) is deprecated: use PlacementConfig(weight_scheme="
-                  "'int8-Nbit')", DeprecationWarning, stacklevel=3)
-    scheme = weight_bits_scheme(deprecated["weight_bits"])
-    return dataclasses.replace(placement or PlacementConfig(), weight_scheme=scheme)
-
-
-def insert_plan(model, plan, amax=None, scale_source: str = "", weight_bits: int = INT8_BITS,
-                in_place: bool = False):
-    """The old `pipeline.insert(model, plan, amax, ...)`: `apply_plan`."""
-    from qdq_onnx.pipeline.stages import apply_plan
-
-    warnings.warn("pipeline.insert(model, plan, amax) is deprecated: use pipeline.apply_plan "
-                  "(pipeline.insert now does what `qdq-onnx insert` does)",
-                  DeprecationWarning, stacklevel=3)
-    scheme = weight_bits_scheme(weight_bits)
-    if scheme is not None:
-        plan = dataclasses.replace(plan, placements=[
-            dataclasses.replace(p, scheme=scheme) if p.kind == "weight" else p
-            for p in plan.placements])
-    return apply_plan(model, plan, amax, scale_source or "", in_place=in_place)
-
-
 def quantize(model, placement=None, calibration=None, data=None, use_plan=None,
-             weight_bits: int = INT8_BITS, copy: bool = True):
-    """The old name of `pipeline.insert`."""
+             weight_bits: int | None = None, copy: bool = True):
+    """The old name of `pipeline.insert` (and its `weight_bits=N`)."""
     from qdq_onnx.pipeline.stages import insert
+    from qdq_onnx.placement.config import PlacementConfig
 
-    warn("quantize", "insert")
-    if weight_bits_scheme(weight_bits) is not None:
-        placement = dataclasses.replace(placement or PlacementConfig(),
-                                        weight_scheme=weight_bits_scheme(weight_bits))
+    scheme = None if weight_bits is None else weight_bits_scheme(weight_bits)
+    if scheme is not None:
+        placement = dataclasses.replace(placement or PlacementConfig(), weight_scheme=scheme)
     return insert(model, placement, calibration, data, use_plan, copy)
 
 
@@ -82,13 +104,4 @@ def recalibrate(qdq_model, data, calibration=None):
     """The old name of `pipeline.calibrate`."""
     from qdq_onnx.pipeline.stages import calibrate
 
-    warn("recalibrate", "calibrate")
     return calibrate(qdq_model, data, calibration)
-
-
-def plan(model, placement=None):
-    """The old name of `pipeline.plan_placement`."""
-    from qdq_onnx.pipeline.stages import plan_placement
-
-    warn("plan", "plan_placement")
-    return plan_placement(model, placement)

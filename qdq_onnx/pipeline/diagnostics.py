@@ -3,14 +3,13 @@ report), `lint`, `sensitivity`, `report`, `rules`, plus `describe` for one-line 
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 import numpy as np
 import onnx
 
-from qdq_onnx.errors import SettingError
+from qdq_onnx.diagnostics.config import SensitivityConfig
 from qdq_onnx.placement.config import PlacementConfig
 from qdq_onnx.placement.rules import RuleSet, load_rules
 from qdq_onnx.quantize.config import CalibrationConfig
@@ -64,25 +63,25 @@ def lint(model: onnx.ModelProto, rules: RuleSet | str | os.PathLike | None = Non
 
 
 def sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], labels: np.ndarray | None,
-                placement: PlacementConfig | None = None, calibration_data: Any = None,
-                target_drop: float | None = None, calibration_samples: int = 512):
-    """Per-layer sensitivity of a float model on `x` (accuracy with `labels`, output SQNR
-    without) and, with `target_drop` (a fraction of accuracy, e.g. 0.002), the fewest
-    layers to leave float to stay within it."""
+                placement: PlacementConfig | None = None,
+                config: SensitivityConfig | None = None, calibration_data: Any = None):
+    """Per-layer sensitivity of a float model on the first `config.max_samples` of `x`
+    (accuracy with `labels`, output SQNR without) and, with `config.target_drop` (accuracy
+    points), the fewest layers to leave float to stay within it."""
     from qdq_onnx.diagnostics.sensitivity import analyse
     from qdq_onnx.pipeline.stages import _prepare_and_plan
     from qdq_onnx.quantize.calibration import calibrate_plan
 
-    if target_drop is not None and not (isinstance(target_drop, (int, float))
-                                        and math.isfinite(target_drop)
-                                        and 0.0 <= target_drop < 1.0):
-        raise SettingError("target_drop", f"must be a fraction of accuracy in [0, 1), got "
-                                          f"{target_drop!r}")
+    config = config or SensitivityConfig()
+    n = min(config.max_samples, next(iter(x.values())).shape[0])
+    x = {k: v[:n] for k, v in x.items()}
+    labels = None if labels is None else labels[:n]
     prepared, made, _ = _prepare_and_plan(model, placement, copy=True)
-    c = CalibrationConfig(max_samples=calibration_samples, show_progress=False)
+    c = CalibrationConfig(max_samples=config.calibration_samples, show_progress=False)
     amax = calibrate_plan(prepared, made, calibration_data if calibration_data is not None
                           else x, c).amax
-    return analyse(prepared, made, amax, x, labels, target_drop=target_drop)
+    drop = None if config.target_drop is None else config.target_drop / 100.0
+    return analyse(prepared, made, amax, x, labels, config.batch_size, target_drop=drop)
 
 
 def report(model: onnx.ModelProto, name: str, rules: RuleSet | str | None = None,

@@ -1,12 +1,12 @@
-"""The pipeline's model stages as functions over plain objects: load, convert, prepare, plan,
-measure ranges, apply the plan, and the two the CLI names: `insert` (prepare -> plan ->
-calibrate -> insert) and `calibrate` (new activation scales for a Q/DQ model). Each takes
-the settings object of its stage."""
+"""The pipeline's model stages as functions over plain objects: load, convert, plan, apply
+the plan, the two the CLI names, `insert` (prepare -> plan -> calibrate -> guard -> insert)
+and `calibrate` (new activation scales for a Q/DQ model), and the last step of every
+command that writes, `write` (type the remainder, save). Each takes the settings object of
+its stage."""
 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,13 +63,6 @@ def convert(model: Any, opset: int | None = None, input_shape: Any = None) -> on
     return keras_to_onnx(model, opset=opset, input_shape=input_shape)
 
 
-def prepare(model: onnx.ModelProto, copy: bool = True, layout: bool = True
-            ) -> tuple[onnx.ModelProto, list[str]]:
-    """Normalise a float model (opset, names, layout Transposes, weights, BatchNorm
-    folding); (model, notes)."""
-    return prepare_model(model, copy=copy, layout=layout)
-
-
 # -- placement, calibration, insertion -----------------------------------------------------
 def _resolved(placement: PlacementConfig | ResolvedPlacement | None) -> ResolvedPlacement:
     if isinstance(placement, ResolvedPlacement):
@@ -83,13 +76,6 @@ def plan_placement(model: onnx.ModelProto,
     """Decide every Q/DQ pair of a prepared float model and its precision scheme (pure:
     nothing is written)."""
     return _plan_placement(model, _resolved(placement))
-
-
-def measure_ranges(model: onnx.ModelProto, plan: PlacementPlan, data: Any,
-                   calibration: CalibrationConfig | None = None) -> CalibrationResult:
-    """Calibrated max |x| per scale key of `plan` on a prepared float model (`.amax`), with
-    the clipping guard's measurements and warnings."""
-    return calibrate_plan(model, plan, data, calibration, RunContext.of_process())
 
 
 def apply_plan(model: onnx.ModelProto, plan: PlacementPlan,
@@ -117,16 +103,15 @@ class Inserted:
 def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
            calibration: CalibrationConfig | None = None, data: Any = None,
            use_plan: PlacementPlan | str | os.PathLike | None = None, copy: bool = True,
-           guard: AccuracyGuardConfig | None = None, **deprecated: Any) -> Inserted:
+           guard: AccuracyGuardConfig | None = None) -> Inserted:
     """What `qdq-onnx insert` does: prepare -> plan (or a saved plan) -> calibrate (when
     `data` is given) -> accuracy guard (with data, when the rule file has one and `guard`
     does not turn it off; never on a saved plan) -> insert Q/DQ. `model` is not modified
     unless `copy=False` (callers that own it save a copy)."""
-    from qdq_onnx.pipeline import deprecated as old
-
-    if isinstance(placement, PlacementPlan):  # the old insert(model, plan, amax, ...)
-        return old.insert_plan(model, placement, calibration, data, **deprecated)
-    placement = old.placement_with_weight_bits(placement, deprecated)
+    if isinstance(placement, PlacementPlan):
+        raise TypeError("pipeline.insert(model, plan, amax) was the old form of "
+                        "pipeline.apply_plan(model, plan, amax); insert takes a "
+                        "PlacementConfig")
     resolved = _resolved(placement)
     prepared, made, notes = _prepare_and_plan(model, resolved, copy, use_plan)
     result, source, guarded = None, "", None
@@ -161,16 +146,15 @@ def _prepare_and_plan(model: onnx.ModelProto,
 
 
 def calibrate(qdq_model: onnx.ModelProto, data: Any,
-              calibration: CalibrationConfig | None = None, *more: Any
+              calibration: CalibrationConfig | None = None
               ) -> tuple[onnx.ModelProto, CalibrationResult]:
     """What `qdq-onnx calibrate` does: new activation scales for a Q/DQ model, from the
     float graph behind it; returns the model and the calibration result (ranges, clipping
     guard)."""
-    if isinstance(data, PlacementPlan):  # the old calibrate(float_model, plan, data, config)
-        warnings.warn("pipeline.calibrate(model, plan, data, config) is deprecated: use "
-                      "pipeline.measure_ranges (pipeline.calibrate now calibrates a Q/DQ "
-                      "model, like `qdq-onnx calibrate`)", DeprecationWarning, stacklevel=2)
-        return calibrate_plan(qdq_model, data, calibration, *more)
+    if isinstance(data, PlacementPlan):
+        raise TypeError("pipeline.calibrate(model, plan, data) was the old form of "
+                        "qdq_onnx.quantize.calibration.calibrate_plan; calibrate takes a "
+                        "Q/DQ model and data")
     return _recalibrate(widen(qdq_model), data, calibration, RunContext.of_process())
 
 
@@ -189,3 +173,17 @@ def type_remainder(qdq_model: onnx.ModelProto, precision: PrecisionConfig | None
     if precision.high_precision is None and recorded is not None:
         precision = replace(precision, high_precision=recorded)
     return type_model(qdq_model, precision, data, calibration, run=RunContext.of_process())
+
+
+def write(model: onnx.ModelProto, path: str | os.PathLike,
+          precision: PrecisionConfig | None = None, data: Any = None,
+          calibration: CalibrationConfig | None = None, like: ModelFile | None = None,
+          check: str = "the model") -> Typed:
+    """The last step of every command that writes a Q/DQ file: type the float remainder
+    (`type_remainder`; `like`, the file it was made from, decides the recorded type and
+    external data) and save it atomically (`save`, rank 0 only). Returns the typing, whose
+    `.lines()` are the notes to show."""
+    typed = type_remainder(model, precision, data, calibration,
+                           like=like.model if like is not None else None)
+    save(typed.model, path, check=check, like=like)
+    return typed

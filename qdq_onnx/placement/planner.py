@@ -10,7 +10,7 @@ from dataclasses import replace
 import onnx
 
 from qdq_onnx.errors import QdqError, SpecError
-from qdq_onnx.graph.dtypes import non_float_tensors
+from qdq_onnx.graph.element_types import non_float_tensors
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.layers import LayerGraph
 from qdq_onnx.placement.cases import BUILTIN_CASES, CustomQDQInsertionCase

@@ -1,39 +1,18 @@
-"""Element types of every tensor of a graph, and what each op's ONNX definition allows."""
+"""What each op's ONNX definition allows its slots to hold (the element types of a graph's
+tensors: `qdq_onnx.graph.element_types`)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import onnx
 
-from qdq_onnx.files.onnx_files import checker_view, default_opset
+from qdq_onnx.files.onnx_files import default_opset
 from qdq_onnx.graph import ops
 
 FLOAT = onnx.TensorProto.FLOAT
 _TYPE_STR = {onnx.TensorProto.FLOAT16: "tensor(float16)",
              onnx.TensorProto.BFLOAT16: "tensor(bfloat16)", FLOAT: "tensor(float)"}
-
-
-def element_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Tensor name -> ONNX element type, from shape inference on a weightless view of the
-    model (a tensor inference cannot type takes the type of its producer's first typed
-    input, as the elementwise and layout ops do)."""
-    view = checker_view(model)
-    with contextlib.suppress(Exception):  # what is known is used; the rest is filled below
-        view = onnx.shape_inference.infer_shapes(view)
-    types: dict[str, int] = {}
-    for vi in (*view.graph.input, *view.graph.value_info, *view.graph.output):
-        if vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for t in view.graph.initializer:
-        types[t.name] = t.data_type
-    for node in view.graph.node:
-        known = next((types[i] for i in node.input if i in types), None)
-        for out in node.output:
-            if out and out not in types and known is not None:
-                types[out] = known
-    return types
 
 
 @functools.lru_cache(maxsize=4096)

@@ -14,12 +14,13 @@ import numpy as np
 import onnx
 
 from qdq_onnx.graph import ops
+from qdq_onnx.graph.element_types import element_types
 from qdq_onnx.graph.float_types import FloatType, as_fp32
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
 from qdq_onnx.placement.plan import KeptFP32
 from qdq_onnx.placement.rules import PrecisionGuard, PrecisionPolicy
-from qdq_onnx.precision.graph_types import FLOAT, OpTypes, element_types
+from qdq_onnx.precision.graph_types import FLOAT, OpTypes
 
 
 def measure_ranges(model: onnx.ModelProto, data: Any, config: Any = None,

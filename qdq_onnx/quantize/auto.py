@@ -21,7 +21,7 @@ from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.histogram import TensorStats
 from qdq_onnx.quantize.methods import FLOAT_METHODS, SINGLE_METHODS, amax_from_stats
 from qdq_onnx.quantize.scales import amax_to_scale, quantize_dequantize
-from qdq_onnx.scheme import INT8, Scheme
+from qdq_onnx.scheme import Scheme
 
 PROBE_SAMPLES = 128
 
@@ -72,10 +72,10 @@ def auto_amax(model: onnx.ModelProto, groups: dict[str, list[str]],
         node = _reader(index, tensors, weighted)
         probe, live = _probe(model, index, node)
         candidates = {}
-        scheme = schemes.get(key, INT8)
+        scheme = schemes[key]
         methods = FLOAT_METHODS if scheme.is_float else SINGLE_METHODS
         for method in methods:  # dedupe equal thresholds, keep the first method
-            value = max(amax_from_stats(stats[t], method, config.percentile, scheme)
+            value = max(amax_from_stats(stats[t], method, scheme, config.percentile)
                         for t in tensors)
             candidates.setdefault(value, method)
         plans[key] = (tensors, node, inference_session(probe), live, candidates)
@@ -91,7 +91,7 @@ def auto_amax(model: onnx.ModelProto, groups: dict[str, list[str]],
         for key, (tensors, node, probe, live, candidates) in plans.items():
             reference = values[node.output[0]].astype(np.float64)
             signal[key] += float(np.sum(reference ** 2))
-            scheme = schemes.get(key, INT8)
+            scheme = schemes[key]
             for amax in candidates:
                 scale, _ = amax_to_scale(np.float32(amax), scheme)
                 args = {t: (quantize_dequantize(values[t], scale, scheme)[0] if t in tensors

@@ -37,7 +37,7 @@ from qdq_onnx.quantize.methods import (
     amax_from_stats,
     entropy_threshold,
 )
-from qdq_onnx.scheme import INT8, Scheme, scheme_named
+from qdq_onnx.scheme import Scheme, scheme_named
 
 __all__ = ["METHODS", "CalibrationConfig", "CalibrationResult", "ClippingWarning",
            "TensorStats", "amax_from_stats", "calibrate_groups", "calibrate_plan",
@@ -180,14 +180,11 @@ def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
 
 
 def group_amax(stats: dict[str, TensorStats], groups: dict[str, list[str]],
-               config: CalibrationConfig, schemes: dict[str, Scheme] | None = None
-               ) -> dict[str, float]:
-    """One amax per scale key: the max over the member tensors' amax (in the key's
-    scheme, INT8 when `schemes` does not name it)."""
-    schemes = schemes or {}
-    return {key: max(amax_from_stats(stats[t],
-                                     config.method_for(schemes.get(key, INT8).is_float),
-                                     config.percentile, schemes.get(key, INT8))
+               config: CalibrationConfig, schemes: dict[str, Scheme]) -> dict[str, float]:
+    """One amax per scale key: the max over the member tensors' amax, in the key's
+    scheme (every key has one: `schemes`)."""
+    return {key: max(amax_from_stats(stats[t], config.method_for(schemes[key].is_float),
+                                     schemes[key], config.percentile)
                      for t in members)
             for key, members in groups.items()}
 
@@ -221,14 +218,14 @@ def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
            schemes: dict[str, Scheme]) -> tuple[list[TensorClipping], list[str]]:
     rows, messages = [], []
     for key, members in groups.items():
-        scheme = schemes.get(key, INT8)
+        scheme = schemes[key]
         method = config.method_for(scheme.is_float)
         for t in dict.fromkeys(members):  # a tensor read by several consumers: once
             s = stats[t]
             row = TensorClipping(t, amax[key], s.clipped_fraction(amax[key]),
                                  s.estimated_sqnr_db(amax[key], scheme))
             if row.clipped > config.clip_warning:
-                sqnr = {m: s.estimated_sqnr_db(amax_from_stats(s, m, config.percentile, scheme),
+                sqnr = {m: s.estimated_sqnr_db(amax_from_stats(s, m, scheme, config.percentile),
                                                scheme)
                         for m in (FLOAT_METHODS if scheme.is_float else SINGLE_METHODS)}
                 best = max(sqnr, key=sqnr.__getitem__)
@@ -246,16 +243,17 @@ def _entropy_notes(stats: dict[str, TensorStats], groups: dict[str, list[str]],
                    schemes: dict[str, Scheme]) -> list[str]:
     """Where the reference KL minimum clipped too much and a restricted one was used."""
     notes = []
-    scheme_of = {t: schemes.get(key, INT8) for key, members in groups.items() for t in members}
+    scheme_of = {t: schemes[key] for key, members in groups.items() for t in members}
     for t, s in stats.items():
-        used, reference = entropy_threshold(s, scheme=scheme_of.get(t, INT8))
+        scheme = scheme_of[t]
+        used, reference = entropy_threshold(s, scheme)
         if used != reference:
             notes.append(
                 f"entropy: the KL minimum of {t!r} ({reference:.4g}) clips "
                 f"{s.clipped_fraction(reference) * 100:.1f}% of its values (estimated "
-                f"{s.estimated_sqnr_db(reference):.1f} dB); used the best threshold clipping "
-                f"at most {ENTROPY_MAX_CLIP * 100:g}%: {used:.4g} "
-                f"({s.estimated_sqnr_db(used):.1f} dB)")
+                f"{s.estimated_sqnr_db(reference, scheme):.1f} dB); used the best threshold "
+                f"clipping at most {ENTROPY_MAX_CLIP * 100:g}%: {used:.4g} "
+                f"({s.estimated_sqnr_db(used, scheme):.1f} dB)")
     for note in notes:
         log.info(note)
     return notes
@@ -279,11 +277,14 @@ def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
 
 
 def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data: Any,
-                     config: CalibrationConfig, schemes: dict[str, Scheme] | None = None,
+                     config: CalibrationConfig, schemes: dict[str, Scheme],
                      run: RunContext | None = None) -> CalibrationResult:
     """Calibrate the tensors of `groups` (scale key -> member tensors) on the float model;
-    `schemes` gives each key's precision (INT8 when missing)."""
-    schemes = schemes or {}
+    `schemes` gives each key's precision (a key without one is a KeyError: no scheme is
+    assumed)."""
+    missing = set(groups) - set(schemes)
+    if missing:
+        raise KeyError(f"no scheme for scale keys {sorted(missing)[:5]}")
     # an all-FP8 plan takes max by default: name what was done
     method = config.method_for(bool(schemes) and all(s.is_float for s in schemes.values()))
     tensors = {t for members in groups.values() for t in members}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.scheme import INT8, Scheme
+from qdq_onnx.scheme import Scheme
 
 DEFAULT_BINS = 2048
 
@@ -116,7 +116,7 @@ class TensorStats:
         first = int(np.ceil(amax / self.width - 1e-9))
         return float(self.hist[min(first, self.bins):].sum() / self.hist.sum())
 
-    def estimated_sqnr_db(self, amax: float, scheme: Scheme = INT8) -> float:
+    def estimated_sqnr_db(self, amax: float, scheme: Scheme) -> float:
         """SQNR of Q->DQ with this amax in `scheme`, estimated from the histogram (bin
         centres: rounding noise step^2/12 inside the range, the clipping distance outside)."""
         if self.upper == 0 or not self.hist.any():

@@ -24,7 +24,7 @@ import numpy as np
 from qdq_onnx.errors import QdqError
 from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS
 from qdq_onnx.quantize.histogram import TensorStats
-from qdq_onnx.scheme import INT8, Scheme
+from qdq_onnx.scheme import Scheme
 
 __all__ = ["METHODS", "SINGLE_METHODS", "amax_entropy", "amax_from_stats", "amax_mse",
            "amax_percentile", "entropy_divergences", "entropy_threshold"]
@@ -40,7 +40,7 @@ def amax_percentile(s: TensorStats, percentile: float) -> float:
     return float(min(s.edges[min(idx + 1, s.bins)], s.amax))
 
 
-def amax_mse(s: TensorStats, scheme: Scheme = INT8) -> float:
+def amax_mse(s: TensorStats, scheme: Scheme) -> float:
     """Threshold (a bin edge) minimising the expected squared quantization error of
     `scheme`'s levels."""
     if s.upper == 0 or not s.hist.any():
@@ -62,8 +62,8 @@ def amax_mse(s: TensorStats, scheme: Scheme = INT8) -> float:
     return float(min(best, s.amax))
 
 
-def entropy_divergences(hist: np.ndarray, start: int = INT8.levels,
-                        levels: int = INT8.levels) -> tuple[np.ndarray, np.ndarray]:
+def entropy_divergences(hist: np.ndarray, start: int, levels: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """(candidate i, KL(P_i || Q_i)) for i = start .. len(hist), vectorised; see the module
     docstring for P and Q. `hist` is used as given (apply the bin-0 rule before)."""
     h = np.asarray(hist, dtype=np.float64)
@@ -107,8 +107,8 @@ def entropy_divergences(hist: np.ndarray, start: int = INT8.levels,
 ENTROPY_MAX_CLIP = 0.001
 
 
-def entropy_threshold(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP,
-                      scheme: Scheme = INT8) -> tuple[float, float]:
+def entropy_threshold(s: TensorStats, scheme: Scheme,
+                      max_clip: float | None = ENTROPY_MAX_CLIP) -> tuple[float, float]:
     """(threshold, the reference's unrestricted threshold) of KL calibration.
 
     The reference search can pick a threshold far inside the data when a tensor's histogram
@@ -141,10 +141,10 @@ def entropy_threshold(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP,
     return pick(allowed), reference
 
 
-def amax_entropy(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP,
-                 scheme: Scheme = INT8) -> float:
+def amax_entropy(s: TensorStats, scheme: Scheme,
+                 max_clip: float | None = ENTROPY_MAX_CLIP) -> float:
     """KL calibration (see `entropy_threshold`)."""
-    return entropy_threshold(s, max_clip, scheme)[0]
+    return entropy_threshold(s, scheme, max_clip)[0]
 
 
 # FP8's grid is logarithmic: its relative error is the same at every magnitude, so the
@@ -153,8 +153,8 @@ def amax_entropy(s: TensorStats, max_clip: float | None = ENTROPY_MAX_CLIP,
 FLOAT_METHODS = ("max", "percentile")
 
 
-def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.99,
-                    scheme: Scheme = INT8) -> float:
+def amax_from_stats(s: TensorStats, method: str, scheme: Scheme,
+                    percentile: float = 99.99) -> float:
     """The threshold of `method` for one tensor's statistics, in `scheme`'s levels. A float
     scheme (FP8) takes max and percentile only (FLOAT_METHODS)."""
     if scheme.is_float and method not in FLOAT_METHODS:
@@ -166,7 +166,7 @@ def amax_from_stats(s: TensorStats, method: str = "max", percentile: float = 99.
     if method == "percentile":
         return amax_percentile(s, percentile)
     if method == "entropy":
-        return amax_entropy(s, scheme=scheme)
+        return amax_entropy(s, scheme)
     if method == "mse":
         return amax_mse(s, scheme)
     if method == "auto":

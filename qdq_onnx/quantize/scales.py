@@ -1,11 +1,11 @@
 """Scale arithmetic shared by insertion, calibration and training, for a precision scheme
-(TensorRT's symmetric INT8 by default: zero point 0, scale = amax / qmax)."""
+(in the scheme each call names: TensorRT's symmetric INT8 has zero point 0, scale = amax / qmax)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from qdq_onnx.scheme import INT8, Scheme
+from qdq_onnx.scheme import Scheme
 
 MIN_SCALE = np.float32(1e-8)  # a zero scale is invalid; an all-zero channel quantizes to 0 anyway
 PLACEHOLDER_AMAX = 6.0  # the original toolkit's initial range (+-6) before any data is seen
@@ -25,7 +25,7 @@ def weight_scale(weight: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
     return np.maximum(amax / np.float32(qmax), MIN_SCALE).astype(np.float32)
 
 
-def amax_to_scale(amax: np.ndarray | float, scheme: Scheme = INT8) -> tuple[np.ndarray, int]:
+def amax_to_scale(amax: np.ndarray | float, scheme: Scheme) -> tuple[np.ndarray, int]:
     """Scale(s) for `amax` in `scheme`; returns (scale, number of entries clamped to
     MIN_SCALE)."""
     qmax = np.float32(scheme.qmax)
@@ -37,7 +37,7 @@ def amax_to_scale(amax: np.ndarray | float, scheme: Scheme = INT8) -> tuple[np.n
     return np.where(tiny, MIN_SCALE, scale).astype(np.float32), int(np.count_nonzero(tiny))
 
 
-def quantize_dequantize(x: np.ndarray, scale: np.ndarray, scheme: Scheme = INT8
+def quantize_dequantize(x: np.ndarray, scale: np.ndarray, scheme: Scheme
                         ) -> tuple[np.ndarray, int]:
     """Reference Q->DQ in numpy (round half to even, saturate), zero point 0, and the number
     of values that saturated."""
@@ -62,7 +62,7 @@ def fp8_round(v: np.ndarray, limit: float = 448.0) -> np.ndarray:
     return np.clip(np.rint(v / step) * step, -limit, limit).astype(np.float32)
 
 
-def fake_quant(x: np.ndarray, scale: np.ndarray, scheme: Scheme = INT8) -> np.ndarray:
+def fake_quant(x: np.ndarray, scale: np.ndarray, scheme: Scheme) -> np.ndarray:
     """Reference Q->DQ in numpy (round half to even, saturate), zero point 0."""
     return quantize_dequantize(x, scale, scheme)[0]
 

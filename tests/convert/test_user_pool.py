@@ -15,8 +15,9 @@ from user_pool import BY_NAME, POOL, keras_outputs  # noqa: E402
 from qdq_onnx import pipeline  # noqa: E402
 from qdq_onnx.data.feeds import as_named, match_inputs  # noqa: E402
 from qdq_onnx.errors import QdqError  # noqa: E402
-from qdq_onnx.graph.dtypes import non_float_tensors  # noqa: E402
+from qdq_onnx.graph.element_types import non_float_tensors  # noqa: E402
 from qdq_onnx.graph.sessions import inference_session  # noqa: E402
+from qdq_onnx.pipeline.running import run_model
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_list_data_is_matched_to_the_inputs_in_keras_order(converted):
     scales = {t.name: numpy_helper.to_array(t) for t in q.qdq.graph.initializer}
     for t in by_name.qdq.graph.initializer:
         np.testing.assert_array_equal(scales[t.name], numpy_helper.to_array(t))
-    got = pipeline.run_model(onx, (images, meta))
+    got = run_model(onx, (images, meta))
     np.testing.assert_allclose(got, keras_outputs(model, [images, meta])[0], atol=1e-5)
     with pytest.raises(QdqError, match="3 arrays given by position.*2 input"):
         pipeline.insert(onx, data=[images, meta, meta])

@@ -1,9 +1,10 @@
 """Models with external data: kept external, written next to the output; over 2 GB too."""
 
+import helpers
 import numpy as np
 import onnx
 import pytest
-from helpers import RNG, G, run
+from helpers import G, run
 
 from qdq_onnx.cli.main import main
 from qdq_onnx.files.onnx_files import load_model, save_model_atomic
@@ -39,7 +40,7 @@ def test_external_input_gives_external_output(tmp_path):
               location="weights.bin", size_threshold=64)
     out = tmp_path / "q.onnx"
     data = tmp_path / "calib.npz"
-    calib = RNG.normal(size=(4, 3, 8, 8)).astype(np.float32)
+    calib = helpers.RNG.normal(size=(4, 3, 8, 8)).astype(np.float32)
     np.savez(data, x=calib)
     assert main(["insert", str(src_dir / "m.onnx"), "-o", str(out), "--calib", str(data)]) == 0
     assert (tmp_path / "q.onnx.data").is_file()

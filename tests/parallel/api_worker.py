@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from qdq_onnx import pipeline
+from qdq_onnx.parallel import world
 
 
 def main() -> int:
@@ -19,7 +20,7 @@ def main() -> int:
                                                    schedule="constant"),
                               pipeline.FitConfig(epochs=1, batch_size=int(batch), verbose=0))
     pipeline.save(tuned.model, out)
-    print(f"rank {pipeline.world().rank} of {pipeline.world().size}: {tuned.history.steps} "
+    print(f"rank {world().rank} of {world().size}: {tuned.history.steps} "
           "steps")
     return 0
 

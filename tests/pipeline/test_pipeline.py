@@ -1,6 +1,6 @@
 """The pipeline façade: one function per CLI verb, settings as frozen objects validated when
-made (messages name settings; the CLI names flags), and the old names still working with a
-DeprecationWarning."""
+made (messages name settings; the CLI names flags), at most 25 names, and the old names
+working as aliases with a DeprecationWarning until their announced removal version."""
 
 import dataclasses
 
@@ -12,6 +12,11 @@ from helpers import G
 from qdq_onnx import pipeline, quantize_model
 from qdq_onnx.cli.main import COMMANDS, main
 from qdq_onnx.errors import SettingError
+from qdq_onnx.finetune.backend import BACKENDS
+from qdq_onnx.pipeline import deprecated
+from qdq_onnx.pipeline.config import default_of, make_config
+from qdq_onnx.quantize.calibration import calibrate_plan
+from qdq_onnx.version import __version__
 
 
 def _model():
@@ -39,7 +44,7 @@ def test_the_stages_take_settings_objects():
         method="max", show_progress=False))
     assert result.method == "max" and recalibrated is not q.qdq
     plan = pipeline.plan_placement(q.float_model, pipeline.PlacementConfig())
-    ranges = pipeline.measure_ranges(q.float_model, plan, X)
+    ranges = calibrate_plan(q.float_model, plan, X)
     applied, report = pipeline.apply_plan(q.float_model, plan, ranges.amax, "calibrated:max")
     assert report.activation_pairs == q.report.activation_pairs
     assert pipeline.rules("tensorrt").name == "tensorrt"
@@ -71,10 +76,10 @@ def test_settings_are_frozen_and_validated_once():
     config = pipeline.CalibrationConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.method = "entropy"
-    assert pipeline.default_of(pipeline.TrainConfig, "learning_rate") == 1e-5
+    assert default_of(pipeline.TrainConfig, "learning_rate") == 1e-5
     with pytest.raises(SettingError, match="did you mean 'batch_size'"):
-        pipeline.make_config(pipeline.FitConfig, {"batchsize": 3})
-    made = pipeline.make_config(pipeline.FitConfig, {"epochs": 3, "batch_size": None})
+        make_config(pipeline.FitConfig, {"batchsize": 3})
+    made = make_config(pipeline.FitConfig, {"epochs": 3, "batch_size": None})
     assert (made.epochs, made.batch_size) == (3, 32)  # None keeps the default
 
 
@@ -94,9 +99,37 @@ def test_the_cli_names_the_flag_of_a_bad_setting(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_the_facade_is_the_verbs_the_settings_and_the_results():
+    assert len(pipeline.__all__) <= 25
+    assert set(pipeline.__all__) >= {"insert", "calibrate", "finetune", "lint", "write",
+                                     "PlacementConfig", "TrainConfig", "Inserted", "Typed"}
+    for name in pipeline.__all__:
+        assert getattr(pipeline, name) is not None
+    assert not set(pipeline.__all__) & set(deprecated.ALIASES)
+
+
+def _version(text):
+    return tuple(int(p) for p in text.split("."))
+
+
+def test_no_alias_outlives_its_announced_removal_version():
+    assert _version(__version__) < _version(deprecated.REMOVAL), (
+        f"version {__version__} reached {deprecated.REMOVAL}: remove the aliases of "
+        "qdq_onnx/pipeline/deprecated.py (and their entry in docs/architecture.md)")
+
+
+@pytest.mark.parametrize("old", sorted(deprecated.ALIASES))
+def test_an_old_name_is_an_alias_with_a_warning_naming_its_new_place(old):
+    with pytest.warns(DeprecationWarning, match=f"pipeline.{old} is deprecated: use "
+                                                f".* removed in {deprecated.REMOVAL}"):
+        value = getattr(pipeline, old)
+    assert value is not None
+
+
 def test_old_names_still_work_with_a_deprecation_warning():
     model = _model()
-    with pytest.warns(DeprecationWarning, match="pipeline.quantize is deprecated"):
+    with pytest.warns(DeprecationWarning, match="pipeline.quantize is deprecated: use "
+                                                "pipeline.insert"):
         old = pipeline.quantize(model, data=X)
     new = pipeline.insert(model, data=X)
     assert old.qdq.graph.SerializeToString() == new.qdq.graph.SerializeToString()
@@ -107,21 +140,34 @@ def test_old_names_still_work_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning, match="plan_placement"):
         assert pipeline.plan(new.float_model).to_dict() == \
             pipeline.plan_placement(new.float_model).to_dict()
-    with pytest.warns(DeprecationWarning):
-        assert pipeline.Placement is pipeline.ResolvedPlacement
+    with pytest.warns(DeprecationWarning, match="placement.config.ResolvedPlacement"):
+        from qdq_onnx.placement.config import ResolvedPlacement
+
+        assert pipeline.Placement is ResolvedPlacement
     with pytest.warns(DeprecationWarning):
         assert pipeline.Quantized is pipeline.Inserted
 
 
-def test_old_call_forms_of_calibrate_and_insert():
+def test_each_new_name_has_one_signature():
+    """The old call forms of insert and calibrate (now apply_plan and calibrate_plan) are
+    refused with the name to use, not dispatched on the argument types."""
     q = pipeline.insert(_model())
-    with pytest.warns(DeprecationWarning, match="measure_ranges"):
-        ranges = pipeline.calibrate(q.float_model, q.plan, X)
-    assert ranges.amax == pipeline.measure_ranges(q.float_model, q.plan, X).amax
-    with pytest.warns(DeprecationWarning, match="apply_plan"):
-        old, _ = pipeline.insert(q.float_model, q.plan, ranges.amax)
-    new, _ = pipeline.apply_plan(q.float_model, q.plan, ranges.amax)
-    assert old.graph.SerializeToString() == new.graph.SerializeToString()
+    with pytest.raises(TypeError, match="apply_plan"):
+        pipeline.insert(q.float_model, q.plan, {})
+    with pytest.raises(TypeError, match="calibrate_plan"):
+        pipeline.calibrate(q.float_model, q.plan, X)
+    with pytest.raises(TypeError):
+        pipeline.insert(q.float_model, weight_bits=4)
+
+
+def test_write_types_the_remainder_and_saves(tmp_path):
+    q = pipeline.insert(_model(), data=X)
+    typed = pipeline.write(q.qdq, tmp_path / "q.onnx", data=X)
+    saved = onnx.load(str(tmp_path / "q.onnx"))
+    assert saved.graph.SerializeToString() == typed.model.graph.SerializeToString()
+    assert any(i.data_type == onnx.TensorProto.FLOAT16
+               for i in saved.graph.initializer)
+    assert typed.lines()
 
 
 def test_weight_bits_is_a_weight_scheme_now():
@@ -141,4 +187,4 @@ def test_weight_bits_is_a_weight_scheme_now():
 
 def test_the_training_backend_is_part_of_the_training_settings():
     assert pipeline.TrainConfig().backend == "auto"
-    assert {"onnxruntime", "torch"} <= set(pipeline.BACKENDS)
+    assert {"onnxruntime", "torch"} <= set(BACKENDS)

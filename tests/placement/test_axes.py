@@ -1,9 +1,10 @@
 """Per-channel weight axis per consumer op, on hand-built graphs, checked end to end."""
 
+import helpers
 import numpy as np
 import onnx
 import pytest
-from helpers import RNG, G, dq_fed, run
+from helpers import G, dq_fed, run
 from onnx import TensorProto, helper, numpy_helper
 
 from qdq_onnx import quantize_model
@@ -42,7 +43,7 @@ def test_conv_grouped_and_depthwise_axis0(group, k):
     assert p.axis == 0
     axes = _axes(q)
     assert (0, k) in axes.values()
-    x = RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)
+    x = helpers.RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)
     _check_runs_close(m, q, x)
 
 
@@ -55,7 +56,7 @@ def test_convtranspose_weights_are_per_channel_on_axis_0():
     q = quantize_model(m)
     assert _weight_pair(q, "ct").axis == 0
     assert (0, 4) in _axes(q).values()
-    _check_runs_close(m, q, RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32))
+    _check_runs_close(m, q, helpers.RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32))
 
 
 @pytest.mark.training
@@ -71,7 +72,7 @@ def test_convtranspose_axis_0_in_the_training_graph_and_trained_through_its_rewr
     g = G(input_shape=(1, 4, 8, 8))
     y = g.convt("ct", g.unary("Relu", "r", g.conv("c", "x", 4)), 6)
     q = quantize_model(g.model([y]),
-                       calibration_data=RNG.uniform(-1, 1, (8, 4, 8, 8)).astype(np.float32))
+                       calibration_data=helpers.RNG.uniform(-1, 1, (8, 4, 8, 8)).astype(np.float32))
     train = lower_to_fake_quant(q.onnx)
     ct = next(w for w in train.weights if w.weight == "ct_w")
     assert ct.axis == 0
@@ -81,7 +82,7 @@ def test_convtranspose_axis_0_in_the_training_graph_and_trained_through_its_rewr
     inference = fake_quant_model(train, {})
     assert "ConvTranspose" in {n.op_type for n in inference.graph.node}
     for _ in range(5):
-        x = RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)
+        x = helpers.RNG.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32)
         expected = inference_session(q.onnx, optimize=False).run(None, {"x": x})[0]
         got = inference_session(inference, optimize=False).run([train.output], {"x": x})[0]
         assert np.array_equal(got, expected)
@@ -89,15 +90,15 @@ def test_convtranspose_axis_0_in_the_training_graph_and_trained_through_its_rewr
                                                                       {"x": x})[0]
         assert np.abs(lowered - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
     q.compile(loss="mse", learning_rate=1e-3)
-    x = RNG.uniform(-1, 1, (16, 4, 8, 8)).astype(np.float32)
-    q.fit(x, RNG.normal(size=(16, 6, 8, 8)).astype(np.float32), batch_size=8, verbose=0)
+    x = helpers.RNG.uniform(-1, 1, (16, 4, 8, 8)).astype(np.float32)
+    q.fit(x, helpers.RNG.normal(size=(16, 6, 8, 8)).astype(np.float32), batch_size=8, verbose=0)
     assert "ConvTranspose" in {n.op_type for n in q.export().graph.node}
 
 
 def _dense_model(op: str, trans_b: int | None):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 7])
-    w = RNG.normal(0, 0.5, (7, 5) if trans_b else (5, 7)).astype(np.float32)
+    w = helpers.RNG.normal(0, 0.5, (7, 5) if trans_b else (5, 7)).astype(np.float32)
     inits = [numpy_helper.from_array(w, "w")]
     attrs = {"transB": trans_b} if op == "Gemm" else {}
     node = helper.make_node(op, ["x", "w"], ["y"], name="d", **attrs)
@@ -115,7 +116,7 @@ def test_gemm_and_matmul_axes(op, trans_b, axis):
     assert _weight_pair(q, "d").axis == axis
     assert (axis, 7) in _axes(q).values()
     assert dq_fed(q.onnx) == {("d", 0), ("d", 1)}
-    _check_runs_close(m, q, RNG.uniform(-1, 1, (3, 5)).astype(np.float32))
+    _check_runs_close(m, q, helpers.RNG.uniform(-1, 1, (3, 5)).astype(np.float32))
 
 
 def test_matmul_with_live_b_quantizes_both_per_tensor():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import G
 
-from qdq_onnx import pipeline
+from qdq_onnx import QuantizationSpec, pipeline
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.yaml_lines import load_yaml
 from qdq_onnx.graph.macs import layer_costs, quantized_macs_share
@@ -51,7 +51,7 @@ def test_a_ten_way_head_stays_in_the_remainder_with_its_reason():
 
 
 def test_the_user_and_the_original_toolkit_quantize_the_head():
-    spec = pipeline.QuantizationSpec().add("head")
+    spec = QuantizationSpec().add("head")
     plan = pipeline.plan_placement(_model(10), pipeline.PlacementConfig(spec=spec))
     assert _weights(plan) == {"c1", "head"}
     toolkit = pipeline.plan_placement(_model(10),

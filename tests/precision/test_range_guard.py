@@ -8,7 +8,7 @@ import pytest
 from helpers import fp16_overflow_model as _model
 from onnx import TensorProto, helper, numpy_helper
 
-from qdq_onnx import pipeline
+from qdq_onnx import PlacementPlan, pipeline
 from qdq_onnx.graph.sessions import inference_session
 
 X = np.random.default_rng(3).normal(size=(64, 16)).astype(np.float32)
@@ -30,7 +30,7 @@ def test_a_tensor_past_65504_stays_fp32_and_is_in_the_plan():
     assert set(kept) == {"square", "root"}
     assert {k.rule for k in kept.values()} == {"TRT-H001"}
     assert kept["square"].tensor == "big" and kept["square"].value > 65504
-    plan = pipeline.PlacementPlan.from_dict(__import__("json").loads(
+    plan = PlacementPlan.from_dict(__import__("json").loads(
         {p.key: p.value for p in typed.model.metadata_props}["qdq_onnx.plan"]))
     assert {k.node for k in plan.kept_fp32} == {"square", "root"}
     assert plan.high_precision == "fp16"
@@ -123,7 +123,7 @@ def test_bad_guard_entries_name_the_problem(bad, message):
 def test_the_island_survives_a_plan_round_trip():
     _, typed = _typed(_model())
     text = {p.key: p.value for p in typed.model.metadata_props}["qdq_onnx.plan"]
-    plan = pipeline.PlacementPlan.from_dict(__import__("json").loads(text))
-    again = pipeline.PlacementPlan.from_dict(plan.to_dict())
+    plan = PlacementPlan.from_dict(__import__("json").loads(text))
+    again = PlacementPlan.from_dict(plan.to_dict())
     assert again.kept_fp32 == plan.kept_fp32 and again.counts()["kept_fp32"] == 2
     onnx.checker.check_model(typed.model, full_check=True)

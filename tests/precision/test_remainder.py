@@ -9,6 +9,7 @@ from helpers import small_classifier
 
 from qdq_onnx import pipeline
 from qdq_onnx.graph.sessions import inference_session
+from qdq_onnx.precision.widen import widen
 
 F16, F32, BF16 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.BFLOAT16
 X = np.random.default_rng(0).normal(size=(32, 3, 8, 8)).astype(np.float32)
@@ -102,7 +103,7 @@ def test_bf16_is_valid_onnx_at_opset_22_with_bf16_scales():
 def test_widen_undoes_the_typing_exactly():
     qdq = _qdq()
     typed = _typed(qdq).model
-    back = pipeline.widen(typed)
+    back = widen(typed)
     assert _casts(back) == [] and _io_types(back) == [F32, F32]
     assert [n.op_type for n in back.graph.node] == [n.op_type for n in qdq.graph.node]
     values = {t.name: onnx.numpy_helper.to_array(t) for t in typed.graph.initializer}

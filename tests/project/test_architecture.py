@@ -199,9 +199,7 @@ def test_library_code_does_not_print():
     assert offenders == []
 
 
-# The one cycle left, with why: the old call forms of pipeline.insert/calibrate dispatch to
-# deprecated.py, which calls the stages back; it goes with the narrow façade.
-KNOWN_CYCLES = {frozenset({"qdq_onnx.pipeline.deprecated", "qdq_onnx.pipeline.stages"})}
+KNOWN_CYCLES: set[frozenset[str]] = set()  # none left; name one here only with its reason
 
 
 def _imported_modules(tree: ast.AST, names: set[str]) -> set[str]:
@@ -282,3 +280,30 @@ def test_no_stage_reads_the_process_global_world():
                     or getattr(node.func, "attr", None) == "world"):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert found == []
+
+
+def _silent_int8(tree: ast.AST) -> list[int]:
+    """Lines where a scheme silently becomes INT8: a parameter defaulting to INT8, or a
+    `.get(key, INT8)` fallback."""
+    def is_int8(node):
+        return (isinstance(node, ast.Name) and node.id == "INT8") or (
+            isinstance(node, ast.Attribute) and node.attr == "INT8"
+            and getattr(node.value, "id", "") != "TensorProto")
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defaults = node.args.defaults + [d for d in node.args.kw_defaults if d]
+            lines += [d.lineno for d in defaults if is_int8(d)]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "get" \
+                and len(node.args) == 2 and is_int8(node.args[1]):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_scheme_silently_defaults_to_int8():
+    """A forgotten scheme fails loudly (a missing argument, a KeyError) instead of
+    quantizing as INT8."""
+    found = [f"{p.relative_to(PACKAGE)}:{line}" for p in modules()
+             for line in _silent_int8(ast.parse(p.read_text()))]
+    assert found == []
+    assert _silent_int8(ast.parse("def f(x, scheme=INT8): pass\ny = d.get(k, INT8)")) == [1, 2]

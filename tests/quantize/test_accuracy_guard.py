@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import G
 
-from qdq_onnx import pipeline
+from qdq_onnx import PlacementPlan, pipeline
 from qdq_onnx.errors import SettingError
 from qdq_onnx.quantize.agreement import OutputAgreement, class_axes
 
@@ -69,7 +69,7 @@ def test_the_guard_moves_the_layer_int8_breaks_and_records_why(data):
     assert all("argmax agreement" in d.reason and "calibration samples" in d.reason
                for d in moved)
     # the plan round-trips, the file carries it, and lint accepts the decision
-    assert pipeline.PlacementPlan.from_dict(q.plan.to_dict()).accuracy_guard == summary
+    assert PlacementPlan.from_dict(q.plan.to_dict()).accuracy_guard == summary
     report = pipeline.lint(pipeline.type_remainder(q.qdq).model)
     assert report.findings == []
     assert {r.node: r.kept_float for r in report.layers}["c2"] == "TRT-G001"

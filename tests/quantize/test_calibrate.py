@@ -1,9 +1,10 @@
 """Calibration methods, streaming histogram state, and recalibration of Q/DQ models."""
 
+import helpers
 import numpy as np
 import onnx
 import pytest
-from helpers import RNG, G
+from helpers import G
 from onnx import numpy_helper
 
 from qdq_onnx import calibrate, quantize_model
@@ -12,6 +13,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.qdq import qdq_pairs
 from qdq_onnx.quantize.calibration import METHODS, TensorStats, amax_from_stats
 from qdq_onnx.quantize.methods import SINGLE_METHODS
+from qdq_onnx.scheme import INT8
 
 
 def _model():
@@ -22,7 +24,7 @@ def _model():
 
 
 def _data(n=16):
-    return RNG.normal(0, 1, (n, 3, 8, 8)).astype(np.float32)
+    return helpers.RNG.normal(0, 1, (n, 3, 8, 8)).astype(np.float32)
 
 
 def _scales(model):
@@ -53,11 +55,11 @@ def _stats(x, chunks=13):
 def test_heavy_tailed_activation_percentile_and_mse_gain_more_than_they_clip():
     x = np.random.default_rng(11).laplace(0, 1, 400_000).astype(np.float32)
     stats = _stats(x)
-    amax_max = amax_from_stats(stats, "max")
+    amax_max = amax_from_stats(stats, "max", INT8)
     assert amax_max == np.abs(x).max()
     base = _sqnr(x, amax_max)
     for method in ("percentile", "mse", "entropy"):
-        amax = amax_from_stats(stats, method, percentile=99.99)
+        amax = amax_from_stats(stats, method, INT8, percentile=99.99)
         assert 0 < amax < amax_max
         if method != "entropy":  # entropy minimises KL divergence, not the squared error
             assert _sqnr(x, amax) - base > 1.0, method
@@ -66,27 +68,27 @@ def test_heavy_tailed_activation_percentile_and_mse_gain_more_than_they_clip():
 def test_mse_gives_the_best_sqnr_on_a_student_t_activation():
     x = np.random.default_rng(12).standard_t(4, 400_000).astype(np.float32)
     stats = _stats(x)
-    sqnr = {m: _sqnr(x, amax_from_stats(stats, m)) for m in SINGLE_METHODS}
+    sqnr = {m: _sqnr(x, amax_from_stats(stats, m, INT8)) for m in SINGLE_METHODS}
     assert sqnr["mse"] == max(sqnr.values())
     assert sqnr["mse"] > sqnr["max"] + 1.0
 
 
 def test_histogram_state_is_bounded_and_loses_no_counts():
     small, large = TensorStats(), TensorStats()
-    small.update(RNG.normal(size=1000))
+    small.update(helpers.RNG.normal(size=1000))
     for i in range(200):  # growing range forces pairwise bin merges
-        large.update(RNG.normal(0, 1 + i / 10, size=5000))
+        large.update(helpers.RNG.normal(0, 1 + i / 10, size=5000))
     assert small.nbytes() == large.nbytes() == 2048 * 8
     assert int(large.hist.sum()) == large.count == 200 * 5000
 
 
 def test_streamed_histogram_percentile_matches_exact():
-    x = RNG.standard_t(3, 300_000).astype(np.float32)
+    x = helpers.RNG.standard_t(3, 300_000).astype(np.float32)
     stats = TensorStats()
     for chunk in np.array_split(x, 30):
         stats.update(chunk)
     exact = np.percentile(np.abs(x), 99.9)
-    got = amax_from_stats(stats, "percentile", percentile=99.9)
+    got = amax_from_stats(stats, "percentile", INT8, percentile=99.9)
     assert abs(got - exact) <= 2 * stats.upper / stats.bins
 
 
@@ -130,7 +132,7 @@ def test_calibrating_a_float_model_is_refused():
 
 
 def test_entropy_is_not_dragged_to_zero_by_relu_zeros():
-    x = np.maximum(RNG.normal(0, 1, 200_000), 0).astype(np.float32)  # half exact zeros
+    x = np.maximum(helpers.RNG.normal(0, 1, 200_000), 0).astype(np.float32)  # half exact zeros
     stats = _stats(x)
-    amax = amax_from_stats(stats, "entropy")
+    amax = amax_from_stats(stats, "entropy", INT8)
     assert 0.5 * stats.amax < amax <= stats.amax

@@ -18,6 +18,7 @@ from qdq_onnx.quantize.methods import (
     entropy_divergences,
     entropy_threshold,
 )
+from qdq_onnx.scheme import INT8
 
 QUIET = CalibrationConfig(show_progress=False)
 
@@ -84,7 +85,7 @@ DISTRIBUTIONS = {
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
 def test_entropy_matches_the_reference_within_one_bin(name):
     s = stats_of(DISTRIBUTIONS[name]())
-    ours, ref = amax_entropy(s, max_clip=None), reference_entropy(s.hist, s.edges)
+    ours, ref = amax_entropy(s, INT8, max_clip=None), reference_entropy(s.hist, s.edges)
     assert abs(ours - min(ref, s.amax)) <= s.width * 1.0001, (ours, ref, s.width)
 
 
@@ -96,7 +97,7 @@ def test_entropy_matches_the_reference_on_a_histogram_grown_by_doubling():
     for chunk in np.array_split(values, 3):  # ranges 0.4 -> 4 -> 25: two doublings at least
         s.update(chunk)
     assert not s.fixed and s.upper > 4 * 0.4
-    ours, ref = amax_entropy(s, max_clip=None), reference_entropy(s.hist, s.edges)
+    ours, ref = amax_entropy(s, INT8, max_clip=None), reference_entropy(s.hist, s.edges)
     assert abs(ours - min(ref, s.amax)) <= s.width * 1.0001
 
 
@@ -104,7 +105,7 @@ def test_entropy_divergences_equal_the_reference_values_on_2048_bins():
     s = stats_of(RNG.laplace(0, 1, 100_000).astype(np.float32), bins=2048)
     hist = s.hist.astype(np.float64)
     hist[0] = hist[1]
-    cand, kl = entropy_divergences(hist)
+    cand, kl = entropy_divergences(hist, INT8.levels, INT8.levels)
     for i in (128, 300, 1024, 2048):  # spot checks against the plain formula
         space = np.linspace(0, i, 129)
         chunk = np.digitize(np.arange(i), space) - 1
@@ -126,7 +127,7 @@ def test_entropy_divergences_equal_the_reference_values_on_2048_bins():
 def test_mse_is_at_the_empirical_optimum(name):
     values = DISTRIBUTIONS[name]()
     s = stats_of(values, bins=2048)
-    chosen = amax_mse(s)
+    chosen = amax_mse(s, INT8)
 
     def mse(amax):
         scale = np.float32(amax / 127)
@@ -149,8 +150,9 @@ def cnn():
 
 def plan_of(model):
     from qdq_onnx import pipeline
+    from qdq_onnx.convert.prepare import prepare_model
 
-    prepared, _ = pipeline.prepare(model)
+    prepared, _ = prepare_model(model)
     return prepared, pipeline.plan_placement(prepared)
 
 
@@ -210,11 +212,11 @@ def spiky_relu(n=300_000):
 
 def test_entropy_keeps_to_rare_outliers_where_the_reference_clips_real_values():
     s = stats_of(spiky_relu(), bins=2048)
-    used, reference = entropy_threshold(s)
-    assert reference == amax_entropy(s, max_clip=None)
+    used, reference = entropy_threshold(s, INT8)
+    assert reference == amax_entropy(s, INT8, max_clip=None)
     assert s.clipped_fraction(reference) > 0.01  # the reference clips real values
     assert s.clipped_fraction(used) <= ENTROPY_MAX_CLIP
-    assert s.estimated_sqnr_db(used) > s.estimated_sqnr_db(reference) + 3
+    assert s.estimated_sqnr_db(used, INT8) > s.estimated_sqnr_db(reference, INT8) + 3
 
 
 def test_entropy_deviation_is_reported_not_silent():
@@ -225,7 +227,7 @@ def test_entropy_deviation_is_reported_not_silent():
     from qdq_onnx.quantize.calibration import collect_stats
 
     stats = collect_stats(model, set(result.amax), x, QUIET)
-    changed = [t for t, s in stats.items() if len(set(entropy_threshold(s))) == 2]
+    changed = [t for t, s in stats.items() if len(set(entropy_threshold(s, INT8))) == 2]
     assert len(result.notes) == len(changed)
     for t in changed:
         assert any(repr(t) in note and "KL minimum" in note for note in result.notes)
@@ -260,11 +262,12 @@ def test_auto_picks_per_tensor_the_threshold_best_at_the_reading_layer():
     pairs = [session.run(["c1_out", "r0_out"], {"x": x[i:i + 1]}) for i in range(len(x))]
 
     def noise(amax):
-        scale = amax_to_scale(np.float32(amax))[0]
-        return sum(float(np.sum((run.run(None, {"r0_out": quantize_dequantize(r0, scale)[0]})[0]
-                                 - ref.astype(np.float64)) ** 2)) for ref, r0 in pairs)
+        scale = amax_to_scale(np.float32(amax), INT8)[0]
+        fed = [(ref, {"r0_out": quantize_dequantize(r0, scale, INT8)[0]}) for ref, r0 in pairs]
+        return sum(float(np.sum((run.run(None, feed)[0] - ref.astype(np.float64)) ** 2))
+                   for ref, feed in fed)
 
-    candidates = {m: noise(amax_from_stats(stats["r0_out"], m)) for m in SINGLE_METHODS}
+    candidates = {m: noise(amax_from_stats(stats["r0_out"], m, INT8)) for m in SINGLE_METHODS}
     assert noise(result.amax["r0_out"]) <= min(candidates.values()) * (1 + 1e-9)
     assert result.choices["r0_out"] == min(candidates, key=candidates.get) or \
         candidates[result.choices["r0_out"]] == min(candidates.values())

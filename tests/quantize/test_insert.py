@@ -1,9 +1,10 @@
 """Insertion numerics, calibration (max), provenance, refusal of already-quantized graphs."""
 
+import helpers
 import numpy as np
 import onnx
 import pytest
-from helpers import RNG, G, run
+from helpers import G, run
 from onnx import numpy_helper
 
 from qdq_onnx import quantize_model
@@ -11,6 +12,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, RULE_KEY, get_metadata
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.scales import MIN_SCALE, fake_quant
+from qdq_onnx.scheme import INT8
 
 
 def _model():
@@ -23,7 +25,7 @@ def _model():
 
 
 def _x(n=1):
-    return RNG.uniform(-1, 1, (n, 3, 8, 8)).astype(np.float32)
+    return helpers.RNG.uniform(-1, 1, (n, 3, 8, 8)).astype(np.float32)
 
 
 def test_output_checks_runs_and_stays_within_quantization_error():
@@ -57,7 +59,7 @@ def test_max_calibration_gives_amax_over_127_exactly():
     g = G(input_shape=(1, 2, 4, 4))
     y = g.conv("c0", "x", 2)
     m = g.model([y])
-    data = RNG.uniform(-3, 3, (10, 2, 4, 4)).astype(np.float32)
+    data = helpers.RNG.uniform(-3, 3, (10, 2, 4, 4)).astype(np.float32)
     data[7, 1, 2, 3] = -4.25  # the known max |x|
     q = quantize_model(m, calibration_data=data, calibration_batch_size=3,
                        calibration_method="max")
@@ -94,17 +96,17 @@ def test_qdq_weight_matches_reference_fake_quant():
     q = quantize_model(m, quantization_spec=None)
     w = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "c0_w"))
     scale = (np.abs(w).reshape(3, -1).max(axis=1) / 127).astype(np.float32)
-    wq = fake_quant(w, scale.reshape(3, 1, 1, 1))
+    wq = fake_quant(w, scale.reshape(3, 1, 1, 1), INT8)
     ref = onnx.ModelProto()
     ref.CopyFrom(m)
     for t in ref.graph.initializer:
         if t.name == "c0_w":
             t.CopyFrom(numpy_helper.from_array(wq, "c0_w"))
-    x = RNG.uniform(-1, 1, (1, 2, 4, 4)).astype(np.float32)
+    x = helpers.RNG.uniform(-1, 1, (1, 2, 4, 4)).astype(np.float32)
     # With the activation quantized too, compare against the reference on a Q/DQ'd input.
     act_scale = np.float32(6.0 / 127)
     out_q = run(q.onnx, x)[0]
-    out_ref = run(ref, fake_quant(x, act_scale))[0]
+    out_ref = run(ref, fake_quant(x, act_scale, INT8))[0]
     np.testing.assert_allclose(out_q, out_ref, rtol=1e-5, atol=1e-6)
 
 
@@ -124,7 +126,7 @@ def test_calibration_shared_concat_scale_is_max_of_inputs():
     rules = parse_rules({"schema": 1, "name": "t", "op_rules": [], "patterns": {
         "concat": {"id": "C", "name": "c", "reason": "r", "mode": "shared"}}})
     m = g.model([y])
-    data = RNG.uniform(-1, 1, (4, 2, 4, 4)).astype(np.float32)
+    data = helpers.RNG.uniform(-1, 1, (4, 2, 4, 4)).astype(np.float32)
     q = quantize_model(m, rules=rules, calibration_data=data, calibration_method="max")
     scales = {n.input[0]: numpy_helper.to_array(
         next(t for t in q.onnx.graph.initializer if t.name == n.input[1]))

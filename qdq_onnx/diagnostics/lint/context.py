@@ -51,7 +51,7 @@ class LintContext:
     @functools.cached_property
     def element_types(self) -> dict[str, int]:
         """Tensor name -> ONNX element type (shape inference on a weightless view)."""
-        from qdq_onnx.precision.graph_types import element_types
+        from qdq_onnx.graph.element_types import element_types
 
         return element_types(self.model)
 

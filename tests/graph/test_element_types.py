@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from qdq_onnx.graph.dtypes import non_float_tensors
+from qdq_onnx.graph.element_types import non_float_tensors
 from qdq_onnx.placement.rules import load_rules
 
 
@@ -46,3 +46,22 @@ def test_an_unknown_tensor_kind_in_a_never_rule_is_refused(tmp_path):
                     "    tensors: strings\n    reason: r\n")
     with pytest.raises(QdqError, match="'tensors' must be one of non-float"):
         load_rules(str(path))
+
+
+def test_one_inference_types_every_tensor_and_agrees_with_the_fast_pass():
+    """With shape inference (the typing's and the range guard's view) every tensor is
+    typed; the fast pass placement reads never disagrees with it where both know."""
+    from qdq_onnx.graph.element_types import FLOATS, element_types
+
+    graph = _graph()
+    s0 = numpy_helper.from_array(np.array([0], np.int64), "s0")
+    s1 = numpy_helper.from_array(np.array([1], np.int64), "s1")
+    graph.initializer.extend([s0, s1])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    full, fast = element_types(model), element_types(graph, infer=False)
+    produced = {o for n in graph.node for o in n.output}
+    assert produced <= set(full)
+    assert (full["mask"], full["ids_f"], full["shape"]) == (
+        TensorProto.BOOL, TensorProto.FLOAT, TensorProto.INT64)
+    assert all(full[t] == e for t, e in fast.items() if t in full)
+    assert {t for t, e in full.items() if e not in FLOATS} >= non_float_tensors(graph)
