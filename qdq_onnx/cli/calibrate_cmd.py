@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from qdq_onnx.cli import logs
 from qdq_onnx.cli.options import (
     add_calibration,
     add_output,
@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print_typing(typed)
     for line in result.notes:
-        print(f"note: {line}", file=sys.stderr)
+        logs.note(line)
     for line in result.warnings:
-        print(f"warning: {line}", file=sys.stderr)
+        logs.warn(line)
     print(f"wrote {args.output}: activation scales calibrated with method "
           f"{calibration.resolved}")
     return 0

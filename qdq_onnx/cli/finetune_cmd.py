@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from qdq_onnx import pipeline
+from qdq_onnx.cli import logs
 from qdq_onnx.cli.options import (
     add_image_options,
     add_output,
@@ -164,9 +165,9 @@ def _per_output(text: str | None, flag: str, kind: type = str):
     if "=" not in text:
         try:
             return [kind(v) for v in text.split(",")]
-        except ValueError:
+        except ValueError as err:
             raise QdqError(f"{flag}: expected numbers in output order or OUT=VALUE,... got "
-                           f"{text!r}") from None
+                           f"{text!r}") from err
     out = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")
@@ -174,8 +175,8 @@ def _per_output(text: str | None, flag: str, kind: type = str):
             raise QdqError(f"{flag}: expected OUT=VALUE,... got {text!r}")
         try:
             out[name.strip()] = kind(value.strip())
-        except ValueError:
-            raise QdqError(f"{flag}: {value!r} is not a number") from None
+        except ValueError as err:
+            raise QdqError(f"{flag}: {value!r} is not a number") from err
     return out
 
 
@@ -210,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
               f"weights{where}", file=sys.stderr)
         return ExitCode.INTERRUPTED
     if history.kept:
-        print(f"note: {history.kept} (validation data decides; without --val or "
-              "--validation-split the last weights are kept)", file=sys.stderr)
+        logs.note(f"{history.kept} (validation data decides; without --val or "
+                  "--validation-split the last weights are kept)")
     last = {k: v[-1] for k, v in history.history.items()} if history.history else {}
     text = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
     print(f"wrote {args.output}: {history.steps} steps ({history.stopped}); {text}; "

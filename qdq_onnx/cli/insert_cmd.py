@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from qdq_onnx.cli import logs
 from qdq_onnx.cli.options import (
     add_accuracy_guard,
     add_calibration,
@@ -64,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
     if args.plan:
         plan.save(args.plan)
     for line in q.notes + q.report.lines():
-        print(f"note: {line}", file=sys.stderr)
+        logs.note(line)
     for line in q.calibration.notes if q.calibration else []:
-        print(f"note: {line}", file=sys.stderr)
+        logs.note(line)
     for line in q.calibration.warnings if q.calibration else []:
-        print(f"warning: {line}", file=sys.stderr)
+        logs.warn(line)
     for line in q.guard.lines() if q.guard else []:
-        print(f"{'note' if q.guard.met else 'warning'}: {line}", file=sys.stderr)
+        (logs.note if q.guard.met else logs.warn)(line)
     print_typing(typed)
     if args.explain:
         print(render_explain(plan))

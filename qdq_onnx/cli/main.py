@@ -38,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                + ". Run 'qdq-onnx COMMAND -h' for each command's options.")
     parser.add_argument("--version", action="version", version=f"qdq-onnx {__version__}")
     parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback for input errors too")
+                        help="show the full traceback for input errors too, with the "
+                             "error that caused each")
+    parser.add_argument("-v", "--verbose", dest="log_verbose", action="count", default=0,
+                        help="show the library's steps and timings (-vv: its debug lines)")
+    parser.add_argument("-q", "--quiet", dest="log_quiet", action="count", default=0,
+                        help="warnings only, no notes (-qq: errors only); before the "
+                             "command: qdq-onnx -q insert ...")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)
@@ -82,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     import warnings
 
+    from qdq_onnx.cli.logs import configure
+
+    configure(args.log_verbose, args.log_quiet)
     # Commands print the library's warnings (the clipping guard) as their own lines.
     warnings.filterwarnings("ignore", message="calibration .* clips")
     launched = _launched(args, sys.argv[1:] if argv is None else list(argv))

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from qdq_onnx import pipeline
+from qdq_onnx.cli import logs
 from qdq_onnx.data.images import PREPROCESS, ImageFolder, is_image_folder
 from qdq_onnx.pipeline import plumbing
 
@@ -79,9 +80,9 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
-    except ValueError:
+    except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
-            from None
+            from err
 
 
 def open_image_folders(args: argparse.Namespace) -> None:
@@ -194,10 +195,9 @@ def precision_config(args: argparse.Namespace):
 
 def print_typing(typed, explain: bool = False) -> None:
     """The typing's notes on stderr; with `explain`, each FP32 island and its rule."""
-    import sys
 
     for line in typed.lines():
-        print(f"note: {line}", file=sys.stderr)
+        logs.note(line)
     if explain:
         for k in typed.kept_fp32:
             print(f"fp32   {k.node} ({k.op})  {k.rule}: {k.reason}")

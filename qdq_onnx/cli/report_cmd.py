@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             sens = json.loads(Path(args.sensitivity).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise QdqError(f"{args.sensitivity}: not a sensitivity JSON ({exc})") from None
+            raise QdqError(f"{args.sensitivity}: not a sensitivity JSON ({exc})") from exc
     html_text = pipeline.report(model, Path(args.model).name, args.rules, args.data,
                                 args.max_samples, sens, args.bench_dir)
     plumbing.write_text_atomic(args.output, html_text)

@@ -74,7 +74,7 @@ def load_keras_model(path: str | os.PathLike) -> Any:
     try:
         return keras.models.load_model(str(p), compile=False)
     except Exception as exc:  # Keras raises many unrelated types for unreadable files
-        raise QdqError(f"{p}: cannot load the Keras model: {exc}") from None
+        raise QdqError(f"{p}: cannot load the Keras model: {exc}") from exc
 
 
 def _flat_layers(model: Any) -> list[Any]:

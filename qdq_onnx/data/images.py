@@ -120,9 +120,9 @@ class ImageArray:
     def _decode(self, path: Path) -> np.ndarray:
         try:
             from PIL import Image, UnidentifiedImageError
-        except ImportError:
+        except ImportError as err:
             raise QdqError("reading an image folder needs Pillow: pip install "
-                           "'qdq-onnx[images]'") from None
+                           "'qdq-onnx[images]'") from err
 
         if self.channels_first:
             channels, height, width = self.shape[1:]
@@ -135,7 +135,7 @@ class ImageArray:
                     img = img.resize((width, height), Image.BILINEAR)
                 x = np.asarray(img, np.float32).reshape(height, width, channels)
         except (OSError, UnidentifiedImageError) as exc:
-            raise QdqError(f"{path}: not a readable image ({exc})") from None
+            raise QdqError(f"{path}: not a readable image ({exc})") from exc
         x = normalise(x, self.folder)
         return np.ascontiguousarray(x.transpose(2, 0, 1)) if self.channels_first else x
 

@@ -16,8 +16,8 @@ def pyplot() -> Any:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
-        raise QdqError("charts need matplotlib: pip install 'qdq-onnx[report]'") from None
+    except ImportError as err:
+        raise QdqError("charts need matplotlib: pip install 'qdq-onnx[report]'") from err
     return plt
 
 

@@ -22,14 +22,14 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:
-        raise write_failed(out, exc) from None
+        raise write_failed(out, exc) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise write_failed(out, exc) from None
+        raise write_failed(out, exc) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

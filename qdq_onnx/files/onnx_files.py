@@ -47,7 +47,7 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise QdqError(f"{p}: not an ONNX model (protobuf parse failed: {exc})") from None
+        raise QdqError(f"{p}: not an ONNX model (protobuf parse failed: {exc})") from exc
     if not model.HasField("graph") or not model.graph.node:
         raise QdqError(f"{p}: not an ONNX model (no graph or an empty graph)")
     external = _load_external_data(model, p.parent)
@@ -119,7 +119,7 @@ def ensure_supported_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str
     except Exception as exc:  # the converter raises bare RuntimeErrors from C++
         raise UnsupportedModelError(
             f"the model uses opset {opset} and upgrading it to {MIN_OPSET} failed: {exc}"
-        ) from None
+        ) from exc
     return converted, f"upgraded opset {opset} -> {MIN_OPSET} (per-channel Q/DQ needs >= 13)"
 
 
@@ -145,7 +145,7 @@ def check_model(model: onnx.ModelProto | str | os.PathLike, what: str = "the mod
                                  else model, full_check=True)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise QdqError(f"{what} fails the ONNX checker: {first}") from None
+        raise QdqError(f"{what} fails the ONNX checker: {first}") from exc
 
 
 def check_output(out: str | os.PathLike, inp: str | os.PathLike | None = None) -> Path:
@@ -196,7 +196,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     except OSError as exc:
-        raise write_failed(out, exc) from None
+        raise write_failed(out, exc) from exc
     data_name = out.name + ".data"
     try:
         tmp = work / out.name
@@ -214,7 +214,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike,
             os.replace(work / data_name, parent / data_name)
         os.replace(tmp, out)
     except OSError as exc:
-        raise write_failed(out, exc) from None
+        raise write_failed(out, exc) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

@@ -21,9 +21,9 @@ def import_onnxruntime() -> Any:
     """The `onnxruntime` module; RuntimeMissing (one line naming the extras) without it."""
     try:
         import onnxruntime
-    except ImportError:
+    except ImportError as err:
         raise RuntimeMissing(f"this needs onnxruntime, which is not installed: "
-                             f"{RUNTIME_EXTRAS}") from None
+                             f"{RUNTIME_EXTRAS}") from err
     return onnxruntime
 
 

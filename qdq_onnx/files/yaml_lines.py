@@ -57,7 +57,7 @@ def load_yaml(path: str | Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise QdqError(f"{where}: YAML syntax error: {problem}") from None
+        raise QdqError(f"{where}: YAML syntax error: {problem}") from exc
     finally:
         loader.dispose()
 

@@ -114,7 +114,7 @@ class CheckpointStore:
         try:
             info = json.loads(latest.read_text())
         except json.JSONDecodeError as exc:
-            raise QdqError(f"{latest}: unreadable ({exc})") from None
+            raise QdqError(f"{latest}: unreadable ({exc})") from exc
         if info.get("fingerprint") != self.fingerprint:
             raise QdqError(f"{self.folder}: the checkpoint belongs to another model or "
                            "training configuration (fingerprint mismatch); use a new "

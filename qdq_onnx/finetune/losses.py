@@ -29,9 +29,9 @@ class LossSpec:
     def kind(self) -> str:
         try:
             return LOSSES[self.name]
-        except KeyError:
+        except KeyError as err:
             raise QdqError(f"unknown loss {self.name!r}; use one of "
-                           f"{', '.join(sorted(set(LOSSES)))}") from None
+                           f"{', '.join(sorted(set(LOSSES)))}") from err
 
     def block(self, onnxblock):
         kind = self.kind

@@ -17,7 +17,7 @@ def upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         converted = version_converter.convert_version(skeleton(model), opset)
     except Exception as exc:  # the converter raises bare RuntimeErrors from C++
         raise QdqError(f"upgrading the model from opset {was} to {opset} failed: {exc}") \
-            from None
+            from exc
     weights = {t.name: t for t in model.graph.initializer}
     for t in converted.graph.initializer:
         original = weights.get(t.name)

@@ -117,8 +117,8 @@ def world() -> World:
         if launched_by_mpi():
             try:
                 from qdq_onnx.parallel.mpi import MpiWorld
-            except ImportError:
-                raise missing_mpi() from None
+            except ImportError as err:
+                raise missing_mpi() from err
             mpi = MpiWorld(_timeout())
             if mpi.size > 1:
                 _WORLD = mpi

@@ -6,7 +6,9 @@ its stage."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,15 @@ from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_plan
 from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.insert import InsertReport, insert_qdq
 from qdq_onnx.quantize.recalibrate import recalibrate as _recalibrate
+
+log = logging.getLogger("qdq_onnx.pipeline")
+
+
+def _step(what: str, started: float) -> float:
+    """Log one stage step and its time (shown by `qdq-onnx -v`); the time now."""
+    now = time.perf_counter()
+    log.info("%s (%.2f s)", what, now - started)
+    return now
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -112,21 +123,25 @@ def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
         raise TypeError("pipeline.insert(model, plan, amax) was the old form of "
                         "pipeline.apply_plan(model, plan, amax); insert takes a "
                         "PlacementConfig")
-    resolved = _resolved(placement)
+    resolved, t = _resolved(placement), time.perf_counter()
     prepared, made, notes = _prepare_and_plan(model, resolved, copy, use_plan)
+    t = _step(f"prepared and planned: {len(made.placements)} placements", t)
     result, source, guarded = None, "", None
     if data is not None:
         c = calibration or CalibrationConfig()
         result = calibrate_plan(prepared, made, data, c, RunContext.of_process())
         source = f"calibrated:{result.method}"
+        t = _step(f"calibrated {len(result.amax)} scale keys ({result.method})", t)
         if use_plan is None:
             guarded, note = guard_plan(prepared, made, result.amax, data, c, resolved.rules,
                                        guard or AccuracyGuardConfig())
             made = guarded.plan if guarded else made
             notes += [note] if note else []
+            t = _step("accuracy guard", t)
     # Insertion copies the prepared model only when the caller still needs it unchanged.
     qdq, report = insert_qdq(prepared, made, result.amax if result else None, source,
                              in_place=not copy)
+    _step(f"inserted {report.activation_pairs} activation pairs", t)
     return Inserted(prepared, made, qdq, report, notes + made.notes, result, guarded)
 
 
@@ -183,7 +198,10 @@ def write(model: onnx.ModelProto, path: str | os.PathLike,
     (`type_remainder`; `like`, the file it was made from, decides the recorded type and
     external data) and save it atomically (`save`, rank 0 only). Returns the typing, whose
     `.lines()` are the notes to show."""
+    t = time.perf_counter()
     typed = type_remainder(model, precision, data, calibration,
                            like=like.model if like is not None else None)
+    t = _step("typed the float remainder", t)
     save(typed.model, path, check=check, like=like)
+    _step(f"saved {path}", t)
     return typed

@@ -169,7 +169,7 @@ class PlacementPlan:
             left = [FloatDecision(**f) for f in data.get("left_float", [])]
             kept = [KeptFP32(**k) for k in data.get("kept_fp32", [])]
         except TypeError as exc:
-            raise QdqError(f"{source}: malformed plan entry: {exc}") from None
+            raise QdqError(f"{source}: malformed plan entry: {exc}") from exc
         for p in placements:
             if p.kind not in ("activation", "weight"):
                 raise QdqError(f"{source}: placement on {p.consumer}[{p.input}] has kind "
@@ -178,7 +178,7 @@ class PlacementPlan:
                 scheme_named(p.scheme)
             except QdqError as exc:
                 raise QdqError(f"{source}: placement on {p.consumer}[{p.input}]: "
-                               f"{exc}") from None
+                               f"{exc}") from exc
         return cls(placements=placements, left_float=left, mode=data.get("mode", "full"),
                    rules=data.get("rules", {}), spec=data.get("spec", []),
                    cases=data.get("cases", []), notes=data.get("notes", []),
@@ -203,8 +203,8 @@ class PlacementPlan:
         p = Path(path)
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise QdqError(f"{p}: no such plan file") from None
+        except FileNotFoundError as err:
+            raise QdqError(f"{p}: no such plan file") from err
         except json.JSONDecodeError as exc:
-            raise QdqError(f"{p}: not valid JSON ({exc})") from None
+            raise QdqError(f"{p}: not valid JSON ({exc})") from exc
         return cls.from_dict(data, source=str(p))

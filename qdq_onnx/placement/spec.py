@@ -198,7 +198,7 @@ def _file_entry(item: Any, loc: str) -> LayerConfig:
             re.compile(value)
         except re.error as exc:
             raise SpecError(f"{loc}: node_regex {value!r} is not a valid regex: {exc}"
-                            ) from None
+                            ) from exc
     flags = {}
     for key in ("quantize_input", "quantize_weight"):
         v = item.get(key, True)
@@ -208,7 +208,7 @@ def _file_entry(item: Any, loc: str) -> LayerConfig:
     try:
         index = _index_tuple(item.get("quantization_index"), value)
     except SpecError as exc:
-        raise SpecError(f"{loc}: {exc}") from None
+        raise SpecError(f"{loc}: {exc}") from exc
     return LayerConfig(name=value, selector=selector, quantization_index=index,
                        source=loc, **flags)
 

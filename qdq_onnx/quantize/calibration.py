@@ -106,7 +106,7 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
                     if "NaN/Inf" not in str(exc):
                         raise
                     raise QdqError(f"calibration: tensor {t!r} produced NaN/Inf on the data "
-                                   f"(batch starting at sample {seen})") from None
+                                   f"(batch starting at sample {seen})") from exc
             n = next(iter(feed.values())).shape[0]
             seen += n
             bar.update(n)

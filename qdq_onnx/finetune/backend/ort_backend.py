@@ -142,7 +142,7 @@ class OrtTrainingBackend:
                 raise engine_failure(exc, "load the training graph") from exc
             raise QdqError(f"cannot train on device {self.device!r}: {exc} (the GPU needs the "
                            "CUDA build: pip install onnxruntime-training==1.19.2 in place of "
-                           "onnxruntime-training-cpu)") from None
+                           "onnxruntime-training-cpu)") from exc
         self.optimizer = api.Optimizer(str(self._artifacts / "optimizer_model.onnx"),
                                        self.module)
         self.input_names = list(self.module.input_names())

@@ -54,8 +54,8 @@ def _bare_package() -> None:
         return
     try:
         import onnxruntime
-    except ImportError:
-        raise missing_training() from None
+    except ImportError as err:
+        raise missing_training() from err
     path = os.path.join(os.path.dirname(onnxruntime.__file__), "training")
     if not os.path.isdir(path) or not os.path.isdir(os.path.join(path, "api")):
         raise missing_training()

@@ -33,8 +33,8 @@ def torch_device(name: str):
     torch = torch_module()
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise QdqError(f"unknown device {name!r}: use cpu or cuda[:N]") from None
+    except RuntimeError as err:
+        raise QdqError(f"unknown device {name!r}: use cpu or cuda[:N]") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise QdqError(f"cannot train on device {name!r}: this torch ({torch.__version__}) "
                        "sees no CUDA device (a CPU build, or no GPU)")
@@ -137,8 +137,8 @@ class TorchBackend:
             return self.params[name]
         try:
             return self.runner.constants[name]
-        except KeyError:
-            raise QdqError(f"the training graph has no parameter {name!r}") from None
+        except KeyError as err:
+            raise QdqError(f"the training graph has no parameter {name!r}") from err
 
     def get_parameter(self, name: str) -> np.ndarray:
         return self._tensor(name).detach().cpu().numpy().copy()

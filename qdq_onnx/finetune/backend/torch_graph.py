@@ -117,9 +117,9 @@ class _Context:
             return torch.bfloat16
         try:
             return self.numpy_dtype(helper.tensor_dtype_to_np_dtype(onnx_type))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError) as err:
             raise QdqError(f"{self.node.name}: the torch backend has no type for ONNX type "
-                           f"{onnx.TensorProto.DataType.Name(onnx_type)}") from None
+                           f"{onnx.TensorProto.DataType.Name(onnx_type)}") from err
 
     def numpy_dtype(self, dtype: np.dtype) -> torch.dtype:
         return torch.from_numpy(np.zeros(1, dtype)).dtype

@@ -25,8 +25,8 @@ def torch_module():
     """The `torch` module, or RuntimeMissing naming the extra."""
     try:
         import torch
-    except ImportError:
-        raise missing_torch() from None
+    except ImportError as err:
+        raise missing_torch() from err
     return torch
 
 

@@ -18,7 +18,7 @@ def _activations(attrs, defaults: list[str], directions: int) -> list:
         return [_ACT[n] for n in names]
     except KeyError as exc:
         raise QdqError(f"recurrent activation {exc.args[0]!r} is not supported by the torch "
-                       "backend (sigmoid, tanh, relu)") from None
+                       "backend (sigmoid, tanh, relu)") from exc
 
 
 def _sequence(attrs, x):

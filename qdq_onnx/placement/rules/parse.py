@@ -79,7 +79,7 @@ class _Ctx:
         try:
             return scheme_named(value).name
         except QdqError as exc:
-            raise self.fail(obj, f"{what}: {exc}") from None
+            raise self.fail(obj, f"{what}: {exc}") from exc
 
     def str_list(self, obj: dict, key: str, what: str, required: bool = True) -> tuple:
         value = obj.get(key)
