@@ -4,8 +4,7 @@ below load on first use, so reading a setting's default does not import the trai
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from qdq_onnx.lazy import lazy_names
 
 _WHERE = {
     "TrainingStopped": "qdq_onnx.errors",
@@ -18,13 +17,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'qdq_onnx.finetune' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

@@ -7,8 +7,7 @@ it too."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from qdq_onnx.lazy import lazy_names
 
 _WHERE = {
     "write_text_atomic": "qdq_onnx.files.atomic",
@@ -39,13 +38,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'qdq_onnx.pipeline.plumbing' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "qdq_onnx"
 
 # Lowest first. A module may import its own layer and the layers before it, never later
 # ones: e.g. placement never imports finetune or diagnostics.
-LAYERS = ["version", "errors", "scheme", "progress", "files", "parallel", "data", "graph",
+LAYERS = ["version", "lazy", "errors", "scheme", "progress", "files", "parallel", "data", "graph",
           "convert", "placement", "quantize", "precision", "finetune", "diagnostics", "pipeline",
           "compat", "cli", "__init__", "__main__"]
 # The front ends (the CLI, the original toolkit's API) go through the pipeline façade: they
