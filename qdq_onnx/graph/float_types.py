@@ -96,4 +96,5 @@ def as_fp32(tensor: onnx.TensorProto) -> np.ndarray:
                 tuple(tensor.dims))
         return from_bf16_bits(np.asarray(tensor.int32_data, np.uint16)).reshape(
             tuple(tensor.dims))
-    return onnx.numpy_helper.to_array(tensor).astype(np.float32)
+    # to_array already made a fresh array: no second copy when it is FP32
+    return onnx.numpy_helper.to_array(tensor).astype(np.float32, copy=False)

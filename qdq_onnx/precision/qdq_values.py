@@ -182,33 +182,57 @@ def matched_weight(index: GraphIndex, name: str, quantizer: WeightQuantizer,
 
 def _hits(v, scale, zp, want, span) -> np.ndarray:
     """Where QuantizeLinear(v, scale, zp) gives `want`, clear of a rounding boundary."""
-    q = v / scale + zp
+    q = v / scale
+    if zp.any():
+        q += zp
     r = np.rint(q)
-    saturated = (r < span[0]) | (r > span[1])
-    return (np.clip(r, *span) == want) & (saturated | (np.abs(q - r) < 0.5 - _MARGIN))
+    q -= r
+    np.abs(q, out=q)
+    clear = q < 0.5 - _MARGIN
+    saturated = r < span[0]
+    saturated |= r > span[1]
+    clear |= saturated
+    np.clip(r, *span, out=r)
+    clear &= r == want
+    return clear
 
 
 def _match(w, s32, s, zp, span, kind) -> np.ndarray:
-    want = np.clip(np.rint(w / s32) + zp, *span)
+    want = np.rint(w / s32)
+    if zp.any():
+        want += zp
+    np.clip(want, *span, out=want)
     out = rounded(w, kind)
-    miss = np.nonzero(~_hits(out, s, zp, want, span))
-    if not miss[0].size:
+    # flat indices of the misses (about 1% of a layer): one index array, not one per axis
+    miss = np.flatnonzero(~_hits(out, s, zp, want, span))
+    if not miss.size:
         return out
-
-    def at(a):
-        return np.broadcast_to(a, w.shape)[miss]
-
-    scale, point, goal = at(s), at(zp), want[miss]
+    scale, point, goal = _at(s, w.shape, miss), _at(zp, w.shape, miss), want.reshape(-1)[miss]
     target = ((goal - point) * scale).astype(np.float32)
-    best = trial = out[miss]
+    best = trial = out.reshape(-1)[miss]
     left = np.ones(best.shape, bool)
     for _ in range(_NUDGES):
         trial = np.where(left, _neighbour(trial, target, kind), trial)
         good = left & _hits(trial, scale, point, goal, span)
         best, left = np.where(good, trial, best), left & ~good
     exact = rounded(target, kind)
-    out[miss] = np.where(left & _hits(exact, scale, point, goal, span), exact, best)
+    out.reshape(-1)[miss] = np.where(left & _hits(exact, scale, point, goal, span), exact,
+                                     best)
     return out
+
+
+def _at(a: np.ndarray, shape: tuple[int, ...], flat: np.ndarray) -> np.ndarray:
+    """`a` (a scalar, or per channel along one axis of `shape`) at the flat indices `flat`
+    of an array of `shape`, without broadcasting it to the whole shape."""
+    a = a.reshape((1,) * (len(shape) - a.ndim) + a.shape)  # numpy aligns on the right
+    wide = [i for i, d in enumerate(a.shape) if d > 1]
+    if not wide:
+        return np.full(flat.shape, a.reshape(-1)[0] if a.size else 0, np.float32)
+    if len(wide) > 1:
+        return np.broadcast_to(a, shape).reshape(-1)[flat]
+    axis = wide[0]
+    stride = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return a.reshape(-1)[(flat // stride) % shape[axis]]
 
 
 __all__ = ["WeightQuantizer", "integer_range", "matched_weight", "reduced_scale",

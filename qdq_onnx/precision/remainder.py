@@ -56,11 +56,14 @@ def type_remainder(model: onnx.ModelProto, kind: FloatType, kept: set[str] | fro
     """A copy of the Q/DQ `model` with its float remainder in `kind`, the nodes named in
     `kept` FP32, graph I/O FP32 when `keep_io_types`."""
     report = TypingReport(kind.name)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    # An opset upgrade builds a new model (the weights copied once, `model` untouched);
+    # only without one is the copy made here.
+    out, note = (model, None) if kind.is_fp32 else opset_for(model, kind)
+    if out is model:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     if kind.is_fp32:
         return out, report
-    out, note = opset_for(out, kind)
     report.notes += [note] if note else []
     _Typer(out, kind, set(kept), keep_io_types, report).run()
     return out, report
