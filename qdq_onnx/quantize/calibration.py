@@ -35,6 +35,7 @@ from qdq_onnx.quantize.methods import (
     ENTROPY_MAX_CLIP,
     FLOAT_METHODS,
     amax_from_stats,
+    check_method_for,
     entropy_threshold,
 )
 from qdq_onnx.scheme import Scheme, scheme_named
@@ -285,10 +286,13 @@ def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data:
     missing = set(groups) - set(schemes)
     if missing:
         raise KeyError(f"no scheme for scale keys {sorted(missing)[:5]}")
+    # Each scheme's method is checked before any data is read (FP8 with entropy: one line).
+    used = {check_method_for(config.method_for(s.is_float), s) for s in schemes.values()}
     # an all-FP8 plan takes max by default: name what was done
     method = config.method_for(bool(schemes) and all(s.is_float for s in schemes.values()))
     tensors = {t for members in groups.values() for t in members}
-    stats = collect_stats(model, tensors, data, config, with_hist=method != "max", run=run)
+    stats = collect_stats(model, tensors, data, config, run=run,
+                          with_hist=any(m.needs_histogram for m in used))
     if method == "auto":
         from collections import Counter
 

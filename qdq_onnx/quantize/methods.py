@@ -19,6 +19,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from qdq_onnx.errors import QdqError
@@ -26,7 +29,8 @@ from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS
 from qdq_onnx.quantize.histogram import TensorStats
 from qdq_onnx.scheme import Scheme
 
-__all__ = ["METHODS", "SINGLE_METHODS", "amax_entropy", "amax_from_stats", "amax_mse",
+__all__ = ["CALIBRATION_METHODS", "METHODS", "SINGLE_METHODS", "CalibrationMethod",
+           "amax_entropy", "check_method_for", "method_named", "amax_from_stats", "amax_mse",
            "amax_percentile", "entropy_divergences", "entropy_threshold"]
 
 
@@ -150,27 +154,58 @@ def amax_entropy(s: TensorStats, scheme: Scheme,
 # FP8's grid is logarithmic: its relative error is the same at every magnitude, so the
 # clipping/rounding trade-off entropy and mse search on INT8's uniform grid does not apply;
 # NVIDIA's FP8 PTQ recipes (Model Optimizer, TensorRT-LLM) calibrate with max.
-FLOAT_METHODS = ("max", "percentile")
+FLOAT_METHODS = ("max", "percentile")  # == the registered methods with float_grid
+
+
+@dataclass(frozen=True)
+class CalibrationMethod:
+    """One calibration method: `threshold(stats, scheme, percentile)` gives one tensor's
+    amax (None: the method measures at the reading layer instead, as `auto` does);
+    `needs_histogram`: whether statistics must keep a histogram; `float_grid`: whether it
+    suits a float scheme's (FP8's) logarithmic grid."""
+
+    name: str
+    threshold: Callable[[TensorStats, Scheme, float], float] | None
+    needs_histogram: bool
+    float_grid: bool
+
+
+# The registered methods (their names are `quantize.config.METHODS`, tested).
+CALIBRATION_METHODS: dict[str, CalibrationMethod] = {m.name: m for m in (
+    CalibrationMethod("max", lambda s, scheme, p: s.amax, False, True),
+    CalibrationMethod("percentile", lambda s, scheme, p: amax_percentile(s, p), True, True),
+    CalibrationMethod("entropy", lambda s, scheme, p: amax_entropy(s, scheme), True, False),
+    CalibrationMethod("mse", lambda s, scheme, p: amax_mse(s, scheme), True, False),
+    CalibrationMethod("auto", None, True, True),
+)}
+
+
+def method_named(method: str) -> CalibrationMethod:
+    """The registered method `method` (QdqError naming the known ones)."""
+    found = CALIBRATION_METHODS.get(method)
+    if found is None:
+        raise QdqError(f"unknown calibration method {method!r}; use one of "
+                       f"{', '.join(CALIBRATION_METHODS)}")
+    return found
+
+
+def check_method_for(method: str, scheme: Scheme) -> CalibrationMethod:
+    """`method` if it can calibrate pairs of `scheme`, else a one-line QdqError: checked
+    for every scheme of a plan before any data is read."""
+    found = method_named(method)
+    if scheme.is_float and not found.float_grid:
+        raise QdqError(f"calibration method {method!r} searches a clipping range on an "
+                       f"integer grid; {scheme.name} takes {' or '.join(FLOAT_METHODS)} "
+                       f"(amax / {scheme.qmax:g}, as NVIDIA's FP8 recipes calibrate)")
+    return found
 
 
 def amax_from_stats(s: TensorStats, method: str, scheme: Scheme,
                     percentile: float = 99.99) -> float:
     """The threshold of `method` for one tensor's statistics, in `scheme`'s levels. A float
     scheme (FP8) takes max and percentile only (FLOAT_METHODS)."""
-    if scheme.is_float and method not in FLOAT_METHODS:
-        raise QdqError(f"calibration method {method!r} searches a clipping range on an "
-                       f"integer grid; {scheme.name} takes {' or '.join(FLOAT_METHODS)} "
-                       f"(amax / {scheme.qmax:g}, as NVIDIA's FP8 recipes calibrate)")
-    if method == "max":
-        return s.amax
-    if method == "percentile":
-        return amax_percentile(s, percentile)
-    if method == "entropy":
-        return amax_entropy(s, scheme)
-    if method == "mse":
-        return amax_mse(s, scheme)
-    if method == "auto":
-        raise QdqError("calibration method 'auto' measures each tensor at the layer that "
+    found = check_method_for(method, scheme)
+    if found.threshold is None:
+        raise QdqError(f"calibration method {method!r} measures each tensor at the layer that "
                        "reads it: use calibrate_plan/collect_amax, not one tensor's statistics")
-    raise QdqError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
-
+    return found.threshold(s, scheme, percentile)

@@ -56,6 +56,28 @@ def test_integer_grid_methods_are_refused_for_fp8_in_one_line(method):
                         pipeline.CalibrationConfig(method=method), data=X)
 
 
+@pytest.mark.parametrize("method", ["entropy", "mse"])
+def test_the_combination_is_refused_before_any_data_is_read(method):
+    """Calibration methods are registered objects; each scheme's method is checked before
+    the statistics pass reads a batch."""
+    def batches():
+        raise AssertionError("data was read")
+        yield  # pragma: no cover
+
+    with pytest.raises(QdqError, match=f"method '{method}' searches a clipping range"):
+        pipeline.insert(small_classifier(), pipeline.PlacementConfig(scheme="fp8"),
+                        pipeline.CalibrationConfig(method=method), data=batches())
+
+
+def test_the_registered_methods_are_the_settings_methods():
+    from qdq_onnx.quantize.config import METHODS
+    from qdq_onnx.quantize.methods import CALIBRATION_METHODS, FLOAT_METHODS
+
+    assert tuple(CALIBRATION_METHODS) == METHODS
+    assert {m.name for m in CALIBRATION_METHODS.values()
+            if m.float_grid and m.threshold is not None} == set(FLOAT_METHODS)
+
+
 def test_numpy_fp8_rounding_is_the_onnx_definition():
     values = np.concatenate([np.random.default_rng(1).normal(0, 60, 20000),
                              np.random.default_rng(2).normal(0, 0.01, 20000),
