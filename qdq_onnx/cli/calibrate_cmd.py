@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     out, result = pipeline.calibrate(source.model, args.data, calibration)
     # Every rank runs each step (the range guard's pass is a collective too); rank 0 writes.
     typed = pipeline.write(out, args.output, precision, data=args.data,
-                           calibration=calibration, like=source, check="the calibrated model")
+                           calibration=calibration, like=source, check="the calibrated model",
+                           copy=False)
     if not plumbing.world().is_root:
         return 0
     print_typing(typed)

@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                               callbacks=callbacks, provenance={"source": str(args.model)})
     # the remainder keeps the type the input's plan records unless --high-precision says
     typed = pipeline.write(tuned.model, args.output, precision, data=x, like=source,
-                           check="the fine-tuned model")
+                           check="the fine-tuned model", copy=False)
     history = tuned.history
     if not root:
         return ExitCode.INTERRUPTED if history.stopped == "interrupted" else 0

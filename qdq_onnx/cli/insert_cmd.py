@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     q = pipeline.insert(source.model, placement, calibration, data=args.data,
                         use_plan=args.use_plan, copy=False, guard=guard_config(args))
     typed = pipeline.write(q.qdq, args.output, precision, data=args.data,
-                           calibration=calibration, like=source, check="the quantized model")
+                           calibration=calibration, like=source, check="the quantized model",
+                           copy=False)
     plan = typed.plan or q.plan
     if args.plan:
         plan.save(args.plan)

@@ -66,6 +66,39 @@ def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
+# FP32 bit patterns: FP16's smallest normal (2^-14), and the least magnitude that rounds
+# to infinity in FP16 (65520, the tie above 65504, goes to the even: infinity).
+_FP16_NORMAL_BITS, _FP16_INF_BITS = np.uint32(0x38800000), np.uint32(0x477FF000)
+
+
+def fp16_pair(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FP32 `values` rounded to FP16 (nearest, ties to even), as a float16 array and as
+    the same values in float32, bit for bit what numpy's casts give. Done with integer
+    operations: numpy casts to and from float16 one element at a time (about 2.5 ns each,
+    measured with numpy 2.4 on an AVX-512 CPU), these run vectorised; the few values
+    outside FP16's normal range (subnormals, zeros, overflow, NaN) are cast by numpy."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    bits = v.view(np.uint32)
+    mag = bits & np.uint32(0x7FFFFFFF)
+    near = (mag >> 13) & np.uint32(1)
+    near += np.uint32(0xFFF)
+    near += mag  # round half to even at FP16's 10 mantissa bits
+    near &= np.uint32(0xFFFFE000)
+    sign = bits & np.uint32(0x80000000)
+    wide = near | sign
+    near -= np.uint32(0x38000000)  # rebias the exponent: FP32's 127 to FP16's 15
+    near >>= 13
+    near |= sign >> 16
+    half = near.astype(np.uint16).view(np.float16)
+    odd = np.flatnonzero((mag < _FP16_NORMAL_BITS) | (mag >= _FP16_INF_BITS))
+    if odd.size:
+        with np.errstate(over="ignore"):  # infinity where the value overflows, as cast
+            flat = v.reshape(-1)[odd].astype(np.float16)
+        half.reshape(-1)[odd] = flat
+        wide.reshape(-1)[odd] = flat.astype(np.float32).view(np.uint32)
+    return half, wide.view(np.float32)
+
+
 def rounded(values: np.ndarray, kind: FloatType) -> np.ndarray:
     """`values` rounded to `kind`, returned as FP32 (what the file will hold)."""
     v = np.asarray(values, dtype=np.float32)
@@ -77,15 +110,33 @@ def rounded(values: np.ndarray, kind: FloatType) -> np.ndarray:
 
 
 def stored(values: np.ndarray, name: str, kind: FloatType) -> onnx.TensorProto:
-    """An initializer of `values` (float) stored in `kind`."""
-    v = np.asarray(values, dtype=np.float32)
+    """An initializer of `values` (float; float16 ones are taken as they are for FP16)
+    stored in `kind`."""
     if kind.elem_type == FP16.elem_type:
-        return onnx.numpy_helper.from_array(v.astype(np.float16), name)
+        return onnx.numpy_helper.from_array(np.asarray(values).astype(np.float16, copy=False),
+                                            name)
+    v = np.asarray(values, dtype=np.float32)
     if kind.elem_type == BF16.elem_type:
         t = onnx.TensorProto(name=name, data_type=kind.elem_type, dims=list(v.shape))
         t.raw_data = _bf16_bits(v).tobytes()
         return t
     return onnx.numpy_helper.from_array(v, name)
+
+
+def store_into(tensor: onnx.TensorProto, values: np.ndarray, kind: FloatType) -> None:
+    """`tensor` made the initializer `stored` makes of `values` (its name kept), written in
+    place: a large weight's bytes are not copied a second time."""
+    name = tensor.name
+    tensor.Clear()  # no payload, external-data entry or doc string of the FP32 one stays
+    tensor.name = name
+    tensor.dims.extend(np.shape(values))
+    tensor.data_type = kind.elem_type
+    if kind.elem_type == FP16.elem_type:
+        tensor.raw_data = np.asarray(values).astype("<f2", copy=False).tobytes()
+    elif kind.elem_type == BF16.elem_type:
+        tensor.raw_data = _bf16_bits(np.asarray(values, np.float32)).astype("<u2").tobytes()
+    else:
+        tensor.raw_data = np.asarray(values).astype("<f4", copy=False).tobytes()
 
 
 def as_fp32(tensor: onnx.TensorProto) -> np.ndarray:

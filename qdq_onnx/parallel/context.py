@@ -18,9 +18,11 @@ def _single() -> World:
 
 @dataclass(frozen=True)
 class RunContext:
-    """The ranks a stage runs on (`world`; rank 0 writes and prints)."""
+    """The ranks a stage runs on (`world`; rank 0 writes and prints) and the CPU threads
+    each may use (`threads`, shared by the ranks on one machine)."""
 
     world: World = field(default_factory=_single)
+    threads: int = 0  # CPU threads for this rank (0: the runtime's default, all cores)
 
     @property
     def is_root(self) -> bool:
@@ -29,6 +31,6 @@ class RunContext:
     @classmethod
     def of_process(cls) -> RunContext:
         """This process's context: every rank an MPI launcher started, else one process."""
-        from qdq_onnx.parallel.world import world
+        from qdq_onnx.parallel.world import threads_per_rank, world
 
-        return cls(world())
+        return cls(world(), threads_per_rank())

@@ -175,32 +175,34 @@ def calibrate(qdq_model: onnx.ModelProto, data: Any,
 
 def type_remainder(qdq_model: onnx.ModelProto, precision: PrecisionConfig | None = None,
                    data: Any = None, calibration: CalibrationConfig | None = None,
-                   like: onnx.ModelProto | None = None) -> Typed:
+                   like: onnx.ModelProto | None = None, copy: bool = True) -> Typed:
     """The last step before a file is written for TensorRT: the float remainder typed
     FP16 (default), BF16 or FP32, with the range guard's FP32 islands (from `data`, read in
     `calibration`'s batches, and from the weights) recorded in the embedded plan.
     `like`: the typed file `qdq_model` was made from (fine-tuned, recalibrated); unless
     `precision` names a type, the remainder keeps the type its plan records (the rule
     file's default where it records none). `.model` is the typed model, `.lines()` what
-    was done."""
+    was done. `qdq_model` is not modified unless `copy=False` (callers that do not need it
+    after: no weight is copied)."""
     precision = precision or PrecisionConfig()
     recorded = recorded_remainder(like) if like is not None else None
     if precision.high_precision is None and recorded is not None:
         precision = replace(precision, high_precision=recorded)
-    return type_model(qdq_model, precision, data, calibration, run=RunContext.of_process())
+    return type_model(qdq_model, precision, data, calibration, run=RunContext.of_process(),
+                      copy=copy)
 
 
 def write(model: onnx.ModelProto, path: str | os.PathLike,
           precision: PrecisionConfig | None = None, data: Any = None,
           calibration: CalibrationConfig | None = None, like: ModelFile | None = None,
-          check: str = "the model") -> Typed:
+          check: str = "the model", copy: bool = True) -> Typed:
     """The last step of every command that writes a Q/DQ file: type the float remainder
     (`type_remainder`; `like`, the file it was made from, decides the recorded type and
     external data) and save it atomically (`save`, rank 0 only). Returns the typing, whose
-    `.lines()` are the notes to show."""
+    `.lines()` are the notes to show. `model` is not modified unless `copy=False`."""
     t = time.perf_counter()
     typed = type_remainder(model, precision, data, calibration,
-                           like=like.model if like is not None else None)
+                           like=like.model if like is not None else None, copy=copy)
     t = _step("typed the float remainder", t)
     save(typed.model, path, check=check, like=like)
     _step(f"saved {path}", t)

@@ -68,11 +68,13 @@ def guard_decisions(model: onnx.ModelProto, kind: FloatType, policy: PrecisionPo
     index = GraphIndex(model.graph)
     types = element_types(model)
     found = _Decisions()
+    peaks: dict[str, float] | None = None
     for guard in policy.guards_for(kind.name):
         if guard.kind.startswith("activation") and ranges:
             _activations(index, guard, kind, ranges, found)
         elif guard.kind.startswith("weight"):
-            _weights(model, index, guard, kind, found)
+            peaks = _weight_peaks(model, index) if peaks is None else peaks
+            _weights(peaks, index, guard, kind, found)
         elif guard.kind == "reduction":
             _reductions(model, index, guard, found)
         elif guard.kind == "no_low_precision_type":
@@ -101,20 +103,29 @@ def _activations(index: GraphIndex, guard: PrecisionGuard, kind: FloatType,
                 found.keep(node, guard, why, tensor, peak)
 
 
-def _weights(model: onnx.ModelProto, index: GraphIndex, guard: PrecisionGuard,
-             kind: FloatType, found: _Decisions) -> None:
+def _weight_peaks(model: onnx.ModelProto, index: GraphIndex) -> dict[str, float]:
+    """max |w| of each FP32 initializer but the Q/DQ scales (external data unread)."""
     scales = {n.input[1] for n in index.nodes if n.op_type in ops.QDQ_OPS}
+    peaks: dict[str, float] = {}
     for t in model.graph.initializer:
         if t.data_type != FLOAT or t.name in scales or t.data_location == onnx.TensorProto.EXTERNAL:
             continue
-        peak = float(np.max(np.abs(as_fp32(t)))) if np.prod(t.dims) else 0.0
+        w = as_fp32(t)
+        # the largest and smallest value: no |w| copy of a large weight
+        peaks[t.name] = max(float(w.max()), -float(w.min())) if w.size else 0.0
+    return peaks
+
+
+def _weights(peaks: dict[str, float], index: GraphIndex, guard: PrecisionGuard,
+             kind: FloatType, found: _Decisions) -> None:
+    for name, peak in peaks.items():
         over = guard.kind == "weight_max" and peak > guard.limit
         tiny = guard.kind == "weight_subnormal" and 0.0 < peak < kind.min_normal
         if not (over or tiny):
             continue
-        why = f"{guard.reason} (max |w| {peak:.4g} in {t.name!r})"
-        for node in _readers(index, t.name):
-            found.keep(node, guard, why, t.name, peak)
+        why = f"{guard.reason} (max |w| {peak:.4g} in {name!r})"
+        for node in _readers(index, name):
+            found.keep(node, guard, why, name, peak)
 
 
 def _readers(index: GraphIndex, tensor: str) -> list[onnx.NodeProto]:

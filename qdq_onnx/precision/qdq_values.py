@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from qdq_onnx.graph import ops
-from qdq_onnx.graph.float_types import FP16, FloatType, as_fp32, from_bf16_bits, rounded
+from qdq_onnx.graph.float_types import FP16, FloatType, as_fp32, fp16_pair, from_bf16_bits, rounded
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.scheme import SCHEMES
 
@@ -39,7 +39,7 @@ _INTEGER_TYPES = frozenset({onnx.TensorProto.UINT8, onnx.TensorProto.INT16,
 # about 1e-5 steps at 255).
 _MARGIN = 1e-4
 _NUDGES = 4  # steps of the reduced type tried before the dequantized value itself
-_BLOCK = 1 << 22  # weight elements matched per pass
+_BLOCK = 1 << 18  # weight elements matched per pass (a block in cache: each pass is cheap)
 
 
 def integer_range(elem_type: int) -> tuple[int, int] | None:
@@ -99,18 +99,24 @@ def _bits(values: np.ndarray, kind: FloatType) -> np.ndarray:
     return (v.view(np.uint32) >> 16).astype(np.int32)
 
 
-def _neighbour(values: np.ndarray, toward: np.ndarray, kind: FloatType) -> np.ndarray:
-    """The next value of `kind` after each of `values` (representable) toward `toward`."""
-    def ordered(b):
-        return np.where(b & 0x8000, -(b & 0x7FFF), b)
+def _ordered(bits: np.ndarray) -> np.ndarray:
+    """16-bit float patterns as integers in the order of their values (+0 and -0 both 0)."""
+    return np.where(bits & 0x8000, -(bits & 0x7FFF), bits)
 
-    here = ordered(_bits(values, kind))
-    there = ordered(_bits(rounded(np.broadcast_to(toward, np.shape(values)), kind), kind))
-    step = here + np.sign(there - here)
-    bits = np.where(step < 0, (-step) | 0x8000, step).astype(np.uint16)
+
+def _from_ordered(ordered: np.ndarray, kind: FloatType) -> np.ndarray:
+    """`_ordered`'s inverse, as FP32 values."""
+    bits = np.where(ordered < 0, (-ordered) | 0x8000, ordered).astype(np.uint16)
     if kind.elem_type == FP16.elem_type:
         return bits.view(np.float16).astype(np.float32)
     return from_bf16_bits(bits)
+
+
+def _neighbour(values: np.ndarray, toward: np.ndarray, kind: FloatType) -> np.ndarray:
+    """The next value of `kind` after each of `values` (representable) toward `toward`."""
+    here = _ordered(_bits(values, kind))
+    there = _ordered(_bits(rounded(np.broadcast_to(toward, np.shape(values)), kind), kind))
+    return _from_ordered(here + np.sign(there - here), kind)
 
 
 @dataclass(frozen=True)
@@ -153,9 +159,10 @@ def weight_quantizers(index: GraphIndex) -> dict[str, WeightQuantizer]:
 
 def matched_weight(index: GraphIndex, name: str, quantizer: WeightQuantizer,
                    kind: FloatType, qmax: float | None) -> np.ndarray:
-    """The weight `name` in `kind` (as FP32): each element the value nearest its FP32
-    value that `quantizer` with the reduced scale maps to the integer the FP32 weight and
-    scale give (the dequantized value where no near one does). Done a block of rows at a
+    """The weight `name` in `kind`: each element the value nearest its FP32 value that
+    `quantizer` with the reduced scale maps to the integer the FP32 weight and scale give
+    (the dequantized value where no near one does). Returned as the file stores it: a
+    float16 array for FP16, float32 (BF16 values) for BF16. Done a block of rows at a
     time, so a multi-GB weight needs little more memory than its copy."""
     w = as_fp32(index.initializers[name])
     s32 = as_fp32(index.initializers[quantizer.scale])
@@ -167,8 +174,8 @@ def matched_weight(index: GraphIndex, name: str, quantizer: WeightQuantizer,
     s32, zp = s32.reshape(shape), zp.reshape(shape) if zp.ndim else zp
     s = reduced_scale(s32, kind, qmax)
     if w.ndim == 0 or w.size == 0:
-        return _match(w, s32, s, zp, quantizer.span, kind)
-    out = np.empty_like(w)
+        return _storage(_match_all(w, s32, s, zp, quantizer.span, kind), kind)
+    out = np.empty(w.shape, _storage_dtype(kind))
     rows = max(1, _BLOCK // max(1, w[0].size))
     for i in range(0, w.shape[0], rows):
         part = slice(i, i + rows)
@@ -178,6 +185,14 @@ def matched_weight(index: GraphIndex, name: str, quantizer: WeightQuantizer,
 
         out[part] = _match(w[part], cut(s32), cut(s), cut(zp), quantizer.span, kind)
     return out
+
+
+def _storage_dtype(kind: FloatType) -> type:
+    return np.float16 if kind.elem_type == FP16.elem_type else np.float32
+
+
+def _storage(values: np.ndarray, kind: FloatType) -> np.ndarray:
+    return values.astype(_storage_dtype(kind), copy=False)
 
 
 def _hits(v, scale, zp, want, span) -> np.ndarray:
@@ -198,6 +213,31 @@ def _hits(v, scale, zp, want, span) -> np.ndarray:
 
 
 def _match(w, s32, s, zp, span, kind) -> np.ndarray:
+    """`_match_all`'s values in storage dtype, testing in full only the elements that can
+    miss: where the rounded weight quantizes, with the reduced scale, to within
+    0.5 - _MARGIN of the FP32 integer (before saturation), it gives that integer clear of
+    a boundary, so it is a hit. `_match_all` is elementwise, so running it on a superset
+    of the misses gives the same values as running it on everything."""
+    if kind.elem_type != FP16.elem_type:
+        return _storage(_match_all(w, s32, s, zp, span, kind), kind)
+    out, q = fp16_pair(w)
+    with np.errstate(all="ignore"):  # an overflow or NaN is a candidate, tested in full
+        q /= s  # float32, as _hits computes it from the FP32 copy
+        want = np.rint(w / s32)
+        if zp.any():
+            q += zp
+            want += zp
+        q -= want
+        np.abs(q, out=q)
+        maybe = np.flatnonzero(~(q < 0.5 - _MARGIN))
+    del q, want
+    if maybe.size:
+        part = [_at(a, w.shape, maybe) for a in (s32, s, zp)]
+        out.reshape(-1)[maybe] = _match_all(w.reshape(-1)[maybe], *part, span, kind)
+    return out
+
+
+def _match_all(w, s32, s, zp, span, kind) -> np.ndarray:
     want = np.rint(w / s32)
     if zp.any():
         want += zp
@@ -209,16 +249,31 @@ def _match(w, s32, s, zp, span, kind) -> np.ndarray:
         return out
     scale, point, goal = _at(s, w.shape, miss), _at(zp, w.shape, miss), want.reshape(-1)[miss]
     target = ((goal - point) * scale).astype(np.float32)
-    best = trial = out.reshape(-1)[miss]
-    left = np.ones(best.shape, bool)
-    for _ in range(_NUDGES):
-        trial = np.where(left, _neighbour(trial, target, kind), trial)
-        good = left & _hits(trial, scale, point, goal, span)
-        best, left = np.where(good, trial, best), left & ~good
-    exact = rounded(target, kind)
-    out.reshape(-1)[miss] = np.where(left & _hits(exact, scale, point, goal, span), exact,
-                                     best)
+    out.reshape(-1)[miss] = _nudged(out.reshape(-1)[miss], target, scale, point, goal, span,
+                                    kind)
     return out
+
+
+def _nudged(start, target, scale, point, goal, span, kind) -> np.ndarray:
+    """For each miss, the first of up to _NUDGES steps of `kind` from `start` toward
+    `target` (the dequantized value) that quantizes to `goal`, else `target` rounded to
+    `kind` where that does, else `start`. Only the misses still open are stepped."""
+    exact = rounded(target, kind)
+    best = start.copy()
+    here, there = _ordered(_bits(start, kind)), _ordered(_bits(exact, kind))
+    left = np.arange(start.size)
+    for _ in range(_NUDGES):
+        if not left.size:
+            break
+        here[left] += np.sign(there[left] - here[left])
+        trial = _from_ordered(here[left], kind)
+        good = _hits(trial, scale[left], point[left], goal[left], span)
+        best[left[good]] = trial[good]
+        left = left[~good]
+    if left.size:
+        good = _hits(exact[left], scale[left], point[left], goal[left], span)
+        best[left[good]] = exact[left[good]]
+    return best
 
 
 def _at(a: np.ndarray, shape: tuple[int, ...], flat: np.ndarray) -> np.ndarray:

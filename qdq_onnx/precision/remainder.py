@@ -16,10 +16,11 @@ from qdq_onnx.files.metadata import CAST_KEY
 from qdq_onnx.files.onnx_files import default_opset
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.element_types import element_types
-from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, stored
+from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, store_into, stored
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.names import FreshNames
 from qdq_onnx.graph.opset import upgrade_opset
+from qdq_onnx.parallel.threads import ordered_map
 from qdq_onnx.precision import qdq_values
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes
 from qdq_onnx.precision.subgraphs import implicit_inputs, rename_implicit
@@ -52,37 +53,47 @@ class TypingReport:
 
 
 def type_remainder(model: onnx.ModelProto, kind: FloatType, kept: set[str] | frozenset[str],
-                   keep_io_types: bool = True) -> tuple[onnx.ModelProto, TypingReport]:
-    """A copy of the Q/DQ `model` with its float remainder in `kind`, the nodes named in
-    `kept` FP32, graph I/O FP32 when `keep_io_types`."""
+                   keep_io_types: bool = True, in_place: bool = False, threads: int = 0
+                   ) -> tuple[onnx.ModelProto, TypingReport]:
+    """The Q/DQ `model` with its float remainder in `kind`, the nodes named in `kept`
+    FP32, graph I/O FP32 when `keep_io_types`: a copy, or `model` itself when `in_place`
+    (for a caller that owns it; no weight is then copied). The weights are typed on
+    `threads` threads (0: the cores)."""
     report = TypingReport(kind.name)
-    # An opset upgrade builds a new model (the weights copied once, `model` untouched);
-    # only without one is the copy made here.
-    out, note = (model, None) if kind.is_fp32 else opset_for(model, kind)
-    if out is model:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
     if kind.is_fp32:
-        return out, report
+        return (model if in_place else _copy(model)), report
+    out, note = opset_for(model, kind, in_place=in_place)
+    if out is model and not in_place:
+        out = _copy(model)
     report.notes += [note] if note else []
-    _Typer(out, kind, set(kept), keep_io_types, report).run()
+    _Typer(out, kind, set(kept), keep_io_types, report, threads).run()
     return out, report
 
 
-def opset_for(model: onnx.ModelProto, kind: FloatType) -> tuple[onnx.ModelProto, str | None]:
-    """`model` at the opset a `kind` remainder needs (itself when it has it), and a note."""
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def opset_for(model: onnx.ModelProto, kind: FloatType, in_place: bool = False
+              ) -> tuple[onnx.ModelProto, str | None]:
+    """`model` at the opset a `kind` remainder needs (itself when it has it, or when
+    `in_place`; else an upgraded copy), and a note."""
     need = NEEDED_OPSET.get(kind.name, 0)
     have = default_opset(model)
     if have >= need:
         return model, None
     why = "FP16 Q/DQ scales" if kind.name == "fp16" else "BF16 Conv, pooling and Q/DQ scales"
-    return upgrade_opset(model, need), f"opset {have} -> {need} ({why} need opset {need})"
+    return upgrade_opset(model, need, in_place=in_place), \
+        f"opset {have} -> {need} ({why} need opset {need})"
 
 
 class _Typer:
     def __init__(self, model: onnx.ModelProto, kind: FloatType, kept: set[str],
-                 keep_io: bool, report: TypingReport) -> None:
+                 keep_io: bool, report: TypingReport, threads: int = 0) -> None:
         self.model, self.kind, self.kept, self.keep_io = model, kind, kept, keep_io
+        self.threads = threads
         self.report = report
         self.graph = model.graph
         self.index = GraphIndex(model.graph)
@@ -183,30 +194,37 @@ class _Typer:
             for t in implicit_inputs(node) & set(self.index.initializers):
                 wants.setdefault(t, set()).add(FLOAT)  # a subgraph keeps its FP32 reads
         renamed: dict[str, str] = {}
-        for name, types in wants.items():
-            if self.low not in types:
-                continue
+        jobs = [(name, types) for name, types in wants.items() if self.low in types]
+        # the values are computed on the rank's threads, the protos written here in order
+        for (name, types), typed in zip(jobs, ordered_map(self._typed, jobs, self.threads)):
             proto = self.index.initializers[name]
-            values = as_fp32(proto)
-            if name in self.scales:
-                values = qdq_values.reduced_scale(values, self.kind, self.limits.get(name))
-            elif name in self.weights and types == {self.low}:
-                w = self.weights[name]
-                values = qdq_values.matched_weight(self.index, name, w, self.kind,
-                                                   self.limits.get(w.scale))
             target = name
             if FLOAT in types:
                 target = renamed[name] = self._fresh(f"{name}__{self.kind.name}")
                 new = self.graph.initializer.add()
             else:
                 new = proto
-            new.CopyFrom(stored(values, target, self.kind))
+            store_into(new, typed, self.kind)
+            new.name = target
             self.typed[target] = self.low
             self.report.converted_initializers += 1
         for node in self.index.nodes:
             for i, t in enumerate(node.input):
                 if t in renamed and self._slot_type(node, i) == self.low:
                     node.input[i] = renamed[t]
+
+    def _typed(self, job: tuple[str, set[int]]) -> np.ndarray:
+        """Initializer `name`'s values in the reduced type: a scale reduced so its pairs
+        quantize as in FP32, a weight only its quantizer reads matched to it."""
+        name, types = job
+        if name in self.weights and types == {self.low} and name not in self.scales:
+            w = self.weights[name]
+            return qdq_values.matched_weight(self.index, name, w, self.kind,
+                                             self.limits.get(w.scale))
+        values = as_fp32(self.index.initializers[name])
+        if name in self.scales:
+            values = qdq_values.reduced_scale(values, self.kind, self.limits.get(name))
+        return values
 
     def _slot_type(self, node: onnx.NodeProto, index: int) -> int:
         if node.op_type == "Cast":

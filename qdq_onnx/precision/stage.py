@@ -55,33 +55,43 @@ def rules_of(model: onnx.ModelProto) -> RuleSet:
 
 def type_model(model: onnx.ModelProto, config: PrecisionConfig | None = None,
                data: Any = None, calibration: Any = None, rules: RuleSet | None = None,
-               run: Any = None) -> Typed:
+               run: Any = None, copy: bool = True) -> Typed:
     """`model` (a Q/DQ model, any remainder type) with its remainder in the configured type;
     activation ranges for the guard from `data` (at most RANGE_GUARD_SAMPLES samples, in
-    `calibration`'s batches, shared by the ranks of `run`, a RunContext)."""
-    from dataclasses import replace
-
+    `calibration`'s batches, shared by the ranks of `run`, a RunContext). `model` is not
+    modified unless `copy=False` (a caller that does not need it after: no weight is
+    copied)."""
     config = config or PrecisionConfig()
     rules = rules or rules_of(model)
     kind = float_type(config.high_precision or rules.precision.high_precision)
-    model = widen(model)
-    measured = model  # onnxruntime 1.19 runs opsets up to 21: ranges before any upgrade
-    model, upgraded = opset_for(model, kind)  # the guard judges ops at the new opset
-    notes: list[str] = [upgraded] if upgraded else []
-    kept: list[KeptFP32] = []
-    if config.range_guard and not kind.is_fp32:
-        ranges = None
-        if data is not None:
-            from qdq_onnx.quantize.config import CalibrationConfig
-
-            c = calibration or CalibrationConfig()
-            limit = min(c.max_samples or RANGE_GUARD_SAMPLES, RANGE_GUARD_SAMPLES)
-            ranges = measure_ranges(measured, data, replace(c, max_samples=limit), run)
-        else:
-            notes.append(f"range guard: no data, so activation ranges were not checked (only "
-                         f"weights and op definitions); give calibration data to check that "
-                         f"no {kind.name} activation overflows")
-        kept = guard_decisions(model, kind, rules.precision, ranges)
-    typed, report = type_remainder(model, kind, {k.node for k in kept}, config.keep_io_types)
+    widened = widen(model)
+    owned = widened is not model or not copy
+    notes: list[str] = []
+    guarding = config.range_guard and not kind.is_fp32
+    ranges = None
+    if guarding and data is not None:
+        # before any upgrade: onnxruntime 1.19 runs opsets up to 21
+        ranges = _ranges(widened, data, calibration, run)
+    elif guarding:
+        notes.append(f"range guard: no data, so activation ranges were not checked (only "
+                     f"weights and op definitions); give calibration data to check that "
+                     f"no {kind.name} activation overflows")
+    model, upgraded = opset_for(widened, kind, in_place=owned)  # the guard judges ops at it
+    notes[:0] = [upgraded] if upgraded else []
+    kept = guard_decisions(model, kind, rules.precision, ranges) if guarding else []
+    typed, report = type_remainder(model, kind, {k.node for k in kept}, config.keep_io_types,
+                                   in_place=owned or upgraded is not None,
+                                   threads=run.threads if run is not None else 0)
     plan = record_remainder(typed, kind.name, kept)
     return Typed(typed, kept, report, notes, plan)
+
+
+def _ranges(model: onnx.ModelProto, data: Any, calibration: Any, run: Any
+            ) -> dict[str, float]:
+    from dataclasses import replace
+
+    from qdq_onnx.quantize.config import CalibrationConfig
+
+    c = calibration or CalibrationConfig()
+    limit = min(c.max_samples or RANGE_GUARD_SAMPLES, RANGE_GUARD_SAMPLES)
+    return measure_ranges(model, data, replace(c, max_samples=limit), run)

@@ -103,7 +103,7 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     if floats and default_opset(model) < FLOAT_QDQ_OPSET:
         from qdq_onnx.graph.opset import upgrade_opset
 
-        model, in_place = upgrade_opset(model, FLOAT_QDQ_OPSET), True
+        model, in_place = upgrade_opset(model, FLOAT_QDQ_OPSET, in_place=in_place), True
     if not in_place:
         work = onnx.ModelProto()
         work.CopyFrom(model)
