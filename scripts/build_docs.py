@@ -1,6 +1,7 @@
 """The generated pages of the docs site (docs/reference/): the CLI reference from the
 argparse parsers, the rule reference from rules/*.yaml, and the results from
-bench/results/*.json. Nothing in them is typed by hand, so they cannot drift:
+bench/results/*.json; and the benchmark summary table of README.md and docs/results.md
+(scripts/results_summary.py). Nothing in them is typed by hand, so they cannot drift:
 tests/project/test_docs_site.py fails when a committed page differs from what this writes.
 
     .venv/bin/python scripts/build_docs.py          # write docs/reference/*.md
@@ -121,6 +122,16 @@ def main() -> int:
         path, text = REFERENCE / name, make()
         if args.check:
             if not path.exists() or path.read_text() != text:
+                stale.append(str(path.relative_to(ROOT)))
+        else:
+            path.write_text(text)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from results_summary import PAGES_WITH_REGIONS, with_regions
+
+    for path in PAGES_WITH_REGIONS:  # generated tables inside hand-written pages
+        text = with_regions(path.read_text())
+        if args.check:
+            if path.read_text() != text:
                 stale.append(str(path.relative_to(ROOT)))
         else:
             path.write_text(text)

@@ -28,6 +28,11 @@ def non_finite(tensor: onnx.TensorProto, nan_only: bool = False) -> int:
     values = _values(tensor)
     if values is None:
         return 0
+    with np.errstate(all="ignore"):
+        # one reduction, no mask: a NaN or infinity makes the sum non-finite (a finite
+        # sum that overflows is then counted exactly)
+        if np.isfinite(np.add.reduce(values, axis=None, dtype=values.dtype)):
+            return 0
     if nan_only:
         return int(np.count_nonzero(np.isnan(values)))
     return int(values.size - np.count_nonzero(np.isfinite(values)))

@@ -21,7 +21,9 @@ def weight_scale(weight: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
     MIN_SCALE. Insertion, the training graph and export all use this one function, so they
     agree bit for bit."""
     axes = tuple(range(weight.ndim)) if axis is None else reduce_axes(weight.ndim, axis)
-    amax = np.max(np.abs(weight), axis=axes, keepdims=True).astype(np.float32)
+    # max |w| as the larger of max(w) and -min(w): the same value, no |w| copy of the weight
+    amax = np.maximum(np.max(weight, axis=axes, keepdims=True),
+                      -np.min(weight, axis=axes, keepdims=True)).astype(np.float32)
     return np.maximum(amax / np.float32(qmax), MIN_SCALE).astype(np.float32)
 
 
