@@ -307,3 +307,11 @@ def test_no_scheme_silently_defaults_to_int8():
              for line in _silent_int8(ast.parse(p.read_text()))]
     assert found == []
     assert _silent_int8(ast.parse("def f(x, scheme=INT8): pass\ny = d.get(k, INT8)")) == [1, 2]
+
+
+def test_every_stage_folder_has_its_test_folder():
+    """tests/ mirrors the package: each subpackage with code has tests/NAME/test_*.py."""
+    tests = PACKAGE.parent / "tests"
+    stages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and any(p.glob("*.py"))}
+    missing = sorted(s for s in stages if not list((tests / s).glob("test_*.py")))
+    assert missing == []
