@@ -58,7 +58,7 @@ def resnet50_methods(images: int = 16) -> dict:
     from qdq_onnx.convert.prepare import prepare_model
     from qdq_onnx.quantize.calibration import collect_stats
     from qdq_onnx.quantize.methods import METHODS, amax_from_stats
-    from qdq_onnx.scheme import INT8
+    from qdq_onnx.types.scheme import INT8
 
     model = pipeline.load(keras_application_onnx("ResNet50")).model
     prepared, _ = prepare_model(model)

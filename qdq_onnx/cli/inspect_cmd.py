@@ -78,8 +78,9 @@ def _error_report(model, args: argparse.Namespace) -> int:
     for out in (args.json_out, args.png):
         if out:
             plumbing.check_output(out, args.model)
-    report = pipeline.error_report(model, args.data, batch_size=args.batch_size,
-                                   max_samples=args.max_samples)
+    config = plumbing.make_config(plumbing.ReportConfig, {
+        "batch_size": args.batch_size, "max_samples": args.max_samples})
+    report = pipeline.error_report(model, args.data, config)
     if args.format == "json":
         print(json.dumps(report, indent=1))
     else:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from qdq_onnx.cli.options import add_image_options, add_rules
+from qdq_onnx.pipeline import plumbing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a Q/DQ ONNX file")
     p.add_argument("-o", "--output", required=True, metavar="REPORT.html")
     p.add_argument("--data", metavar="DATA", help="data for the per-layer SQNR section")
-    p.add_argument("--max-samples", type=int, default=512, metavar="N")
+    p.add_argument("--max-samples", type=int, default=plumbing.REPORT_SAMPLES, metavar="N",
+                   help="samples of --data the error report reads (default "
+                        f"{plumbing.REPORT_SAMPLES})")
     p.add_argument("--sensitivity", metavar="S.json", help="output of sensitivity --json")
     p.add_argument("--bench-dir", metavar="DIR", default=None,
                    help="folder of benchmark JSON results (e.g. bench/results)")
@@ -32,7 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
     from qdq_onnx.errors import QdqError
-    from qdq_onnx.pipeline import plumbing
 
     plumbing.check_output(args.output, args.model)
     model = pipeline.load(args.model).model
@@ -42,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
             sens = json.loads(Path(args.sensitivity).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise QdqError(f"{args.sensitivity}: not a sensitivity JSON ({exc})") from exc
-    html_text = pipeline.report(model, Path(args.model).name, args.rules, args.data,
-                                args.max_samples, sens, args.bench_dir)
+    config = plumbing.make_config(plumbing.ReportConfig, {"max_samples": args.max_samples})
+    html_text = pipeline.report(model, Path(args.model).name, args.rules, args.data, config,
+                                sens, args.bench_dir)
     plumbing.write_text_atomic(args.output, html_text)
     print(f"wrote {args.output} ({len(html_text) // 1024} KiB, self-contained)")
     return 0

@@ -13,6 +13,28 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+REPORT_SAMPLES = 512  # the HTML report's error-report pass reads at most this many
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The error report's data pass (`inspect --data`, `report --data`): `batch_size`
+    samples per run, at most `max_samples` samples (None: all), a progress bar when
+    `show_progress`."""
+
+    batch_size: int = 32
+    max_samples: int | None = None
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not _positive_int(self.batch_size):
+            raise SettingError("batch_size", f"must be a positive integer, got "
+                                             f"{self.batch_size!r}")
+        if self.max_samples is not None and not _positive_int(self.max_samples):
+            raise SettingError("max_samples", f"must be a positive integer or None, got "
+                                              f"{self.max_samples!r}")
+
+
 @dataclass(frozen=True)
 class SensitivityConfig:
     """`max_samples`: evaluate on at most this many samples. `target_drop`: the largest

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from qdq_onnx.diagnostics.charts import png_bytes, pyplot
+from qdq_onnx.diagnostics.config import ReportConfig
 from qdq_onnx.diagnostics.metrics import sqnr_db
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
@@ -39,8 +40,7 @@ class LayerError:
     rel_error: float  # ||q - f|| / ||f||
 
 
-def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
-                 max_samples: int | None = None, show_progress: bool = True
+def build_report(model: onnx.ModelProto, data: Any, config: ReportConfig | None = None
                  ) -> dict[str, Any]:
     from qdq_onnx.data.feeds import as_batches
     from qdq_onnx.graph.sessions import inference_session, run_checked, with_outputs
@@ -77,9 +77,10 @@ def build_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
     q_sess = inference_session(with_outputs(model, fetch_q))
     acc = {t: np.zeros(4) for t in act_scale}  # signal, noise, clipped, count
     lacc = {o: np.zeros(2) for _, _, o in layer_outputs}  # signal, noise
-    batch_iter, total = as_batches(data, float_model, batch_size=batch_size,
-                                   limit=max_samples, source="report data")
-    with progress(total=total, desc="report", unit="sample", enable=show_progress) as bar:
+    c = config or ReportConfig()
+    batch_iter, total = as_batches(data, float_model, batch_size=c.batch_size,
+                                   limit=c.max_samples, source="report data")
+    with progress(total=total, desc="report", unit="sample", enable=c.show_progress) as bar:
         for feed in batch_iter:
             f_vals = dict(zip(fetch_f, run_checked(f_sess, fetch_f, feed))) if fetch_f else {}
             q_vals = dict(zip(fetch_q, run_checked(q_sess, fetch_q, feed))) if fetch_q else {}

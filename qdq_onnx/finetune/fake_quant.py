@@ -33,7 +33,7 @@ from qdq_onnx.graph.qdq import qdq_pairs
 from qdq_onnx.graph.shapes import distinct_unknowns, specialised
 from qdq_onnx.quantize.scales import weight_scale
 from qdq_onnx.quantize.schemes import pair_schemes
-from qdq_onnx.scheme import Scheme
+from qdq_onnx.types.scheme import Scheme
 
 ROUNDER = np.float32(1.5 * 2**23)
 PREFIX = "qdq_onnx_fq"

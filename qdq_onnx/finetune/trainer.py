@@ -36,7 +36,7 @@ from qdq_onnx.graph.weights import require_finite_weights
 from qdq_onnx.parallel import shard_batches
 from qdq_onnx.parallel.context import RunContext
 from qdq_onnx.quantize.scales import MIN_SCALE, weight_scale
-from qdq_onnx.scheme import INT8
+from qdq_onnx.types.scheme import INT8
 
 
 def _fingerprint(graph: TrainGraph, qdq_model: onnx.ModelProto, config: TrainConfig) -> str:

@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from qdq_onnx.graph.float_types import REDUCED_ELEM_TYPES, as_fp32
-from qdq_onnx.scheme import INT8
+from qdq_onnx.types.float_type import REDUCED_ELEM_TYPES, as_fp32
+from qdq_onnx.types.scheme import INT8
 
 
 def reduced_quantize_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:

@@ -15,7 +15,7 @@ import warnings
 from typing import Any
 
 from qdq_onnx.errors import SettingError
-from qdq_onnx.scheme import DEFAULT_SCHEME, scheme_named
+from qdq_onnx.types.scheme import DEFAULT_SCHEME, scheme_named
 
 REMOVAL = "0.3.0"  # announced in docs/architecture.md
 # old name -> "module:attribute" of what it is now (a "pipeline:" target is a façade name)
@@ -39,9 +39,9 @@ ALIASES = {
                                      "CustomQDQInsertionCase")},
     "RuleSet": "qdq_onnx.placement.rules:RuleSet",
     "InsertReport": "qdq_onnx.quantize.insert:InsertReport",
-    **{n: f"qdq_onnx.scheme:{n}" for n in ("SCHEMES", "Scheme", "scheme_named")},
+    **{n: f"qdq_onnx.types.scheme:{n}" for n in ("SCHEMES", "Scheme", "scheme_named")},
     "METHODS": "qdq_onnx.quantize.config:METHODS",
-    "HIGH_PRECISIONS": "qdq_onnx.graph.float_types:HIGH_PRECISIONS",
+    "HIGH_PRECISIONS": "qdq_onnx.types.float_type:HIGH_PRECISIONS",
     **{n: f"qdq_onnx.graph.macs:{n}" for n in ("layer_costs", "quantized_macs_share",
                                                "data_shapes")},
     **{n: f"qdq_onnx.pipeline.config:{n}" for n in ("default_of", "make_config",

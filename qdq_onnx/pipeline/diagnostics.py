@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from qdq_onnx.diagnostics.config import SensitivityConfig
+from qdq_onnx.diagnostics.config import REPORT_SAMPLES, ReportConfig, SensitivityConfig
 from qdq_onnx.placement.config import PlacementConfig
 from qdq_onnx.placement.rules import RuleSet, load_rules
 from qdq_onnx.quantize.config import CalibrationConfig
@@ -43,14 +43,13 @@ def inspect(model: onnx.ModelProto) -> dict[str, Any]:
     return summary(model)
 
 
-def error_report(model: onnx.ModelProto, data: Any, batch_size: int = 32,
-                 max_samples: int | None = None, show_progress: bool = True) -> dict:
+def error_report(model: onnx.ModelProto, data: Any, config: ReportConfig | None = None
+                 ) -> dict:
     """Per quantized tensor scale, clipping and SQNR; per weighted layer float-vs-Q/DQ
-    (`inspect --data`)."""
+    (`inspect --data`), on `data` read as `config` (a ReportConfig) says."""
     from qdq_onnx.diagnostics.error_report import build_report
 
-    return build_report(model, data, batch_size=batch_size, max_samples=max_samples,
-                        show_progress=show_progress)
+    return build_report(model, data, config)
 
 
 def lint(model: onnx.ModelProto, rules: RuleSet | str | os.PathLike | None = None,
@@ -85,12 +84,14 @@ def sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], labels: np.nda
 
 
 def report(model: onnx.ModelProto, name: str, rules: RuleSet | str | None = None,
-           data: Any = None, max_samples: int = 512, sensitivity: dict | None = None,
-           bench_dir: str | os.PathLike | None = None) -> str:
-    """One self-contained HTML report of a Q/DQ model."""
+           data: Any = None, config: ReportConfig | None = None,
+           sensitivity: dict | None = None, bench_dir: str | os.PathLike | None = None) -> str:
+    """One self-contained HTML report of a Q/DQ model (the error report on `data` read as
+    `config` says: at most 512 samples by default)."""
     from qdq_onnx.diagnostics.html_report import build_html, load_bench
 
-    quant = error_report(model, data, max_samples=max_samples) if data is not None else None
+    config = config or ReportConfig(max_samples=REPORT_SAMPLES)
+    quant = error_report(model, data, config) if data is not None else None
     bench = load_bench(bench_dir) if bench_dir else None
     return build_html(model, name, lint(model, rules), quant, sensitivity, bench)
 

@@ -11,7 +11,7 @@ from qdq_onnx.errors import SettingError
 from qdq_onnx.placement.cases import CustomQDQInsertionCase
 from qdq_onnx.placement.rules import RuleSet, load_rules
 from qdq_onnx.placement.spec import QuantizationSpec, load_spec_file
-from qdq_onnx.scheme import Scheme, scheme_named
+from qdq_onnx.types.scheme import Scheme, scheme_named
 
 MODES = ("full", "partial")
 

@@ -17,7 +17,7 @@ from qdq_onnx.placement.plan import Placement
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.rules.fp8 import Fp8Rule, LayerShape, layer_shape
 from qdq_onnx.placement.slots import weight_axis
-from qdq_onnx.scheme import PER_TENSOR, scheme_named
+from qdq_onnx.types.scheme import PER_TENSOR, scheme_named
 
 
 def node_shape(index: GraphIndex, node: onnx.NodeProto) -> LayerShape:
@@ -40,7 +40,7 @@ def _decisions(placements: list[Placement], index: GraphIndex, rules: RuleSet
     out: dict[str, tuple[Fp8Rule, LayerShape]] = {}
     for p in placements:
         node = index.by_name.get(p.consumer)
-        if p.consumer in out or node is None or not scheme_named(p.scheme).is_float:
+        if p.consumer in out or node is None or not p.quantization.is_float:
             continue
         shape = node_shape(index, node)
         rule = next((r for r in rules.fp8 if r.matches(shape)), None)
@@ -56,7 +56,7 @@ def _fallbacks(placements: list[Placement], decided: dict[str, tuple[Fp8Rule, La
     groups: dict[str, set[str]] = {}
     of_consumer: dict[str, set[str]] = {}
     for p in placements:
-        if p.kind == "activation" and scheme_named(p.scheme).is_float:
+        if p.kind == "activation" and p.quantization.is_float:
             key = p.scale_group or p.tensor
             groups.setdefault(key, set()).add(p.consumer)
             of_consumer.setdefault(p.consumer, set()).add(key)
@@ -77,13 +77,13 @@ def apply_fp8_policy(placements: list[Placement], index: GraphIndex, rules: Rule
     """`placements` with the FP8 policy's schemes, and a note counting its decisions. A
     plan with no FP8 placement, or a rule file without an `fp8` section, is returned as
     it is."""
-    if not rules.fp8 or not any(scheme_named(p.scheme).is_float for p in placements):
+    if not rules.fp8 or not any(p.quantization.is_float for p in placements):
         return placements, []
     decided = _decisions(placements, index, rules)
     cause = _fallbacks(placements, decided)
     out = []
     for p in placements:
-        if not scheme_named(p.scheme).is_float:
+        if not p.quantization.is_float:
             out.append(p)
         elif p.consumer in cause:
             out.append(_fallen_back(p, index, rules, decided, cause[p.consumer]))

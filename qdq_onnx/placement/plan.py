@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.scheme import DEFAULT_SCHEME, scheme_named
+from qdq_onnx.types.scheme import DEFAULT_SCHEME, Scheme, scheme_named
 
 PLAN_FORMAT = "qdq-onnx-plan"
 PLAN_VERSION = 1
@@ -24,7 +24,7 @@ PLAN_VERSION = 1
 @dataclass(frozen=True)
 class Placement:
     """Q/DQ on `consumer.input[input]` (reading `tensor`) in precision `scheme` (a name
-    of `qdq_onnx.scheme`)."""
+    of `qdq_onnx.types.scheme`)."""
 
     tensor: str
     consumer: str
@@ -37,9 +37,31 @@ class Placement:
     scale_group: str | None = None
     scheme: str = DEFAULT_SCHEME
 
+    def __post_init__(self) -> None:
+        # the name is parsed here, when the plan is made or read (a misspelt or unknown
+        # scheme fails at once, naming it); every stage after reads `quantization`
+        if self.scheme not in _PARSED:
+            _PARSED[self.scheme] = scheme_named(self.scheme)
+
+    @property
+    def quantization(self) -> Scheme:
+        """The quantization scheme this pair holds (the name already parsed)."""
+        return _PARSED[self.scheme]
+
     @property
     def key(self) -> tuple[str, int]:
         return (self.consumer, self.input)
+
+
+_PARSED: dict[str, Scheme] = {}  # scheme name -> Scheme, filled as placements are made
+
+
+def _placement(entry: dict[str, Any], source: str) -> Placement:
+    try:
+        return Placement(**entry)
+    except QdqError as exc:  # the scheme name: say which entry of which plan
+        where = f"{entry.get('consumer')}[{entry.get('input')}]"
+        raise QdqError(f"{source}: placement on {where}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -165,7 +187,7 @@ class PlacementPlan:
             raise QdqError(f"{source}: plan version {data.get('version')!r} is not supported "
                            f"(expected {PLAN_VERSION})")
         try:
-            placements = [Placement(**p) for p in data.get("placements", [])]
+            placements = [_placement(p, source) for p in data.get("placements", [])]
             left = [FloatDecision(**f) for f in data.get("left_float", [])]
             kept = [KeptFP32(**k) for k in data.get("kept_fp32", [])]
         except TypeError as exc:
@@ -174,11 +196,6 @@ class PlacementPlan:
             if p.kind not in ("activation", "weight"):
                 raise QdqError(f"{source}: placement on {p.consumer}[{p.input}] has kind "
                                f"{p.kind!r}; expected activation or weight")
-            try:
-                scheme_named(p.scheme)
-            except QdqError as exc:
-                raise QdqError(f"{source}: placement on {p.consumer}[{p.input}]: "
-                               f"{exc}") from exc
         return cls(placements=placements, left_float=left, mode=data.get("mode", "full"),
                    rules=data.get("rules", {}), spec=data.get("spec", []),
                    cases=data.get("cases", []), notes=data.get("notes", []),

@@ -23,7 +23,7 @@ from qdq_onnx.placement.proposals import PRIORITY_CASE, PRIORITY_OP_RULE, Propos
 from qdq_onnx.placement.rules import OpRule, RuleSet
 from qdq_onnx.placement.slots import slot_proposal
 from qdq_onnx.placement.spec import QuantizationSpec, spec_proposals
-from qdq_onnx.scheme import PER_TENSOR, Scheme, scheme_named
+from qdq_onnx.types.scheme import PER_TENSOR, Scheme, scheme_named
 
 
 def model_fingerprint(graph: onnx.GraphProto) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qdq_onnx.errors import SettingError
-from qdq_onnx.graph.float_types import HIGH_PRECISIONS
+from qdq_onnx.types.float_type import HIGH_PRECISIONS
 
 # At most this many samples of the data feed the range guard's one pass (ranges of the
 # float remainder, not scales: a subset shows an op's magnitude).

@@ -15,13 +15,13 @@ import onnx
 
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.element_types import element_types
-from qdq_onnx.graph.float_types import FloatType, as_fp32
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
 from qdq_onnx.parallel.threads import ordered_map
 from qdq_onnx.placement.plan import KeptFP32
 from qdq_onnx.placement.rules import PrecisionGuard, PrecisionPolicy
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes
+from qdq_onnx.types.float_type import FloatType, as_fp32
 
 
 def measure_ranges(model: onnx.ModelProto, data: Any, config: Any = None,

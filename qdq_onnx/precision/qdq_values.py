@@ -26,9 +26,9 @@ import numpy as np
 import onnx
 
 from qdq_onnx.graph import ops
-from qdq_onnx.graph.float_types import FP16, FloatType, as_fp32, fp16_pair, from_bf16_bits, rounded
 from qdq_onnx.graph.index import GraphIndex, attribute
-from qdq_onnx.scheme import SCHEMES
+from qdq_onnx.types.float_type import FP16, FloatType, as_fp32, fp16_pair, from_bf16_bits, rounded
+from qdq_onnx.types.scheme import SCHEMES
 
 # Integer quantized types whose range numpy knows; a missing zero point means UINT8.
 _INTEGER_TYPES = frozenset({onnx.TensorProto.UINT8, onnx.TensorProto.INT16,

@@ -8,8 +8,8 @@ import onnx
 
 from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, get_metadata, set_metadata
-from qdq_onnx.graph.float_types import HIGH_PRECISIONS
 from qdq_onnx.placement.plan import KeptFP32, PlacementPlan
+from qdq_onnx.types.float_type import HIGH_PRECISIONS
 
 
 def record_remainder(model: onnx.ModelProto, high_precision: str,

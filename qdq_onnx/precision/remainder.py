@@ -16,7 +16,6 @@ from qdq_onnx.files.metadata import CAST_KEY
 from qdq_onnx.files.onnx_files import default_opset
 from qdq_onnx.graph import ops
 from qdq_onnx.graph.element_types import element_types
-from qdq_onnx.graph.float_types import BF16, FloatType, as_fp32, store_into, stored
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.names import FreshNames
 from qdq_onnx.graph.opset import upgrade_opset
@@ -24,6 +23,7 @@ from qdq_onnx.parallel.threads import ordered_map
 from qdq_onnx.precision import qdq_values
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes
 from qdq_onnx.precision.subgraphs import implicit_inputs, rename_implicit
+from qdq_onnx.types.float_type import BF16, FloatType, as_fp32, store_into, stored
 
 # Q/DQ with FP16/BF16 scales and inputs need opset 19; most ops take BF16 from opset 22.
 NEEDED_OPSET = {"fp16": 19, "bf16": 22}

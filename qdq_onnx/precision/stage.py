@@ -10,7 +10,6 @@ from typing import Any
 import onnx
 
 from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
-from qdq_onnx.graph.float_types import float_type
 from qdq_onnx.placement.plan import KeptFP32, PlacementPlan
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.precision.config import RANGE_GUARD_SAMPLES, PrecisionConfig
@@ -18,6 +17,7 @@ from qdq_onnx.precision.guard import guard_decisions, measure_ranges
 from qdq_onnx.precision.record import record_remainder
 from qdq_onnx.precision.remainder import TypingReport, opset_for, type_remainder
 from qdq_onnx.precision.widen import widen
+from qdq_onnx.types.float_type import float_type
 
 
 @dataclass

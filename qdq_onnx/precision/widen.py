@@ -6,9 +6,9 @@ from __future__ import annotations
 import onnx
 
 from qdq_onnx.files.metadata import CAST_KEY
-from qdq_onnx.graph.float_types import REDUCED_ELEM_TYPES, as_fp32
 from qdq_onnx.precision.graph_types import FLOAT
 from qdq_onnx.precision.record import record_remainder
+from qdq_onnx.types.float_type import REDUCED_ELEM_TYPES, as_fp32
 
 
 def is_reduced(model: onnx.ModelProto) -> bool:

@@ -21,7 +21,7 @@ from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.histogram import TensorStats
 from qdq_onnx.quantize.methods import FLOAT_METHODS, SINGLE_METHODS, amax_from_stats
 from qdq_onnx.quantize.scales import amax_to_scale, quantize_dequantize
-from qdq_onnx.scheme import Scheme
+from qdq_onnx.types.scheme import Scheme
 
 PROBE_SAMPLES = 128
 

@@ -38,7 +38,7 @@ from qdq_onnx.quantize.methods import (
     check_method_for,
     entropy_threshold,
 )
-from qdq_onnx.scheme import Scheme, scheme_named
+from qdq_onnx.types.scheme import Scheme
 
 __all__ = ["METHODS", "CalibrationConfig", "CalibrationResult", "ClippingWarning",
            "TensorStats", "amax_from_stats", "calibrate_groups", "calibrate_plan",
@@ -272,7 +272,7 @@ def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
     groups = {key: [p.tensor for p in members] for key, members in activation_groups.items()}
     if not groups:
         return CalibrationResult({}, config.resolved)
-    schemes = {key: scheme_named(members[0].scheme)
+    schemes = {key: members[0].quantization
                for key, members in activation_groups.items()}
     return calibrate_groups(model, groups, data, config, schemes, run)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.scheme import Scheme
+from qdq_onnx.types.scheme import Scheme
 
 DEFAULT_BINS = 2048
 

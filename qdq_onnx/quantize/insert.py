@@ -19,7 +19,7 @@ from qdq_onnx.graph.names import FreshNames
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.fp8_files import FP8_OPSET, bias_of, flatten_squeezes, headroom_bits
 from qdq_onnx.quantize.scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
-from qdq_onnx.scheme import DEFAULT_SCHEME, Scheme, scheme_named
+from qdq_onnx.types.scheme import DEFAULT_SCHEME, Scheme, scheme_named
 
 # FP8 (float8e4m3fn) Q/DQ need opset 19; FP8 files are written at 21, which onnxruntime
 # runs at its default optimization level (fp8_files.py: why).
@@ -99,7 +99,7 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     first unless `in_place`."""
     if default_opset(model) < MIN_OPSET:
         raise QdqError(f"insertion needs opset >= {MIN_OPSET}; prepare the model first")
-    floats = any(scheme_named(p.scheme).is_float for p in plan.placements)
+    floats = any(p.quantization.is_float for p in plan.placements)
     if floats and default_opset(model) < FLOAT_QDQ_OPSET:
         from qdq_onnx.graph.opset import upgrade_opset
 
@@ -133,8 +133,8 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
 def weight_bits_record(plan: PlacementPlan) -> str:
     """The file's `weight_bits` record: the bits of the weights' range (kept for readers
     of files from before plans named schemes)."""
-    bits = sorted({scheme_named(p.scheme).bits for p in plan.weights()
-                   if not scheme_named(p.scheme).is_float})
+    bits = sorted({p.quantization.bits for p in plan.weights()
+                   if not p.quantization.is_float})
     if not bits:
         bits = [scheme_named(DEFAULT_SCHEME).bits]
     return ",".join(map(str, bits))
@@ -185,7 +185,7 @@ def _insert_activations(edit: _Edit, plan: PlacementPlan, amax: dict[str, float]
         else:
             value = PLACEHOLDER_AMAX
             report.placeholder_scales.append(key)
-        scheme = scheme_named(group[0].scheme)
+        scheme = group[0].quantization
         scale, _ = amax_to_scale(np.float32(value), scheme)
         rule_ids = ",".join(dict.fromkeys(p.rule for p in group))
         dq_out = edit.pair(src, scale, None, tensor_name, rule_ids, scheme)
@@ -206,7 +206,7 @@ def _insert_weights(edit: _Edit, plan: PlacementPlan,
             raise QdqError(f"{p.consumer}: weight input {p.input} ({p.tensor}) is not a "
                            "constant initializer")
         values = numpy_helper.to_array(proto).astype(np.float32, copy=False)
-        scheme = scheme_named(p.scheme)
+        scheme = p.quantization
         scale = weight_scale(values, p.axis, scheme.qmax).reshape(-1)
         if scheme.is_float:  # fp8_files.py, 3: room for onnxruntime's int32 bias
             bits = headroom_bits(bias_of(node, initializers),

@@ -27,7 +27,7 @@ import numpy as np
 from qdq_onnx.errors import QdqError
 from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS
 from qdq_onnx.quantize.histogram import TensorStats
-from qdq_onnx.scheme import Scheme
+from qdq_onnx.types.scheme import Scheme
 
 __all__ = ["CALIBRATION_METHODS", "METHODS", "SINGLE_METHODS", "CalibrationMethod",
            "amax_entropy", "check_method_for", "method_named", "amax_from_stats", "amax_mse",

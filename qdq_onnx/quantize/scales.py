@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qdq_onnx.scheme import Scheme
+from qdq_onnx.types.scheme import Scheme
 
 MIN_SCALE = np.float32(1e-8)  # a zero scale is invalid; an all-zero channel quantizes to 0 anyway
 PLACEHOLDER_AMAX = 6.0  # the original toolkit's initial range (+-6) before any data is seen

@@ -10,7 +10,7 @@ import onnx
 from qdq_onnx.files.metadata import PLAN_KEY, WEIGHT_BITS_KEY, get_metadata
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.qdq import QdqPair
-from qdq_onnx.scheme import DEFAULT_SCHEME, INT8, Scheme, scheme_named, scheme_of_zero_point
+from qdq_onnx.types.scheme import DEFAULT_SCHEME, INT8, Scheme, scheme_named, scheme_of_zero_point
 
 
 def planned_schemes(model: onnx.ModelProto) -> dict[str, Scheme]:

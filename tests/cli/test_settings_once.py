@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qdq_onnx.cli.main import build_parser, main
-from qdq_onnx.diagnostics.config import SensitivityConfig
+from qdq_onnx.diagnostics.config import ReportConfig, SensitivityConfig
 from qdq_onnx.finetune.config import FitConfig, TrainConfig
 from qdq_onnx.parallel.config import ParallelConfig
 from qdq_onnx.placement.config import PlacementConfig
@@ -18,7 +18,7 @@ from qdq_onnx.quantize.accuracy_guard import AccuracyGuardConfig
 from qdq_onnx.quantize.config import CalibrationConfig
 
 CONFIGS = (PlacementConfig, CalibrationConfig, AccuracyGuardConfig, PrecisionConfig,
-           TrainConfig, FitConfig, ParallelConfig, SensitivityConfig)
+           TrainConfig, FitConfig, ParallelConfig, SensitivityConfig, ReportConfig)
 CLI = Path(__file__).resolve().parents[2] / "qdq_onnx" / "cli"
 
 

@@ -9,6 +9,7 @@ from onnx import numpy_helper
 
 from qdq_onnx import calibrate, quantize_model
 from qdq_onnx.cli.main import main
+from qdq_onnx.diagnostics.config import ReportConfig
 from qdq_onnx.diagnostics.error_report import build_report
 
 
@@ -24,7 +25,7 @@ def _setup(tmp_path):
 def test_report_values_match_independent_computation(tmp_path):
     m, data = _setup(tmp_path)
     q = quantize_model(m, calibration_data=data, calibration_method="max")
-    rep = build_report(q.onnx, data, show_progress=False)
+    rep = build_report(q.onnx, data, ReportConfig(show_progress=False))
     rows = {r["tensor"]: r for r in rep["tensors"]}
     w = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "c0_w"))
     s = np.abs(w).reshape(8, -1).max(axis=1) / 127
@@ -41,7 +42,8 @@ def test_clipping_shows_up_when_the_range_is_too_small(tmp_path):
     m, data = _setup(tmp_path)
     q = calibrate(quantize_model(m).onnx, data, method="percentile", percentile=90.0,
                   show_progress=False)
-    rows = {r["tensor"]: r for r in build_report(q, data, show_progress=False)["tensors"]}
+    report = build_report(q, data, ReportConfig(show_progress=False))
+    rows = {r["tensor"]: r for r in report["tensors"]}
     assert 0.01 < rows["x"]["clipped"] < 0.2
 
 

@@ -85,8 +85,8 @@ def test_model_over_2gb(tmp_path):
     import subprocess
     import sys
 
-    from qdq_onnx.graph.float_types import FP16
     from qdq_onnx.precision.qdq_values import reduced_scale
+    from qdq_onnx.types.float_type import FP16
 
     # Subprocesses keep the multi-GB objects out of the test process (and its reports).
     src = tmp_path / "big.onnx"

@@ -24,12 +24,12 @@ from helpers import decomposed_layernorm, mlp, multi_head_attention, small_class
 from onnx import helper, numpy_helper
 
 from qdq_onnx import pipeline
-from qdq_onnx.graph.float_types import BF16, FP16, rounded
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.sessions import inference_session
 from qdq_onnx.precision import qdq_values
 from qdq_onnx.quantize.config import CalibrationConfig
-from qdq_onnx.scheme import SCHEMES
+from qdq_onnx.types.float_type import BF16, FP16, rounded
+from qdq_onnx.types.scheme import SCHEMES
 
 F16 = onnx.TensorProto.FLOAT16
 INTEGER = SCHEMES["int8"]

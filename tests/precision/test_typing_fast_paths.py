@@ -8,32 +8,11 @@ import helpers
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
 
 from qdq_onnx import pipeline
-from qdq_onnx.graph.float_types import FP16, fp16_pair
 from qdq_onnx.graph.opset import upgrade_opset
 from qdq_onnx.precision import qdq_values
-
-
-def test_fp16_rounding_by_integers_is_numpys_cast_bit_for_bit():
-    # every FP16 value, and the FP32 values at, beside and on each side of the midpoints
-    # between FP16 neighbours (where ties to even decide), then random bit patterns
-    # (NaNs, infinities, subnormals of both types included)
-    f = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16) \
-        .astype(np.float32).view(np.uint32)
-    offsets = [0, 1, -1, 0xFFF, 0x1000, 0x1001, -0xFFF, -0x1000, -0x1001]
-    patterns = np.concatenate([f + np.uint32(o & 0xFFFFFFFF) for o in offsets] +
-                              [np.random.default_rng(0).integers(0, 1 << 32, 1 << 20,
-                                                                 dtype=np.uint64)
-                               .astype(np.uint32)])
-    x = patterns.view(np.float32)
-    half, wide = fp16_pair(x)
-    with np.errstate(over="ignore"):
-        want = x.astype(np.float16)
-    np.testing.assert_array_equal(half.view(np.uint16), want.view(np.uint16))
-    np.testing.assert_array_equal(wide.view(np.uint32), want.astype(np.float32).view(np.uint32))
-    assert fp16_pair(np.ones((2, 3), np.float32))[0].shape == (2, 3)
+from qdq_onnx.types.float_type import FP16
 
 
 @pytest.mark.parametrize("zero_point", [False, True], ids=["symmetric", "zero-point"])
@@ -100,15 +79,3 @@ def test_typing_on_threads_equals_typing_on_one():
     assert one.SerializeToString() == many.SerializeToString()
     weights = [t for t in one.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert len(weights) >= 3
-
-
-def test_a_typed_initializer_keeps_no_field_of_its_fp32_form():
-    from qdq_onnx.graph.float_types import store_into, stored
-
-    t = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "w")
-    t.doc_string = "fp32 doc"
-    t.float_data.extend([])  # raw_data set, typed fields empty
-    want = stored(np.arange(6, dtype=np.float32).reshape(2, 3), "w", FP16)
-    store_into(t, np.arange(6, dtype=np.float16).reshape(2, 3), FP16)
-    assert t.SerializeToString() == want.SerializeToString()
-    assert helper.printable_tensor_proto(t)  # a well-formed tensor

@@ -11,14 +11,14 @@ PACKAGE = Path(__file__).resolve().parents[2] / "qdq_onnx"
 
 # Lowest first. A module may import its own layer and the layers before it, never later
 # ones: e.g. placement never imports finetune or diagnostics.
-LAYERS = ["version", "lazy", "errors", "scheme", "progress", "files", "parallel", "data", "graph",
+LAYERS = ["version", "lazy", "errors", "types", "progress", "files", "parallel", "data", "graph",
           "convert", "placement", "quantize", "precision", "finetune", "diagnostics", "pipeline",
           "compat", "cli", "__init__", "__main__"]
 # The front ends (the CLI, the original toolkit's API) go through the pipeline façade: they
 # may import it and these foundations, nothing of the stages behind it.
 FACADE_USERS = ("cli", "compat")
 FACADE = {"pipeline", "errors", "data", "version"}
-SCHEME_MODULE = PACKAGE / "scheme.py"
+SCHEME_MODULE = PACKAGE / "types" / "scheme.py"
 # Spellings of "int8" that are not a quantization: each with its reason.
 NOT_QUANTIZATION = {
     ("files/onnx_files.py", "127"): "protobuf varints carry 7 bits per byte (0x7F)",

@@ -13,7 +13,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.graph.qdq import qdq_pairs
 from qdq_onnx.quantize.calibration import METHODS, TensorStats, amax_from_stats
 from qdq_onnx.quantize.methods import SINGLE_METHODS
-from qdq_onnx.scheme import INT8
+from qdq_onnx.types.scheme import INT8
 
 
 def _model():

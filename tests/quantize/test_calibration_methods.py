@@ -18,7 +18,7 @@ from qdq_onnx.quantize.methods import (
     entropy_divergences,
     entropy_threshold,
 )
-from qdq_onnx.scheme import INT8
+from qdq_onnx.types.scheme import INT8
 
 QUIET = CalibrationConfig(show_progress=False)
 

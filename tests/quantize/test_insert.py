@@ -12,7 +12,7 @@ from qdq_onnx.errors import QdqError
 from qdq_onnx.files.metadata import PLAN_KEY, RULE_KEY, get_metadata
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.scales import MIN_SCALE, fake_quant
-from qdq_onnx.scheme import INT8
+from qdq_onnx.types.scheme import INT8
 
 
 def _model():

@@ -8,7 +8,7 @@ from qdq_onnx.diagnostics.lint.checks import Hit, check
 from qdq_onnx.diagnostics.lint.context import LintContext
 from qdq_onnx.graph import ops
 from qdq_onnx.placement.fp8_policy import node_shape
-from qdq_onnx.scheme import scheme_named
+from qdq_onnx.types.scheme import scheme_named
 
 # TensorRT's per-channel FP8 scales are for GEMMs (10.6 release notes: "per-channel scaling
 # for FP8 matrix multiplications on Hopper").

@@ -12,7 +12,7 @@ import onnx
 from qdq_onnx.diagnostics.lint.checks import Hit, check
 from qdq_onnx.diagnostics.lint.context import LintContext
 from qdq_onnx.graph import ops
-from qdq_onnx.graph.float_types import FP32, REDUCED_ELEM_TYPES
+from qdq_onnx.types.float_type import FP32, REDUCED_ELEM_TYPES
 
 # Casts between these are reformats of data; integer Casts are shape arithmetic.
 FLOAT_TYPES = frozenset({FP32.elem_type, *REDUCED_ELEM_TYPES})

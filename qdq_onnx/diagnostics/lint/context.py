@@ -17,7 +17,7 @@ from qdq_onnx.placement.patterns import branch_path, weighted_branch
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.slots import node_attrs
 from qdq_onnx.quantize.schemes import zero_point_scheme
-from qdq_onnx.scheme import SCHEMES, scheme_named, scheme_of_zero_point
+from qdq_onnx.types.scheme import SCHEMES, scheme_named, scheme_of_zero_point
 
 TYPINGS = ("strong", "weak")
 

@@ -20,7 +20,7 @@ from qdq_onnx.placement.patterns.base import PatternKind, layer_of
 from qdq_onnx.placement.proposals import PRIORITY_PATTERN, Proposal
 from qdq_onnx.placement.rules.model import PatternRule, RuleSet
 from qdq_onnx.placement.slots import slot_proposal
-from qdq_onnx.scheme import INT8
+from qdq_onnx.types.scheme import INT8
 
 INFER_OPSET = 19
 DEFAULTS = {"head_sizes": [16, 32, 64], "max_sequence": 512,

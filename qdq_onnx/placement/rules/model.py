@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.scheme import DEFAULT_SCHEME
+from qdq_onnx.types.scheme import DEFAULT_SCHEME
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from qdq_onnx.placement.rules.model import (
     Taxonomy,
     WeightAxis,
 )
-from qdq_onnx.scheme import DEFAULT_SCHEME, scheme_named
+from qdq_onnx.types.scheme import DEFAULT_SCHEME, scheme_named
 
 _TOP_KEYS = {"schema", "name", "description", "scheme", "op_rules", "never", "taxonomy",
              "patterns", "lint", "precision", "cost", "accuracy_guard", "fp8"}
