@@ -18,11 +18,9 @@ def _single() -> World:
 
 @dataclass(frozen=True)
 class RunContext:
-    """The ranks a stage runs on (`world`; rank 0 writes and prints) and the CPU threads
-    each may use (`threads`, shared by the ranks on one machine)."""
+    """The ranks a stage runs on (`world`; rank 0 writes and prints)."""
 
     world: World = field(default_factory=_single)
-    threads: int = 0  # CPU threads for this rank (0: the runtime's default, all cores)
 
     @property
     def is_root(self) -> bool:
@@ -31,6 +29,6 @@ class RunContext:
     @classmethod
     def of_process(cls) -> RunContext:
         """This process's context: every rank an MPI launcher started, else one process."""
-        from qdq_onnx.parallel.world import threads_per_rank, world
+        from qdq_onnx.parallel.world import world
 
-        return cls(world(), threads_per_rank())
+        return cls(world())

@@ -17,7 +17,6 @@ from qdq_onnx.graph import ops
 from qdq_onnx.graph.element_types import element_types
 from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import qdq_pairs, strip_qdq
-from qdq_onnx.parallel.threads import ordered_map
 from qdq_onnx.placement.plan import KeptFP32
 from qdq_onnx.placement.rules import PrecisionGuard, PrecisionPolicy
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes
@@ -61,11 +60,9 @@ class _Decisions:
 
 
 def guard_decisions(model: onnx.ModelProto, kind: FloatType, policy: PrecisionPolicy,
-                    ranges: dict[str, float] | None = None, threads: int = 0
-                    ) -> list[KeptFP32]:
+                    ranges: dict[str, float] | None = None) -> list[KeptFP32]:
     """The nodes of the Q/DQ `model` that stay FP32 when its remainder is `kind`, by the
-    policy's guards (activation guards only with measured `ranges`; weights read on
-    `threads` threads, 0: the cores)."""
+    policy's guards (activation guards only with measured `ranges`)."""
     if kind.is_fp32:
         return []
     index = GraphIndex(model.graph)
@@ -76,7 +73,7 @@ def guard_decisions(model: onnx.ModelProto, kind: FloatType, policy: PrecisionPo
         if guard.kind.startswith("activation") and ranges:
             _activations(index, guard, kind, ranges, found)
         elif guard.kind.startswith("weight"):
-            peaks = _weight_peaks(model, index, threads) if peaks is None else peaks
+            peaks = _weight_peaks(model, index) if peaks is None else peaks
             _weights(peaks, index, guard, kind, found)
         elif guard.kind == "reduction":
             _reductions(model, index, guard, found)
@@ -106,13 +103,12 @@ def _activations(index: GraphIndex, guard: PrecisionGuard, kind: FloatType,
                 found.keep(node, guard, why, tensor, peak)
 
 
-def _weight_peaks(model: onnx.ModelProto, index: GraphIndex, threads: int = 0
-                  ) -> dict[str, float]:
+def _weight_peaks(model: onnx.ModelProto, index: GraphIndex) -> dict[str, float]:
     """max |w| of each FP32 initializer but the Q/DQ scales (external data unread)."""
     scales = {n.input[1] for n in index.nodes if n.op_type in ops.QDQ_OPS}
     read = [t for t in model.graph.initializer if t.data_type == FLOAT and
             t.name not in scales and t.data_location != onnx.TensorProto.EXTERNAL]
-    return dict(zip((t.name for t in read), ordered_map(_peak, read, threads)))
+    return {t.name: _peak(t) for t in read}
 
 
 def _peak(t: onnx.TensorProto) -> float:

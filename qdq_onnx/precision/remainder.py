@@ -19,7 +19,6 @@ from qdq_onnx.graph.element_types import element_types
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.names import FreshNames
 from qdq_onnx.graph.opset import upgrade_opset
-from qdq_onnx.parallel.threads import ordered_map
 from qdq_onnx.precision import qdq_values
 from qdq_onnx.precision.graph_types import FLOAT, OpTypes
 from qdq_onnx.precision.subgraphs import implicit_inputs, rename_implicit
@@ -53,12 +52,11 @@ class TypingReport:
 
 
 def type_remainder(model: onnx.ModelProto, kind: FloatType, kept: set[str] | frozenset[str],
-                   keep_io_types: bool = True, in_place: bool = False, threads: int = 0
+                   keep_io_types: bool = True, in_place: bool = False
                    ) -> tuple[onnx.ModelProto, TypingReport]:
     """The Q/DQ `model` with its float remainder in `kind`, the nodes named in `kept`
     FP32, graph I/O FP32 when `keep_io_types`: a copy, or `model` itself when `in_place`
-    (for a caller that owns it; no weight is then copied). The weights are typed on
-    `threads` threads (0: the cores)."""
+    (for a caller that owns it; no weight is then copied)."""
     report = TypingReport(kind.name)
     if kind.is_fp32:
         return (model if in_place else _copy(model)), report
@@ -66,7 +64,7 @@ def type_remainder(model: onnx.ModelProto, kind: FloatType, kept: set[str] | fro
     if out is model and not in_place:
         out = _copy(model)
     report.notes += [note] if note else []
-    _Typer(out, kind, set(kept), keep_io_types, report, threads).run()
+    _Typer(out, kind, set(kept), keep_io_types, report).run()
     return out, report
 
 
@@ -91,9 +89,8 @@ def opset_for(model: onnx.ModelProto, kind: FloatType, in_place: bool = False
 
 class _Typer:
     def __init__(self, model: onnx.ModelProto, kind: FloatType, kept: set[str],
-                 keep_io: bool, report: TypingReport, threads: int = 0) -> None:
+                 keep_io: bool, report: TypingReport) -> None:
         self.model, self.kind, self.kept, self.keep_io = model, kind, kept, keep_io
-        self.threads = threads
         self.report = report
         self.graph = model.graph
         self.index = GraphIndex(model.graph)
@@ -195,8 +192,8 @@ class _Typer:
                 wants.setdefault(t, set()).add(FLOAT)  # a subgraph keeps its FP32 reads
         renamed: dict[str, str] = {}
         jobs = [(name, types) for name, types in wants.items() if self.low in types]
-        # the values are computed on the rank's threads, the protos written here in order
-        for (name, types), typed in zip(jobs, ordered_map(self._typed, jobs, self.threads)):
+        for name, types in jobs:
+            typed = self._typed((name, types))
             proto = self.index.initializers[name]
             target = name
             if FLOAT in types:

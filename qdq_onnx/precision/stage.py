@@ -78,10 +78,9 @@ def type_model(model: onnx.ModelProto, config: PrecisionConfig | None = None,
                      f"no {kind.name} activation overflows")
     model, upgraded = opset_for(widened, kind, in_place=owned)  # the guard judges ops at it
     notes[:0] = [upgraded] if upgraded else []
-    threads = run.threads if run is not None else 0
-    kept = guard_decisions(model, kind, rules.precision, ranges, threads) if guarding else []
+    kept = guard_decisions(model, kind, rules.precision, ranges) if guarding else []
     typed, report = type_remainder(model, kind, {k.node for k in kept}, config.keep_io_types,
-                                   in_place=owned or upgraded is not None, threads=threads)
+                                   in_place=owned or upgraded is not None)
     plan = record_remainder(typed, kind.name, kept)
     return Typed(typed, kept, report, notes, plan)
 

@@ -67,15 +67,3 @@ def test_typing_a_model_given_up_equals_typing_a_copy():
     given = pipeline.type_remainder(q, copy=False)
     assert given.model.SerializeToString() == kept.model.SerializeToString()
     assert given.model.opset_import[0].version == 19
-
-
-def test_typing_on_threads_equals_typing_on_one():
-    from qdq_onnx.parallel.context import RunContext
-    from qdq_onnx.precision.stage import type_model
-
-    q = _qdq_model()
-    one = type_model(q, run=RunContext(threads=1)).model
-    many = type_model(q, run=RunContext(threads=3)).model
-    assert one.SerializeToString() == many.SerializeToString()
-    weights = [t for t in one.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
-    assert len(weights) >= 3
