@@ -82,7 +82,22 @@ def type_model(model: onnx.ModelProto, config: PrecisionConfig | None = None,
     typed, report = type_remainder(model, kind, {k.node for k in kept}, config.keep_io_types,
                                    in_place=owned or upgraded is not None)
     plan = record_remainder(typed, kind.name, kept)
+    if kind.is_fp32:
+        notes += _relu_fusion_note(typed)
     return Typed(typed, kept, report, notes, plan)
+
+
+def _relu_fusion_note(model: onnx.ModelProto) -> list[str]:
+    from qdq_onnx.quantize.fp8_files import relu_fusion_hazards
+
+    found = relu_fusion_hazards(model)
+    if not found:
+        return []
+    return [f"{len(found)} Relu(s) feed an FP8 QuantizeLinear in FP32 (e.g. {found[0]!r}): "
+            f"onnxruntime's CPU ReluQuantFusion removes them at its default optimization "
+            f"level (ORT_ENABLE_EXTENDED and up, 1.19 to 1.32), so onnxruntime computes "
+            f"this file wrongly there; TensorRT reads it as written. Evaluate it in "
+            f"onnxruntime with ORT_ENABLE_BASIC, or keep the FP16 remainder (the default)"]
 
 
 def _ranges(model: onnx.ModelProto, data: Any, calibration: Any, run: Any
