@@ -368,8 +368,9 @@ def file_stats(path: str, sample: np.ndarray) -> dict:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             info[n.output[0]] = (n.attribute[0].t.data_type, list(n.attribute[0].t.dims))
     def known(name: str) -> bool:
+        # a dim_value <= 0 is no size: paddle2onnx writes -1 for its dynamic dimensions
         s = info.get(name, (0, None))[1]
-        return bool(s) and None not in s
+        return bool(s) and all(d is not None and d > 0 for d in s)
 
     missing = [t for n in model.graph.node if n.op_type in COMPUTE
                for t in (n.input[0], n.input[1], n.output[0]) if not known(t)]
