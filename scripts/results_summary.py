@@ -36,11 +36,11 @@ class Row:
 
     what: str
     figure: Callable[[], str]
-    target: str = "-"
+    target: str | Callable[[], str] = "-"  # a callable: a row of several targets says each
     met: Callable[[], bool] | None = None
 
     def cells(self) -> list[str]:
-        target = self.target
+        target = self.target() if callable(self.target) else self.target
         if self.met is not None and not self.met():
             target += ": not met"
         return [self.what, self.figure(), target]
@@ -54,10 +54,12 @@ def _insert() -> str:
             f"{conv['process_peak_rss_over_file_size']:.2f}x the file")
 
 
-def _insert_met() -> bool:
+def _insert_targets() -> str:
     f = _load("insert")["files"].values()
-    return all(v["insert_process_over_plain_process"] <= 1.5 and
-               v["process_peak_rss_over_file_size"] <= 2.5 for v in f)
+    time = all(v["insert_process_over_plain_process"] <= 1.5 for v in f)
+    memory = all(v["process_peak_rss_over_file_size"] <= 2.5 for v in f)
+    return "<= 1.5x" + ("" if time else ": not met") + "; peak RSS <= 2.5x" + \
+        ("" if memory else ": not met")
 
 
 _PTQ_MODELS = ("out/mnist", "out/mnist-gap-c4", "out/mnist-bn-after-relu-c4")
@@ -194,7 +196,7 @@ def _backends() -> tuple[list[float], float]:
 
 ROWS = [
     Row("insert: `qdq-onnx insert` ResNet50 process vs plain onnx load+save process, "
-        "converted / tf2onnx NHWC file", _insert, "<= 1.5x; peak RSS <= 2.5x", _insert_met),
+        "converted / tf2onnx NHWC file", _insert, _insert_targets),
     Row("calibrate: qdq-onnx max calibration + insert vs onnxruntime `quantize_static`",
         lambda: f"{_load('calibrate')['speedup_qdq_onnx_vs_ort']:.2f}x faster", ">= 2x",
         lambda: _load("calibrate")["speedup_qdq_onnx_vs_ort"] >= 2),

@@ -27,12 +27,10 @@ class ReportConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        if not _positive_int(self.batch_size):
-            raise SettingError("batch_size", f"must be a positive integer, got "
-                                             f"{self.batch_size!r}")
-        if self.max_samples is not None and not _positive_int(self.max_samples):
-            raise SettingError("max_samples", f"must be a positive integer or None, got "
-                                              f"{self.max_samples!r}")
+        limits = {"batch_size": self.batch_size, "max_samples": self.max_samples}
+        for name, value in limits.items():
+            if not (_positive_int(value) or (name == "max_samples" and value is None)):
+                raise SettingError(name, f"must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)

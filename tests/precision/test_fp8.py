@@ -112,34 +112,3 @@ def test_fp8_fine_tuning_is_bit_exact_against_the_fp8_qdq_model(digits, float_mo
     acc = np.mean(np.argmax(inference_session(shipped).run(None, {"x": xte})[0], 1) == yte)
     assert acc > 0.85
 
-
-def _run(model, level):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": X})[0]
-
-
-def test_a_relu_before_an_fp8_pair_in_fp32_is_reported_and_fp16_is_clear_of_it():
-    """onnxruntime's ReluQuantFusion drops a Relu before a float8 QuantizeLinear (it only
-    checks INT8/UINT8 zero points): the FP32 remainder says so, the FP16 one runs the same
-    at every level."""
-    import onnxruntime as ort
-
-    q = pipeline.insert(small_classifier(), pipeline.PlacementConfig(
-        scheme="fp8", rules=fp8_everywhere_rules()), data=X)
-    fp32 = pipeline.type_remainder(q.qdq, pipeline.PrecisionConfig("fp32"))
-    assert any("ReluQuantFusion" in line and "'r'" in line for line in fp32.lines())
-    levels = ort.GraphOptimizationLevel
-    off, full = levels.ORT_DISABLE_ALL, levels.ORT_ENABLE_ALL
-    assert not np.allclose(_run(fp32.model, off), _run(fp32.model, full), atol=1e-3)
-    fp16 = pipeline.type_remainder(q.qdq, data=X)
-    assert not any("ReluQuantFusion" in line for line in fp16.lines())
-    np.testing.assert_allclose(_run(fp16.model, off), _run(fp16.model, full), atol=1e-2)
-    int8 = pipeline.type_remainder(pipeline.insert(small_classifier(), data=X).qdq,
-                                   pipeline.PrecisionConfig("fp32"))
-    assert not any("ReluQuantFusion" in line for line in int8.lines())

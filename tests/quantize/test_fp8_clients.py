@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import G, fp8_cnn
+from helpers import G, fp8_cnn, fp8_everywhere_rules, small_classifier
 
 from qdq_onnx import pipeline
 from qdq_onnx.errors import QdqError
@@ -146,3 +146,25 @@ def test_an_fp8_rule_without_a_scheme_is_refused_with_its_line(tmp_path):
         load_rules(p)
     assert [r.id for r in RULES.fp8] == ["TRT-F001", "TRT-F002", "TRT-F003", "TRT-F004",
                                          "TRT-F005"]
+
+
+def test_a_relu_before_an_fp8_pair_in_fp32_is_reported_and_fp16_is_clear_of_it():
+    """onnxruntime's ReluQuantFusion drops a Relu before a float8 QuantizeLinear (it only
+    checks INT8/UINT8 zero points): the FP32 remainder says so, the FP16 one runs the same
+    at every level."""
+    import onnxruntime as ort
+
+    x = X[:, :, :8, :8]  # small_classifier reads 3x8x8
+    q = pipeline.insert(small_classifier(), pipeline.PlacementConfig(
+        scheme="fp8", rules=fp8_everywhere_rules()), data=x)
+    fp32 = pipeline.type_remainder(q.qdq, pipeline.PrecisionConfig("fp32"))
+    assert any("ReluQuantFusion" in line and "'r'" in line for line in fp32.lines())
+    levels = ort.GraphOptimizationLevel
+    off, full = levels.ORT_DISABLE_ALL, levels.ORT_ENABLE_ALL
+    assert not np.allclose(_run(fp32.model, off, x), _run(fp32.model, full, x), atol=1e-3)
+    fp16 = pipeline.type_remainder(q.qdq, data=x)
+    assert not any("ReluQuantFusion" in line for line in fp16.lines())
+    np.testing.assert_allclose(_run(fp16.model, off, x), _run(fp16.model, full, x), atol=1e-2)
+    int8 = pipeline.type_remainder(pipeline.insert(small_classifier(), data=x).qdq,
+                                   pipeline.PrecisionConfig("fp32"))
+    assert not any("ReluQuantFusion" in line for line in int8.lines())
