@@ -50,9 +50,8 @@ def _into(model: onnx.ModelProto, converted: onnx.ModelProto) -> onnx.ModelProto
         getattr(g, field).extend(getattr(c, field))
     made = {t.name for t in c.initializer}
     have = {t.name for t in g.initializer}
-    if have - made:
-        kept = [t for t in g.initializer if t.name in made]
-        g.ClearField("initializer")
-        g.initializer.extend(kept)
+    for i in reversed(range(len(g.initializer))):  # in place: no weight is copied
+        if g.initializer[i].name not in made:
+            del g.initializer[i]
     g.initializer.extend(t for t in c.initializer if t.name not in have)
     return model

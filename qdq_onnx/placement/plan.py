@@ -8,6 +8,7 @@ decided it with a one-line reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -40,20 +41,19 @@ class Placement:
     def __post_init__(self) -> None:
         # the name is parsed here, when the plan is made or read (a misspelt or unknown
         # scheme fails at once, naming it); every stage after reads `quantization`
-        if self.scheme not in _PARSED:
-            _PARSED[self.scheme] = scheme_named(self.scheme)
+        _parsed(self.scheme)
 
     @property
     def quantization(self) -> Scheme:
         """The quantization scheme this pair holds (the name already parsed)."""
-        return _PARSED[self.scheme]
+        return _parsed(self.scheme)
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.consumer, self.input)
 
 
-_PARSED: dict[str, Scheme] = {}  # scheme name -> Scheme, filled as placements are made
+_parsed = functools.cache(scheme_named)  # each scheme name parsed once per process
 
 
 def _placement(entry: dict[str, Any], source: str) -> Placement:

@@ -191,9 +191,10 @@ class _Typer:
             for t in implicit_inputs(node) & set(self.index.initializers):
                 wants.setdefault(t, set()).add(FLOAT)  # a subgraph keeps its FP32 reads
         renamed: dict[str, str] = {}
-        jobs = [(name, types) for name, types in wants.items() if self.low in types]
-        for name, types in jobs:
-            typed = self._typed((name, types))
+        for name, types in wants.items():
+            if self.low not in types:
+                continue
+            typed = self._typed(name, types)
             proto = self.index.initializers[name]
             target = name
             if FLOAT in types:
@@ -210,10 +211,9 @@ class _Typer:
                 if t in renamed and self._slot_type(node, i) == self.low:
                     node.input[i] = renamed[t]
 
-    def _typed(self, job: tuple[str, set[int]]) -> np.ndarray:
+    def _typed(self, name: str, types: set[int]) -> np.ndarray:
         """Initializer `name`'s values in the reduced type: a scale reduced so its pairs
         quantize as in FP32, a weight only its quantizer reads matched to it."""
-        name, types = job
         if name in self.weights and types == {self.low} and name not in self.scales:
             w = self.weights[name]
             return qdq_values.matched_weight(self.index, name, w, self.kind,

@@ -140,9 +140,9 @@ def flatten_squeezes(model: onnx.ModelProto, float8_q: set[str]) -> list[str]:
 def relu_fusion_hazards(model: onnx.ModelProto) -> list[str]:
     """The FP32 Relus whose only reader is a float8 QuantizeLinear: the ones onnxruntime's
     ReluQuantFusion removes at its default optimization level (see the module docstring)."""
+    from qdq_onnx.graph.runtime_view import FLOAT8_TYPES
+
     index = GraphIndex(model.graph)
-    float8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ,
-              onnx.TensorProto.FLOAT8E5M2, onnx.TensorProto.FLOAT8E5M2FNUZ}
     found = []
     for node in index.nodes:
         if node.op_type != "Relu":
@@ -151,7 +151,7 @@ def relu_fusion_hazards(model: onnx.ModelProto) -> list[str]:
         if len(uses) != 1 or uses[0].node.op_type != ops.QUANTIZE or len(uses[0].node.input) < 3:
             continue
         zp = index.initializers.get(uses[0].node.input[2])
-        if zp is not None and zp.data_type in float8:
+        if zp is not None and zp.data_type in FLOAT8_TYPES:
             found.append(node.name)
     return found
 

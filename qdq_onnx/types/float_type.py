@@ -112,15 +112,11 @@ def rounded(values: np.ndarray, kind: FloatType) -> np.ndarray:
 def stored(values: np.ndarray, name: str, kind: FloatType) -> onnx.TensorProto:
     """An initializer of `values` (float; float16 ones are taken as they are for FP16)
     stored in `kind`."""
-    if kind.elem_type == FP16.elem_type:
-        return onnx.numpy_helper.from_array(np.asarray(values).astype(np.float16, copy=False),
-                                            name)
-    v = np.asarray(values, dtype=np.float32)
-    if kind.elem_type == BF16.elem_type:
-        t = onnx.TensorProto(name=name, data_type=kind.elem_type, dims=list(v.shape))
-        t.raw_data = _bf16_bits(v).tobytes()
-        return t
-    return onnx.numpy_helper.from_array(v, name)
+    tensor = onnx.TensorProto()
+    if name:  # proto2: an empty name set is still written (a Constant's value has none)
+        tensor.name = name
+    store_into(tensor, values, kind)
+    return tensor
 
 
 def store_into(tensor: onnx.TensorProto, values: np.ndarray, kind: FloatType) -> None:
@@ -128,7 +124,8 @@ def store_into(tensor: onnx.TensorProto, values: np.ndarray, kind: FloatType) ->
     place: a large weight's bytes are not copied a second time."""
     name = tensor.name
     tensor.Clear()  # no payload, external-data entry or doc string of the FP32 one stays
-    tensor.name = name
+    if name:
+        tensor.name = name
     tensor.dims.extend(np.shape(values))
     tensor.data_type = kind.elem_type
     if kind.elem_type == FP16.elem_type:

@@ -43,7 +43,13 @@ def test_a_typed_initializer_keeps_no_field_of_its_fp32_form():
     t = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "w")
     t.doc_string = "fp32 doc"
     t.float_data.extend([])  # raw_data set, typed fields empty
-    want = stored(np.arange(6, dtype=np.float32).reshape(2, 3), "w", FP16)
+    # the reference is onnx's own from_array of the FP16 values
+    want = numpy_helper.from_array(np.arange(6, dtype=np.float16).reshape(2, 3), "w")
     store_into(t, np.arange(6, dtype=np.float16).reshape(2, 3), FP16)
     assert t.SerializeToString() == want.SerializeToString()
     assert helper.printable_tensor_proto(t)  # a well-formed tensor
+    for kind, dtype in ((FP16, np.float16), (FP32, np.float32)):
+        values = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
+        for name in ("v", ""):  # a Constant's value tensor has no name
+            assert stored(values, name, kind).SerializeToString() == \
+                numpy_helper.from_array(values.astype(dtype), name).SerializeToString()
