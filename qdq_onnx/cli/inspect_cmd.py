@@ -36,27 +36,26 @@ def run(args: argparse.Namespace) -> int:
         return _error_report(model, args)
     info = pipeline.inspect(model)
     if args.format == "json":
-        print(json.dumps(info, indent=1))
+        print(json.dumps(info.to_dict(), indent=1))
         return 0
-    rows = info["quantized_inputs"]
+    rows = info.quantized_inputs
     head = ("node", "op", "in", "kind", "axis", "scales", "scheme", "rule", "layer")
-    table = [head] + [(r["node"], r["op_type"], str(r["input"]), r["kind"],
-                       "-" if r["axis"] is None else str(r["axis"]), str(r["scales"]),
-                       r["scheme"], r["rule"], r["layer"] or "-") for r in rows]
+    table = [head] + [(r.node, r.op_type, str(r.input), r.kind,
+                       "-" if r.axis is None else str(r.axis), str(r.scales),
+                       r.scheme, r.rule, r.layer or "-") for r in rows]
     widths = [min(max(len(row[i]) for row in table), 60) for i in range(len(head))]
     for row in table:
         print("  ".join(c[:60].ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(f"\n{info['quantized_nodes']} quantized nodes, {len(rows)} quantized inputs, "
-          f"{info['quantize_linear']} QuantizeLinear / {info['dequantize_linear']} "
-          "DequantizeLinear")
-    per = ", ".join(f"{n} {k}" for k, n in sorted(info["compute_ops"].items()))
-    print(f"float remainder {info['high_precision']}; compute ops in a strongly typed build: "
+    print(f"\n{info.quantized_nodes} quantized nodes, {len(rows)} quantized inputs, "
+          f"{info.quantize_linear} QuantizeLinear / {info.dequantize_linear} DequantizeLinear")
+    per = ", ".join(f"{n} {k}" for k, n in sorted(info.compute_ops.items()))
+    print(f"float remainder {info.high_precision}; compute ops in a strongly typed build: "
           f"{per or 'none'}")
-    for k in info["kept_fp32"]:
+    for k in info.kept_fp32:
         print(f"fp32   {k['node']} ({k['op']})  {k['rule']}: {k['reason']}")
-    for d in {d["consumer"]: d for d in info["kept_float"]}.values():
+    for d in {d["consumer"]: d for d in info.kept_float}.values():
         print(f"float  {d['consumer']}  {d['rule']}: {d['reason']}")
-    guard = info["accuracy_guard"]
+    guard = info.accuracy_guard
     if guard:
         print(f"accuracy guard ({guard['rule']}, {guard['samples']} calibration samples): "
               f"moved {len(guard['moved'])} layer(s) in {guard['trials']} trial(s); target "
@@ -82,11 +81,11 @@ def _error_report(model, args: argparse.Namespace) -> int:
         "batch_size": args.batch_size, "max_samples": args.max_samples})
     report = pipeline.error_report(model, args.data, config)
     if args.format == "json":
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report.to_dict(), indent=1))
     else:
         print(plumbing.render_error_report(report))
     if args.json_out:
-        plumbing.write_text_atomic(args.json_out, json.dumps(report, indent=1) + "\n")
+        plumbing.write_text_atomic(args.json_out, json.dumps(report.to_dict(), indent=1) + "\n")
     if args.png:
         plumbing.write_png(plumbing.error_report_chart(report), args.png)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from qdq_onnx.cli.options import add_image_options, add_rules
@@ -34,16 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qdq_onnx import pipeline
-    from qdq_onnx.errors import QdqError
 
     plumbing.check_output(args.output, args.model)
     model = pipeline.load(args.model).model
-    sens = None
-    if args.sensitivity:
-        try:
-            sens = json.loads(Path(args.sensitivity).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise QdqError(f"{args.sensitivity}: not a sensitivity JSON ({exc})") from exc
+    sens = plumbing.read_sensitivity(args.sensitivity) if args.sensitivity else None
     config = plumbing.make_config(plumbing.ReportConfig, {"max_samples": args.max_samples})
     html_text = pipeline.report(model, Path(args.model).name, args.rules, args.data, config,
                                 sens, args.bench_dir)

@@ -40,8 +40,21 @@ class LayerError:
     rel_error: float  # ||q - f|| / ||f||
 
 
+@dataclass
+class ErrorReport:
+    """The error report: one row per quantized tensor, one per weighted layer output."""
+
+    tensors: list[TensorRow]
+    layers: list[LayerError]
+
+    def to_dict(self) -> dict[str, Any]:
+        """{'tensors': [...], 'layers': [...]} of plain rows (what `--json` writes)."""
+        return {"tensors": [asdict(r) for r in self.tensors],
+                "layers": [asdict(r) for r in self.layers]}
+
+
 def build_report(model: onnx.ModelProto, data: Any, config: ReportConfig | None = None
-                 ) -> dict[str, Any]:
+                 ) -> ErrorReport:
     from qdq_onnx.data.feeds import as_batches
     from qdq_onnx.graph.sessions import inference_session, run_checked, with_outputs
 
@@ -99,33 +112,32 @@ def build_report(model: onnx.ModelProto, data: Any, config: ReportConfig | None 
     layers = [LayerError(n, op, o, sqnr_db(*lacc[o]),
                        float(np.sqrt(lacc[o][1] / lacc[o][0])) if lacc[o][0] > 0 else 0.0)
               for n, op, o in layer_outputs]
-    return {"tensors": [asdict(r) for r in rows], "layers": [asdict(r) for r in layers]}
+    return ErrorReport(rows, layers)
 
 
-def render_text(report: dict[str, Any]) -> str:
+def render_text(report: ErrorReport) -> str:
     lines = [f"{'tensor':48} {'kind':10} {'scale':>10} {'ch':>5} {'clipped':>9} {'SQNR dB':>8}"]
-    for r in report["tensors"]:
-        lines.append(f"{r['tensor'][:48]:48} {r['kind']:10} {r['scale']:10.3g} "
-                     f"{r['channels']:5d} {r['clipped'] * 100:8.4f}% {r['sqnr_db']:8.2f}")
+    for r in report.tensors:
+        lines.append(f"{r.tensor[:48]:48} {r.kind:10} {r.scale:10.3g} "
+                     f"{r.channels:5d} {r.clipped * 100:8.4f}% {r.sqnr_db:8.2f}")
     lines.append("")
     lines.append(f"{'layer output (float vs Q/DQ)':48} {'op':10} {'SQNR dB':>8} {'rel err':>9}")
-    for r in report["layers"]:
-        lines.append(f"{r['node'][:48]:48} {r['op_type']:10} {r['sqnr_db']:8.2f} "
-                     f"{r['rel_error']:9.4f}")
+    for r in report.layers:
+        lines.append(f"{r.node[:48]:48} {r.op_type:10} {r.sqnr_db:8.2f} {r.rel_error:9.4f}")
     return "\n".join(lines)
 
 
-def sqnr_chart(report: dict[str, Any]) -> bytes:
+def sqnr_chart(report: ErrorReport) -> bytes:
     """Bar charts of SQNR per quantized tensor and per layer output, as PNG bytes."""
     plt = pyplot()
-    tensors, layers = report["tensors"], report["layers"]
+    tensors, layers = report.tensors, report.layers
     height = max(4.0, 0.22 * max(len(tensors), len(layers)) + 1.5)
     fig, (a, b) = plt.subplots(1, 2, figsize=(14, height))
-    colors = ["tab:blue" if r["kind"] == "weight" else "tab:orange" for r in tensors]
-    a.barh([r["tensor"][-40:] for r in tensors], [min(r["sqnr_db"], 80) for r in tensors],
+    colors = ["tab:blue" if r.kind == "weight" else "tab:orange" for r in tensors]
+    a.barh([r.tensor[-40:] for r in tensors], [min(r.sqnr_db, 80) for r in tensors],
            color=colors)
     a.set_title("SQNR per quantized tensor (blue: weight, orange: activation)")
-    b.barh([r["node"][-40:] for r in layers], [min(r["sqnr_db"], 80) for r in layers],
+    b.barh([r.node[-40:] for r in layers], [min(r.sqnr_db, 80) for r in layers],
            color="tab:green")
     b.set_title("Layer output: float vs Q/DQ SQNR")
     for ax in (a, b):

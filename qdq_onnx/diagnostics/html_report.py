@@ -9,11 +9,15 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
+
+if TYPE_CHECKING:
+    from qdq_onnx.diagnostics.error_report import ErrorReport
+    from qdq_onnx.diagnostics.sensitivity import SensitivityReport
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -40,8 +44,9 @@ def _img(png: bytes) -> str:
     return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def build_html(model: onnx.ModelProto, name: str, lint: Any, quant: dict | None = None,
-               sensitivity: dict | None = None, bench: dict[str, Any] | None = None) -> str:
+def build_html(model: onnx.ModelProto, name: str, lint: Any,
+               quant: ErrorReport | None = None, sensitivity: SensitivityReport | None = None,
+               bench: dict[str, Any] | None = None) -> str:
     """The report as one HTML document: summary, placement, lint, and the optional SQNR,
     sensitivity and benchmark sections."""
     from qdq_onnx.diagnostics.quantized_inputs import quantized_inputs
@@ -119,25 +124,18 @@ def _lint(lint) -> list[str]:
     return out
 
 
-def _sqnr(quant: dict) -> list[str]:
+def _sqnr(quant: ErrorReport) -> list[str]:
     from qdq_onnx.diagnostics.error_report import sqnr_chart
 
     return ["<h2 id='sqnr'>Per-layer SQNR</h2>", _img(sqnr_chart(quant)),
             _table(["tensor", "kind", "scale", "clipped", "SQNR dB"],
-                   [[t["tensor"], t["kind"], f"{t['scale']:.4g}",
-                     f"{t['clipped'] * 100:.3f}%", f"{t['sqnr_db']:.2f}"]
-                    for t in quant["tensors"]])]
+                   [[t.tensor, t.kind, f"{t.scale:.4g}", f"{t.clipped * 100:.3f}%",
+                     f"{t.sqnr_db:.2f}"] for t in quant.tensors])]
 
 
-def _sensitivity(sensitivity: dict) -> list[str]:
-    from qdq_onnx.diagnostics.sensitivity import (
-        LayerSensitivity,
-        SensitivityReport,
-        sensitivity_chart,
-    )
+def _sensitivity(rep: SensitivityReport) -> list[str]:
+    from qdq_onnx.diagnostics.sensitivity import sensitivity_chart
 
-    rep = SensitivityReport(**{**sensitivity, "layers": [
-        LayerSensitivity(**x) for x in sensitivity["layers"]]})
     out = ["<h2 id='sensitivity'>Layer sensitivity</h2>", _img(sensitivity_chart(rep))]
     if rep.chosen_float is not None:
         kept = ", ".join(rep.chosen_float) or "no layer (the target is met fully quantized)"

@@ -4,6 +4,7 @@ scale shape, axis, precision scheme and rule. Works on any Q/DQ ONNX (ours or an
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import onnx
 
@@ -62,7 +63,26 @@ def quantized_inputs(model: onnx.ModelProto) -> list[QuantizedInput]:
     return out
 
 
-def summary(model: onnx.ModelProto) -> dict:
+@dataclass
+class ModelSummary:
+    """What `inspect` shows of a Q/DQ model; the plan's records are its JSON entries."""
+
+    quantized_inputs: list[QuantizedInput]
+    quantized_nodes: int
+    quantize_linear: int
+    dequantize_linear: int
+    high_precision: str  # the float remainder's type, or "not recorded"
+    compute_ops: dict[str, int]  # compute ops per precision of a strongly typed build
+    kept_fp32: list[dict]  # the plan's FP32 islands, each with rule and reason
+    kept_float: list[dict]  # layers the cost model or the accuracy guard left float
+    accuracy_guard: dict  # the guard's record ({} when it did not run)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (what `inspect --format json` prints)."""
+        return asdict(self)
+
+
+def summary(model: onnx.ModelProto) -> ModelSummary:
     """Quantized inputs, Q/DQ node counts and the float remainder: its type, the compute
     ops per precision of a strongly typed build, and the FP32 islands the plan records."""
     import json
@@ -77,14 +97,11 @@ def summary(model: onnx.ModelProto) -> dict:
     plan = json.loads(get_metadata(model, PLAN_KEY) or "{}")
     rules = default_rules()
     policy = {r.id for r in rules.cost} | {plan.get("accuracy_guard", {}).get("rule")}
-    return {
-        "accuracy_guard": plan.get("accuracy_guard", {}),
-        "kept_float": [d for d in plan.get("left_float", []) if d.get("rule") in policy],
-        "high_precision": plan.get("high_precision", "fp32" if plan else "not recorded"),
-        "compute_ops": precision_counts(precisions),
-        "kept_fp32": plan.get("kept_fp32", []),
-        "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in index.nodes),
-        "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in index.nodes),
-        "quantized_inputs": [asdict(r) for r in rows],
-        "quantized_nodes": len({r.node for r in rows}),
-    }
+    return ModelSummary(
+        quantized_inputs=rows, quantized_nodes=len({r.node for r in rows}),
+        quantize_linear=sum(n.op_type == "QuantizeLinear" for n in index.nodes),
+        dequantize_linear=sum(n.op_type == "DequantizeLinear" for n in index.nodes),
+        high_precision=plan.get("high_precision", "fp32" if plan else "not recorded"),
+        compute_ops=precision_counts(precisions), kept_fp32=plan.get("kept_fp32", []),
+        kept_float=[d for d in plan.get("left_float", []) if d.get("rule") in policy],
+        accuracy_guard=plan.get("accuracy_guard", {}))

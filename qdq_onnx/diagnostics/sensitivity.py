@@ -4,7 +4,10 @@ the accuracy drop under a target."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,9 +40,30 @@ class SensitivityReport:
     target_drop: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["layers"] = [asdict(x) for x in self.layers]
-        return d
+        """Plain values (what `sensitivity --json` writes)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SensitivityReport:
+        """The report `to_dict` wrote; a QdqError naming what is missing or unknown."""
+        if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
+            raise QdqError("not a sensitivity report (no list of layers)")
+        try:
+            return cls(**{**data, "layers": [LayerSensitivity(**x) for x in data["layers"]]})
+        except (TypeError, KeyError) as exc:
+            raise QdqError(f"not a sensitivity report ({type(exc).__name__}: {exc})") from exc
+
+
+def read_report(path: str | os.PathLike) -> SensitivityReport:
+    """A sensitivity report from the JSON `sensitivity --json` wrote."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise QdqError(f"{path}: not a sensitivity JSON ({exc})") from exc
+    try:
+        return SensitivityReport.from_dict(data)
+    except QdqError as exc:
+        raise QdqError(f"{path}: {exc}") from exc
 
 
 def layer_groups(plan: PlacementPlan) -> dict[str, list]:
@@ -123,8 +147,7 @@ def spec_yaml(layers: list[str], note: str) -> str:
 
 
 def json_quote(text: str) -> str:
-    import json
-
+    """`text` as a double-quoted YAML scalar (JSON strings are valid YAML)."""
     return json.dumps(text)
 
 

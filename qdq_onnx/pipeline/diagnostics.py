@@ -4,7 +4,7 @@ report), `lint`, `sensitivity`, `report`, `rules`, plus `describe` for one-line 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -13,6 +13,11 @@ from qdq_onnx.diagnostics.config import REPORT_SAMPLES, ReportConfig, Sensitivit
 from qdq_onnx.placement.config import PlacementConfig
 from qdq_onnx.placement.rules import RuleSet, load_rules
 from qdq_onnx.quantize.config import CalibrationConfig
+
+if TYPE_CHECKING:
+    from qdq_onnx.diagnostics.error_report import ErrorReport
+    from qdq_onnx.diagnostics.quantized_inputs import ModelSummary
+    from qdq_onnx.diagnostics.sensitivity import SensitivityReport
 
 
 def _rule_set(name: RuleSet | str | os.PathLike | None) -> RuleSet:
@@ -35,16 +40,17 @@ def describe(model: onnx.ModelProto) -> dict[str, Any]:
             "keras_layers": len(layer_map.layers) if layer_map else 0}
 
 
-def inspect(model: onnx.ModelProto) -> dict[str, Any]:
+def inspect(model: onnx.ModelProto) -> ModelSummary:
     """Every quantized input of a Q/DQ model (ours or another tool's): activation or weight,
-    axis, scale count, precision scheme, rule and Keras layer; plus Q/DQ node counts."""
+    axis, scale count, precision scheme, rule and Keras layer; Q/DQ node counts, the float
+    remainder and the plan's records (a ModelSummary)."""
     from qdq_onnx.diagnostics.quantized_inputs import summary
 
     return summary(model)
 
 
 def error_report(model: onnx.ModelProto, data: Any, config: ReportConfig | None = None
-                 ) -> dict:
+                 ) -> ErrorReport:
     """Per quantized tensor scale, clipping and SQNR; per weighted layer float-vs-Q/DQ
     (`inspect --data`), on `data` read as `config` (a ReportConfig) says."""
     from qdq_onnx.diagnostics.error_report import build_report
@@ -83,9 +89,17 @@ def sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], labels: np.nda
     return analyse(prepared, made, amax, x, labels, config.batch_size, target_drop=drop)
 
 
+def read_sensitivity(path: str | os.PathLike) -> SensitivityReport:
+    """The sensitivity report `sensitivity --json` wrote (for `report`)."""
+    from qdq_onnx.diagnostics.sensitivity import read_report
+
+    return read_report(path)
+
+
 def report(model: onnx.ModelProto, name: str, rules: RuleSet | str | None = None,
            data: Any = None, config: ReportConfig | None = None,
-           sensitivity: dict | None = None, bench_dir: str | os.PathLike | None = None) -> str:
+           sensitivity: SensitivityReport | None = None,
+           bench_dir: str | os.PathLike | None = None) -> str:
     """One self-contained HTML report of a Q/DQ model (the error report on `data` read as
     `config` says: at most 512 samples by default)."""
     from qdq_onnx.diagnostics.html_report import build_html, load_bench
@@ -96,21 +110,21 @@ def report(model: onnx.ModelProto, name: str, rules: RuleSet | str | None = None
     return build_html(model, name, lint(model, rules), quant, sensitivity, bench)
 
 
-def render_error_report(report_data: dict) -> str:
+def render_error_report(report_data: ErrorReport) -> str:
     """The error report as a text table."""
     from qdq_onnx.diagnostics.error_report import render_text
 
     return render_text(report_data)
 
 
-def error_report_chart(report_data: dict) -> bytes:
+def error_report_chart(report_data: ErrorReport) -> bytes:
     """The error report's SQNR bars as PNG bytes."""
     from qdq_onnx.diagnostics.error_report import sqnr_chart
 
     return sqnr_chart(report_data)
 
 
-def sensitivity_chart(result) -> bytes:
+def sensitivity_chart(result: SensitivityReport) -> bytes:
     """The sensitivity bars as PNG bytes."""
     from qdq_onnx.diagnostics.sensitivity import sensitivity_chart as chart
 

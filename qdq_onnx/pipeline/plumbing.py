@@ -18,7 +18,7 @@ _WHERE = {
     **dict.fromkeys(["default_of", "make_config", "setting_names"], "qdq_onnx.pipeline.config"),
     "weight_bits_scheme": "qdq_onnx.pipeline.deprecated",
     **dict.fromkeys(["describe", "render_error_report", "error_report_chart",
-                     "sensitivity_chart", "sensitivity_spec", "write_png"],
+                     "sensitivity_chart", "sensitivity_spec", "read_sensitivity", "write_png"],
                     "qdq_onnx.pipeline.diagnostics"),
     "Training": "qdq_onnx.pipeline.training", "run_model": "qdq_onnx.pipeline.running",
     "METHODS": "qdq_onnx.quantize.config", "HIGH_PRECISIONS": "qdq_onnx.types.float_type",

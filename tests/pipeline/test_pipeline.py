@@ -48,7 +48,7 @@ def test_the_stages_take_settings_objects():
     applied, report = pipeline.apply_plan(q.float_model, plan, ranges.amax, "calibrated:max")
     assert report.activation_pairs == q.report.activation_pairs
     assert pipeline.rules("tensorrt").name == "tensorrt"
-    assert pipeline.inspect(applied)["quantized_nodes"] == 3
+    assert pipeline.inspect(applied).quantized_nodes == 3
 
 
 @pytest.mark.parametrize("cls,settings,setting", [

@@ -39,7 +39,7 @@ def test_every_placement_carries_a_scheme_in_the_plan_and_the_file(tmp_path):
     assert {p.scheme for p in q.plan.placements} == {"int8"}
     plan = json.loads(next(p.value for p in q.qdq.metadata_props if p.key == "qdq_onnx.plan"))
     assert all(p["scheme"] == "int8" for p in plan["placements"])
-    assert {r["scheme"] for r in pipeline.inspect(q.qdq)["quantized_inputs"]} == {"int8"}
+    assert {r.scheme for r in pipeline.inspect(q.qdq).quantized_inputs} == {"int8"}
     q.plan.save(tmp_path / "plan.json")
     assert PlacementPlan.load(tmp_path / "plan.json").schemes() == ["int8"]
 
