@@ -6,29 +6,38 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import sys
 import traceback
+from types import ModuleType
 
-from qdq_onnx.cli import (
-    calibrate_cmd,
-    convert_cmd,
-    finetune_cmd,
-    insert_cmd,
-    inspect_cmd,
-    lint_cmd,
-    report_cmd,
-    rules_cmd,
-    sensitivity_cmd,
-)
-from qdq_onnx.cli.options import open_image_folders
 from qdq_onnx.errors import EXIT_CODE_MEANINGS, ExitCode, QdqError, SettingError
 from qdq_onnx.version import __version__
 
-COMMANDS = (convert_cmd, insert_cmd, calibrate_cmd, finetune_cmd, inspect_cmd, lint_cmd,
-            sensitivity_cmd, report_cmd, rules_cmd)
+# The subcommands in `--help` order; each module's `register` adds its parser.
+COMMAND_NAMES = ("convert", "insert", "calibrate", "finetune", "inspect", "lint",
+                 "sensitivity", "report", "rules")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(name: str) -> ModuleType:
+    """The module of subcommand `name` (qdq_onnx.cli.NAME_cmd)."""
+    return importlib.import_module(f"qdq_onnx.cli.{name}_cmd")
+
+
+def _command_named(argv: list[str]) -> str | None:
+    """The subcommand `argv` runs, when its first word that is not a global option names
+    one: then only that subcommand's module is imported (the others' imports cost an
+    insert about 20 ms); None (a typo, none, only --help) builds them all."""
+    for word in argv:
+        if word in ("-h", "--help", "--version"):
+            return None
+        if not word.startswith("-"):
+            return word if word in COMMAND_NAMES else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser: every subcommand, or only the subcommand `only`."""
     parser = argparse.ArgumentParser(
         prog="qdq-onnx",
         description="Prepare ONNX models for TensorRT INT8: convert Keras models, place "
@@ -46,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="warnings only, no notes (-qq: errors only); before the "
                              "command: qdq-onnx -q insert ...")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.register(sub)
+    for name in (only,) if only else COMMAND_NAMES:
+        command_module(name).register(sub)
     for command in sub.choices.values():
         command.set_defaults(setting_flags=_flags(command))
     return parser
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_named(argv))
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(args.log_verbose, args.log_quiet)
     # Commands print the library's warnings (the clipping guard) as their own lines.
     warnings.filterwarnings("ignore", message="calibration .* clips")
-    launched = _launched(args, sys.argv[1:] if argv is None else list(argv))
+    launched = _launched(args, argv)
     if launched is not None:
         return launched
     code, line = _command(args)
@@ -118,6 +128,8 @@ def _command(args: argparse.Namespace) -> tuple[int, str | None]:
                 import os
 
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - until the process ends
+        from qdq_onnx.cli.options import open_image_folders
+
         open_image_folders(args)
         return int(args.run(args) or 0), None
     except KeyboardInterrupt:
