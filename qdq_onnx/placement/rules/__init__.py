@@ -81,8 +81,13 @@ def load_rules(path_or_name: str | Path | None = None) -> RuleSet:
     p = _find(DEFAULT_RULES if path_or_name is None else path_or_name)
     raw = load_yaml(p)
     own = raw if isinstance(raw, dict) else {}
+    sha256 = hashlib.sha256(p.read_bytes()).hexdigest()
+    if p.resolve() == _find(DEFAULT_RULES).resolve():  # the defaults themselves: one parse
+        rules = parse_rules(raw, source=str(p), sha256=sha256)
+        rules.axis_fallback = list(rules.op_rules)
+        return rules
     bundled = _bundled_defaults()
-    rules = parse_rules(raw, source=str(p), sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
+    rules = parse_rules(raw, source=str(p), sha256=sha256,
                         default_taxonomy=None if "taxonomy" in own else bundled.taxonomy,
                         default_precision=None if "precision" in own else bundled.precision)
     rules.axis_fallback = list(bundled.op_rules)
