@@ -27,17 +27,20 @@ from qdq_onnx.graph.ops import QDQ_OPS, WEIGHTED_OPS
 from qdq_onnx.graph.weights import require_finite_weights
 
 
-def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True
-                  ) -> tuple[onnx.ModelProto, list[str]]:
+def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True,
+                  check_weights: bool = True) -> tuple[onnx.ModelProto, list[str]]:
     """Return a normalised copy of `model` and notes on what changed. `model` is untouched
     unless `copy=False` (for callers that own the model and want to skip the copy).
-    `layout=False` keeps the layout Transposes around weighted ops."""
+    `layout=False` keeps the layout Transposes around weighted ops. `check_weights=False`
+    leaves the NaN/Inf check of the weights to the caller (insertion, which reads them
+    anyway)."""
     if copy:
         work = onnx.ModelProto()
         work.CopyFrom(model)
     else:
         work = model
-    require_finite_weights(work)
+    if check_weights:
+        require_finite_weights(work)
     work, note = ensure_supported_opset(work)
     notes = [note] if note else []
     graph = work.graph

@@ -38,15 +38,20 @@ def non_finite(tensor: onnx.TensorProto, nan_only: bool = False) -> int:
     return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
-def require_finite_weights(model: onnx.ModelProto, source: str = "") -> None:
+def require_finite_weights(model: onnx.ModelProto, source: str = "",
+                           finite: dict[str, bool] | None = None) -> None:
     """QdqError naming the first weight with NaN/Inf values (and `source`, the file). An
     infinity in a constant that no weighted op reads is meant (-inf as the start of a Max,
-    a mask's fill): only NaN is refused there."""
+    a mask's fill): only NaN is refused there. `finite`: what a caller that already read
+    some weights found (name -> no NaN/Inf); those are not read again unless they fail."""
     from qdq_onnx.graph.ops import WEIGHTED_OPS
 
     weights = {t for n in model.graph.node if n.op_type in WEIGHTED_OPS for t in n.input[1:]}
+    known = finite or {}
     for t in model.graph.initializer:
-        bad = non_finite(t, nan_only=t.name not in weights)
+        if known.get(t.name, False):
+            continue
+        bad = non_finite(t, nan_only=t.name not in weights and t.name not in known)
         if bad:
             size = int(np.prod(t.dims)) if t.dims else 1
             where = f"{source}: " if source else ""

@@ -124,7 +124,10 @@ def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
                         "pipeline.apply_plan(model, plan, amax); insert takes a "
                         "PlacementConfig")
     resolved, t = _resolved(placement), time.perf_counter()
-    prepared, made, notes = _prepare_and_plan(model, resolved, copy, use_plan)
+    # Without data, insertion checks the weights for NaN/Inf as it reads them for their
+    # scales (one read of each weight fewer); calibration needs them checked before it.
+    prepared, made, notes = _prepare_and_plan(model, resolved, copy, use_plan,
+                                              check_weights=data is not None)
     t = _step(f"prepared and planned: {len(made.placements)} placements", t)
     result, source, guarded = None, "", None
     if data is not None:
@@ -140,18 +143,20 @@ def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
             t = _step("accuracy guard", t)
     # Insertion copies the prepared model only when the caller still needs it unchanged.
     qdq, report = insert_qdq(prepared, made, result.amax if result else None, source,
-                             in_place=not copy)
+                             in_place=not copy, check_weights=data is None)
     _step(f"inserted {report.activation_pairs} activation pairs", t)
     return Inserted(prepared, made, qdq, report, notes + made.notes, result, guarded)
 
 
 def _prepare_and_plan(model: onnx.ModelProto,
                       placement: PlacementConfig | ResolvedPlacement | None, copy: bool,
-                      use_plan: PlacementPlan | str | os.PathLike | None = None
+                      use_plan: PlacementPlan | str | os.PathLike | None = None,
+                      check_weights: bool = True
                       ) -> tuple[onnx.ModelProto, PlacementPlan, list[str]]:
     p = _resolved(placement)
     require_float_model(model, force=p.force)
-    prepared, notes = prepare_model(model, copy=copy, layout=not p.keep_layout)
+    prepared, notes = prepare_model(model, copy=copy, layout=not p.keep_layout,
+                                    check_weights=check_weights)
     if use_plan is not None:
         made = use_plan if isinstance(use_plan, PlacementPlan) else PlacementPlan.load(use_plan)
         check_plan_matches(made, prepared)

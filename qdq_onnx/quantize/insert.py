@@ -16,6 +16,7 @@ from qdq_onnx.files.metadata import PLAN_KEY, RULE_KEY, SCALES_KEY, WEIGHT_BITS_
 from qdq_onnx.files.onnx_files import MIN_OPSET, default_opset, skeleton
 from qdq_onnx.files.runtime import readable_ir_version
 from qdq_onnx.graph.names import FreshNames
+from qdq_onnx.graph.weights import require_finite_weights
 from qdq_onnx.placement.plan import PlacementPlan
 from qdq_onnx.quantize.fp8_files import FP8_OPSET, bias_of, flatten_squeezes, headroom_bits
 from qdq_onnx.quantize.scales import MIN_SCALE, PLACEHOLDER_AMAX, amax_to_scale, weight_scale
@@ -91,12 +92,14 @@ def _retype_float_zero_points(model: onnx.ModelProto, typed: dict[str, int]) -> 
 
 def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
                activation_amax: dict[str, float] | None = None,
-               scale_source: str = "", in_place: bool = False
+               scale_source: str = "", in_place: bool = False, check_weights: bool = False
                ) -> tuple[onnx.ModelProto, InsertReport]:
     """Return the model with the plan's Q/DQ pairs, each in its placement's scheme.
     `activation_amax` maps a scale key (scale group, else tensor name) to its calibrated
     max |x|; missing keys get the placeholder range and are reported. `model` is copied
-    first unless `in_place`."""
+    first unless `in_place`. `check_weights`: refuse NaN/Inf weights (QdqError) for a
+    caller that prepared the model without that check; the weights it scales are checked
+    by their scales, not read again."""
     if default_opset(model) < MIN_OPSET:
         raise QdqError(f"insertion needs opset >= {MIN_OPSET}; prepare the model first")
     floats = any(p.quantization.is_float for p in plan.placements)
@@ -113,7 +116,9 @@ def insert_qdq(model: onnx.ModelProto, plan: PlacementPlan,
     edit = _Edit(gs.import_onnx(skeleton(model)))
     _insert_activations(edit, plan, activation_amax or {}, report)
     initializers = {t.name: t for t in model.graph.initializer}
-    _insert_weights(edit, plan, initializers, report)
+    finite = _insert_weights(edit, plan, initializers, report)
+    if check_weights:
+        require_finite_weights(model, finite=finite)
     edit.graph.cleanup().toposort()
     _merge_into(model, gs.export_onnx(edit.graph, do_type_check=False))
     _retype_float_zero_points(model, edit.retyped)
@@ -196,8 +201,11 @@ def _insert_activations(edit: _Edit, plan: PlacementPlan, amax: dict[str, float]
 
 
 def _insert_weights(edit: _Edit, plan: PlacementPlan,
-                    initializers: dict[str, onnx.TensorProto], report: InsertReport) -> None:
-    """A per-channel Q/DQ pair per weight slot (weights are un-shared by prepare)."""
+                    initializers: dict[str, onnx.TensorProto], report: InsertReport
+                    ) -> dict[str, bool]:
+    """A per-channel Q/DQ pair per weight slot (weights are un-shared by prepare). Returns
+    which weights are finite: a NaN or Inf makes a max |w|, so a scale, non-finite."""
+    finite: dict[str, bool] = {}
     for p in plan.weights():
         node = edit.slot(p.consumer, p.input)
         src = node.inputs[p.input]
@@ -208,6 +216,7 @@ def _insert_weights(edit: _Edit, plan: PlacementPlan,
         values = numpy_helper.to_array(proto).astype(np.float32, copy=False)
         scheme = p.quantization
         scale = weight_scale(values, p.axis, scheme.qmax).reshape(-1)
+        finite[src.name] = bool(np.isfinite(scale).all())
         if scheme.is_float:  # fp8_files.py, 3: room for onnxruntime's int32 bias
             bits = headroom_bits(bias_of(node, initializers),
                                  edit.input_scales.get((p.consumer, 0)), float(scale.max()))
@@ -219,6 +228,7 @@ def _insert_weights(edit: _Edit, plan: PlacementPlan,
             report.zero_weight_channels[p.tensor] = zeros
         node.inputs[p.input] = edit.pair(src, scale, p.axis, p.tensor, p.rule, scheme)
         report.weight_pairs += 1
+    return finite
 
 
 def _merge_into(model: onnx.ModelProto, edited: onnx.ModelProto) -> None:
