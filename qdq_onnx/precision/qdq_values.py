@@ -175,7 +175,12 @@ def matched_weight(index: GraphIndex, name: str, quantizer: WeightQuantizer,
     s = reduced_scale(s32, kind, qmax)
     if w.ndim == 0 or w.size == 0:
         return _storage(_match_all(w, s32, s, zp, quantizer.span, kind), kind)
-    out = np.empty(w.shape, _storage_dtype(kind))
+    return _match(w, s32, s, zp, quantizer.span, kind)
+
+
+def _blocks(w: np.ndarray):
+    """(rows, cut, flat offset) of `w` a block of rows at a time; `cut` takes a per-row
+    (axis 0) scale's rows and leaves any other scale whole."""
     rows = max(1, _BLOCK // max(1, w[0].size))
     for i in range(0, w.shape[0], rows):
         part = slice(i, i + rows)
@@ -183,8 +188,7 @@ def matched_weight(index: GraphIndex, name: str, quantizer: WeightQuantizer,
         def cut(a, part=part):
             return a[part] if a.ndim and a.shape[0] > 1 else a
 
-        out[part] = _match(w[part], cut(s32), cut(s), cut(zp), quantizer.span, kind)
-    return out
+        yield part, cut, i * w[0].size
 
 
 def _storage_dtype(kind: FloatType) -> type:
@@ -213,13 +217,32 @@ def _hits(v, scale, zp, want, span) -> np.ndarray:
 
 
 def _match(w, s32, s, zp, span, kind) -> np.ndarray:
-    """`_match_all`'s values in storage dtype, testing in full only the elements that can
-    miss: where the rounded weight quantizes, with the reduced scale, to within
-    0.5 - _MARGIN of the FP32 integer (before saturation), it gives that integer clear of
-    a boundary, so it is a hit. `_match_all` is elementwise, so running it on a superset
-    of the misses gives the same values as running it on everything."""
+    """`_match_all`'s values in storage dtype, a block of rows at a time; for FP16 testing
+    in full only the elements that can miss (`_candidates`), all of a weight's at once (one
+    call's fixed cost per weight, not per block). `_match_all` is elementwise, so running
+    it on a superset of the misses gives the same values as running it on everything."""
+    out = np.empty(w.shape, _storage_dtype(kind))
     if kind.elem_type != FP16.elem_type:
-        return _storage(_match_all(w, s32, s, zp, span, kind), kind)
+        for part, cut, _ in _blocks(w):
+            out[part] = _storage(_match_all(w[part], cut(s32), cut(s), cut(zp), span, kind),
+                                 kind)
+        return out
+    found = []
+    for part, cut, offset in _blocks(w):
+        out[part], maybe = _candidates(w[part], cut(s32), cut(s), cut(zp))
+        found.append(maybe + offset)
+    maybe = np.concatenate(found)
+    if maybe.size:
+        part = [_at(a, w.shape, maybe) for a in (s32, s, zp)]
+        out.reshape(-1)[maybe] = _match_all(w.reshape(-1)[maybe], *part, span, kind)
+    return out
+
+
+def _candidates(w, s32, s, zp) -> tuple[np.ndarray, np.ndarray]:
+    """`w` rounded to FP16, and the flat indices of its elements that can miss: where the
+    rounded weight quantizes, with the reduced scale, to within 0.5 - _MARGIN of the FP32
+    integer (before saturation), it gives that integer clear of a boundary, so it is a
+    hit."""
     out, q = fp16_pair(w)
     with np.errstate(all="ignore"):  # an overflow or NaN is a candidate, tested in full
         q /= s  # float32, as _hits computes it from the FP32 copy
@@ -229,12 +252,7 @@ def _match(w, s32, s, zp, span, kind) -> np.ndarray:
             want += zp
         q -= want
         np.abs(q, out=q)
-        maybe = np.flatnonzero(~(q < 0.5 - _MARGIN))
-    del q, want
-    if maybe.size:
-        part = [_at(a, w.shape, maybe) for a in (s32, s, zp)]
-        out.reshape(-1)[maybe] = _match_all(w.reshape(-1)[maybe], *part, span, kind)
-    return out
+        return out, np.flatnonzero(~(q < 0.5 - _MARGIN))
 
 
 def _match_all(w, s32, s, zp, span, kind) -> np.ndarray:

@@ -80,17 +80,20 @@ def fp16_pair(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     v = np.ascontiguousarray(values, dtype=np.float32)
     bits = v.view(np.uint32)
     mag = bits & np.uint32(0x7FFFFFFF)
-    near = (mag >> 13) & np.uint32(1)
+    near = mag >> np.uint32(13)
+    near &= np.uint32(1)
     near += np.uint32(0xFFF)
     near += mag  # round half to even at FP16's 10 mantissa bits
     near &= np.uint32(0xFFFFE000)
     sign = bits & np.uint32(0x80000000)
     wide = near | sign
     near -= np.uint32(0x38000000)  # rebias the exponent: FP32's 127 to FP16's 15
-    near >>= 13
-    near |= sign >> 16
+    near >>= np.uint32(13)
+    sign >>= np.uint32(16)
+    near |= sign
     half = near.astype(np.uint16).view(np.float16)
-    odd = np.flatnonzero((mag < _FP16_NORMAL_BITS) | (mag >= _FP16_INF_BITS))
+    mag -= _FP16_NORMAL_BITS  # wraps below FP16's normal range: one unsigned test for both
+    odd = np.flatnonzero(mag >= _FP16_INF_BITS - _FP16_NORMAL_BITS)
     if odd.size:
         with np.errstate(over="ignore"):  # infinity where the value overflows, as cast
             flat = v.reshape(-1)[odd].astype(np.float16)

@@ -15,11 +15,14 @@ from qdq_onnx.precision import qdq_values
 from qdq_onnx.types.float_type import FP16
 
 
+@pytest.mark.parametrize("block", [1 << 18, 700], ids=["one-block", "blocks-of-2-rows"])
 @pytest.mark.parametrize("zero_point", [False, True], ids=["symmetric", "zero-point"])
-def test_prefiltered_matching_equals_testing_every_element(zero_point):
-    """`_match` tests in full only the elements that can miss; on weights with every hard
-    case (near rounding boundaries, saturation, FP16 subnormals, overflow, NaN) it gives
-    the values `_match_all` gives testing everything."""
+def test_prefiltered_matching_equals_testing_every_element(zero_point, block, monkeypatch):
+    """`_match` tests in full only the elements that can miss (a weight's candidates from
+    all its blocks at once); on weights with every hard case (near rounding boundaries,
+    saturation, FP16 subnormals, overflow, NaN) it gives the values `_match_all` gives
+    testing everything."""
+    monkeypatch.setattr(qdq_values, "_BLOCK", block)
     rng = np.random.default_rng(3)
     w = (rng.normal(size=(16, 300)) * rng.uniform(1e-4, 3, (16, 1))).astype(np.float32)
     s32 = (np.abs(w).max(1, keepdims=True) / 127).astype(np.float32)
