@@ -2,12 +2,18 @@
 
 import io
 
+import helpers
 import onnx
 import pytest
 from helpers import G
 
 from qdq_onnx.errors import QdqError
-from qdq_onnx.files.onnx_files import load_model, save_model_atomic, write_streaming
+from qdq_onnx.files.onnx_files import (
+    load_model,
+    load_model_file,
+    save_model_atomic,
+    write_streaming,
+)
 
 
 def _model():
@@ -59,3 +65,33 @@ def test_external_data_outside_model_folder_is_refused(tmp_path):
     onnx.save(m, p)
     with pytest.raises(QdqError, match="outside"):
         load_model(p)
+
+
+def test_a_binary_file_loads_as_onnx_load_reads_it_and_owns_its_data(tmp_path):
+    m = helpers.small_classifier()
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    loaded = load_model_file(path).model
+    assert loaded.SerializeToString() == onnx.load(path).SerializeToString()
+    path.write_bytes(b"")  # parsed from a memory map: nothing may still point into it
+    assert loaded.SerializeToString() == m.SerializeToString()
+
+
+def test_text_formats_load_through_onnx(tmp_path):
+    m = helpers.small_classifier()
+    path = tmp_path / "m.textproto"
+    onnx.save(m, path, format="textproto")
+    assert load_model_file(path).model.SerializeToString() == m.SerializeToString()
+
+
+def test_a_file_that_cannot_be_mapped_is_read(tmp_path, monkeypatch):
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")  # ENODEV: a file system without mmap
+
+    m = helpers.small_classifier()
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    assert load_model_file(path).model.SerializeToString() == m.SerializeToString()
