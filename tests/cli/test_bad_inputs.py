@@ -175,6 +175,11 @@ def _folder(env, name):
     return str(folder)
 
 
+def _report_with(env, name: str, sensitivity_json: str) -> list[str]:
+    return ["report", str(env.qdq), "-o", "{out}", "--sensitivity",
+            env.yaml(name, sensitivity_json)]
+
+
 def _val(env):
     return env.npz("val.npz", x=np.ones((8, 3, 8, 8), np.float32), labels=np.arange(8) % 4)
 
@@ -337,13 +342,10 @@ CASES = [
      lambda e: ["sensitivity", str(e.model), "--data", _val(e), "--target-drop", "1",
                 "--spec-out", _folder(e, "specdir")], "is a folder"),
     ("report-sensitivity-not-a-report", "report --sensitivity names a JSON that is not a "
-     "sensitivity report",
-     lambda e: ["report", str(e.qdq), "-o", "{out}", "--sensitivity",
-                e.yaml("not_sens.json", '{"metric": "accuracy"}')],
+     "sensitivity report", lambda e: _report_with(e, "not_sens.json", '{"metric": "x"}'),
      "not_sens.json: not a sensitivity report (no list of layers)"),
     ("report-sensitivity-wrong-fields", "report --sensitivity rows with unknown fields",
-     lambda e: ["report", str(e.qdq), "-o", "{out}", "--sensitivity",
-                e.yaml("odd_sens.json", '{"layers": [{"layer": "c0", "score": 1}]}')],
+     lambda e: _report_with(e, "odd_sens.json", '{"layers": [{"layer": "c0", "score": 1}]}'),
      "odd_sens.json: not a sensitivity report (TypeError"),
     ("workers-zero", "calibrate or finetune --workers below 1",
      lambda e: ["calibrate", str(e.qdq), "--data", str(e.data), "-o", "{out}", "--workers",
