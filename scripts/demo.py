@@ -32,14 +32,13 @@ def cli(*args: str) -> float:
 
 
 def qdq_counts(path: Path) -> dict[str, int]:
-    from qdq_onnx.diagnostics.quantized_inputs import summary
-    from qdq_onnx.files.onnx_files import load_model
+    from qdq_onnx import pipeline
 
-    info = summary(load_model(path))
-    rows = info["quantized_inputs"]
-    return {"Q/DQ pairs": info["quantize_linear"],
-            "quantized weights": sum(r["kind"] == "weight" for r in rows),
-            "quantized activation inputs": sum(r["kind"] == "activation" for r in rows)}
+    info = pipeline.inspect(pipeline.load(path).model)
+    rows = info.quantized_inputs
+    return {"Q/DQ pairs": info.quantize_linear,
+            "quantized weights": sum(r.kind == "weight" for r in rows),
+            "quantized activation inputs": sum(r.kind == "activation" for r in rows)}
 
 
 def chart(path: Path, acc: dict[str, float], history: dict) -> None:
