@@ -106,7 +106,7 @@ def rounded(values: np.ndarray, kind: FloatType) -> np.ndarray:
     """`values` rounded to `kind`, returned as FP32 (what the file will hold)."""
     v = np.asarray(values, dtype=np.float32)
     if kind is FP16 or kind.elem_type == FP16.elem_type:
-        return v.astype(np.float16).astype(np.float32)
+        return fp16_pair(v)[1].reshape(v.shape)
     if kind.elem_type == BF16.elem_type:
         return from_bf16_bits(_bf16_bits(v))
     return v
