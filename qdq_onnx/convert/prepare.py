@@ -39,8 +39,6 @@ def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True
         work.CopyFrom(model)
     else:
         work = model
-    if check_weights:
-        require_finite_weights(work)
     work, note = ensure_supported_opset(work)
     notes = [note] if note else []
     graph = work.graph
@@ -72,6 +70,8 @@ def prepare_model(model: onnx.ModelProto, copy: bool = True, layout: bool = True
     n = _constants_to_initializers(graph)
     if n:
         notes.append(f"moved {n} weight(s) from Constant nodes to initializers")
+    if check_weights:  # after the move: paddle2onnx keeps every weight in a Constant node
+        require_finite_weights(work)
     n = _unshare_weights(graph)
     if n:
         notes.append(f"un-shared {n} initializer use(s) that several weighted ops read "

@@ -56,3 +56,15 @@ def test_an_infinity_no_weighted_op_reads_is_kept(data):
 def test_a_nan_in_a_constant_no_weighted_op_reads_is_refused():
     with pytest.raises(QdqError, match="weight 'floor' holds NaN/Inf"):
         pipeline.insert(_model({"floor": np.nan}))
+
+
+@pytest.mark.parametrize("data", [None, DATA], ids=["insertion", "prepare"])
+def test_a_nan_in_a_weight_held_by_a_constant_node_is_named(data):
+    """paddle2onnx writes every weight as a Constant node: the check sees it too (with data
+    it used to surface only as NaN activations in calibration)."""
+    m = _model({"c1_w": np.nan})
+    t = next(t for t in m.graph.initializer if t.name == "c1_w")
+    m.graph.node.insert(0, onnx.helper.make_node("Constant", [], ["c1_w"], value=t))
+    m.graph.initializer.remove(t)
+    with pytest.raises(QdqError, match=r"^weight 'c1_w' holds NaN/Inf \(1 of 144 values\)"):
+        pipeline.insert(m, data=data)
