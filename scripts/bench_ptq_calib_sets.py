@@ -25,6 +25,7 @@ do not. Writes bench/results/ptq_calib_sets.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import subprocess
 import sys
@@ -65,8 +66,7 @@ def _predict(path: str, test: str, out: str) -> None:
 
 
 def _prepared(name: str, images: np.ndarray, base: peers.Prepared) -> peers.Prepared:
-    return peers.Prepared(base.src, images, base.x, base.truth, base.kind, base.source,
-                          base.task, {**base.data, "calibration": name})
+    return dataclasses.replace(base, calib=images, data={**base.data, "calibration": name})
 
 
 def _run(tools: list[str], keys: dict, prep: peers.Prepared, folder: Path, truth: np.ndarray,
@@ -148,16 +148,8 @@ def main() -> int:
     started = time.perf_counter()
     version = peers.output_of([str(NEWEST), "-c", "import onnxruntime; "
                                "print(onnxruntime.__version__)"])
-    keys = {"qdq-onnx": "qdq-onnx " + peers.tree_digest(ROOT / "qdq_onnx", ROOT / "rules"),
-            "onnxruntime": f"onnxruntime {version} " + peers.digest(
-                peers.inspect.getsource(peers.ort_quantize_static),
-                peers.inspect.getsource(peers.ort_quantize))}
-    tools, modelopt = ["qdq-onnx", "onnxruntime"], None
-    if args.modelopt_python:
-        modelopt = peers.output_of([args.modelopt_python, "-c", "import importlib.metadata as "
-                                    "m; print(m.version('nvidia-modelopt'))"])
-        keys["modelopt"] = f"modelopt {modelopt} " + peers.digest(peers._MODELOPT)
-        tools.append("modelopt")
+    keys, modelopt = peers.tool_keys(version, args.modelopt_python)
+    tools = list(keys)
     models = {}
     for name in names:
         print(f"== {name}", flush=True)

@@ -561,6 +561,23 @@ def quantize(tool: str, prep: Prepared, folder: Path, tool_key: str, args) -> di
     return {"key": key, "seconds": seconds, "path": str(out), "reused": False}
 
 
+def tool_keys(onnxruntime_version: str, modelopt_python: str | None
+              ) -> tuple[dict[str, str], str | None]:
+    """What each tool's files are keyed by (a file is reused while its key holds): the
+    qdq-onnx source, onnxruntime's version and our call of it, Model Optimizer's version
+    and our call of it (when its Python is given); and Model Optimizer's version."""
+    keys = {"qdq-onnx": "qdq-onnx " + tree_digest(ROOT / "qdq_onnx", ROOT / "rules"),
+            "onnxruntime": f"onnxruntime {onnxruntime_version} "
+                           + digest(inspect.getsource(ort_quantize_static),
+                                    inspect.getsource(ort_quantize))}
+    version = None
+    if modelopt_python:
+        version = output_of([modelopt_python, "-c", "import importlib.metadata as m; "
+                             "print(m.version('nvidia-modelopt'))"])
+        keys["modelopt"] = f"modelopt {version} " + digest(_MODELOPT)
+    return keys, version
+
+
 def measure(path: str, folder: Path) -> dict:
     done = subprocess.run([str(NEWEST), __file__, "_evaluate", path, str(folder)],
                           capture_output=True, text=True, cwd=ROOT)
@@ -643,20 +660,10 @@ def main() -> int:
                                    "onnxruntime as o, numpy; print(json.dumps({'python': "
                                    "platform.python_version(), 'onnx': onnx.__version__, "
                                    "'onnxruntime': o.__version__, 'numpy': numpy.__version__}))"]))
-    keys = {"qdq-onnx": "qdq-onnx " + tree_digest(ROOT / "qdq_onnx", ROOT / "rules"),
-            "onnxruntime": f"onnxruntime {newest['onnxruntime']} "
-                           + digest(inspect.getsource(ort_quantize_static),
-                                    inspect.getsource(ort_quantize))}
-    tools = ["qdq-onnx", "onnxruntime"]
-    notes = []
-    modelopt_version = None
-    if args.modelopt_python:
-        modelopt_version = output_of([args.modelopt_python, "-c", "import importlib.metadata "
-                                      "as m; print(m.version('nvidia-modelopt'))"])
-        keys["modelopt"] = f"modelopt {modelopt_version} " + digest(_MODELOPT)
-        tools.append("modelopt")
-    else:
-        notes.append("Model Optimizer column left out: no --modelopt-python given")
+    keys, modelopt_version = tool_keys(newest["onnxruntime"], args.modelopt_python)
+    tools = list(keys)
+    notes = [] if modelopt_version else \
+        ["Model Optimizer column left out: no --modelopt-python given"]
     models: dict[str, dict] = {}
     for name in names:
         t0 = time.perf_counter()
