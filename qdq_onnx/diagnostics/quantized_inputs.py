@@ -89,13 +89,13 @@ def summary(model: onnx.ModelProto) -> ModelSummary:
 
     from qdq_onnx.diagnostics.op_precision import op_precisions, precision_counts
     from qdq_onnx.files.metadata import PLAN_KEY
-    from qdq_onnx.placement.rules import default_rules
+    from qdq_onnx.precision.stage import rules_of
 
     rows = quantized_inputs(model)
     index = GraphIndex(model.graph)
-    precisions = op_precisions(model, default_rules().weighted_ops())
+    rules = rules_of(model)  # the rule file the plan names (the bundled TensorRT one else)
+    precisions = op_precisions(model, rules.weighted_ops())
     plan = json.loads(get_metadata(model, PLAN_KEY) or "{}")
-    rules = default_rules()
     policy = {r.id for r in rules.cost} | {plan.get("accuracy_guard", {}).get("rule")}
     return ModelSummary(
         quantized_inputs=rows, quantized_nodes=len({r.node for r in rows}),
