@@ -94,6 +94,12 @@ def render_explain(plan) -> str:
         lines.append(f"float  {f.consumer}[{f.input}]  {f.rule}: {f.reason}")
     for k in plan.kept_fp32:
         lines.append(f"fp32   {k.node} ({k.op})  {k.rule}: {k.reason}")
+    r = plan.scale_refinement
+    for key, factor in (r.get("factors") or {}).items():
+        lines.append(f"range  {key} x{factor:g}  {r['rule']}: brought the outputs closer to "
+                     f"the float model's on {r['samples']} calibration samples (divergence "
+                     f"of all rescaled ranges together {r['divergence']['before']:.3g} -> "
+                     f"{r['divergence']['after']:.3g})")
     return "\n".join(lines)
 
 

@@ -61,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
               f"moved {len(guard['moved'])} layer(s) in {guard['trials']} trial(s); target "
               f"{'met' if guard['met'] else 'NOT met'}; before {_outputs(guard['before'])}; "
               f"after {_outputs(guard['after'])}")
+    refined = info.scale_refinement
+    if refined:
+        print(f"scale refinement ({refined['rule']}, {refined['samples']} calibration samples): "
+              f"{len(refined['factors'])} of {refined['keys']} {refined['method']} range(s) "
+              f"rescaled in {refined['evaluations']} evaluation(s); divergence from the float "
+              f"outputs {refined['divergence']['before']:.3g} -> "
+              f"{refined['divergence']['after']:.3g}")
     return 0
 
 

@@ -148,6 +148,17 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
                         f"fraction of their calibration values (default "
                         f"{default(cfg, 'clip_warning')}); the warning names the tensor, the "
                         "estimated SQNR and a better method")
+    if flag == "--calib":  # insert: ranges tuned on the outputs after calibration
+        g.add_argument("--refine-scales", dest="refine_scales", choices=plumbing.REFINE_MODES,
+                       default=None,
+                       help="after calibration, tune each INT8 activation range on the "
+                            "quantized model's outputs against the float model's, on the "
+                            "calibration data (no labels; the rule file's scale_refinement): "
+                            "auto refines the default method's ranges when the cost (ranges "
+                            "x factors x sweeps x samples x MACs) fits the rule's budget; on "
+                            "refines any --calib-method's whatever the cost; off keeps the "
+                            "method's ranges (default "
+                            f"{default(cfg, 'refine_scales')})")
 
 
 def placement_config(args: argparse.Namespace):

@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     if a is not None:
         print(f"{a.id:10} {a.name:32} accuracy guard: argmax agreement >= {a.agreement:g}, "
               f"SQNR >= {a.sqnr_db:g} dB (--accuracy-target, --no-accuracy-guard)")
+    r = rules.scale_refinement
+    if r is not None:
+        print(f"{r.id:10} {r.name:32} scale refinement: INT8 ranges x "
+              f"{'/'.join(f'{f:g}' for f in r.factors)} on the outputs, {r.sweeps} sweep(s), "
+              f"<= {r.samples} samples, budget {r.max_cost:.3g} MAC (--refine-scales)")
     return 0
 
 

@@ -190,7 +190,8 @@ def quantize_model(model: Any, quantization_mode: str = "full",
                    calibration_batch_size: int = 32, opset: int | None = None,
                    force: bool = False, weight_scheme: str | None = None,
                    keep_layout: bool = False, weight_bits: int | None = None,
-                   dtype: str | None = None, accuracy_guard: bool = False) -> QuantizedModel:
+                   dtype: str | None = None, accuracy_guard: bool = False,
+                   refine_scales: str = "off") -> QuantizedModel:
     """Insert Q/DQ following TensorRT's placement policy (or the given rules).
 
     `model` is a Keras model, an `onnx.ModelProto` or a path (.onnx, .keras, .h5, SavedModel);
@@ -199,7 +200,8 @@ def quantize_model(model: Any, quantization_mode: str = "full",
     `calibration_data` the activation scales are calibrated (`calibration_method`; None:
     mse for INT8, max for FP8), otherwise they are placeholders; `accuracy_guard` then
     also moves the layers that break agreement with the float model to the float
-    remainder (off by default here: fine-tuning wins the accuracy back; on in
+    remainder, and `refine_scales` ("auto", "on", "off") tunes the INT8 ranges on the
+    model's outputs (both off by default here: fine-tuning wins the accuracy back; on in
     `qdq-onnx insert`). `weight_scheme` puts every weight in another precision
     scheme than its rule's ("int8-4bit": a 4-bit range in int8 Q/DQ, an experiment;
     `weight_bits=4`, the older form, still works). Layout Transposes a converter left
@@ -212,7 +214,8 @@ def quantize_model(model: Any, quantization_mode: str = "full",
         weight_scheme=_weight_scheme(weight_bits, weight_scheme), scheme=dtype)
     calibration = pipeline.CalibrationConfig(method=calibration_method,
                                              percentile=calibration_percentile,
-                                             batch_size=calibration_batch_size)
+                                             batch_size=calibration_batch_size,
+                                             refine_scales=refine_scales)
     q = pipeline.insert(_as_onnx(model, opset), placement, calibration, data=calibration_data,
                         guard=pipeline.AccuracyGuardConfig(enabled=accuracy_guard))
     out = QuantizedModel(q.float_model, q.plan, q.qdq, q.report, q.notes)

@@ -89,6 +89,15 @@ def _summary(model, rows, plan, lint) -> list[str]:
                             f"{guard['trials']} trial(s) on {guard['samples']} calibration "
                             f"samples; target {'met' if guard['met'] else 'NOT met'}; before "
                             f"{guard['before']}; after {guard['after']}"])
+        refined = plan.scale_refinement
+        if refined:
+            factors = ", ".join(f"{k} x{v:g}" for k, v in refined["factors"].items())
+            summary.append(["scale refinement", f"{refined['rule']}: {len(refined['factors'])} "
+                            f"of {refined['keys']} {refined['method']} range(s) rescaled "
+                            f"({factors or 'none'}) in {refined['evaluations']} evaluation(s) on "
+                            f"{refined['samples']} calibration samples; divergence from the "
+                            f"float outputs {refined['divergence']['before']:.3g} -> "
+                            f"{refined['divergence']['after']:.3g}"])
     return ["<h2 id='summary'>Summary</h2>", _table(["", ""], summary)]
 
 

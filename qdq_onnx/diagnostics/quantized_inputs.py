@@ -76,6 +76,7 @@ class ModelSummary:
     kept_fp32: list[dict]  # the plan's FP32 islands, each with rule and reason
     kept_float: list[dict]  # layers the cost model or the accuracy guard left float
     accuracy_guard: dict  # the guard's record ({} when it did not run)
+    scale_refinement: dict  # scale refinement's record ({} when it did not run)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (what `inspect --format json` prints)."""
@@ -104,4 +105,5 @@ def summary(model: onnx.ModelProto) -> ModelSummary:
         high_precision=plan.get("high_precision", "fp32" if plan else "not recorded"),
         compute_ops=precision_counts(precisions), kept_fp32=plan.get("kept_fp32", []),
         kept_float=[d for d in plan.get("left_float", []) if d.get("rule") in policy],
-        accuracy_guard=plan.get("accuracy_guard", {}))
+        accuracy_guard=plan.get("accuracy_guard", {}),
+        scale_refinement=plan.get("scale_refinement", {}))

@@ -116,9 +116,10 @@ def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
            use_plan: PlacementPlan | str | os.PathLike | None = None, copy: bool = True,
            guard: AccuracyGuardConfig | None = None) -> Inserted:
     """What `qdq-onnx insert` does: prepare -> plan (or a saved plan) -> calibrate (when
-    `data` is given) -> accuracy guard (with data, when the rule file has one and `guard`
-    does not turn it off; never on a saved plan) -> insert Q/DQ. `model` is not modified
-    unless `copy=False` (callers that own it save a copy)."""
+    `data` is given) -> scale refinement and accuracy guard (with data, when the rule file
+    has them and `calibration.refine_scales` / `guard` do not turn them off; never on a
+    saved plan) -> insert
+    Q/DQ. `model` is not modified unless `copy=False` (callers that own it save a copy)."""
     if isinstance(placement, PlacementPlan):
         raise TypeError("pipeline.insert(model, plan, amax) was the old form of "
                         "pipeline.apply_plan(model, plan, amax); insert takes a "
@@ -132,10 +133,17 @@ def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
     result, source, guarded = None, "", None
     if data is not None:
         c = calibration or CalibrationConfig()
-        result = calibrate_plan(prepared, made, data, c, RunContext.of_process())
+        # Scale refinement (inside calibration, before its clipping guard) runs only on a
+        # plan made here, as the accuracy guard does.
+        result = calibrate_plan(prepared, made, data, c, RunContext.of_process(),
+                                rules=resolved.rules if use_plan is None else None)
         source = f"calibrated:{result.method}"
+        if result.refinement is not None:
+            made = replace(made, scale_refinement=result.refinement.record())
+            source += "+refined" if result.refinement.factors else ""
         t = _step(f"calibrated {len(result.amax)} scale keys ({result.method})", t)
         if use_plan is None:
+            # The guard judges the refined ranges, the ones that will be written.
             guarded, note = guard_plan(prepared, made, result.amax, data, c, resolved.rules,
                                        guard or AccuracyGuardConfig())
             made = guarded.plan if guarded else made

@@ -113,6 +113,8 @@ class PlacementPlan:
     kept_fp32: list[KeptFP32] = field(default_factory=list)
     # what the accuracy guard measured and moved (empty when it did not run)
     accuracy_guard: dict[str, Any] = field(default_factory=dict)
+    # what scale refinement measured and rescaled (empty when it did not run)
+    scale_refinement: dict[str, Any] = field(default_factory=dict)
 
     # -- queries ---------------------------------------------------------------------------
     def activations(self) -> list[Placement]:
@@ -175,6 +177,7 @@ class PlacementPlan:
             "notes": self.notes,
             **({"remainder_recorded": True} if self.remainder_recorded else {}),
             **({"accuracy_guard": self.accuracy_guard} if self.accuracy_guard else {}),
+            **({"scale_refinement": self.scale_refinement} if self.scale_refinement else {}),
         }
 
     @classmethod
@@ -202,7 +205,8 @@ class PlacementPlan:
                    model=data.get("model", {}),
                    high_precision=data.get("high_precision", "fp32"), kept_fp32=kept,
                    remainder_recorded=bool(data.get("remainder_recorded", False)),
-                   accuracy_guard=dict(data.get("accuracy_guard") or {}))
+                   accuracy_guard=dict(data.get("accuracy_guard") or {}),
+                   scale_refinement=dict(data.get("scale_refinement") or {}))
 
     def to_json(self) -> str:
         """The plan as indented JSON text."""

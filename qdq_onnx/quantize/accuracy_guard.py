@@ -230,9 +230,7 @@ def guard_plan(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str
                ) -> tuple[GuardResult | None, str | None]:
     """The guard as `insert` runs it: (result, None), or (None, a note saying why it did
     not run) when it is off, the rule file has none or the data cannot be read again."""
-    from qdq_onnx.data.feeds import as_batches
-    from qdq_onnx.graph.batch import fixed_batch, relax_batch
-    from qdq_onnx.quantize.calibration import rereadable, runs_relaxed
+    from qdq_onnx.quantize.calibration import calibration_feeds, rereadable
 
     rule = getattr(rules, "accuracy_guard", None)
     if not config.enabled or rule is None:
@@ -241,14 +239,7 @@ def guard_plan(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str
         return None, ("accuracy guard: skipped, the calibration data is a one-shot "
                       "iterator (give a file or arrays to have it checked)")
     policy = config.policy(rule)
-    # A graph that hard-codes its batch but computes samples apart runs relaxed, as in
-    # calibration (the Q/DQ models the guard builds from it are relaxed too).
-    relaxed = fixed_batch(float_model) is not None and runs_relaxed(float_model, data)
-    if relaxed:
-        float_model = relax_batch(float_model)
-    batches, _ = as_batches(data, float_model, batch_size=calibration.batch_size,
-                            limit=policy.samples, source="calibration data", any_batch=relaxed)
-    feeds = list(batches)
+    float_model, feeds = calibration_feeds(float_model, data, calibration, policy.samples)
     if not feeds:
         return None, None
     result = run_guard(float_model, plan, amax, feeds, policy,

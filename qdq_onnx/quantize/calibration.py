@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ from qdq_onnx.types.scheme import Scheme
 
 __all__ = ["METHODS", "CalibrationConfig", "CalibrationResult", "ClippingWarning",
            "TensorStats", "amax_from_stats", "calibrate_groups", "calibrate_plan",
+           "calibration_feeds",
            "collect_stats", "group_amax"]
 
 log = logging.getLogger("qdq_onnx.calibration")
@@ -151,6 +152,22 @@ def runs_relaxed(model: onnx.ModelProto, data: Any) -> bool:
     return next(iter(feed.values())).shape[0] >= 2 and follows_batch(model, feed)
 
 
+def calibration_feeds(model: onnx.ModelProto, data: Any, config: CalibrationConfig,
+                      limit: int | None) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]:
+    """(the model to run, at most `limit` samples of `data` as batches of
+    `config.batch_size`) for the steps after calibration that compare quantized and float
+    passes on the calibration data: a graph that hard-codes its batch but computes samples
+    apart is returned relaxed, as calibration runs it (Q/DQ models built from it are too)."""
+    from qdq_onnx.data.feeds import as_batches
+
+    relaxed = fixed_batch(model) is not None and runs_relaxed(model, data)
+    if relaxed:
+        model = relax_batch(model)
+    batches, _ = as_batches(data, model, batch_size=config.batch_size, limit=limit,
+                            source="calibration data", any_batch=relaxed)
+    return model, list(batches)
+
+
 def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
                   config: CalibrationConfig | None = None, with_hist: bool = True,
                   bins: int = DEFAULT_BINS, run: RunContext | None = None
@@ -212,6 +229,7 @@ class CalibrationResult:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # where a method deviated, and why
     choices: dict[str, str] = field(default_factory=dict)  # auto: the method per scale key
+    refinement: Any = None  # refine_scales.RefinementResult when the ranges were refined
 
 
 def _guard(stats: dict[str, TensorStats], groups: dict[str, list[str]],
@@ -261,12 +279,15 @@ def _entropy_notes(stats: dict[str, TensorStats], groups: dict[str, list[str]],
 
 
 def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
-                   config: CalibrationConfig | None = None, run: RunContext | None = None
-                   ) -> CalibrationResult:
+                   config: CalibrationConfig | None = None, run: RunContext | None = None,
+                   rules: Any = None) -> CalibrationResult:
     """Calibrated amax per scale key (scale group, else tensor) of a placement plan, each
     in its placements' scheme, with the clipping guard: tensors clipping more than
     `config.clip_warning` of their calibration values are reported through `warnings`
-    (ClippingWarning) and in the result."""
+    (ClippingWarning) and in the result. With `rules` (a RuleSet with a
+    `scale_refinement` section, `config.refine_scales` not off), the ranges are then
+    refined on the model's outputs (`qdq_onnx.quantize.refine_scales`) before the clipping
+    guard judges them."""
     config = config or CalibrationConfig()
     activation_groups = plan.activation_groups()
     groups = {key: [p.tensor for p in members] for key, members in activation_groups.items()}
@@ -274,15 +295,24 @@ def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
         return CalibrationResult({}, config.resolved)
     schemes = {key: members[0].quantization
                for key, members in activation_groups.items()}
-    return calibrate_groups(model, groups, data, config, schemes, run)
+    refine = None
+    if rules is not None:
+        from qdq_onnx.quantize.refine_scales import refine_plan
+
+        def refine(amax: dict[str, float]) -> tuple[Any, str | None]:
+            return refine_plan(model, plan, amax, data, config, rules)
+    return calibrate_groups(model, groups, data, config, schemes, run, refine)
 
 
 def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data: Any,
                      config: CalibrationConfig, schemes: dict[str, Scheme],
-                     run: RunContext | None = None) -> CalibrationResult:
+                     run: RunContext | None = None,
+                     refine: Callable[[dict[str, float]], tuple[Any, str | None]] | None = None
+                     ) -> CalibrationResult:
     """Calibrate the tensors of `groups` (scale key -> member tensors) on the float model;
     `schemes` gives each key's precision (a key without one is a KeyError: no scheme is
-    assumed)."""
+    assumed). `refine(amax)`: (a RefinementResult with the ranges to use, or None; a
+    note), run before the clipping guard."""
     missing = set(groups) - set(schemes)
     if missing:
         raise KeyError(f"no scheme for scale keys {sorted(missing)[:5]}")
@@ -311,6 +341,13 @@ def calibrate_groups(model: onnx.ModelProto, groups: dict[str, list[str]], data:
         result = CalibrationResult(amax, method)
     if method == "entropy":
         result.notes = _entropy_notes(stats, groups, schemes)
+    if refine is not None:
+        refined, note = refine(amax)
+        result.notes += [note] if note else []
+        if refined is not None:
+            amax = result.amax = refined.amax
+            result.refinement = refined
+            result.notes += refined.lines()
     if method != "max":  # max clips nothing on its own calibration data
         result.clipping, result.warnings = _guard(stats, groups, amax, config, schemes)
     for message in result.warnings:

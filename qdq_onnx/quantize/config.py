@@ -14,6 +14,9 @@ SINGLE_METHODS = ("max", "percentile", "entropy", "mse")
 METHODS = (*SINGLE_METHODS, "auto")
 DEFAULT_CLIP_WARNING = 0.01
 DEFAULT_METHOD = "mse"
+# Scale refinement after calibration (`insert` with data; qdq_onnx.quantize.refine_scales):
+# auto within the rule file's budget, on whatever the cost, off.
+REFINE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,10 @@ class CalibrationConfig:
     onnxruntime run. `max_samples`: use at most this many. `show_progress`: a progress
     bar on a terminal. `clip_warning`: the clipping guard warns about tensors whose range
     clips more than this fraction of their calibration values (it never changes a
-    scale)."""
+    scale). `refine_scales`: after calibration, `insert` tunes the INT8 ranges on the
+    model's outputs (the rule file's `scale_refinement`): auto (the default method's
+    ranges, within the rule's cost budget), on (any method's, whatever the cost) or off
+    (the method's ranges as they are)."""
 
     method: str | None = None
     percentile: float = 99.99
@@ -36,6 +42,7 @@ class CalibrationConfig:
     max_samples: int | None = None
     show_progress: bool = True
     clip_warning: float = DEFAULT_CLIP_WARNING
+    refine_scales: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method is not None and self.method not in METHODS:
@@ -53,6 +60,9 @@ class CalibrationConfig:
                 and 0.0 <= self.clip_warning <= 1.0):
             raise SettingError("clip_warning", f"must be a fraction in [0, 1], got "
                                                f"{self.clip_warning}")
+        if self.refine_scales not in REFINE_MODES:
+            raise SettingError("refine_scales", f"must be one of {', '.join(REFINE_MODES)}, "
+                                                f"got {self.refine_scales!r}")
 
 
     @property

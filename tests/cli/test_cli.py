@@ -56,7 +56,11 @@ def test_insert_with_calibration_file(model_path, tmp_path):
                  str(data)]) == 0
     q = onnx.load(tmp_path / "q.onnx")
     meta = {p.key: p.value for p in q.metadata_props}
-    assert meta["qdq_onnx.activation_scales"] == "calibrated:mse"  # the default method
+    # the default method, its ranges refined on the outputs when that helped (TRT-G002)
+    refined = json.loads(meta["qdq_onnx.plan"]).get("scale_refinement", {})
+    assert refined["rule"] == "TRT-G002" and refined["method"] == "mse"
+    assert meta["qdq_onnx.activation_scales"] == "calibrated:mse" + (
+        "+refined" if refined["factors"] else "")
     assert main(["insert", str(model_path), "-o", str(tmp_path / "q_max.onnx"), "--calib",
                  str(data), "--calib-method", "max"]) == 0  # max: one flag away
     meta = {p.key: p.value for p in onnx.load(tmp_path / "q_max.onnx").metadata_props}

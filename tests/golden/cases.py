@@ -145,10 +145,10 @@ def write_inputs(folder: Path) -> None:
     np.savez(folder / "mlp_train.npz", x=xm, labels=rng.integers(0, 5, 128))
     np.savez(folder / "attention_calib.npz", x=rng.normal(size=(32, 8, 16)).astype(np.float32))
     (folder / "spec.yaml").write_text(SPEC)
-    # The cases predate issue 27's PTQ policy (the cost model, the accuracy guard, mse by
-    # default), which changes what the defaults write on purpose: they run the bundled
-    # rules without those sections and name max, so they still check that nothing else
-    # moved (the new defaults are tested in tests/quantize and tests/placement).
+    # The cases predate issue 27's PTQ policy (the cost model, the accuracy guard, scale
+    # refinement, mse by default), which changes what the defaults write on purpose: they
+    # run the bundled rules without those sections and name max, so they still check that
+    # nothing else moved (the new defaults are tested in tests/quantize and tests/placement).
     from qdq_onnx.files.yaml_lines import load_yaml
     from qdq_onnx.placement.rules import bundled_rule_files
 
@@ -159,7 +159,7 @@ def write_inputs(folder: Path) -> None:
     (folder / PRE_POLICY_RULES).write_text(json.dumps(doc, default=list))
 
 
-PTQ_POLICY = ("cost", "accuracy_guard")
+PTQ_POLICY = ("cost", "accuracy_guard", "scale_refinement")
 PRE_POLICY_RULES = "before-ptq-policy/tensorrt.yaml"  # the bundled file's name: recorded
 
 

@@ -168,6 +168,26 @@ class AccuracyGuardPolicy:
 
 
 @dataclass(frozen=True)
+class ScaleRefinementPolicy:
+    """Output-aware refinement of calibrated activation ranges: each INT8 activation range
+    is multiplied by the best of `factors` for the divergence of the quantized model's
+    outputs from the float model's on at most `samples` calibration samples, key by key in
+    graph order, for up to `sweeps` sweeps; by default only while keys x factors x sweeps x
+    samples x the model's MACs at batch 1 stays within `max_cost` (fewer samples, down to
+    `min_samples`, before skipping)."""
+
+    id: str
+    name: str
+    reason: str
+    why: str
+    factors: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.12, 1.25, 1.4, 1.6)
+    sweeps: int = 2
+    samples: int = 512
+    min_samples: int = 64
+    max_cost: float = 1e12
+
+
+@dataclass(frozen=True)
 class Taxonomy:
     """TensorRT's view of op types beyond the op rules.
 
@@ -198,6 +218,7 @@ class RuleSet:
     precision: PrecisionPolicy = field(default_factory=PrecisionPolicy)
     cost: list[CostRule] = field(default_factory=list)
     accuracy_guard: AccuracyGuardPolicy | None = None
+    scale_refinement: ScaleRefinementPolicy | None = None
     fp8: list[Any] = field(default_factory=list)  # fp8.Fp8Rule: the FP8 policy, in order
     # The bundled TensorRT file's op rules: the weight axis of an op this file leaves alone
     # but a spec quantizes (a ConvTranspose under nvidia-tf-toolkit) is TensorRT's.
@@ -264,7 +285,8 @@ class RuleSet:
         """Every rule with an id, in file order by section."""
         return [*self.op_rules, *self.never, *self.patterns.values(), *self.lint.values(),
                 *self.precision.guards, *self.cost, *self.fp8,
-                *([self.accuracy_guard] if self.accuracy_guard else [])]
+                *([self.accuracy_guard] if self.accuracy_guard else []),
+                *([self.scale_refinement] if self.scale_refinement else [])]
 
     def by_id(self, rule_id: str) -> Any:
         """The rule with this id, or None."""

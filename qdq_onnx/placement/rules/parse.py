@@ -23,7 +23,8 @@ from qdq_onnx.placement.rules.model import (
 from qdq_onnx.types.scheme import DEFAULT_SCHEME, scheme_named
 
 _TOP_KEYS = {"schema", "name", "description", "scheme", "op_rules", "never", "taxonomy",
-             "patterns", "lint", "precision", "cost", "accuracy_guard", "fp8"}
+             "patterns", "lint", "precision", "cost", "accuracy_guard", "scale_refinement",
+             "fp8"}
 _OP_KEYS = {"id", "name", "ops", "inputs", "weight_input", "weight_axis", "keras_classes",
             "live_weight", "scheme", "reason", "why"}
 _NEVER_KEYS = {"id", "name", "ops", "tensors", "reason", "why"}
@@ -125,6 +126,8 @@ def parse_rules(raw: Any, source: str = "<rules>", sha256: str = "",
     rules.cost = parse_policy.cost_rules(ctx, raw.get("cost") or [])
     if raw.get("accuracy_guard") is not None:
         rules.accuracy_guard = parse_policy.accuracy_guard(ctx, raw["accuracy_guard"])
+    if raw.get("scale_refinement") is not None:
+        rules.scale_refinement = parse_policy.scale_refinement(ctx, raw["scale_refinement"])
     from qdq_onnx.placement.rules.fp8 import fp8_rules
 
     rules.fp8 = fp8_rules(ctx, raw.get("fp8") or [])

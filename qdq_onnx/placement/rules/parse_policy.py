@@ -1,6 +1,7 @@
-"""The rule file's PTQ policy sections: `cost` (what INT8 buys nothing on) and
-`accuracy_guard` (the agreement a quantized model must keep with the float one). A file
-without them has neither: the original toolkit's rules keep its exact behaviour."""
+"""The rule file's PTQ policy sections: `cost` (what INT8 buys nothing on),
+`accuracy_guard` (the agreement a quantized model must keep with the float one) and
+`scale_refinement` (calibrated ranges tuned on the model's outputs). A file without them has
+none: the original toolkit's rules keep its exact behaviour."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from qdq_onnx.placement.rules.model import AccuracyGuardPolicy, CostRule
+from qdq_onnx.placement.rules.model import AccuracyGuardPolicy, CostRule, ScaleRefinementPolicy
 
 _COST_KEYS = {"id", "name", "ops", "out_channels_below", "in_channels_below",
               "macs_share_below", "reason", "why"}
 _CONDITIONS = ("out_channels_below", "in_channels_below", "macs_share_below")
 _GUARD_KEYS = {"id", "name", "agreement", "sqnr_db", "samples", "max_trials", "reason", "why"}
+_REFINE_KEYS = {"id", "name", "factors", "sweeps", "samples", "min_samples", "max_cost",
+                "reason", "why"}
 
 
 def _number(ctx: Any, obj: dict, key: str, what: str, integer: bool, low: float,
@@ -71,3 +74,30 @@ def accuracy_guard(ctx: Any, item: Any) -> AccuracyGuardPolicy:
         sqnr_db=_number(ctx, item, "sqnr_db", what, False, -100, 200, 20.0),
         samples=_number(ctx, item, "samples", what, True, 1, 1e7, 128),
         max_trials=_number(ctx, item, "max_trials", what, True, 0, 1e6, 32))
+
+
+def scale_refinement(ctx: Any, item: Any) -> ScaleRefinementPolicy:
+    """The `scale_refinement` section: one rule with its factors and budgets."""
+    ctx.keys(item, _REFINE_KEYS, "the scale_refinement section")
+    rule_id = ctx.text(item, "id", "the scale_refinement section")
+    ctx.claim(item, rule_id)
+    what = f"scale refinement {rule_id}"
+    default = ScaleRefinementPolicy(rule_id, "", "", "")
+    factors = item.get("factors", list(default.factors))
+    if not isinstance(factors, list) or not factors or any(
+            isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f)
+            or not 0.05 <= f <= 20 or f == 1 for f in factors):
+        raise ctx.fail(item, f"{what}: 'factors' must be a non-empty list of numbers in "
+                             f"[0.05, 20] other than 1, got {factors!r}")
+    samples = _number(ctx, item, "samples", what, True, 1, 1e7, default.samples)
+    min_samples = _number(ctx, item, "min_samples", what, True, 1, 1e7, default.min_samples)
+    if min_samples > samples:
+        raise ctx.fail(item, f"{what}: 'min_samples' ({min_samples}) exceeds 'samples' "
+                             f"({samples})")
+    return ScaleRefinementPolicy(
+        id=rule_id, name=ctx.text(item, "name", what), reason=ctx.text(item, "reason", what),
+        why=str(item.get("why", "")).strip(),
+        factors=tuple(float(f) for f in dict.fromkeys(factors)),
+        sweeps=_number(ctx, item, "sweeps", what, True, 1, 100, default.sweeps),
+        samples=samples, min_samples=min_samples,
+        max_cost=float(_number(ctx, item, "max_cost", what, False, 0, 1e30, default.max_cost)))
