@@ -31,6 +31,7 @@ from qdq_onnx.quantize.calibration import CalibrationResult, calibrate_plan
 from qdq_onnx.quantize.config import CalibrationConfig
 from qdq_onnx.quantize.insert import InsertReport, insert_qdq
 from qdq_onnx.quantize.recalibrate import recalibrate as _recalibrate
+from qdq_onnx.quantize.refine_scales import refine_plan
 
 log = logging.getLogger("qdq_onnx.pipeline")
 
@@ -135,8 +136,11 @@ def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
         c = calibration or CalibrationConfig()
         # Scale refinement (inside calibration, before its clipping guard) runs only on a
         # plan made here, as the accuracy guard does.
+        def refine(amax: dict[str, float], plan: PlacementPlan = made) -> tuple[Any, str | None]:
+            return refine_plan(prepared, plan, amax, data, c, resolved.rules)
+
         result = calibrate_plan(prepared, made, data, c, RunContext.of_process(),
-                                rules=resolved.rules if use_plan is None else None)
+                                refine=refine if use_plan is None else None)
         source = f"calibrated:{result.method}"
         if result.refinement is not None:
             made = replace(made, scale_refinement=result.refinement.record())

@@ -280,14 +280,13 @@ def _entropy_notes(stats: dict[str, TensorStats], groups: dict[str, list[str]],
 
 def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
                    config: CalibrationConfig | None = None, run: RunContext | None = None,
-                   rules: Any = None) -> CalibrationResult:
+                   refine: Callable[[dict[str, float]], tuple[Any, str | None]] | None = None
+                   ) -> CalibrationResult:
     """Calibrated amax per scale key (scale group, else tensor) of a placement plan, each
     in its placements' scheme, with the clipping guard: tensors clipping more than
     `config.clip_warning` of their calibration values are reported through `warnings`
-    (ClippingWarning) and in the result. With `rules` (a RuleSet with a
-    `scale_refinement` section, `config.refine_scales` not off), the ranges are then
-    refined on the model's outputs (`qdq_onnx.quantize.refine_scales`) before the clipping
-    guard judges them."""
+    (ClippingWarning) and in the result. `refine`: see `calibrate_groups` (insert passes
+    `qdq_onnx.quantize.refine_scales.refine_plan`'s ranges tuned on the outputs)."""
     config = config or CalibrationConfig()
     activation_groups = plan.activation_groups()
     groups = {key: [p.tensor for p in members] for key, members in activation_groups.items()}
@@ -295,12 +294,6 @@ def calibrate_plan(model: onnx.ModelProto, plan: Any, data: Any,
         return CalibrationResult({}, config.resolved)
     schemes = {key: members[0].quantization
                for key, members in activation_groups.items()}
-    refine = None
-    if rules is not None:
-        from qdq_onnx.quantize.refine_scales import refine_plan
-
-        def refine(amax: dict[str, float]) -> tuple[Any, str | None]:
-            return refine_plan(model, plan, amax, data, config, rules)
     return calibrate_groups(model, groups, data, config, schemes, run, refine)
 
 

@@ -73,6 +73,12 @@ class RefinementResult:
                 f"{self.evaluations} evaluation(s)"]
 
 
+def _finite(amax: float) -> bool:
+    """Whether `amax` is a finite float32 whose scale is finite too."""
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.float32(amax)))
+
+
 def _round(value: float) -> float:
     return float(f"{value:.4g}") if np.isfinite(value) else value
 
@@ -173,11 +179,13 @@ def _scale_inputs(qdq: onnx.ModelProto, keys: dict[str, str]) -> dict[str, str]:
     return inputs
 
 
-def model_macs(model: onnx.ModelProto) -> int:
-    """The weighted ops' multiply-accumulates at batch 1 (`graph.macs`)."""
-    from qdq_onnx.graph.macs import layer_costs
+def model_macs(model: onnx.ModelProto, data: Any = None) -> int:
+    """The weighted ops' multiply-accumulates per sample (`graph.macs`), symbolic sizes
+    taken from the data's first sample when there is data (a detector's image size)."""
+    from qdq_onnx.graph.macs import data_shapes, layer_costs
 
-    return sum(c.macs for c in layer_costs(model).values())
+    dims = data_shapes(data, model) if data is not None else None
+    return sum(c.macs for c in layer_costs(model, input_dims=dims or None).values())
 
 
 def refine_amax(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, float],
@@ -190,7 +198,7 @@ def refine_amax(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[st
     groups = plan.activation_groups()
     schemes = {key: members[0].quantization for key, members in groups.items()}
     tunable = [k for k in groups if k in amax and not schemes[k].is_float
-               and np.isfinite(amax[k]) and amax[k] > 0]
+               and _finite(amax[k]) and amax[k] > 0]
     samples = sum(int(next(iter(f.values())).shape[0]) for f in feeds)
     result = RefinementResult(policy.id, dict(amax), {}, 0.0, 0.0, samples, 0, len(tunable))
     kinds = _output_kinds(float_model)
@@ -221,6 +229,8 @@ def refine_amax(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[st
             for key in tunable:
                 base, pick = current[key], None
                 for factor in policy.factors:
+                    if not _finite(base * factor):  # a range near float32's limit (masks)
+                        continue
                     value, matches = score({**current, key: base * factor})
                     result.evaluations += 1
                     bar.update(1)
@@ -259,7 +269,8 @@ def refine_plan(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[st
         return None, None
     samples = policy.samples
     if mode == "auto":
-        per_sample = keys * len(policy.factors) * policy.sweeps * max(1, model_macs(float_model))
+        per_sample = keys * len(policy.factors) * policy.sweeps * max(
+            1, model_macs(float_model, data))
         fits = int(policy.max_cost // per_sample)
         if fits < policy.min_samples:
             return None, (f"scale refinement ({policy.id}): skipped, {keys} ranges x "

@@ -132,7 +132,7 @@ def test_the_budget_skips_large_models_unless_asked(data):
     assert note is None and forced.evaluations > 0
     # a budget that fits fewer samples than given uses fewer
     per_sample = forced.keys * len(rules.scale_refinement.factors) * \
-        rules.scale_refinement.sweeps * rs.model_macs(q.float_model)
+        rules.scale_refinement.sweeps * rs.model_macs(q.float_model, data)
     some = dataclasses.replace(rules, scale_refinement=dataclasses.replace(
         rules.scale_refinement, max_cost=per_sample * 70))
     fewer, _ = rs.refine_plan(q.float_model, q.plan, q.calibration.amax, data, config, some)
@@ -219,3 +219,13 @@ def test_cli_option_and_explain(data, tmp_path, capsys):
         main(["insert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
               "-o", str(tmp_path / "x.onnx"), "--refine-scales", "always"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_range_near_float32s_limit_is_not_pushed_past_it(data):
+    # an attention mask's -3.4e38 gives a range at float32's limit: x1.12 would overflow
+    q = _calibrated(_classifier(), data)
+    m, feeds = calibration_feeds(q.float_model, data, pipeline.CalibrationConfig(), 64)
+    key = next(iter(q.plan.activation_groups()))
+    amax = {**q.calibration.amax, key: 3.0e38}
+    result = rs.refine_amax(m, q.plan, amax, feeds, default_rules().scale_refinement, False)
+    assert np.isfinite(np.float32(result.amax[key])) and result.amax[key] <= 3.0e38

@@ -173,7 +173,7 @@ class ScaleRefinementPolicy:
     is multiplied by the best of `factors` for the divergence of the quantized model's
     outputs from the float model's on at most `samples` calibration samples, key by key in
     graph order, for up to `sweeps` sweeps; by default only while keys x factors x sweeps x
-    samples x the model's MACs at batch 1 stays within `max_cost` (fewer samples, down to
+    samples x the model's MACs per sample stays within `max_cost` (fewer samples, down to
     `min_samples`, before skipping)."""
 
     id: str
