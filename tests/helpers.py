@@ -313,3 +313,16 @@ def fp8_cnn(flatten: str = "Squeeze", depthwise: bool = False, seed: int = 7):
     g.w("fc_w", r.normal(0, 0.2, (24, 32)))
     g.w("fc_b", r.normal(0, 1.0, (24,)))
     return g.model([g.node("Gemm", "fc", [flat, "fc_w", "fc_b"], transB=1)])
+
+
+def insert_explained(model: onnx.ModelProto, data: np.ndarray, folder, capsys):
+    """`qdq-onnx insert MODEL --calib DATA -o q.onnx --explain` in `folder`: (the output's
+    path, what it printed)."""
+    from qdq_onnx.cli.main import main
+
+    onnx.save(model, folder / "m.onnx")
+    np.savez(folder / "calib.npz", x=data)
+    out = folder / "q.onnx"
+    assert main(["insert", str(folder / "m.onnx"), "--calib", str(folder / "calib.npz"),
+                 "-o", str(out), "--explain"]) == 0
+    return out, capsys.readouterr()

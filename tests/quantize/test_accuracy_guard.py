@@ -129,16 +129,10 @@ def test_class_axes_and_sequence_agreement():
 
 
 def test_cli_insert_prints_the_guard_and_explains_it(data, tmp_path, capsys):
-    import onnx
 
     from qdq_onnx.cli.main import main
 
-    onnx.save(_classifier(outlier=True), tmp_path / "m.onnx")
-    np.savez(tmp_path / "calib.npz", x=data)
-    out = tmp_path / "q.onnx"
-    assert main(["insert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
-                 "-o", str(out), "--explain"]) == 0
-    captured = capsys.readouterr()
+    out, captured = helpers.insert_explained(_classifier(outlier=True), data, tmp_path, capsys)
     assert "accuracy guard: 'prob_out' argmax agreement" in captured.err
     assert "moved 1 layer(s)" in captured.err or "moved 2 layer(s)" in captured.err
     assert "target met" in captured.err

@@ -200,12 +200,7 @@ def test_settings_and_rule_file_errors(tmp_path):
 def test_cli_option_and_explain(data, tmp_path, capsys):
     from qdq_onnx.cli.main import main
 
-    onnx.save(_classifier(), tmp_path / "m.onnx")
-    np.savez(tmp_path / "calib.npz", x=data)
-    out = tmp_path / "q.onnx"
-    assert main(["insert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
-                 "-o", str(out), "--explain"]) == 0
-    text = capsys.readouterr()
+    out, text = helpers.insert_explained(_classifier(), data, tmp_path, capsys)
     assert "scale refinement: divergence of the outputs" in text.err
     assert any(line.startswith("range  ") and "TRT-G002" in line
                for line in text.out.splitlines())
