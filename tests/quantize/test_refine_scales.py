@@ -206,6 +206,8 @@ def test_cli_option_and_explain(data, tmp_path, capsys):
                for line in text.out.splitlines())
     assert main(["inspect", str(out)]) == 0
     assert "scale refinement (TRT-G002, 128 calibration samples)" in capsys.readouterr().out
+    assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
+    assert "scale refinement</td><td>TRT-G002: " in (tmp_path / "r.html").read_text()
     assert main(["insert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
                  "-o", str(tmp_path / "off.onnx"), "--refine-scales", "off"]) == 0
     meta = {p.key: p.value for p in onnx.load(tmp_path / "off.onnx").metadata_props}
