@@ -16,7 +16,15 @@ qdq-onnx gets right, those only the peer gets right, and the exact two-sided McN
 (binomial on the discordant images; small p: a difference beyond test-set noise). Also
 Model Optimizer on set 0 with its images in another order (first image 1, 2, 3): its
 scales depend on the order (its entropy histogram is sized by the first sample), qdq-onnx's
-do not. Writes bench/results/ptq_calib_sets.json.
+do not.
+
+Accuracy differences of a few test images are within what 10000 images resolve, so two
+lower-variance measures stand beside it: per file, the test images on which its top class
+differs from the float model's ("flips": what quantization changed, right or wrong), and a
+row "qdq-onnx, Model Optimizer's placement": qdq-onnx's defaults with a spec that leaves
+float every weighted layer Model Optimizer's file left float (it keeps a batch-1 model's
+fully connected layers in FP16 by its GEMV check), so that the two differ in ranges alone.
+Writes bench/results/ptq_calib_sets.json.
 
     .venv/bin/python scripts/bench_ptq_calib_sets.py [--modelopt-python /tmp/mo/bin/python]
         [--models mnist,mnist_gap] [--sets 5]
@@ -65,20 +73,72 @@ def _predict(path: str, test: str, out: str) -> None:
     np.save(out, logits.reshape(len(x), -1).argmax(-1))
 
 
+SAME_PLACEMENT = "qdq-onnx, modelopt placement"
+
+
+def modelopt_float_layers(path: Path) -> list[str]:
+    """The weighted nodes (Conv, ConvTranspose, MatMul, Gemm) of Model Optimizer's file whose
+    weight is not dequantized: the layers it left in the float remainder."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in graph.node
+            if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")
+            and len(n.input) > 1 and n.input[1] not in dequantized]
+
+
+def quantize_same_placement(prep: peers.Prepared, folder: Path, tool_key: str, args) -> dict:
+    """qdq-onnx's defaults with a spec leaving float the layers Model Optimizer left float
+    (reused while the qdq-onnx key, the data and the spec hold)."""
+    import json
+
+    layers = modelopt_float_layers(folder / "modelopt.onnx")
+    spec = folder / "modelopt_placement.yaml"
+    spec.write_text("layers:\n" + "".join(
+        f"  - node: {json.dumps(name)}\n    quantize_input: false\n"
+        f"    quantize_weight: false\n" for name in layers) if layers else "layers: []\n")
+    out, record = folder / "qdq-onnx-modelopt-placement.onnx", folder / "same_placement.json"
+    key = peers.digest(tool_key, (folder / "data.key").read_text(), spec.read_text())
+    if not args.fresh and out.exists() and record.exists() \
+            and json.loads(record.read_text()).get("key") == key:
+        return {"path": str(out), "float_layers": layers}
+    out.unlink(missing_ok=True)
+    done = subprocess.run([*peers.QDQ, "insert", str(prep.src), "--calib",
+                           str(folder / "calib.npz"), "--spec", str(spec), "-o", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
+    if done.returncode or not out.exists():
+        return {"error": done.stderr.strip()[-600:]}
+    record.write_text(json.dumps({"key": key}))
+    return {"path": str(out), "float_layers": layers}
+
+
 def _prepared(name: str, images: np.ndarray, base: peers.Prepared) -> peers.Prepared:
     return dataclasses.replace(base, calib=images, data={**base.data, "calibration": name})
 
 
 def _run(tools: list[str], keys: dict, prep: peers.Prepared, folder: Path, truth: np.ndarray,
-         args) -> dict:
+         args, reference: np.ndarray | None = None) -> dict:
+    """Per tool: accuracy and predictions; with the float model's predictions `reference`,
+    the flips too, and the same-placement row after Model Optimizer's."""
     rows = {}
-    for tool in tools:
-        q = peers.quantize(tool, prep, folder, keys[tool], args)
+    for tool in tools + ([SAME_PLACEMENT] if reference is not None and "modelopt" in tools
+                         else []):
+        if tool == SAME_PLACEMENT:
+            if "pred" not in rows.get("modelopt", {}):
+                continue
+            q = quantize_same_placement(prep, folder, keys["qdq-onnx"], args)
+        else:
+            q = peers.quantize(tool, prep, folder, keys[tool], args)
         if "error" in q:
             rows[tool] = {"error": q["error"]}
             continue
         pred = predictions(q["path"], folder)
         rows[tool] = {"accuracy": float(np.mean(pred == truth)), "pred": pred}
+        if reference is not None:
+            rows[tool]["flips"] = int(np.sum(pred != reference))
+        if "float_layers" in q:
+            rows[tool]["float_layers"] = q["float_layers"]
     return rows
 
 
@@ -96,25 +156,30 @@ def _model(name: str, tools: list[str], keys: dict, args) -> dict:
     with np.load(ROOT / "out" / "bench" / name / "train.npz") as z:
         train = z["image"]
     truth = np.asarray(base.truth)
-    sets, paired = [], []
+    sets, paired, flips, same_float = [], [], [], []
     out_dir = Path(args.out_dir).resolve()
+    reference = predictions(str(base.src), peers.prepare_folder(f"{name}/float", base, out_dir))
     for k in range(args.sets):
         images = train[k * SET_SIZE:(k + 1) * SET_SIZE]
         label = f"training images {k * SET_SIZE}..{(k + 1) * SET_SIZE - 1}"
         prep = _prepared(label, images, base)
         folder = peers.prepare_folder(f"{name}/set{k}", prep, out_dir)
-        rows = _run(tools, keys, prep, folder, truth, args)
-        line = "  ".join(f"{t} {r['accuracy'] * 100:.2f}" if "accuracy" in r else f"{t} failed"
-                         for t, r in rows.items())
+        rows = _run(tools, keys, prep, folder, truth, args, reference)
+        line = "  ".join(f"{t} {r['accuracy'] * 100:.2f} ({r['flips']} flips)"
+                         if "accuracy" in r else f"{t} failed" for t, r in rows.items())
         print(f"  set {k}: {line}", flush=True)
         sets.append({t: r.get("accuracy") for t, r in rows.items()})
+        flips.append({t: r["flips"] for t, r in rows.items() if "flips" in r})
+        same_float.append(rows.get(SAME_PLACEMENT, {}).get("float_layers"))
         paired.append({peer: _paired(rows, truth, peer) for peer in tools if peer != "qdq-onnx"})
     summary = {}
-    for tool in tools:
+    for tool in dict.fromkeys(t for s in sets for t in s):
         acc = [s[tool] for s in sets if s.get(tool) is not None]
+        flipped = [f[tool] for f in flips if tool in f]
         if acc:
             summary[tool] = {"mean": float(np.mean(acc)), "min": min(acc), "max": max(acc),
-                             "correct_images_mean": float(np.mean(acc)) * len(truth)}
+                             "correct_images_mean": float(np.mean(acc)) * len(truth),
+                             **({"flips_mean": float(np.mean(flipped))} if flipped else {})}
     order = {}
     if "modelopt" in tools:  # set 0 rotated: another image first, the same 512 images
         first = train[:SET_SIZE]
@@ -127,8 +192,11 @@ def _model(name: str, tools: list[str], keys: dict, args) -> dict:
             print(f"  set 0 from image {shift}: " + "  ".join(
                 f"{t} {a * 100:.2f}" for t, a in order[f"from image {shift}"].items()
                 if a is not None), flush=True)
-    return {"source": base.source, "test": base.data["test"], "sets": sets,
-            "paired_with_qdq_onnx": paired, "summary": summary, "set0_order": order}
+    return {"source": base.source, "test": base.data["test"],
+            "float": {"accuracy": float(np.mean(reference == truth)),
+                      "correct_images": int(np.sum(reference == truth))},
+            "sets": sets, "flips": flips, "paired_with_qdq_onnx": paired, "summary": summary,
+            "modelopt_float_layers": same_float, "set0_order": order}
 
 
 def main() -> int:
@@ -156,7 +224,7 @@ def main() -> int:
         models[name] = _model(name, tools, keys, args)
         for tool, s in models[name]["summary"].items():
             print(f"  {tool:12} mean {s['mean'] * 100:.3f}  range {s['min'] * 100:.2f}.."
-                  f"{s['max'] * 100:.2f}", flush=True)
+                  f"{s['max'] * 100:.2f}  flips {s.get('flips_mean', 0):.1f}", flush=True)
     result = {
         "versions": {**machine_info()["versions"], "evaluator onnxruntime": version,
                      **({"nvidia-modelopt": modelopt} if modelopt else {})},
@@ -171,6 +239,11 @@ def main() -> int:
                     "top-1 accuracy on the test images",
             "paired_with_qdq_onnx": "per set: test images only qdq-onnx classifies right, "
                                     "only the peer does, and the exact two-sided McNemar p",
+            "flips": "per set and file: test images whose top class differs from the float "
+                     "model's (fewer: closer to the float model, right or wrong)",
+            SAME_PLACEMENT: "qdq-onnx insert --calib with its defaults and a spec leaving "
+                            "float the weighted layers Model Optimizer's file left float "
+                            "(modelopt_float_layers): the two differ in ranges alone",
             "set0_order": "set 0's images rotated so that image 1, 2 or 3 comes first"},
         "settings": {k: v for k, v in vars(args).items() if k != "fresh"},
         "seconds": round(time.perf_counter() - started),
