@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -91,8 +92,6 @@ def modelopt_float_layers(path: Path) -> list[str]:
 def quantize_same_placement(prep: peers.Prepared, folder: Path, tool_key: str, args) -> dict:
     """qdq-onnx's defaults with a spec leaving float the layers Model Optimizer left float
     (reused while the qdq-onnx key, the data and the spec hold)."""
-    import json
-
     layers = modelopt_float_layers(folder / "modelopt.onnx")
     spec = folder / "modelopt_placement.yaml"
     spec.write_text("layers:\n" + "".join(
