@@ -97,19 +97,9 @@ def quantize_same_placement(prep: peers.Prepared, folder: Path, tool_key: str, a
     spec.write_text("layers:\n" + "".join(
         f"  - node: {json.dumps(name)}\n    quantize_input: false\n"
         f"    quantize_weight: false\n" for name in layers) if layers else "layers: []\n")
-    out, record = folder / "qdq-onnx-modelopt-placement.onnx", folder / "same_placement.json"
-    key = peers.digest(tool_key, (folder / "data.key").read_text(), spec.read_text())
-    if not args.fresh and out.exists() and record.exists() \
-            and json.loads(record.read_text()).get("key") == key:
-        return {"path": str(out), "float_layers": layers}
-    out.unlink(missing_ok=True)
-    done = subprocess.run([*peers.QDQ, "insert", str(prep.src), "--calib",
-                           str(folder / "calib.npz"), "--spec", str(spec), "-o", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
-    if done.returncode or not out.exists():
-        return {"error": done.stderr.strip()[-600:]}
-    record.write_text(json.dumps({"key": key}))
-    return {"path": str(out), "float_layers": layers}
+    done = peers.quantize("qdq-onnx", prep, folder, tool_key, args, spec=spec,
+                          name="qdq-onnx-modelopt-placement")
+    return {**done, "float_layers": layers}
 
 
 def _prepared(name: str, images: np.ndarray, base: peers.Prepared) -> peers.Prepared:
@@ -198,6 +188,27 @@ def _model(name: str, tools: list[str], keys: dict, args) -> dict:
             "modelopt_float_layers": same_float, "set0_order": order}
 
 
+def pool_totals(models: dict) -> dict:
+    """Per tool, summed over every model and calibration set that all tools quantized: the
+    test images classified right, that number against qdq-onnx's, and the flips."""
+    runs = [(m, k) for m, v in models.items() for k, s in enumerate(v["sets"])
+            if all(a is not None for a in s.values())]
+    if not runs:
+        return {}
+    tests = {m: models[m]["float"]["correct_images"] / models[m]["float"]["accuracy"]
+             for m, _ in runs}
+    tools = list(models[runs[0][0]]["sets"][runs[0][1]])
+    correct = {t: sum(round(models[m]["sets"][k][t] * tests[m]) for m, k in runs)
+               for t in tools}
+    out = {"runs": len(runs), "float_correct_images": sum(
+        models[m]["float"]["correct_images"] for m, _ in runs)}
+    for t in tools:
+        out[t] = {"correct_images": correct[t],
+                  "correct_images_minus_qdq_onnx": correct[t] - correct["qdq-onnx"],
+                  "flips": sum(models[m]["flips"][k].get(t, 0) for m, k in runs)}
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--modelopt-python", help="a Python with nvidia-modelopt installed")
@@ -225,6 +236,7 @@ def main() -> int:
             print(f"  {tool:12} mean {s['mean'] * 100:.3f}  range {s['min'] * 100:.2f}.."
                   f"{s['max'] * 100:.2f}  flips {s.get('flips_mean', 0):.1f}", flush=True)
     result = {
+        "pool": pool_totals(models),
         "versions": {**machine_info()["versions"], "evaluator onnxruntime": version,
                      **({"nvidia-modelopt": modelopt} if modelopt else {})},
         "tools": {"qdq-onnx": f"qdq-onnx insert MODEL --calib CALIB.npz -o OUT (defaults), at "
@@ -243,10 +255,19 @@ def main() -> int:
             SAME_PLACEMENT: "qdq-onnx insert --calib with its defaults and a spec leaving "
                             "float the weighted layers Model Optimizer's file left float "
                             "(modelopt_float_layers): the two differ in ranges alone",
-            "set0_order": "set 0's images rotated so that image 1, 2 or 3 comes first"},
+            "set0_order": "set 0's images rotated so that image 1, 2 or 3 comes first",
+            "pool": "per tool, summed over every model and set all tools quantized "
+                    "(`runs` of them): test images right, that against qdq-onnx's, flips; "
+                    "the runs of one model share its test images, so these are totals, "
+                    "not independent trials"},
         "settings": {k: v for k, v in vars(args).items() if k != "fresh"},
         "seconds": round(time.perf_counter() - started),
         "models": models}
+    for tool, t in result["pool"].items():
+        if isinstance(t, dict):
+            print(f"  all {result['pool']['runs']} runs: {tool:12} {t['correct_images']} right "
+                  f"({t['correct_images_minus_qdq_onnx']:+d} against qdq-onnx), "
+                  f"{t['flips']} flips", flush=True)
     path = write_result("ptq_calib_sets", result)
     print(f"wrote {path} ({time.perf_counter() - started:.0f} s)")
     return 0

@@ -526,11 +526,14 @@ def static_copy(src: Path, dst: Path, sample_shape: tuple[int, ...]) -> Path:
     return dst
 
 
-def quantize(tool: str, prep: Prepared, folder: Path, tool_key: str, args) -> dict:
-    """The tool's file for this model (reused when its key matches), its wall time."""
-    out = folder / f"{tool}.onnx"
-    record = folder / f"{tool}.json"
-    key = digest(tool_key, (folder / "data.key").read_text())
+def quantize(tool: str, prep: Prepared, folder: Path, tool_key: str, args,
+             spec: Path | None = None, name: str | None = None) -> dict:
+    """The tool's file for this model (reused when its key matches), its wall time; for
+    qdq-onnx, `spec` adds `--spec SPEC` (part of the key) and `name` names the file."""
+    out = folder / f"{name or tool}.onnx"
+    record = folder / f"{name or tool}.json"
+    key = digest(tool_key, (folder / "data.key").read_text(),
+                 *([spec.read_text()] if spec is not None else []))
     if not args.fresh and out.exists() and record.exists():
         done = json.loads(record.read_text())
         if done.get("key") == key:
@@ -538,7 +541,7 @@ def quantize(tool: str, prep: Prepared, folder: Path, tool_key: str, args) -> di
     out.unlink(missing_ok=True)
     if tool == "qdq-onnx":
         cmd = [*QDQ, "insert", str(prep.src), "--calib", str(folder / "calib.npz"),
-               "-o", str(out)]
+               *(["--spec", str(spec)] if spec is not None else []), "-o", str(out)]
     elif tool == "onnxruntime":
         cmd = [str(NEWEST), __file__, "_ort-quantize", str(prep.src), str(folder / "calib.npz"),
                str(out)]

@@ -9,11 +9,9 @@ import onnx
 
 from qdq_onnx.graph.index import GraphIndex
 from qdq_onnx.graph.macs import LayerCost, layer_costs
-from qdq_onnx.placement.plan import FloatDecision, Placement
+from qdq_onnx.placement.plan import USER_RULES, FloatDecision, Placement
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.rules.model import CostRule
-
-_USER_RULES = ("SPEC", "CASE:")
 
 
 def _matches(rule: CostRule, cost: LayerCost, total: int) -> bool:
@@ -43,7 +41,7 @@ def apply_cost_rules(placements: list[Placement], left: list[FloatDecision],
     """`placements` without the layers a cost rule leaves float, and `left` with them."""
     if not rules.cost:
         return placements, left
-    user = {d.consumer for d in [*placements, *left] if d.rule.startswith(_USER_RULES)}
+    user = {d.consumer for d in [*placements, *left] if d.rule.startswith(USER_RULES)}
     weighted = {p.consumer for p in placements if p.kind == "weight"} - user
     if not weighted:
         return placements, left

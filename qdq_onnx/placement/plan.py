@@ -20,6 +20,9 @@ from qdq_onnx.types.scheme import DEFAULT_SCHEME, Scheme, scheme_named
 
 PLAN_FORMAT = "qdq-onnx-plan"
 PLAN_VERSION = 1
+# Rule ids of the decisions a user asked for: a spec entry, a custom case ("CASE:name").
+# Policy (the cost model, lint) treats them as the user's choice, never as lost coverage.
+USER_RULES = ("SPEC", "CASE:")
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,31 @@ def test_lint_agrees_and_the_macs_share_counts_only_quantized_layers():
     assert {f.id for f in pipeline.lint(stripped).findings} == {"TRT-L001", "TRT-L002"}
 
 
+def test_lint_agrees_with_the_layers_a_spec_left_float():
+    """What the user's spec left float is the user's choice, recorded in the plan, so lint
+    does not call it lost coverage; a slot the plan did not leave float still is."""
+    import json
+
+    from qdq_onnx.files.metadata import PLAN_KEY, get_metadata, set_metadata
+
+    x = np.random.default_rng(0).normal(size=(16, 4, 8, 8)).astype(np.float32)
+    spec = QuantizationSpec().add("c1", quantize_input=False, quantize_weight=False)
+    q = pipeline.insert(_model(16), pipeline.PlacementConfig(spec=spec), data=x)
+    typed = pipeline.type_remainder(q.qdq).model
+    report = pipeline.lint(typed)
+    assert report.findings == []
+    assert {r.node: (r.quantized, r.kept_float) for r in report.layers} == {
+        "c1": (False, "SPEC"), "head": (True, None)}
+    assert "1 float by the plan: SPEC" in report.summary()
+    # a plan that left only the weight float: the float data input is a finding again
+    plan = json.loads(get_metadata(typed, PLAN_KEY))
+    plan["left_float"] = [d for d in plan["left_float"]
+                          if not (d["consumer"] == "c1" and d["input"] == 0)]
+    edited = copy.deepcopy(typed)
+    set_metadata(edited, PLAN_KEY, json.dumps(plan))
+    assert [(f.id, f.node) for f in pipeline.lint(edited).findings] == [("TRT-L001", "c1")]
+
+
 def test_depthwise_and_grouped_sizes():
     g = G(input_shape=(1, 8, 8, 8))
     out = g.conv("dw", "x", 8, group=8)

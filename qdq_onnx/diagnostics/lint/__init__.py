@@ -40,7 +40,7 @@ def lint_model(model: onnx.ModelProto, rules: RuleSet, typing: str = "strong") -
         report.layers.append(WeightedLayer(
             node.name, node.op_type, quantized, ctx.scheme_of(weight.dq) if quantized else None,
             data is not None, weight is not None, row["axis"], row["expected"],
-            None if quantized else ctx.float_by_policy.get(node.name, (None,))[0]))
+            None if quantized else ctx.float_by_plan.get(node.name, (None,))[0]))
     for name, rule in rules.lint.items():
         fn = CHECKS.get(name)
         if fn is None:

@@ -37,7 +37,7 @@ def check(name: str, strong_typing: bool = False) -> Callable[[Check], Check]:
 @check("weighted-data-not-quantized")
 def data_not_quantized(ctx: LintContext) -> Iterator[Hit]:
     for row in ctx.weighted:
-        if row["data"] is None and row["node"].name not in ctx.float_by_policy:
+        if row["data"] is None and not ctx.float_by_plan_at(row["node"].name, 0):
             node = row["node"]
             yield node.name, f"{node.op_type} data input {node.input[0]!r} is float"
 
@@ -45,7 +45,7 @@ def data_not_quantized(ctx: LintContext) -> Iterator[Hit]:
 @check("weight-not-quantized")
 def weight_not_quantized(ctx: LintContext) -> Iterator[Hit]:
     for row in ctx.weighted:
-        if row["weight"] is None and row["node"].name not in ctx.float_by_policy:
+        if row["weight"] is None and not ctx.float_by_plan_at(row["node"].name, 1):
             yield row["node"].name, f"{row['node'].op_type} weight is float"
 
 
@@ -204,7 +204,7 @@ def residual_behind_layout(ctx: LintContext) -> Iterator[Hit]:
 def residual_skip_float(ctx: LintContext) -> Iterator[Hit]:
     for node, live, branches in _residual_branches(ctx):
         fused = [i for i in live if branches[i][0] is not None and not branches[i][1]]
-        if not fused or node.name in ctx.float_by_policy:
+        if not fused or node.name in ctx.float_by_plan:
             continue  # (the accuracy guard may leave an Add's skip float, and records it)
         for i in live:
             if i != fused[0] and ctx.dq(node.input[i]) is None:

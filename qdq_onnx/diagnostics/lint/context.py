@@ -14,6 +14,7 @@ from qdq_onnx.graph.index import GraphIndex, attribute
 from qdq_onnx.graph.qdq import Dequantized, dequantized
 from qdq_onnx.graph.shapes import tensor_shapes
 from qdq_onnx.placement.patterns import branch_path, weighted_branch
+from qdq_onnx.placement.plan import USER_RULES
 from qdq_onnx.placement.rules import RuleSet
 from qdq_onnx.placement.slots import node_attrs
 from qdq_onnx.quantize.schemes import zero_point_scheme
@@ -29,24 +30,39 @@ class LintContext:
         self.weighted_ops = rules.weighted_ops()
 
     @functools.cached_property
-    def float_by_policy(self) -> dict[str, tuple[str, str]]:
-        """Node -> (rule id, reason) of the nodes (weighted layers, residual Adds) the
-        embedded plan left in the float remainder by a rule of these rules' PTQ policy
-        (the cost model, the accuracy guard): decisions with a measured reason, not lost
-        coverage. {} for another tool's file."""
+    def float_by_plan(self) -> dict[str, tuple[str, str, frozenset[int]]]:
+        """Node -> (rule id, reason, input indexes) of the slots the embedded plan left in
+        the float remainder deliberately: by a rule of these rules' PTQ policy (the cost
+        model, the accuracy guard), each with a measured reason, or by the user (a spec
+        entry, a custom case), each with the entry that asked. Not lost coverage, so no
+        finding; a slot the plan quantized but the graph has float is still one. {} for
+        another tool's file."""
         import json
 
         from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
 
         ids = {r.id for r in self.rules.cost} | (
             {self.rules.accuracy_guard.id} if self.rules.accuracy_guard else set())
-        text = get_metadata(self.model, PLAN_KEY) if ids else None
+        text = get_metadata(self.model, PLAN_KEY)
         try:
             left = json.loads(text).get("left_float", []) if text else []
         except (ValueError, AttributeError):
             return {}
-        return {d["consumer"]: (d["rule"], d["reason"]) for d in left
-                if isinstance(d, dict) and d.get("rule") in ids and "consumer" in d}
+        found: dict[str, tuple[str, str, frozenset[int]]] = {}
+        for d in left:
+            if not isinstance(d, dict) or "consumer" not in d or not isinstance(
+                    d.get("rule"), str) or not (d["rule"] in ids or d["rule"].startswith(
+                        USER_RULES)):
+                continue
+            rule, reason, inputs = found.get(d["consumer"], (d["rule"], d["reason"],
+                                                             frozenset()))
+            found[d["consumer"]] = (rule, reason, inputs | {d.get("input")})
+        return found
+
+    def float_by_plan_at(self, node: str, input_index: int) -> str | None:
+        """The rule id that deliberately left input `input_index` of `node` float."""
+        rule, _, inputs = self.float_by_plan.get(node, (None, None, frozenset()))
+        return rule if input_index in inputs else None
 
     @functools.cached_property
     def element_types(self) -> dict[str, int]:
