@@ -74,7 +74,7 @@ class ModelSummary:
     high_precision: str  # the float remainder's type, or "not recorded"
     compute_ops: dict[str, int]  # compute ops per precision of a strongly typed build
     kept_fp32: list[dict]  # the plan's FP32 islands, each with rule and reason
-    kept_float: list[dict]  # layers the cost model or the accuracy guard left float
+    kept_float: list[dict]  # left float by the cost model, the guard or the user's spec
     accuracy_guard: dict  # the guard's record ({} when it did not run)
     scale_refinement: dict  # scale refinement's record ({} when it did not run)
 
@@ -90,6 +90,7 @@ def summary(model: onnx.ModelProto) -> ModelSummary:
 
     from qdq_onnx.diagnostics.op_precision import op_precisions, precision_counts
     from qdq_onnx.files.metadata import PLAN_KEY
+    from qdq_onnx.placement.plan import USER_RULES
     from qdq_onnx.precision.stage import rules_of
 
     rows = quantized_inputs(model)
@@ -104,6 +105,7 @@ def summary(model: onnx.ModelProto) -> ModelSummary:
         dequantize_linear=sum(n.op_type == "DequantizeLinear" for n in index.nodes),
         high_precision=plan.get("high_precision", "fp32" if plan else "not recorded"),
         compute_ops=precision_counts(precisions), kept_fp32=plan.get("kept_fp32", []),
-        kept_float=[d for d in plan.get("left_float", []) if d.get("rule") in policy],
+        kept_float=[d for d in plan.get("left_float", []) if d.get("rule") in policy
+                    or str(d.get("rule")).startswith(USER_RULES)],
         accuracy_guard=plan.get("accuracy_guard", {}),
         scale_refinement=plan.get("scale_refinement", {}))

@@ -80,7 +80,8 @@ def test_lint_agrees_and_the_macs_share_counts_only_quantized_layers():
 
 def test_lint_agrees_with_the_layers_a_spec_left_float():
     """What the user's spec left float is the user's choice, recorded in the plan, so lint
-    does not call it lost coverage; a slot the plan did not leave float still is."""
+    does not call it lost coverage (inspect lists it); a slot the plan did not leave float
+    still is."""
     import json
 
     from qdq_onnx.files.metadata import PLAN_KEY, get_metadata, set_metadata
@@ -94,6 +95,8 @@ def test_lint_agrees_with_the_layers_a_spec_left_float():
     assert {r.node: (r.quantized, r.kept_float) for r in report.layers} == {
         "c1": (False, "SPEC"), "head": (True, None)}
     assert "1 float by the plan: SPEC" in report.summary()
+    assert {(d["consumer"], d["rule"]) for d in pipeline.inspect(typed).kept_float} == {
+        ("c1", "SPEC")}  # and inspect lists it
     # a plan that left only the weight float: the float data input is a finding again
     plan = json.loads(get_metadata(typed, PLAN_KEY))
     plan["left_float"] = [d for d in plan["left_float"]
