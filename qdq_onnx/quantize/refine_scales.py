@@ -188,6 +188,12 @@ def model_macs(model: onnx.ModelProto, data: Any = None) -> int:
     return sum(c.macs for c in layer_costs(model, input_dims=dims or None).values())
 
 
+def _tunable(groups: dict[str, list], amax: dict[str, float]) -> list[str]:
+    """The activation keys refinement tunes: INT8 (not FP8), with a finite positive range."""
+    return [k for k, members in groups.items() if k in amax
+            and not members[0].quantization.is_float and _finite(amax[k]) and amax[k] > 0]
+
+
 def refine_amax(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, float],
                 feeds: list[dict[str, np.ndarray]], policy: ScaleRefinementPolicy,
                 show_progress: bool = True) -> RefinementResult:
@@ -197,8 +203,7 @@ def refine_amax(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[st
 
     groups = plan.activation_groups()
     schemes = {key: members[0].quantization for key, members in groups.items()}
-    tunable = [k for k in groups if k in amax and not schemes[k].is_float
-               and _finite(amax[k]) and amax[k] > 0]
+    tunable = _tunable(groups, amax)
     samples = sum(int(next(iter(f.values())).shape[0]) for f in feeds)
     result = RefinementResult(policy.id, dict(amax), {}, 0.0, 0.0, samples, 0, len(tunable))
     kinds = _output_kinds(float_model)
@@ -263,8 +268,7 @@ def refine_plan(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[st
     if not rereadable(data):
         return None, ("scale refinement: skipped, the calibration data is a one-shot iterator "
                       "(give a file or arrays to have the ranges refined)")
-    groups = plan.activation_groups()
-    keys = sum(1 for k, m in groups.items() if k in amax and not m[0].quantization.is_float)
+    keys = len(_tunable(plan.activation_groups(), amax))
     if not keys:
         return None, None
     samples = policy.samples
