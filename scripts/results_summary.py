@@ -194,6 +194,28 @@ def _backends() -> tuple[list[float], float]:
     return steps, b["mnist_epoch"]["difference_pt"]
 
 
+def _peers() -> tuple[float, float, float]:
+    """The qdq-onnx defaults on bench_ptq_peers' models: the largest loss against FP32 and
+    the smallest margin over onnxruntime and over Model Optimizer, in points."""
+    rows = [{k: v["metric"] for k, v in m["rows"].items()}
+            for m in _load("ptq_peers")["models"].values()]
+    return (min(_pt(r["qdq-onnx"], r["float"]) for r in rows),
+            min(_pt(r["qdq-onnx"], r["onnxruntime"]) for r in rows),
+            min(_pt(r["qdq-onnx"], r["modelopt"]) for r in rows))
+
+
+def _pool() -> dict[str, Any]:
+    return _load("ptq_calib_sets")["pool"]
+
+
+def _pool_figure() -> str:
+    p = _pool()
+    return (f"{-p['onnxruntime']['correct_images_minus_qdq_onnx']:+d} / "
+            f"{-p['modelopt']['correct_images_minus_qdq_onnx']:+d} of "
+            f"{p['float_correct_images']}; changed {p['qdq-onnx']['flips']} vs "
+            f"{p['onnxruntime']['flips']} / {p['modelopt']['flips']}")
+
+
 ROWS = [
     Row("insert: `qdq-onnx insert` ResNet50 process vs plain onnx load+save process, "
         "converted / tf2onnx NHWC file", _insert, _insert_targets),
@@ -203,6 +225,16 @@ ROWS = [
     Row("PTQ accuracy, MNIST CNN and two variants, every calibration method vs FP32",
         lambda: f"{min(_ptq_deltas()):+.2f} .. {max(_ptq_deltas()):+.2f} points",
         "within 0.3", lambda: max(abs(d) for d in _ptq_deltas()) <= 0.3),
+    Row(f"PTQ defaults, {len(_load('ptq_peers')['models'])} models (MNIST CNNs, real "
+        "pretrained files), one calibration set: largest loss vs FP32; smallest margin vs "
+        "onnxruntime / Model Optimizer on the same data",
+        lambda: f"{_peers()[0]:+.2f} points; {_peers()[1]:+.2f} / {_peers()[2]:+.2f} points",
+        "within 2; >= 0", lambda: _peers()[0] >= -2 and min(_peers()[1:]) >= 0),
+    Row(f"PTQ defaults, MNIST CNNs x calibration sets ({_pool()['runs']} runs): test images "
+        "right, summed, vs onnxruntime / Model Optimizer (of the float models' total); "
+        "images whose class changed vs FP32", _pool_figure, ">= 0",
+        lambda: min(-_pool()[t]["correct_images_minus_qdq_onnx"]
+                    for t in ("onnxruntime", "modelopt")) >= 0),
     Row("QAT accuracy, MNIST, 1 epoch vs the float control (+1 epoch)", _qat, ">= -0.1",
         lambda: _pt(_load("qat_mnist")["accuracy"]["qat"],
                     _load("qat_mnist")["accuracy"]["fp32_control"]) >= -0.1),
