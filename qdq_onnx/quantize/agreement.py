@@ -110,12 +110,20 @@ class Agreement:
     def shortfall(self, agreement: float, sqnr_db: float) -> float:
         """How far the outputs are from the targets (0 when every output meets them):
         agreement points for class-like outputs, SQNR dB / 100 for the others."""
-        total = 0.0
+        classes, db = self.shortfall_parts(agreement, sqnr_db)
+        return classes + db / 100.0
+
+    def shortfall_parts(self, agreement: float, sqnr_db: float) -> tuple[float, float]:
+        """The shortfall of the class-like outputs (agreement points) and of the others (SQNR
+        dB), apart."""
+        classes = db = 0.0
         for o in self.outputs.values():
             a = o.agreement
-            total += max(0.0, agreement - a) if a is not None else \
-                max(0.0, sqnr_db - o.sqnr_db) / 100.0
-        return total
+            if a is not None:
+                classes += max(0.0, agreement - a)
+            else:
+                db += max(0.0, sqnr_db - o.sqnr_db)
+        return classes, db
 
     def describe(self) -> str:
         """One clause per output: its agreement or its SQNR."""

@@ -209,3 +209,72 @@ def test_lint_accepts_a_residual_skip_the_guard_left_float():
     assert "TRT-L011" not in linted("TRT-G001")
     assert "TRT-L011" not in linted("SPEC")
     assert "TRT-L011" in linted(None)
+
+
+def _sqnr_output(db: float) -> OutputAgreement:
+    o = OutputAgreement(axis=None, signal=1.0)
+    o.noise = 10.0 ** (-db / 10.0)
+    return o
+
+
+def test_a_move_must_buy_min_gain_db_of_a_map_s_sqnr_or_more_agreement():
+    """On a non-class output a move is kept for `min_gain_db` of SQNR or for meeting the
+    target, never for a few hundredths of a dB; on a class-like one, for any agreement."""
+    from dataclasses import replace
+
+    from qdq_onnx.placement.rules import load_rules
+    from qdq_onnx.quantize.accuracy_guard import _worth_it
+    from qdq_onnx.quantize.agreement import Agreement
+
+    policy = load_rules("tensorrt").accuracy_guard
+    assert policy.min_gain_db == 0.5 and policy.sqnr_db == 20
+
+    def maps(db: float) -> Agreement:
+        return Agreement({"map": _sqnr_output(db)}, samples=8)
+
+    assert not _worth_it(maps(9.4), maps(9.45), policy)
+    assert _worth_it(maps(9.4), maps(10.0), policy)
+    assert _worth_it(maps(19.8), maps(20.1), policy)  # onto the target
+    assert not _worth_it(maps(9.4), maps(9.0), policy)
+    assert _worth_it(maps(9.4), maps(9.45), replace(policy, min_gain_db=0.0))
+    cls = OutputAgreement(axis=-1, matches=90, units=100)
+    better = OutputAgreement(axis=-1, matches=91, units=100)
+    assert _worth_it(Agreement({"p": cls}), Agreement({"p": better}), policy)
+
+
+def test_the_guard_acts_on_a_map_output_and_keeps_only_moves_worth_a_layer(data):
+    """A model whose output is a feature map (SQNR-measured): INT8 breaks c2, the guard
+    moves it; with a gain no move can buy and a target none can meet, nothing moves."""
+    from dataclasses import replace
+
+    from qdq_onnx.placement.rules import load_rules
+    from qdq_onnx.quantize.accuracy_guard import run_guard
+
+    saved, helpers.RNG = helpers.RNG, np.random.default_rng(1)
+    try:
+        g = G(input_shape=("N", 4, 8, 8))
+        h = g.unary("Relu", "r1", g.conv("c1", "x", 16))
+        w1 = next(t for t in g.inits if t.name == "c1_w")
+        arr = np.frombuffer(w1.raw_data, np.float32).reshape(16, 4, 3, 3).copy()
+        arr[0] *= 1e4
+        w1.raw_data = arr.tobytes()
+        out = g.conv("c2", h, 8)
+        w2 = next(t for t in g.inits if t.name == "c2_w")
+        arr = np.frombuffer(w2.raw_data, np.float32).reshape(8, 16, 3, 3).copy()
+        arr[:, 0] *= 1e-5
+        w2.raw_data = arr.tobytes()
+        model = g.model([out])
+    finally:
+        helpers.RNG = saved
+    q = pipeline.insert(model, data=data)
+    summary = q.plan.accuracy_guard
+    (name,) = summary["before"]
+    assert summary["before"][name]["agreement"] is None  # a map: measured by its SQNR
+    assert summary["before"][name]["sqnr_db"] < 20 and summary["met"]
+    assert "c2" in summary["moved"]
+    off = pipeline.insert(model, data=data, guard=pipeline.AccuracyGuardConfig(enabled=False))
+    policy = replace(load_rules("tensorrt").accuracy_guard, sqnr_db=200.0, min_gain_db=100.0)
+    feeds = [{off.float_model.graph.input[0].name: data}]
+    result = run_guard(off.float_model, off.plan, off.calibration.amax, feeds, policy,
+                       show_progress=False)
+    assert result.moved == [] and not result.met and result.trials > 0

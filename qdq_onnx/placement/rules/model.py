@@ -155,7 +155,8 @@ class AccuracyGuardPolicy:
     """The accuracy guard: after calibration, the quantized model's outputs must agree with
     the float model's on the calibration data (argmax `agreement` for class-like outputs,
     `sqnr_db` for the others); the layers responsible move to the float remainder, on at
-    most `samples` samples and `max_trials` trial evaluations."""
+    most `samples` samples and `max_trials` trial evaluations. A move that only raises the
+    SQNR of the others is kept when it raises it by `min_gain_db` at least."""
 
     id: str
     name: str
@@ -163,6 +164,7 @@ class AccuracyGuardPolicy:
     why: str
     agreement: float = 0.99
     sqnr_db: float = 20.0
+    min_gain_db: float = 0.5
     samples: int = 128
     max_trials: int = 32
 

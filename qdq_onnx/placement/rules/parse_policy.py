@@ -14,7 +14,8 @@ from qdq_onnx.placement.rules.model import AccuracyGuardPolicy, CostRule, ScaleR
 _COST_KEYS = {"id", "name", "ops", "out_channels_below", "in_channels_below",
               "macs_share_below", "reason", "why"}
 _CONDITIONS = ("out_channels_below", "in_channels_below", "macs_share_below")
-_GUARD_KEYS = {"id", "name", "agreement", "sqnr_db", "samples", "max_trials", "reason", "why"}
+_GUARD_KEYS = {"id", "name", "agreement", "sqnr_db", "min_gain_db", "samples", "max_trials",
+               "reason", "why"}
 _REFINE_KEYS = {"id", "name", "factors", "sweeps", "samples", "min_samples", "max_cost",
                 "reason", "why"}
 
@@ -72,6 +73,7 @@ def accuracy_guard(ctx: Any, item: Any) -> AccuracyGuardPolicy:
         why=str(item.get("why", "")).strip(),
         agreement=_number(ctx, item, "agreement", what, False, 0, 1, 0.99),
         sqnr_db=_number(ctx, item, "sqnr_db", what, False, -100, 200, 20.0),
+        min_gain_db=_number(ctx, item, "min_gain_db", what, False, 0, 100, 0.5),
         samples=_number(ctx, item, "samples", what, True, 1, 1e7, 128),
         max_trials=_number(ctx, item, "max_trials", what, True, 0, 1e6, 32))
 
