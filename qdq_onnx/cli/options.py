@@ -139,6 +139,11 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
                    dest="batch_size", type=int, default=None, metavar="N",
                    help="samples per onnxruntime run (memory does not grow with the count; "
                         f"default {default(cfg, 'batch_size')})")
+    g.add_argument("--batch-mib" if flag == "--data" else "--calib-batch-mib",
+                   dest="batch_mib", type=int, default=None, metavar="MIB",
+                   help="fewer samples per run when the activations a histogram run "
+                        "fetches would pass MIB (measured on one sample; the ranges do not "
+                        f"depend on the batch; default {default(cfg, 'batch_mib')})")
     g.add_argument("--max-samples" if flag == "--data" else "--calib-max-samples",
                    dest="max_samples", type=int, default=None, metavar="N",
                    help="use at most N samples (default: all)")

@@ -28,7 +28,10 @@ class CalibrationConfig:
     models, where max can collapse a model: bench/results/calibration_methods.json) and
     max for FP8 pairs (NVIDIA's FP8 recipes); `resolved` is the name in effect.
     `percentile`: the percentile of |x| that percentile keeps. `batch_size`: samples per
-    onnxruntime run. `max_samples`: use at most this many. `show_progress`: a progress
+    onnxruntime run, at most; `batch_mib`: fewer when the activations one histogram run
+    fetches would pass this many MiB (a high-resolution detector fetches hundreds of MiB
+    per sample, and the histograms do not depend on the batch). `max_samples`: use at
+    most this many. `show_progress`: a progress
     bar on a terminal. `clip_warning`: the clipping guard warns about tensors whose range
     clips more than this fraction of their calibration values (it never changes a
     scale). `refine_scales`: after calibration, `insert` tunes the INT8 ranges on the
@@ -39,6 +42,7 @@ class CalibrationConfig:
     method: str | None = None
     percentile: float = 99.99
     batch_size: int = 32
+    batch_mib: int = 512
     max_samples: int | None = None
     show_progress: bool = True
     clip_warning: float = DEFAULT_CLIP_WARNING
@@ -53,6 +57,9 @@ class CalibrationConfig:
         if not _positive_int(self.batch_size):
             raise SettingError("batch_size", f"must be a positive integer, got "
                                              f"{self.batch_size!r}")
+        if not _positive_int(self.batch_mib):
+            raise SettingError("batch_mib", f"must be a positive integer, got "
+                                            f"{self.batch_mib!r}")
         if self.max_samples is not None and not _positive_int(self.max_samples):
             raise SettingError("max_samples", f"must be a positive integer, got "
                                               f"{self.max_samples!r}")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import G
 
+from qdq_onnx.errors import SettingError
 from qdq_onnx.quantize.calibration import CalibrationConfig, ClippingWarning, calibrate_plan
 from qdq_onnx.quantize.histogram import TensorStats
 from qdq_onnx.quantize.methods import (
@@ -271,3 +272,28 @@ def test_auto_picks_per_tensor_the_threshold_best_at_the_reading_layer():
     assert noise(result.amax["r0_out"]) <= min(candidates.values()) * (1 + 1e-9)
     assert result.choices["r0_out"] == min(candidates, key=candidates.get) or \
         candidates[result.choices["r0_out"]] == min(candidates.values())
+
+
+def test_batches_shrink_to_the_memory_cap_and_the_ranges_do_not_move(caplog):
+    """A model whose activations pass `batch_mib` per batch is calibrated in fewer samples
+    per run, saying so; the histograms, so the ranges, are those of the full batches."""
+    import logging
+
+    from qdq_onnx import pipeline
+
+    g = G(input_shape=("N", 4, 64, 64))
+    model = g.model([g.unary("Relu", "r2", g.conv("c2", g.unary("Relu", "r1", g.conv(
+        "c1", "x", 16)), 16))])
+    x = np.random.default_rng(0).normal(size=(24, 4, 64, 64)).astype(np.float32)
+    big = pipeline.insert(model, calibration=pipeline.CalibrationConfig(refine_scales="off"),
+                          data=x, guard=pipeline.AccuracyGuardConfig(enabled=False))
+    with caplog.at_level(logging.INFO, logger="qdq_onnx.calibration"):
+        small = pipeline.insert(model, calibration=pipeline.CalibrationConfig(
+            refine_scales="off", batch_mib=1), data=x,
+            guard=pipeline.AccuracyGuardConfig(enabled=False))
+    notes = [r.getMessage() for r in caplog.records if "batches of" in r.getMessage()]
+    assert notes and "kept under 1 MiB (--calib-batch-mib)" in notes[0]
+    assert int(notes[0].split("batches of ")[1].split()[0]) < 24
+    assert small.calibration.amax == big.calibration.amax
+    with pytest.raises(SettingError, match="batch_mib"):
+        pipeline.CalibrationConfig(batch_mib=0)
