@@ -141,9 +141,9 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
                         f"default {default(cfg, 'batch_size')})")
     g.add_argument("--batch-mib" if flag == "--data" else "--calib-batch-mib",
                    dest="batch_mib", type=int, default=None, metavar="MIB",
-                   help="fewer samples per run when the activations a histogram run "
-                        "fetches would pass MIB (measured on one sample; the ranges do not "
-                        f"depend on the batch; default {default(cfg, 'batch_mib')})")
+                   help="fewer samples per run when one run's activations would pass "
+                        "MIB (measured on one sample; the ranges do not depend on the "
+                        f"batch; default {default(cfg, 'batch_mib')})")
     g.add_argument("--max-samples" if flag == "--data" else "--calib-max-samples",
                    dest="max_samples", type=int, default=None, metavar="N",
                    help="use at most N samples (default: all)")

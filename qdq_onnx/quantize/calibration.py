@@ -82,21 +82,20 @@ def rereadable(data: Any) -> bool:
 
 def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: CalibrationConfig,
           stats: dict[str, TensorStats], with_hist: bool, desc: str, run: RunContext,
-          batch: int | None = None) -> None:
+          batch: int, relaxed: bool) -> None:
     from qdq_onnx.data.feeds import as_batches
     from qdq_onnx.graph.sessions import run_checked
 
     inputs = {i.name for i in model.graph.input}
     fetch = [t for t in tensors if t not in inputs]
-    relaxed = fixed_batch(model) is not None and runs_relaxed(model, data)
-    # Without histograms only max |x| is needed: onnxruntime reduces each tensor itself.
-    session, names = _session(relax_batch(model) if relaxed else model, fetch,
-                              reduce_max=not with_hist)
-    batch_iter, total = as_batches(data, model, batch_size=batch or config.batch_size,
+    batch_iter, total = as_batches(data, model, batch_size=batch,
                                    limit=config.max_samples, source="calibration data",
                                    any_batch=relaxed)
     w = run.world
     batch_iter = shard_batches(batch_iter, w.rank, w.size)  # whole batches per rank
+    # Without histograms only max |x| is needed: onnxruntime reduces each tensor itself.
+    session, names = _session(relax_batch(model) if relaxed else model, fetch,
+                              reduce_max=not with_hist)
     seen = 0
     with progress(total=total and -(-total // w.size), desc=desc, unit="sample",
                   enable=config.show_progress and w.is_root) as bar:
@@ -120,7 +119,7 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
 
 
 def _batch_size(model: onnx.ModelProto, tensors: list[str], data: Any,
-                config: CalibrationConfig) -> int:
+                config: CalibrationConfig, relaxed: bool) -> int:
     """`config.batch_size`, or fewer samples when the activations of `tensors` one run
     fetches would pass `config.batch_mib` (measured on one sample of data that can be
     read again; the statistics do not depend on the batch, only the memory does: on a
@@ -130,10 +129,8 @@ def _batch_size(model: onnx.ModelProto, tensors: list[str], data: Any,
 
     inputs = {i.name for i in model.graph.input}
     fetch = [t for t in tensors if t not in inputs]
-    if config.batch_size == 1 or not fetch or not rereadable(data):
-        return config.batch_size
-    relaxed = fixed_batch(model) is not None and runs_relaxed(model, data)
-    if fixed_batch(model) is not None and not relaxed:  # the graph fixes its batch
+    if config.batch_size == 1 or not fetch or not rereadable(data) or (
+            fixed_batch(model) is not None and not relaxed):  # the graph fixes its batch
         return config.batch_size
     session, names = _session(relax_batch(model) if relaxed else model, fetch)
     probe, _ = as_batches(data, model, batch_size=1, limit=1, source="calibration data",
@@ -220,14 +217,15 @@ def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
                        "(files or arrays, not a one-shot iterator): the histograms of a "
                        "one-pass growing range cannot be reduced exactly")
     stats = {t: TensorStats(bins=bins) for t in tensors}
-    # every pass holds a batch's activations (a histogram pass fetches them all)
-    batch = _batch_size(model, tensors, data, config)
+    # decided once for every pass (each probes or holds the model's activations)
+    relaxed = fixed_batch(model) is not None and runs_relaxed(model, data)
+    batch = _batch_size(model, tensors, data, config, relaxed)
     _pass(model, tensors, data, config, stats, with_hist and not two_pass,
-          "calibrate" if not two_pass else "calibrate (1/2: ranges)", run, batch)
+          "calibrate" if not two_pass else "calibrate (1/2: ranges)", run, batch, relaxed)
     if two_pass:
         ranged = {t: TensorStats.with_range(s.amax, bins) for t, s in stats.items()}
         _pass(model, tensors, data, config, ranged, True, "calibrate (2/2: histograms)", run,
-              batch)
+              batch, relaxed)
         stats = ranged
     elif with_hist:
         log.info("calibration data is a one-shot iterator: histograms were filled in one "

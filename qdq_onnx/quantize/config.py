@@ -28,9 +28,9 @@ class CalibrationConfig:
     models, where max can collapse a model: bench/results/calibration_methods.json) and
     max for FP8 pairs (NVIDIA's FP8 recipes); `resolved` is the name in effect.
     `percentile`: the percentile of |x| that percentile keeps. `batch_size`: samples per
-    onnxruntime run, at most; `batch_mib`: fewer when the activations one histogram run
-    fetches would pass this many MiB (a high-resolution detector fetches hundreds of MiB
-    per sample, and the histograms do not depend on the batch). `max_samples`: use at
+    onnxruntime run, at most; `batch_mib`: fewer when one run's activations would pass
+    this many MiB (a high-resolution detector has hundreds of MiB per sample, and the
+    statistics do not depend on the batch). `max_samples`: use at
     most this many. `show_progress`: a progress
     bar on a terminal. `clip_warning`: the clipping guard warns about tensors whose range
     clips more than this fraction of their calibration values (it never changes a
