@@ -15,6 +15,14 @@ from qdq_onnx.quantize.agreement import OutputAgreement, class_axes
 RNG = np.random.default_rng(7)
 
 
+def _scale_weight(g: G, name: str, index: tuple, factor: float) -> None:
+    """Multiply `index` of weight `name` (an initializer of `g`) by `factor` in place."""
+    w = next(t for t in g.inits if t.name == name)
+    arr = np.frombuffer(w.raw_data, np.float32).reshape(tuple(w.dims)).copy()
+    arr[index] *= factor
+    w.raw_data = arr.tobytes()
+
+
 def _build_classifier(outlier: bool, seed: int = 1):
     """Conv -> Relu -> Conv -> Relu -> global pooling -> Gemm(32) -> Softmax, its weights
     drawn from `seed` (seed 1: INT8 keeps 100% top-1 agreement on the data below). With
@@ -24,16 +32,10 @@ def _build_classifier(outlier: bool, seed: int = 1):
     g = G(input_shape=("N", 4, 8, 8))
     h = g.unary("Relu", "r1", g.conv("c1", "x", 16))
     if outlier:
-        w = next(t for t in g.inits if t.name == "c1_w")
-        arr = np.frombuffer(w.raw_data, np.float32).reshape(16, 4, 3, 3).copy()
-        arr[0] *= 1e4
-        w.raw_data = arr.tobytes()
+        _scale_weight(g, "c1_w", (0,), 1e4)
     h = g.unary("Relu", "r2", g.conv("c2", h, 16))
     if outlier:
-        w = next(t for t in g.inits if t.name == "c2_w")
-        arr = np.frombuffer(w.raw_data, np.float32).reshape(16, 16, 3, 3).copy()
-        arr[:, 0] *= 1e-5
-        w.raw_data = arr.tobytes()
+        _scale_weight(g, "c2_w", (slice(None), 0), 1e-5)
     pooled = g.node("Flatten", "flat", [g.node("GlobalAveragePool", "gap", [h])])
     head = g.node("Gemm", "head", [pooled, g.w("head_w", rng.normal(0, 1, (32, 16))),
                                    g.w("head_b", np.zeros(32))], transB=1)
@@ -254,15 +256,9 @@ def test_the_guard_acts_on_a_map_output_and_keeps_only_moves_worth_a_layer(data)
     try:
         g = G(input_shape=("N", 4, 8, 8))
         h = g.unary("Relu", "r1", g.conv("c1", "x", 16))
-        w1 = next(t for t in g.inits if t.name == "c1_w")
-        arr = np.frombuffer(w1.raw_data, np.float32).reshape(16, 4, 3, 3).copy()
-        arr[0] *= 1e4
-        w1.raw_data = arr.tobytes()
+        _scale_weight(g, "c1_w", (0,), 1e4)
         out = g.conv("c2", h, 8)
-        w2 = next(t for t in g.inits if t.name == "c2_w")
-        arr = np.frombuffer(w2.raw_data, np.float32).reshape(8, 16, 3, 3).copy()
-        arr[:, 0] *= 1e-5
-        w2.raw_data = arr.tobytes()
+        _scale_weight(g, "c2_w", (slice(None), 0), 1e-5)
         model = g.model([out])
     finally:
         helpers.RNG = saved
