@@ -111,16 +111,63 @@ class _Runner:
                        self.axes)
 
 
-def _noise_ratio(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
-    signal = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in ref)
-    noise = sum(float(np.sum((g.astype(np.float64) - r) ** 2)) for r, g in zip(ref, got))
-    return noise / signal if signal > 0 else (0.0 if noise == 0 else float("inf"))
+def _samples(feed: dict[str, np.ndarray]) -> int | None:
+    """The samples of a batch, when every input holds them on its first axis (else None:
+    the batch is run whole)."""
+    sizes = {int(np.asarray(a).shape[0]) if np.ndim(a) else -1 for a in feed.values()}
+    return sizes.pop() if len(sizes) == 1 and min(sizes) > 0 else None
 
 
-def added_noise(runner: _Runner, qdq: onnx.ModelProto, groups: dict[str, list[Placement]]
-                ) -> dict[str, float]:
+def _part(feed: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v)[start:stop] for k, v in feed.items()}
+
+
+def _summed_noise(float_session: Any, qdq_session: Any, tensors: list[str],
+                  feed: dict[str, np.ndarray], splits: bool, batch_mib: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per tensor, the float output's power and the quantized output's noise power over
+    the batch `feed`: run in parts of as many samples as keep one run's fetched tensors
+    under `batch_mib` (measured on the first sample), when the graph `splits` its batch.
+    The sums are those of the whole batch; only the memory is bounded (the ranking pass
+    fetches every layer's output: 8.6 GB on a detector at 320x480 in batches of 32)."""
+    from qdq_onnx.graph.sessions import run_checked
+
+    signal, noise = np.zeros(len(tensors)), np.zeros(len(tensors))
+
+    def add(part: dict[str, np.ndarray], ref: list[np.ndarray] | None = None) -> None:
+        ref = ref if ref is not None else run_checked(float_session, tensors, part)
+        got = run_checked(qdq_session, tensors, part)
+        for i, (r, g) in enumerate(zip(ref, got)):
+            r64 = np.asarray(r, np.float64)
+            signal[i] += float(np.sum(r64 ** 2))
+            noise[i] += float(np.sum((np.asarray(g, np.float64) - r64) ** 2))
+
+    n = _samples(feed) if splits else None
+    if n is None or n == 1:
+        add(feed)
+        return signal, noise
+    first = _part(feed, 0, 1)
+    ref = run_checked(float_session, tensors, first)
+    per_sample = max(1, sum(np.asarray(a).nbytes for a in ref))
+    size = max(1, int(batch_mib * 2 ** 20 // per_sample))
+    if size >= n:  # the batch fits: run whole, as the sums were always taken
+        add(feed)
+        return signal, noise
+    log.info("accuracy guard: ranking in runs of %d sample(s): one sample's layer outputs "
+             "are %.0f MiB (--calib-batch-mib %d)", size, per_sample / 2 ** 20, batch_mib)
+    add(first, ref)
+    del ref
+    for start in range(1, n, size):
+        add(_part(feed, start, min(n, start + size)))
+    return signal, noise
+
+
+def added_noise(runner: _Runner, qdq: onnx.ModelProto, groups: dict[str, list[Placement]],
+                batch_mib: int = 512) -> dict[str, float]:
     """Per layer group, the noise-to-signal ratio of its outputs minus that of its
-    quantized activation inputs, in the quantized model against the float one."""
+    quantized activation inputs, in the quantized model against the float one, on the
+    first batch (run in parts that keep each run's layer outputs under `batch_mib`)."""
+    from qdq_onnx.graph.batch import fixed_batch
     from qdq_onnx.graph.sessions import inference_session, with_outputs
 
     index = GraphIndex(runner.float_model.graph)
@@ -130,12 +177,12 @@ def added_noise(runner: _Runner, qdq: onnx.ModelProto, groups: dict[str, list[Pl
     graph_inputs = set(index.graph_inputs)
     tensors = sorted({t for s in (*ins.values(), *outs.values()) for t in s} - graph_inputs)
     # Ranking needs no more than one batch: the layer that breaks the model shows at once.
-    few = runner.feeds[:1]
-    ref = runner.run(inference_session(with_outputs(runner.float_model, tensors)), tensors,
-                     few)
-    got = runner.run(inference_session(with_outputs(qdq, tensors)), tensors, few)
-    ratio = {t: _noise_ratio([b[i] for b in ref], [b[i] for b in got])
-             for i, t in enumerate(tensors)}
+    signal, noise = _summed_noise(
+        inference_session(with_outputs(runner.float_model, tensors)),
+        inference_session(with_outputs(qdq, tensors)), tensors, runner.feeds[0],
+        fixed_batch(runner.float_model) is None, batch_mib)
+    ratio = {t: (noise[i] / signal[i] if signal[i] > 0 else
+                 (0.0 if noise[i] == 0 else float("inf"))) for i, t in enumerate(tensors)}
     return {g: max((ratio.get(t, 0.0) for t in outs[g]), default=0.0)
             - max((ratio.get(t, 0.0) for t in ins[g]), default=0.0) for g in groups}
 
@@ -181,9 +228,10 @@ def _worth_it(best: Agreement, trial: Agreement, policy: AccuracyGuardPolicy) ->
 
 def run_guard(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str, float],
               feeds: list[dict[str, np.ndarray]], policy: AccuracyGuardPolicy,
-              show_progress: bool = True) -> GuardResult:
+              show_progress: bool = True, batch_mib: int = 512) -> GuardResult:
     """The guard on a prepared float model, its plan and calibrated ranges, with the
-    samples `feeds` (batches); returns the plan to insert and what was measured."""
+    samples `feeds` (batches); returns the plan to insert and what was measured.
+    `batch_mib`: the memory cap of one ranking run (CalibrationConfig.batch_mib)."""
     runner = _Runner(float_model, feeds)
     qdq, _ = insert_qdq(float_model, plan, amax)
     before = runner.agreement(qdq)
@@ -193,7 +241,7 @@ def run_guard(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str,
         kept.accuracy_guard = _summary(policy, before, before, [], 0, met)
         return GuardResult(kept, before, before, [], 0, met)
     groups = _coupled(float_model, plan.layer_groups())
-    noise = added_noise(runner, qdq, groups)
+    noise = added_noise(runner, qdq, groups, batch_mib)
     candidates = sorted((g for g in groups if noise[g] > MIN_ADDED_NOISE),
                         key=lambda g: -noise[g])[:policy.max_trials]
     best, moved, gains, trials = before, [], {}, 0
@@ -257,7 +305,8 @@ def guard_plan(float_model: onnx.ModelProto, plan: PlacementPlan, amax: dict[str
     if not feeds:
         return None, None
     result = run_guard(float_model, plan, amax, feeds, policy,
-                       show_progress=calibration.show_progress)
+                       show_progress=calibration.show_progress,
+                       batch_mib=calibration.batch_mib)
     for line in result.lines():
         log.info(line)
     return result, None

@@ -274,3 +274,43 @@ def test_the_guard_acts_on_a_map_output_and_keeps_only_moves_worth_a_layer(data)
     result = run_guard(off.float_model, off.plan, off.calibration.amax, feeds, policy,
                        show_progress=False)
     assert result.moved == [] and not result.met and result.trials > 0
+
+
+def test_the_ranking_pass_keeps_each_run_under_the_memory_cap_with_the_same_noise(
+        monkeypatch):
+    """The ranking pass fetches every layer's output: under a 1 MiB cap it runs the batch
+    in parts of a few samples, and the noise it ranks by is the whole batch's."""
+    import qdq_onnx.graph.sessions as sessions
+    from qdq_onnx.quantize.accuracy_guard import _coupled, _Runner, added_noise
+    from qdq_onnx.quantize.insert import insert_qdq
+
+    saved, helpers.RNG = helpers.RNG, np.random.default_rng(3)
+    try:
+        g = G(input_shape=("N", 4, 32, 32))
+        h = g.unary("Relu", "r1", g.conv("c1", "x", 16))
+        model = g.model([g.conv("c2", h, 16)])
+    finally:
+        helpers.RNG = saved
+    batch = RNG.normal(0, 1, (48, 4, 32, 32)).astype(np.float32)
+    off = pipeline.insert(model, data=batch, guard=pipeline.AccuracyGuardConfig(enabled=False))
+    runner = _Runner(off.float_model, [{off.float_model.graph.input[0].name: batch}])
+    qdq, _ = insert_qdq(off.float_model, off.plan, off.calibration.amax)
+    groups = _coupled(off.float_model, off.plan.layer_groups())
+    sizes: list[int] = []
+    real = sessions.run_checked
+
+    def counted(session, names, feed):
+        sizes.append(next(iter(feed.values())).shape[0])
+        return real(session, names, feed)
+
+    monkeypatch.setattr(sessions, "run_checked", counted)
+    whole = added_noise(runner, qdq, groups)
+    # the one-sample probe, then one float and one quantized run: the batch fits 512 MiB
+    assert sizes == [1, 48, 48]
+    sizes.clear()
+    capped = added_noise(runner, qdq, groups, batch_mib=1)
+    # one sample's three layer outputs (c1, r1, c2) are 192 KiB: five samples per run;
+    # the probe's float run is reused for the first sample
+    assert sizes[:2] == [1, 1] and max(sizes) == 5 and sum(sizes) == 2 * 48
+    assert capped.keys() == whole.keys() and all(whole[k] > 0 for k in whole)
+    assert all(capped[k] == pytest.approx(whole[k], rel=1e-9) for k in whole)
