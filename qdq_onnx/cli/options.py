@@ -124,7 +124,8 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
                         "shaped exactly as the ONNX model expects (NHWC for converted Keras "
                         "models); or a folder of class image folders (see image folders)")
     cfg = pipeline.CalibrationConfig
-    g.add_argument("--method" if flag == "--data" else "--calib-method", dest="method",
+    method = "--method" if flag == "--data" else "--calib-method"
+    g.add_argument(method, dest="method",
                    choices=plumbing.METHODS, default=None,
                    help="max: largest |x| (one flag away; on a real OCR recogniser it "
                         "collapsed the model); percentile, entropy (KL) and mse pick a "
@@ -133,7 +134,7 @@ def add_calibration(parser: argparse.ArgumentParser, flag: str = "--calib",
                         "reads it (default: mse for INT8 pairs, never far from the best "
                         "method on the measured models; max for FP8 pairs)")
     g.add_argument("--percentile", type=float, default=None,
-                   help="percentile of |x| kept unclipped by --method percentile (default "
+                   help=f"percentile of |x| kept unclipped by {method} percentile (default "
                         f"{default(cfg, 'percentile')})")
     g.add_argument("--batch-size" if flag == "--data" else "--calib-batch-size",
                    dest="batch_size", type=int, default=None, metavar="N",

@@ -12,6 +12,7 @@ import onnx
 from qdq_onnx.files.metadata import PLAN_KEY, get_metadata
 from qdq_onnx.placement.plan import KeptFP32, PlacementPlan
 from qdq_onnx.placement.rules import RuleSet
+from qdq_onnx.precision.bias_headroom import raise_bias_headroom
 from qdq_onnx.precision.config import RANGE_GUARD_SAMPLES, PrecisionConfig
 from qdq_onnx.precision.guard import guard_decisions, measure_ranges
 from qdq_onnx.precision.record import record_remainder
@@ -81,6 +82,8 @@ def type_model(model: onnx.ModelProto, config: PrecisionConfig | None = None,
     kept = guard_decisions(model, kind, rules.precision, ranges) if guarding else []
     typed, report = type_remainder(model, kind, {k.node for k in kept}, config.keep_io_types,
                                    in_place=owned or upgraded is not None)
+    if kind.name == "fp16":  # bias_headroom.py: onnxruntime's int32 bias overflows FP16
+        notes += raise_bias_headroom(typed).lines()
     plan = record_remainder(typed, kind.name, kept)
     if kind.is_fp32:
         notes += _relu_fusion_note(typed)
