@@ -1,8 +1,8 @@
 """Room for onnxruntime's int32 bias in an FP16 remainder.
 
 onnxruntime's WeightBiasQuantization (graph optimization level 1, ORT_ENABLE_BASIC, so on
-by default; onnxruntime/core/optimizer/qdq_transformer/weight_bias_quantization.cc, 1.20
-to 1.32) rewrites the float bias of a Conv or Gemm whose input 0 is dequantized per tensor
+by default; onnxruntime/core/optimizer/qdq_transformer/weight_bias_quantization.cc: in
+1.32.0, not in 1.19.2) rewrites the float bias of a Conv or Gemm whose input 0 is dequantized per tensor
 and whose output reaches a QuantizeLinear with nothing but Relu/Clip between: it becomes
 DequantizeLinear(int32(Round(bias / (s_x * s_w))), s_x * s_w). The product and the
 quotient are computed in the bias's type. In FP16 a quotient above 65504 is Inf and a
