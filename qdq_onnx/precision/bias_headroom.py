@@ -1,14 +1,14 @@
 """Room for onnxruntime's int32 bias in an FP16 remainder.
 
 onnxruntime's WeightBiasQuantization (graph optimization level 1, ORT_ENABLE_BASIC, so on
-by default; onnxruntime/core/optimizer/qdq_transformer/weight_bias_quantization.cc: in
-1.32.0, not in 1.19.2) rewrites the float bias of a Conv or Gemm whose input 0 is dequantized per tensor
-and whose output reaches a QuantizeLinear with nothing but Relu/Clip between: it becomes
-DequantizeLinear(int32(Round(bias / (s_x * s_w))), s_x * s_w). The product and the
-quotient are computed in the bias's type. In FP16 a quotient above 65504 is Inf and a
-product below 2**-25 is 0, and the int32 made from either is garbage: on the PP-OCRv4
-text detector (paddle2onnx) 10 channels of 2 Convs (the stem's, |b| / (s_x s_w) = 1.2e5,
-and dead channels, s_x s_w ~ 1e-9) thinned every detected text region by 18% at
+by default; onnxruntime/core/optimizer/qdq_transformer/weight_bias_quantization.cc; in
+1.32.0, not in 1.19.2) rewrites the float bias of a Conv or Gemm whose input 0 is
+dequantized per tensor and whose output reaches a QuantizeLinear with nothing but
+Relu/Clip between: it becomes DequantizeLinear(int32(Round(bias / (s_x * s_w))), s_x *
+s_w), the product and the quotient computed in the bias's type. In FP16 a quotient above
+65504 is Inf and a product below 2**-25 is 0, and the int32 made from either is garbage:
+on the PP-OCRv4 text detector (paddle2onnx) 11 channels of 3 Convs (the stem's, |b| /
+(s_x s_w) = 1.2e5, and dead channels, s_x s_w ~ 1e-9) thinned its text regions by 18% at
 onnxruntime's default level while the file, run as written, matched the float model.
 TensorRT adds the bias in float and never sees the problem.
 
