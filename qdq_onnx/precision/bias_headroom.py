@@ -95,7 +95,7 @@ def _expected(node: onnx.NodeProto) -> int:
     return 0 if node.op_type == ops.CONV or attribute(node, "transB", 0) else 1
 
 
-def _axis(index: GraphIndex, node: onnx.NodeProto, dq: onnx.NodeProto) -> int | None:
+def _axis(index: GraphIndex, dq: onnx.NodeProto) -> int | None:
     axis = int(attribute(dq, "axis", 1))
     if axis >= 0:
         return axis
@@ -106,6 +106,43 @@ def _axis(index: GraphIndex, node: onnx.NodeProto, dq: onnx.NodeProto) -> int | 
     return axis + len(weight.dims) if weight is not None else None
 
 
+def _biased(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str, int] | None:
+    """(bias initializer, the tensor the path to a Q starts at, the per-channel weight axis
+    onnxruntime expects) of a layer whose bias onnxruntime can rewrite: a Conv/Gemm's
+    input 2, or a MatMul's Add of a 1-D constant (level 1's MatMulAddFusion makes the two a
+    Gemm first; a MatMul on more than 2-D input gets Reshapes around it and no rewrite)."""
+    if node.op_type in _OPS:
+        if len(node.input) < 3 or node.input[2] not in index.initializers:
+            return None
+        return node.input[2], node.output[0], _expected(node)
+    if node.op_type != ops.MATMUL:
+        return None
+    users = index.consumers.get(node.output[0], [])
+    if len(users) != 1 or users[0].node.op_type != "Add" or _rank(index, node.input[0]) \
+            not in (2, None):
+        return None
+    add = users[0].node
+    other = add.input[1 - users[0].index]
+    bias = index.initializers.get(other)
+    if bias is None or len(bias.dims) != 1:
+        return None
+    return other, add.output[0], 1
+
+
+def _rank(index: GraphIndex, tensor: str) -> int | None:
+    source = index.producer.get(tensor)
+    if source is not None and source.op_type == ops.DEQUANTIZE:
+        tensor = source.input[0]
+        source = index.producer.get(tensor)
+        tensor = source.input[0] if source is not None and source.op_type == ops.QUANTIZE \
+            else tensor
+    info = next((v for v in (*index.graph.value_info, *index.graph.input)
+                 if v.name == tensor), None)
+    if info is None or not info.type.tensor_type.HasField("shape"):
+        return None
+    return len(info.type.tensor_type.shape.dim)
+
+
 def raise_bias_headroom(model: onnx.ModelProto) -> Headroom:
     """Raise, in place, the FP16 weight scales whose channels onnxruntime's int32 bias
     would overflow (see the module docstring)."""
@@ -113,22 +150,23 @@ def raise_bias_headroom(model: onnx.ModelProto) -> Headroom:
     inits = index.initializers
     done = Headroom()
     for node in index.nodes:
-        if node.op_type not in _OPS or len(node.input) < 3 or not node.input[2]:
+        found = _biased(index, node)
+        if found is None:
             continue
+        bias_name, tail, expected = found
         dq_x, dq_w = index.producer.get(node.input[0]), index.producer.get(node.input[1])
         if dq_x is None or dq_w is None or dq_x.op_type != ops.DEQUANTIZE \
-                or dq_w.op_type != ops.DEQUANTIZE or not _reaches_q(index, node.output[0]):
+                or dq_w.op_type != ops.DEQUANTIZE or not _reaches_q(index, tail):
             continue
-        sx, sw, bias = (inits.get(dq_x.input[1]), inits.get(dq_w.input[1]),
-                        inits.get(node.input[2]))
-        if sx is None or sw is None or bias is None or bias.data_type != \
-                onnx.TensorProto.FLOAT16 or sw.data_type != onnx.TensorProto.FLOAT16:
+        sx, sw, bias = inits.get(dq_x.input[1]), inits.get(dq_w.input[1]), inits[bias_name]
+        if sx is None or sw is None or bias.data_type != onnx.TensorProto.FLOAT16 \
+                or sw.data_type != onnx.TensorProto.FLOAT16:
             continue
         x_scale, w_scale = numpy_helper.to_array(sx), numpy_helper.to_array(sw)
         b = numpy_helper.to_array(bias).reshape(-1)
         if x_scale.size != 1 or w_scale.size not in (1, b.size) or \
                 attribute(dq_w, "block_size", 0) or (w_scale.size > 1 and
-                                                     _axis(index, node, dq_w) != _expected(node)):
+                                                     _axis(index, dq_w) != expected):
             continue  # onnxruntime leaves these as they are
         need = _bits(b, np.broadcast_to(w_scale.reshape(-1), b.shape), x_scale.reshape(()))
         if not need.any():

@@ -112,3 +112,33 @@ def test_fp32_and_bf16_remainders_are_left_alone():
         typed = pipeline.type_remainder(q.qdq, pipeline.PrecisionConfig(high_precision=kind),
                                         data=X)
         assert not any(line.startswith("bias headroom") for line in typed.lines())
+
+
+def test_a_matmul_with_its_bias_add_is_covered_too():
+    """onnxruntime first fuses MatMul + Add into a Gemm (MatMulAddFusion), then rewrites
+    that Gemm's bias: the same overflow, so the same raise (weights' axis 1)."""
+    import onnxruntime as ort
+    from helpers import mlp
+
+    model = mlp(widths=(16, 16))
+    inits = {t.name: t for t in model.graph.initializer}
+    for name, edit in (("b0", lambda a: a.__setitem__(slice(0, 2), [40.0, 0.5])),
+                       ("w0", lambda a: a.__setitem__((slice(None), 1), a[:, 1] * 1e-7))):
+        a = numpy_helper.to_array(inits[name]).copy()
+        edit(a)
+        inits[name].CopyFrom(numpy_helper.from_array(a, name))
+    x = np.random.default_rng(1).normal(size=(64, 64)).astype(np.float32)
+    q = pipeline.insert(model, data=x, guard=pipeline.AccuracyGuardConfig(enabled=False))
+    typed = pipeline.type_remainder(q.qdq, data=x)
+    note = next(line for line in typed.lines() if line.startswith("bias headroom"))
+    assert "2 channel(s) in 1 layer(s)" in note and "w0" in note
+
+    def run(m, level):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        so.log_severity_level = 3
+        return ort.InferenceSession(m.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    unoptimized = run(typed.model, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    assert _sqnr(unoptimized, run(typed.model, ort.SessionOptions().graph_optimization_level)) > 35
