@@ -208,6 +208,11 @@ def _pool() -> dict[str, Any]:
     return _load("ptq_calib_sets")["pool"]
 
 
+def _levels() -> tuple[float, float]:
+    row = _load("ort_levels")["rows"]["qdq-onnx"]
+    return row["default_level"]["sqnr_db"], row["optimizations_off"]["sqnr_db"]
+
+
 def _pool_figure() -> str:
     p = _pool()
     return (f"{-p['onnxruntime']['correct_images_minus_qdq_onnx']:+d} / "
@@ -235,6 +240,10 @@ ROWS = [
         "images whose class changed vs FP32", _pool_figure, ">= 0",
         lambda: min(-_pool()[t]["correct_images_minus_qdq_onnx"]
                     for t in ("onnxruntime", "modelopt")) >= 0),
+    Row("INT8 + FP16 file of the real PP-OCRv4 detector in onnxruntime's default level vs "
+        "as written: SQNR of its map against the float model's",
+        lambda: "{:.2f} vs {:.2f} dB".format(*_levels()), "within 0.5 dB",
+        lambda: abs(_levels()[0] - _levels()[1]) <= 0.5),
     Row("QAT accuracy, MNIST, 1 epoch vs the float control (+1 epoch)", _qat, ">= -0.1",
         lambda: _pt(_load("qat_mnist")["accuracy"]["qat"],
                     _load("qat_mnist")["accuracy"]["fp32_control"]) >= -0.1),
