@@ -31,8 +31,12 @@ def run_qdq_onnx(model: str, calib: str, out: str) -> None:
     from qdq_onnx import pipeline
 
     source = pipeline.load(model)
+    # like for like with quantize_static's MinMax: max ranges, no output-aware refinement
+    # and no accuracy guard (the defaults since issue 27; each adds evaluation passes)
     q = pipeline.insert(source.model, data=calib, copy=False,
-                        calibration=pipeline.CalibrationConfig(show_progress=False))
+                        calibration=pipeline.CalibrationConfig(
+                            method="max", refine_scales="off", show_progress=False),
+                        guard=pipeline.AccuracyGuardConfig(enabled=False))
     pipeline.save(q.qdq, out)
 
 
@@ -57,7 +61,8 @@ def resnet50_methods(images: int = 16) -> dict:
     from qdq_onnx import pipeline
     from qdq_onnx.convert.prepare import prepare_model
     from qdq_onnx.quantize.calibration import collect_stats
-    from qdq_onnx.quantize.methods import METHODS, amax_from_stats
+    from qdq_onnx.quantize.config import SINGLE_METHODS
+    from qdq_onnx.quantize.methods import amax_from_stats
     from qdq_onnx.types.scheme import INT8
 
     model = pipeline.load(keras_application_onnx("ResNet50")).model
@@ -72,7 +77,7 @@ def resnet50_methods(images: int = 16) -> dict:
     stats = collect_stats(prepared, tensors, x, config)
     t_hist = time.perf_counter() - t0
     search = {}
-    for method in METHODS:
+    for method in SINGLE_METHODS:  # auto picks among them at each reading layer
         t0 = time.perf_counter()
         for s in stats.values():
             amax_from_stats(s, method, INT8)

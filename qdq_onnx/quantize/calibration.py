@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from qdq_onnx.graph.batch import fixed_batch, follows_batch, relax_batch
 from qdq_onnx.parallel import World, shard_batches
 from qdq_onnx.parallel.context import RunContext
 from qdq_onnx.progress import progress
+from qdq_onnx.quantize.calib_batches import batch_size, rereadable, session
 from qdq_onnx.quantize.config import METHODS, SINGLE_METHODS, CalibrationConfig
 from qdq_onnx.quantize.histogram import DEFAULT_BINS, TensorStats
 from qdq_onnx.quantize.methods import (
@@ -52,34 +53,6 @@ class ClippingWarning(UserWarning):
     """Calibration chose a range that clips many calibration values of a tensor."""
 
 
-def _session(model: onnx.ModelProto, outputs: list[str], reduce_max: bool = False):
-    """A session that also returns `outputs`; with `reduce_max`, it returns max |x| of each
-    instead (computed inside onnxruntime, so no activation is copied out)."""
-    from qdq_onnx.graph.sessions import inference_session, with_outputs
-
-    if not reduce_max:
-        return inference_session(with_outputs(model, outputs)), list(outputs)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    names = []
-    for i, name in enumerate(outputs):
-        absolute, peak = f"qdq_onnx_calib_abs_{i}", f"qdq_onnx_calib_max_{i}"
-        probe.graph.node.extend([
-            onnx.helper.make_node("Abs", [name], [absolute], name=absolute),
-            onnx.helper.make_node("ReduceMax", [absolute], [peak], name=peak, keepdims=0)])
-        probe.graph.output.append(onnx.ValueInfoProto(name=peak))
-        names.append(peak)
-    return inference_session(probe), names
-
-
-def rereadable(data: Any) -> bool:
-    """Whether `data` can be iterated twice (paths, arrays, dicts, lists; not generators)."""
-    if isinstance(data, (str, np.ndarray, dict, list, tuple)) or hasattr(data, "__fspath__"):
-        return True
-    return isinstance(data, Iterable) and not isinstance(data, Iterator) and \
-        iter(data) is not data
-
-
 def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: CalibrationConfig,
           stats: dict[str, TensorStats], with_hist: bool, desc: str, run: RunContext,
           batch: int, relaxed: bool) -> None:
@@ -94,13 +67,13 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
     w = run.world
     batch_iter = shard_batches(batch_iter, w.rank, w.size)  # whole batches per rank
     # Without histograms only max |x| is needed: onnxruntime reduces each tensor itself.
-    session, names = _session(relax_batch(model) if relaxed else model, fetch,
-                              reduce_max=not with_hist)
+    run_session, names = session(relax_batch(model) if relaxed else model, fetch,
+                                 reduce_max=not with_hist)
     seen = 0
     with progress(total=total and -(-total // w.size), desc=desc, unit="sample",
                   enable=config.show_progress and w.is_root) as bar:
         for feed in batch_iter:
-            current = dict(zip(fetch, run_checked(session, names, feed) if fetch else []))
+            current = dict(zip(fetch, run_checked(run_session, names, feed) if fetch else []))
             for t in tensors:
                 try:
                     stats[t].update(current[t] if t in current else feed[t], with_hist)
@@ -116,38 +89,6 @@ def _pass(model: onnx.ModelProto, tensors: list[str], data: Any, config: Calibra
         seen = _reduce(stats, tensors, with_hist, seen, w)
     if seen == 0:
         raise QdqError("calibration data is empty")
-
-
-def _batch_size(model: onnx.ModelProto, tensors: list[str], data: Any,
-                config: CalibrationConfig, relaxed: bool) -> int:
-    """`config.batch_size`, or fewer samples when the activations of `tensors` one run
-    fetches would pass `config.batch_mib` (measured on one sample of data that can be
-    read again; the statistics do not depend on the batch, only the memory does: on a
-    detector at 320x480, batches of 32 took 12 GB)."""
-    from qdq_onnx.data.feeds import as_batches
-    from qdq_onnx.graph.sessions import run_checked
-
-    inputs = {i.name for i in model.graph.input}
-    fetch = [t for t in tensors if t not in inputs]
-    if config.batch_size == 1 or not fetch or not rereadable(data) or (
-            fixed_batch(model) is not None and not relaxed):  # the graph fixes its batch
-        return config.batch_size
-    session, names = _session(relax_batch(model) if relaxed else model, fetch)
-    probe, _ = as_batches(data, model, batch_size=1, limit=1, source="calibration data",
-                          any_batch=relaxed)
-    feed = next(iter(probe), None)
-    if feed is None:
-        return config.batch_size
-    samples = max(1, int(next(iter(feed.values())).shape[0]))
-    per_sample = sum(np.asarray(a).nbytes for a in run_checked(session, names, feed)) \
-        // samples
-    fits = max(1, int(config.batch_mib * 2 ** 20 // max(per_sample, 1)))
-    if fits >= config.batch_size:
-        return config.batch_size
-    log.info("calibration: batches of %d sample(s): one sample's activations are %.0f MiB, "
-             "a batch's are kept under %d MiB (--calib-batch-mib)", fits,
-             per_sample / 2 ** 20, config.batch_mib)
-    return fits
 
 
 def _reduce(stats: dict[str, TensorStats], tensors: list[str], with_hist: bool, seen: int,
@@ -219,7 +160,7 @@ def collect_stats(model: onnx.ModelProto, tensors: Iterable[str], data: Any,
     stats = {t: TensorStats(bins=bins) for t in tensors}
     # decided once for every pass (each probes or holds the model's activations)
     relaxed = fixed_batch(model) is not None and runs_relaxed(model, data)
-    batch = _batch_size(model, tensors, data, config, relaxed)
+    batch = batch_size(model, tensors, data, config, relaxed)
     _pass(model, tensors, data, config, stats, with_hist and not two_pass,
           "calibrate" if not two_pass else "calibrate (1/2: ranges)", run, batch, relaxed)
     if two_pass:

@@ -297,3 +297,34 @@ def test_batches_shrink_to_the_memory_cap_and_the_ranges_do_not_move(caplog):
     assert small.calibration.amax == big.calibration.amax
     with pytest.raises(SettingError, match="batch_mib"):
         pipeline.CalibrationConfig(batch_mib=0)
+
+
+def test_a_small_model_is_not_probed_and_a_large_one_is(monkeypatch):
+    """The memory probe costs a session build: a model whose batch cannot come near
+    `batch_mib` even at 64x its input per tensor skips it; one that can is measured."""
+    import qdq_onnx.quantize.calib_batches as calib_batches
+    import qdq_onnx.quantize.calibration as calibration
+    from qdq_onnx import pipeline
+
+    g = G(input_shape=("N", 4, 8, 8))
+    model = g.model([g.conv("c2", g.unary("Relu", "r1", g.conv("c1", "x", 8)), 8)])
+    x = np.random.default_rng(0).normal(size=(40, 4, 8, 8)).astype(np.float32)
+    built: list[bool] = []
+    real = calib_batches.session
+
+    def counted(model, outputs, reduce_max=False):
+        built.append(reduce_max)
+        return real(model, outputs, reduce_max)
+
+    monkeypatch.setattr(calibration, "session", counted)  # the passes'
+    monkeypatch.setattr(calib_batches, "session", counted)  # the probe's
+    settings = dict(refine_scales="off", method="mse")
+    pipeline.insert(model, calibration=pipeline.CalibrationConfig(**settings), data=x,
+                    guard=pipeline.AccuracyGuardConfig(enabled=False))
+    assert built == [True, False]  # the ranges pass and the histogram pass, no probe
+    built.clear()
+    pipeline.insert(model, calibration=pipeline.CalibrationConfig(batch_mib=1, **settings),
+                    data=x, guard=pipeline.AccuracyGuardConfig(enabled=False))
+    # 1 KiB of input x 64 x 1 fetched tensor (c2's input) x 32 samples passes 1 MiB:
+    # probed (a fetching session) before the histogram pass
+    assert built == [False, True, False]
