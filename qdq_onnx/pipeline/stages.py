@@ -112,7 +112,8 @@ class Inserted:
     guard: GuardResult | None = None
 
 
-def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
+def insert(model: onnx.ModelProto | str | os.PathLike | ModelFile,
+           placement: PlacementConfig | None = None,
            calibration: CalibrationConfig | None = None, data: Any = None,
            use_plan: PlacementPlan | str | os.PathLike | None = None, copy: bool = True,
            guard: AccuracyGuardConfig | None = None) -> Inserted:
@@ -120,7 +121,15 @@ def insert(model: onnx.ModelProto, placement: PlacementConfig | None = None,
     `data` is given) -> scale refinement and accuracy guard (with data, when the rule file
     has them and `calibration.refine_scales` / `guard` do not turn them off; never on a
     saved plan) -> insert
-    Q/DQ. `model` is not modified unless `copy=False` (callers that own it save a copy)."""
+    Q/DQ. `model` (a ModelProto, or a path or ModelFile to read) is not modified unless
+    `copy=False` (callers that own it save a copy)."""
+    if isinstance(model, (str, os.PathLike)):
+        model, copy = load(model).model, False  # read here: nobody else holds it
+    elif isinstance(model, ModelFile):
+        model = model.model
+    elif not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"pipeline.insert takes an onnx.ModelProto or the path of an .onnx "
+                        f"file, got {type(model).__name__}")
     if isinstance(placement, PlacementPlan):
         raise TypeError("pipeline.insert(model, plan, amax) was the old form of "
                         "pipeline.apply_plan(model, plan, amax); insert takes a "

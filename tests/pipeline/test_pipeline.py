@@ -192,3 +192,22 @@ def test_weight_bits_is_a_weight_scheme_now():
 def test_the_training_backend_is_part_of_the_training_settings():
     assert pipeline.TrainConfig().backend == "auto"
     assert {"onnxruntime", "torch"} <= set(BACKENDS)
+
+
+def test_insert_reads_a_path_and_names_what_it_cannot_take(tmp_path):
+    """A user may hand `pipeline.insert` the file instead of the ModelProto: the same plan
+    and pairs; anything else is one clear TypeError, not an AttributeError from inside."""
+    from helpers import small_classifier
+
+    model = small_classifier()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    before = path.read_bytes()
+    by_path = pipeline.insert(str(path))
+    by_file = pipeline.insert(pipeline.load(path))
+    by_model = pipeline.insert(model)
+    assert by_path.plan.to_dict() == by_model.plan.to_dict() == by_file.plan.to_dict()
+    assert by_path.report.activation_pairs == by_model.report.activation_pairs > 0
+    assert path.read_bytes() == before  # the file is read, never written
+    with pytest.raises(TypeError, match="onnx.ModelProto or the path"):
+        pipeline.insert(123)
