@@ -32,7 +32,6 @@ from bench_common import write_result
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 NEWEST = ROOT / ".venv-newest" / "bin" / "python"
-MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz"
 HEIGHT, WIDTH = 320, 480
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]  # PaddleOCR's det input
@@ -66,12 +65,11 @@ def pages(n: int, seed: int) -> np.ndarray:
 
 
 def source() -> Path:
-    import importlib.util
+    """The detector, found as the test pool finds it (tests/real_pool.py)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from real_pool import BY_NAME
 
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("rapidocr-onnxruntime is not installed (make installs it)")
-    return Path(list(spec.submodule_search_locations)[0]).parent / MEMBER
+    return BY_NAME["ppocr_det"].path()
 
 
 def quantize(src: Path, calib: np.ndarray, out: Path, headroom: bool) -> dict:
@@ -151,7 +149,7 @@ def main() -> int:
               f"{row['default_level']['sqnr_db']:6.2f} dB area "
               f"{row['default_level']['text_area']:.4f}", flush=True)
     out = write_result("ort_levels", {
-        "model": f"rapidocr-onnxruntime {MEMBER} (PP-OCRv4 text detector, paddle2onnx)",
+        "model": f"rapidocr-onnxruntime {src.name} (PP-OCRv4 text detector, paddle2onnx)",
         "data": {"calibration": f"{args.calib} rendered pages 3x{HEIGHT}x{WIDTH} (seed 1)",
                  "test": f"{args.test} rendered pages (seed 2)"},
         "evaluator": f"onnxruntime {measured['onnxruntime']} (.venv-newest), CPU",

@@ -78,13 +78,15 @@ def _bits(bias: np.ndarray, weight_scale: np.ndarray, input_scale: np.ndarray
     """Per channel, the power of two k >= 0 to raise the weight scale by: the smallest
     with FP16(input scale x FP16(weight scale x 2**k)) > 0 and |bias| / it <= the limit."""
     b = np.abs(bias.astype(np.float64))
+    product = _f16_product(input_scale, weight_scale).astype(np.float64)
     need = np.zeros(b.shape, np.int64)
-    for c in np.flatnonzero(b > 0):
-        for k in range(65):
+    # every channel of every biased layer is checked at once; only the few that fail step
+    for c in np.flatnonzero((b > 0) & ((product == 0) | (b > QUOTIENT_LIMIT * product))):
+        for k in range(1, 65):
             with np.errstate(over="ignore"):
                 w = np.float16(np.float32(weight_scale[c]) * np.float32(2.0 ** k))
-            product = float(_f16_product(input_scale, np.asarray(w)))
-            if product > 0 and b[c] <= QUOTIENT_LIMIT * product:
+            raised = float(_f16_product(input_scale, np.asarray(w)))
+            if raised > 0 and b[c] <= QUOTIENT_LIMIT * raised:
                 need[c] = k
                 break
     return need
@@ -99,27 +101,26 @@ def _axis(index: GraphIndex, dq: onnx.NodeProto) -> int | None:
     axis = int(attribute(dq, "axis", 1))
     if axis >= 0:
         return axis
-    weight = index.initializers.get(dq.input[0])
-    source = index.producer.get(dq.input[0])
-    if weight is None and source is not None and source.op_type == ops.QUANTIZE:
-        weight = index.initializers.get(source.input[0])
+    weight = index.initializers.get(_source(index, dq.output[0]))
     return axis + len(weight.dims) if weight is not None else None
 
 
-def _biased(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str, int] | None:
+def _biased(index: GraphIndex, node: onnx.NodeProto, ranks: dict[str, int]
+            ) -> tuple[str, str, int] | None:
     """(bias initializer, the tensor the path to a Q starts at, the per-channel weight axis
     onnxruntime expects) of a layer whose bias onnxruntime can rewrite: a Conv/Gemm's
     input 2, or a MatMul's Add of a 1-D constant (level 1's MatMulAddFusion makes the two a
     Gemm first; a MatMul on more than 2-D input gets Reshapes around it and no rewrite)."""
     if node.op_type in _OPS:
-        if len(node.input) < 3 or node.input[2] not in index.initializers:
+        slot = ops.BIAS_INPUT[node.op_type]
+        if len(node.input) <= slot or node.input[slot] not in index.initializers:
             return None
-        return node.input[2], node.output[0], _expected(node)
+        return node.input[slot], node.output[0], _expected(node)
     if node.op_type != ops.MATMUL:
         return None
     users = index.consumers.get(node.output[0], [])
-    if len(users) != 1 or users[0].node.op_type != "Add" or _rank(index, node.input[0]) \
-            not in (2, None):
+    if len(users) != 1 or users[0].node.op_type != "Add" or \
+            ranks.get(_source(index, node.input[0]), 2) != 2:
         return None
     add = users[0].node
     other = add.input[1 - users[0].index]
@@ -129,18 +130,19 @@ def _biased(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str, int] | N
     return other, add.output[0], 1
 
 
-def _rank(index: GraphIndex, tensor: str) -> int | None:
-    source = index.producer.get(tensor)
-    if source is not None and source.op_type == ops.DEQUANTIZE:
-        tensor = source.input[0]
-        source = index.producer.get(tensor)
-        tensor = source.input[0] if source is not None and source.op_type == ops.QUANTIZE \
-            else tensor
-    info = next((v for v in (*index.graph.value_info, *index.graph.input)
-                 if v.name == tensor), None)
-    if info is None or not info.type.tensor_type.HasField("shape"):
-        return None
-    return len(info.type.tensor_type.shape.dim)
+def _ranks(graph: onnx.GraphProto) -> dict[str, int]:
+    """The rank of every tensor the graph records a shape for."""
+    return {v.name: len(v.type.tensor_type.shape.dim)
+            for v in (*graph.value_info, *graph.input) if v.type.tensor_type.HasField("shape")}
+
+
+def _source(index: GraphIndex, tensor: str) -> str:
+    """The float tensor behind a Q -> DQ (or a DQ of stored values): whose shape is known."""
+    dq = index.producer.get(tensor)
+    if dq is None or dq.op_type != ops.DEQUANTIZE:
+        return tensor
+    q = index.producer.get(dq.input[0])
+    return q.input[0] if q is not None and q.op_type == ops.QUANTIZE else dq.input[0]
 
 
 def raise_bias_headroom(model: onnx.ModelProto) -> Headroom:
@@ -148,9 +150,9 @@ def raise_bias_headroom(model: onnx.ModelProto) -> Headroom:
     would overflow (see the module docstring)."""
     index = GraphIndex(model.graph)
     inits = index.initializers
-    done = Headroom()
+    done, ranks = Headroom(), _ranks(model.graph)
     for node in index.nodes:
-        found = _biased(index, node)
+        found = _biased(index, node, ranks)
         if found is None:
             continue
         bias_name, tail, expected = found
